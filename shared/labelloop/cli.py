@@ -1,0 +1,261 @@
+"""The ``labelloop`` command: kernel commands here, service commands found by entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelloop.project import ProjectConfigError, TaskType, load_project, scaffold_project
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="labelloop",
+    help="Run a data-labeling loop: ingest, sample, annotate, QA, export, retrain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+project_app = typer.Typer(help="Create, validate and apply project configurations.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+app.add_typer(dlq_app, name="dlq")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------------- embedded NATS
+
+
+@app.command("nats")
+def nats_command(
+    port: Annotated[int, typer.Option(help="Client port")] = 4222,
+    http_port: Annotated[int, typer.Option(help="Monitoring port")] = 8222,
+    store_dir: Annotated[Path, typer.Option(help="JetStream store directory")] = Path(".nats"),
+) -> None:
+    """Run the embedded nats-server with JetStream in the foreground (Ctrl-C stops it)."""
+    from labelloop.natsserver import EmbeddedNats
+
+    server = EmbeddedNats(port=port, http_port=http_port, store_dir=store_dir).start()
+    console.print(f"nats-server running at [bold]{server.url}[/] (store {store_dir}), pid {server.pid}")
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    import time
+
+    while not stop and server.pid is not None:
+        time.sleep(0.5)
+    server.stop()
+
+
+# ---------------------------------------------------------------------- services
+
+
+def _service_factories() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="labelloop.services")}
+
+
+@app.command("run")
+def run_command(
+    service: Annotated[str, typer.Argument(help="ingester, sampler, annotation-bridge, ...")],
+) -> None:
+    """Run one service until SIGTERM (what the containers and `make demo` run)."""
+    factories = _service_factories()
+    if service not in factories:
+        err_console.print(f"unknown service {service!r}; known: {', '.join(sorted(factories))}")
+        raise typer.Exit(2)
+    build = factories[service].load()
+    build().run()
+
+
+@app.command("docs")
+def docs_command(
+    out: Annotated[Path, typer.Option(help="Output directory")] = Path("docs/asyncapi"),
+) -> None:
+    """Write the AsyncAPI specification of every service (JSON) into OUT."""
+    from faststream.specification import AsyncAPI
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, ep in sorted(_service_factories().items()):
+        service = ep.load()()
+        spec = AsyncAPI(service.broker, title=f"labelloop {name}", schema_version="3.0.0")
+        path = out / f"{name}.json"
+        path.write_text(spec.to_specification().to_json(), encoding="utf-8")
+        console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------- projects
+
+
+@project_app.command("init")
+def project_init(
+    name: Annotated[str, typer.Argument(help="Project name (lowercase, digits, - and _)")],
+    task_type: Annotated[TaskType, typer.Option(help="Task type")] = TaskType.TEXT_CLASSIFICATION,
+    out: Annotated[Path | None, typer.Option(help="File to write (default NAME.yaml)")] = None,
+) -> None:
+    """Scaffold a commented project configuration and a guidelines file."""
+    target = out or Path(f"{name}.yaml")
+    if target.exists():
+        err_console.print(f"{target} exists; not overwriting")
+        raise typer.Exit(1)
+    target.write_text(scaffold_project(name, task_type), encoding="utf-8")
+    guidelines = target.parent / "guidelines.md"
+    if not guidelines.exists():
+        guidelines.write_text(
+            f"# Labeling guidelines: {name}\n\nDescribe each class with examples and edge cases.\n",
+            encoding="utf-8",
+        )
+    console.print(f"wrote {target} and {guidelines}; check it with `labelloop project validate`")
+
+
+@project_app.command("validate")
+def project_validate(file: Annotated[Path, typer.Argument(help="Project YAML")]) -> None:
+    """Validate a project file and print its normalised form."""
+    config = _load_or_exit(file)
+    console.print_json(config.model_dump_json(exclude={"guidelines_text"}))
+
+
+@project_app.command("apply")
+def project_apply(file: Annotated[Path, typer.Argument(help="Project YAML")]) -> None:
+    """Store a project's configuration in NATS and announce it to the services."""
+    from labelloop.client import connect
+
+    config = _load_or_exit(file)
+
+    async def apply() -> int:
+        async with connect() as bus:
+            return await bus.apply_project(config)
+
+    revision = _run(apply())
+    console.print(f"project [bold]{config.name}[/] applied (revision {revision})")
+
+
+@project_app.command("show")
+def project_show(name: Annotated[str, typer.Argument()]) -> None:
+    """Print a project's stored configuration."""
+    from labelloop.client import connect
+
+    async def show() -> str | None:
+        async with connect() as bus:
+            config = await bus.project(name)
+            return None if config is None else config.model_dump_json(exclude={"guidelines_text"})
+
+    text = _run(show())
+    if text is None:
+        err_console.print(f"no project named {name!r}")
+        raise typer.Exit(1)
+    console.print_json(text)
+
+
+def _load_or_exit(file: Path) -> Any:
+    try:
+        return load_project(file)
+    except ProjectConfigError as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(1) from None
+
+
+# ---------------------------------------------------------------------- dead letters
+
+
+@dlq_app.command("list")
+def dlq_list(
+    project: Annotated[str | None, typer.Option(help="Only this project")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """List pending dead letters with their reasons."""
+    from labelloop.client import connect
+    from labelloop.deadletters import list_dead_letters
+
+    async def fetch() -> list[Any]:
+        async with connect() as bus:
+            return await list_dead_letters(bus.js, bus.ns, limit=limit, project=project)
+
+    letters = _run(fetch())
+    if as_json:
+        for item in letters:
+            row = item.letter.model_dump(mode="json", exclude={"payload_b64"})
+            print(json.dumps({"sequence": item.sequence, **row}))
+        return
+    table = Table("seq", "when", "project", "subject", "kind", "deliveries", "reason")
+    for item in letters:
+        dl = item.letter
+        table.add_row(
+            str(item.sequence),
+            dl.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+            dl.project,
+            dl.original_subject,
+            dl.kind,
+            str(dl.deliveries),
+            dl.reason[:120],
+        )
+    console.print(table)
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    sequences: Annotated[list[int] | None, typer.Argument(help="Dead-letter sequences")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every pending dead letter")] = False,
+) -> None:
+    """Re-drive dead letters to their original subjects (after fixing the cause)."""
+    from labelloop.client import connect
+    from labelloop.deadletters import list_dead_letters, replay_dead_letter
+
+    if not sequences and not all_:
+        err_console.print("name dead-letter sequences or pass --all")
+        raise typer.Exit(2)
+
+    async def replay() -> int:
+        async with connect() as bus:
+            targets = list(sequences or [])
+            if all_:
+                targets = [d.sequence for d in await list_dead_letters(bus.js, bus.ns, limit=10**6)]
+            for seq in targets:
+                letter = await replay_dead_letter(bus.js, bus.ns, seq)
+                console.print(f"replayed {seq} -> {letter.original_subject}")
+            return len(targets)
+
+    count = _run(replay())
+    console.print(f"{count} dead letter(s) replayed")
+
+
+# ---------------------------------------------------------------------- plugins
+
+
+def _register_plugins() -> None:
+    for ep in entry_points(group="labelloop.commands"):
+        try:
+            register = ep.load()
+        except (ImportError, AttributeError) as exc:  # a service installed without its CLI
+            err_console.print(f"[dim]labelloop: commands of {ep.name} unavailable: {exc}[/]")
+            continue
+        register(app)
+
+
+def main() -> None:
+    _register_plugins()
+    app(prog_name="labelloop")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

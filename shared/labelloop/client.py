@@ -1,0 +1,79 @@
+"""A client of the labelloop bus for the CLI and data producers: publish events, read state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from labelloop.events import Event, ProjectConfigured, deterministic_id
+from labelloop.project import ProjectConfig, parse_project
+from labelloop.runtime import nats_connect_options, provision
+from labelloop.settings import ServiceSettings
+from labelloop.stores import Blobs, KeyValue, NatsBlobs, NatsKeyValue
+from labelloop.streams import Namespace
+
+__all__ = ["BusClient", "connect"]
+
+
+@dataclass
+class BusClient:
+    nc: NatsClient
+    js: JetStreamContext
+    ns: Namespace
+
+    async def publish(self, event: Event) -> bool:
+        """Publish idempotently (``Nats-Msg-Id`` = event id); ``False`` if dropped as duplicate."""
+        cls = type(event)
+        ack = await self.js.publish(
+            self.ns.subject(cls),
+            event.model_dump_json().encode(),
+            stream=self.ns.stream_name(self.ns.stream_for(cls)),
+            headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+        )
+        return not ack.duplicate
+
+    async def kv(self, bucket: str) -> KeyValue:
+        return NatsKeyValue(await self.js.key_value(self.ns.kv_bucket(bucket)))
+
+    async def blobs(self, bucket: str = "artifacts") -> Blobs:
+        return NatsBlobs(await self.js.object_store(self.ns.object_bucket(bucket)))
+
+    async def project(self, name: str) -> ProjectConfig | None:
+        entry = await (await self.kv("projects")).get(name)
+        if entry is None:
+            return None
+        return parse_project(json.loads(entry.value), source=f"project {name!r}")
+
+    async def apply_project(self, config: ProjectConfig) -> int:
+        """Store a project's configuration and announce it. Returns the stored revision."""
+        projects = await self.kv("projects")
+        revision = await projects.put(config.name, config.model_dump_json().encode())
+        await self.publish(
+            ProjectConfigured(
+                event_id=deterministic_id("project-configured", config.name, revision),
+                project=config.name,
+                revision=revision,
+                config=config.model_dump(mode="json"),
+            )
+        )
+        return revision
+
+
+@asynccontextmanager
+async def connect(settings: ServiceSettings | None = None) -> AsyncIterator[BusClient]:
+    """Connect to NATS, make sure the streams and buckets exist, and yield a client."""
+    settings = settings or ServiceSettings()
+    nc = await nats.connect(**nats_connect_options(settings), connect_timeout=5)
+    try:
+        js = nc.jetstream()
+        ns = Namespace(settings.namespace)
+        await provision(js, ns, replicas=settings.stream_replicas)
+        yield BusClient(nc, js, ns)
+    finally:
+        await nc.drain()

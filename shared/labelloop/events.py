@@ -1,0 +1,453 @@
+"""The wire contract: every message on the labelloop bus, one frozen pydantic model each.
+
+Rules (see README, "Events are the contract"):
+
+* Every event carries its subject as the class constant ``SUBJECT``; the runtime prefixes it with
+  the deployment's namespace (``labelloop.`` by default). Nobody types a subject string by hand.
+* ``event_id`` is deterministic where the event has a natural key (a batch id, an annotation id and
+  its update time, ...) so that a replayed handler publishes a duplicate that JetStream drops
+  (``Nats-Msg-Id``). Where there is no natural key it is a random UUID.
+* Consumers ignore unknown fields; schemas only grow by optional fields. A breaking change gets a
+  new class and a new subject. ``tests/unit/test_contract.py`` snapshots every JSON schema.
+* Bulk paths carry many records per message (``items``, ``annotations``, ``labels``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+__all__ = [
+    "ALL_EVENTS",
+    "Annotation",
+    "AnnotationSource",
+    "AnnotationsSubmitted",
+    "AnnotatorScore",
+    "BatchCompleted",
+    "BatchCreated",
+    "BatchTask",
+    "BudgetExhausted",
+    "ConsensusLabel",
+    "DatasetExported",
+    "DeadLetter",
+    "Event",
+    "IngestedItem",
+    "ItemIn",
+    "ItemsIngested",
+    "ItemsRejected",
+    "ItemsSubmitted",
+    "LabelValue",
+    "LabelingConverged",
+    "LabelsReady",
+    "ModelTrained",
+    "Prediction",
+    "ProjectConfigured",
+    "QAReport",
+    "QualityAlertRaised",
+    "Rejection",
+    "RequestExport",
+    "RequestTraining",
+    "ReviewItem",
+    "ReviewRequested",
+    "deterministic_id",
+    "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def deterministic_id(*parts: object) -> str:
+    """A stable id from a natural key: the same parts always give the same id."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(str(part).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _random_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Frozen(BaseModel):
+    """A value object on the wire: immutable, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(_Frozen):
+    """Base of every message on the bus."""
+
+    SUBJECT: ClassVar[str]
+    """Subject relative to the deployment namespace, e.g. ``items.submitted``."""
+
+    event_id: str = Field(default_factory=_random_id, min_length=1, max_length=128)
+    occurred_at: datetime = Field(default_factory=utc_now)
+    project: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+
+
+# --------------------------------------------------------------------------- values
+
+LabelValue = str | list[str] | list[dict[str, JsonValue]]
+"""A class name (single-label), several class names (multi-label), or regions (spans, boxes)."""
+
+
+class AnnotationSource(StrEnum):
+    WEBHOOK = "webhook"
+    RECONCILIATION = "reconciliation"
+    SIMULATION = "simulation"
+    IMPORT = "import"
+
+
+class Prediction(_Frozen):
+    label: LabelValue
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    model_version: str | None = None
+
+
+class ItemIn(_Frozen):
+    """An item as a data producer submits it."""
+
+    data: dict[str, JsonValue]
+    """Fields the labeling UI shows (``text``, ``image`` URL or data URI, ...)."""
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    features: list[float] | None = None
+    """Producer-supplied feature vector or embedding, used for sampling."""
+    known_label: LabelValue | None = None
+    """A known answer: the item may serve as gold (honeypot) for QA."""
+    prediction: Prediction | None = None
+    external_id: str | None = None
+
+
+class IngestedItem(_Frozen):
+    item_id: str
+    """Stable id derived from the item's content hash."""
+    data: dict[str, JsonValue]
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    known_label: LabelValue | None = None
+    prediction: Prediction | None = None
+    external_id: str | None = None
+
+
+class Rejection(_Frozen):
+    index: int
+    """Position of the item in the submitted message or file."""
+    reason: str
+    external_id: str | None = None
+
+
+class BatchTask(_Frozen):
+    item_id: str
+    data: dict[str, JsonValue]
+    annotations_required: int = Field(ge=1)
+    is_gold: bool = False
+    is_review: bool = False
+    score: float | None = None
+    """The sampling score that selected the item (uncertainty, distance, ...)."""
+    prediction: Prediction | None = None
+    gold_label: LabelValue | None = None
+    """The known answer of a gold (honeypot) task; never shown to annotators."""
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    """The item's metadata (the simulated crew reads ``simulation_truth`` from here)."""
+
+
+class Annotation(_Frozen):
+    annotation_id: str
+    item_id: str
+    annotator_id: str
+    value: LabelValue | None
+    """``None`` when the annotator skipped or cancelled the task."""
+    batch_id: str | None = None
+    lead_time_seconds: float | None = Field(default=None, ge=0.0)
+    created_at: datetime
+    updated_at: datetime
+    source: AnnotationSource
+    is_expert: bool = False
+    cancelled: bool = False
+    deleted: bool = False
+
+
+class ConsensusLabel(_Frozen):
+    item_id: str
+    label: LabelValue
+    confidence: float = Field(ge=0.0, le=1.0)
+    method: str
+    n_annotations: int = Field(ge=0)
+    is_gold: bool = False
+    reviewed: bool = False
+    annotators: list[str] = Field(default_factory=list)
+    batch_id: str | None = None
+
+
+class AnnotatorScore(_Frozen):
+    annotator_id: str
+    n_annotations: int
+    agreement_with_consensus: float | None = None
+    gold_accuracy: float | None = None
+    estimated_accuracy: float | None = None
+    spammer_score: float | None = None
+    mean_lead_time_seconds: float | None = None
+    flagged: bool = False
+
+
+class ReviewItem(_Frozen):
+    item_id: str
+    reason: str
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    candidate_label: LabelValue | None = None
+    confidence: float | None = None
+
+
+# --------------------------------------------------------------------------- events
+
+
+class ProjectConfigured(Event):
+    """A project's configuration was stored (``labelloop project apply``)."""
+
+    SUBJECT: ClassVar[str] = "projects.configured"
+    revision: int = Field(ge=1)
+    config: dict[str, JsonValue]
+
+
+class ItemsSubmitted(Event):
+    """A data producer submits raw items (many per message)."""
+
+    SUBJECT: ClassVar[str] = "items.submitted"
+    source: str = "api"
+    items: list[ItemIn] = Field(min_length=1)
+
+
+class ItemsIngested(Event):
+    """Items were validated, deduplicated and stored; their features are in the object store."""
+
+    SUBJECT: ClassVar[str] = "items.ingested"
+    items: list[IngestedItem]
+    features_ref: str | None = None
+    """Object-store name of the features of these items (a ``.npz`` with ``item_ids`` and ``X``)."""
+    submission_id: str
+    duplicates: int = 0
+
+
+class ItemsRejected(Event):
+    """Items that failed validation, with the reason for each: nothing is dropped silently."""
+
+    SUBJECT: ClassVar[str] = "items.rejected"
+    submission_id: str
+    rejections: list[Rejection]
+
+
+class BatchCreated(Event):
+    """The sampler chose the next items to label."""
+
+    SUBJECT: ClassVar[str] = "batches.created"
+    batch_id: str
+    tasks: list[BatchTask]
+    strategy: str
+    model_version: str | None = None
+    seed: int
+    kind: Literal["labeling", "review"] = "labeling"
+
+
+class AnnotationsSubmitted(Event):
+    """Annotations arrived from Label Studio (webhook or reconciliation) or the simulated crew."""
+
+    SUBJECT: ClassVar[str] = "annotations.submitted"
+    annotations: list[Annotation] = Field(min_length=1)
+
+
+class BatchCompleted(Event):
+    """Every task of the batch has its required number of annotations. Emitted once per batch."""
+
+    SUBJECT: ClassVar[str] = "batches.completed"
+    batch_id: str
+    n_tasks: int
+    n_annotations: int
+    kind: Literal["labeling", "review"] = "labeling"
+
+
+class LabelsReady(Event):
+    """Consensus labels that passed QA, ready for export."""
+
+    SUBJECT: ClassVar[str] = "labels.ready"
+    batch_id: str
+    labels: list[ConsensusLabel]
+
+
+class QAReport(Event):
+    """Agreement and annotator quality for one batch, and cumulatively for the project."""
+
+    SUBJECT: ClassVar[str] = "qa.reported"
+    batch_id: str
+    n_items: int
+    n_annotations: int
+    percent_agreement: float | None = None
+    cohen_kappa_mean: float | None = None
+    fleiss_kappa: float | None = None
+    krippendorff_alpha: float | None = None
+    krippendorff_alpha_ci: tuple[float, float] | None = None
+    gwet_ac1: float | None = None
+    consensus_method: str
+    annotators: list[AnnotatorScore] = Field(default_factory=list)
+    items_flagged: int = 0
+    gold_accuracy: float | None = None
+    passed: bool = True
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class QualityAlertRaised(Event):
+    """A batch's agreement fell under the project threshold."""
+
+    SUBJECT: ClassVar[str] = "qa.alerts"
+    batch_id: str
+    metric: str
+    value: float | None
+    threshold: float
+    message: str
+
+
+class ReviewRequested(Event):
+    """Items need an expert's look (low confidence, disagreement, model contradiction)."""
+
+    SUBJECT: ClassVar[str] = "review.requested"
+    batch_id: str | None = None
+    items: list[ReviewItem] = Field(min_length=1)
+
+
+class DatasetExported(Event):
+    """An immutable dataset version was written."""
+
+    SUBJECT: ClassVar[str] = "datasets.exported"
+    version: str
+    parent_version: str | None = None
+    path: str
+    n_rows: int
+    n_new_rows: int
+    split_sizes: dict[str, int]
+    class_counts: dict[str, int]
+    formats: list[str]
+    manifest_sha256: str
+
+
+class ModelTrained(Event):
+    """A model was trained and evaluated; the unlabeled pool was scored."""
+
+    SUBJECT: ClassVar[str] = "models.trained"
+    model_version: str
+    dataset_version: str
+    promoted: bool
+    metrics: dict[str, float]
+    n_train: int
+    scores_ref: str | None = None
+    """Object-store name of the pool scores (``.npz``: ``item_ids``, ``proba``, ``classes``)."""
+    oos_ref: str | None = None
+    """Object-store name of out-of-sample probabilities for labeled items (QA's label-error check)."""
+    model_ref: str | None = None
+    classes: list[str] = Field(default_factory=list)
+
+
+class LabelingConverged(Event):
+    """The learning curve plateaued: more labels are unlikely to help; sampling may stop."""
+
+    SUBJECT: ClassVar[str] = "labeling.converged"
+    model_version: str
+    reason: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class BudgetExhausted(Event):
+    """The project's label or money budget is spent; the sampler stops creating batches."""
+
+    SUBJECT: ClassVar[str] = "budget.exhausted"
+    labels_used: int
+    annotations_used: int
+    cost: float | None = None
+    reason: str
+
+
+class RequestExport(Event):
+    """Command: write a dataset version now (``labelloop export``)."""
+
+    SUBJECT: ClassVar[str] = "commands.export"
+    formats: list[str] | None = None
+    reason: str = "requested"
+
+
+class RequestTraining(Event):
+    """Command: train now on the latest dataset version (``labelloop train``)."""
+
+    SUBJECT: ClassVar[str] = "commands.train"
+    dataset_version: str | None = None
+    reason: str = "requested"
+
+
+class DeadLetter(Event):
+    """A message that could not be processed, kept with the reason so that nothing is lost.
+
+    Not part of the pipeline: it lives on the dead-letter stream, ``labelloop dlq`` reads it.
+    ``project`` is ``_unknown`` when the payload could not be parsed far enough to tell.
+    """
+
+    SUBJECT: ClassVar[str] = "dlq.messages"
+    project: str = Field(default="-", min_length=1, max_length=64)
+    original_subject: str
+    original_stream: str | None = None
+    original_sequence: int | None = None
+    consumer: str
+    reason: str
+    kind: Literal["invalid", "failed", "max_deliveries"]
+    deliveries: int = 0
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload_b64: str
+    payload_size: int
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    ProjectConfigured,
+    ItemsSubmitted,
+    ItemsIngested,
+    ItemsRejected,
+    BatchCreated,
+    AnnotationsSubmitted,
+    BatchCompleted,
+    LabelsReady,
+    QAReport,
+    QualityAlertRaised,
+    ReviewRequested,
+    DatasetExported,
+    ModelTrained,
+    LabelingConverged,
+    BudgetExhausted,
+    RequestExport,
+    RequestTraining,
+    DeadLetter,
+)
+
+
+def event_type(subject: str) -> type[Event] | None:
+    """The event class that owns a relative subject, or ``None``."""
+    return _BY_SUBJECT.get(subject)
+
+
+_BY_SUBJECT: dict[str, type[Event]] = {cls.SUBJECT: cls for cls in ALL_EVENTS}
+
+
+def to_json(event: Event) -> bytes:
+    """The wire form of an event."""
+    return event.model_dump_json().encode()
+
+
+def schema_of(cls: type[Event]) -> dict[str, Any]:
+    """The JSON schema of an event class, as the contract snapshot stores it."""
+    return cls.model_json_schema(mode="serialization")

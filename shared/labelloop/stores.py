@@ -1,0 +1,261 @@
+"""Durable state behind two small protocols: a key-value store and a blob store.
+
+Services keep every piece of state in NATS (JetStream KV and object store) so that a killed
+replica loses nothing and a new one rebuilds from the server. Handlers see only the protocols;
+unit tests pass the in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import ObjectNotFoundError
+from nats.js.kv import KeyValue as _NatsKV
+from nats.js.object_store import ObjectStore as _NatsObjectStore
+
+__all__ = [
+    "Blobs",
+    "Entry",
+    "KeyValue",
+    "MemoryBlobs",
+    "MemoryKeyValue",
+    "MemoryStores",
+    "NatsBlobs",
+    "NatsKeyValue",
+    "Stores",
+    "kv_key",
+    "kv_update",
+]
+
+_KEY_OK = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: bytes
+    revision: int
+
+
+class KeyValue(Protocol):
+    async def get(self, key: str) -> Entry | None: ...
+    async def put(self, key: str, value: bytes) -> int: ...
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Put-if-absent: the new revision, or ``None`` when the key exists."""
+        ...
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Compare-and-swap: the new revision, or ``None`` when ``revision`` is not the latest."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+    async def keys(self, prefix: str = "") -> list[str]: ...
+
+
+class Blobs(Protocol):
+    async def put(self, name: str, data: bytes) -> None: ...
+    async def get(self, name: str) -> bytes | None: ...
+    async def delete(self, name: str) -> None: ...
+    async def list(self, prefix: str = "") -> list[str]: ...
+
+
+def kv_key(*parts: str) -> str:
+    """Join key parts with dots, refusing characters NATS KV does not allow."""
+    key = ".".join(parts)
+    if not _KEY_OK.match(key) or ".." in key or key.startswith(".") or key.endswith("."):
+        raise ValueError(f"invalid KV key {key!r}: use [-/_=.a-zA-Z0-9] and no empty parts")
+    return key
+
+
+class ConflictError(RuntimeError):
+    """A compare-and-swap loop lost too many races in a row."""
+
+
+async def kv_update(
+    kv: KeyValue,
+    key: str,
+    fn: Callable[[bytes | None], bytes | None] | Callable[[bytes | None], Awaitable[bytes | None]],
+    *,
+    attempts: int = 50,
+) -> bytes | None:
+    """Apply ``fn`` to the current value with optimistic concurrency, retrying on conflict.
+
+    ``fn`` returns the new value, or ``None`` to leave the key as it is. Returns what was stored
+    (or the unchanged current value). Safe across replicas: exactly one writer wins each revision.
+    """
+    for attempt in range(attempts):
+        current = await kv.get(key)
+        old = current.value if current is not None else None
+        new = fn(old)
+        if asyncio.iscoroutine(new):
+            new = await new
+        if new is None:
+            return old
+        assert isinstance(new, bytes)
+        if current is None:
+            if await kv.create(key, new) is not None:
+                return new
+        elif await kv.update(key, new, current.revision) is not None:
+            return new
+        await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
+    raise ConflictError(f"gave up updating {key!r} after {attempts} conflicting attempts")
+
+
+# ----------------------------------------------------------------------------- NATS
+
+
+class NatsKeyValue:
+    """``KeyValue`` on a JetStream KV bucket."""
+
+    def __init__(self, kv: _NatsKV) -> None:
+        self._kv = kv
+
+    async def get(self, key: str) -> Entry | None:
+        try:
+            entry = await self._kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(entry.value, entry.revision)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return await self._kv.put(key, value)
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        try:
+            return await self._kv.create(key, value)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        try:
+            return await self._kv.update(key, value, last=revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def delete(self, key: str) -> None:
+        await self._kv.delete(key)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        try:
+            keys = await self._kv.keys(filters=[f"{prefix}>"] if prefix else None)
+        except NotFoundError:  # nats-py raises when the bucket has no keys at all
+            return []
+        return sorted(keys)
+
+
+class NatsBlobs:
+    """``Blobs`` on a JetStream object store."""
+
+    def __init__(self, store: _NatsObjectStore) -> None:
+        self._store = store
+
+    async def put(self, name: str, data: bytes) -> None:
+        await self._store.put(name, data)
+
+    async def get(self, name: str) -> bytes | None:
+        try:
+            result = await self._store.get(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        return result.data
+
+    async def delete(self, name: str) -> None:
+        try:
+            await self._store.delete(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return
+
+    async def list(self, prefix: str = "") -> list[str]:
+        try:
+            infos = await self._store.list(ignore_deletes=True)
+        except (NotFoundError, ObjectNotFoundError):
+            return []
+        return sorted(i.name for i in infos if i.name and i.name.startswith(prefix))
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class MemoryKeyValue:
+    """In-memory ``KeyValue`` with the same revision semantics, for unit tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Entry] = {}
+        self._revision = 0
+
+    def _next(self) -> int:
+        self._revision += 1
+        return self._revision
+
+    async def get(self, key: str) -> Entry | None:
+        return self._data.get(key)
+
+    async def put(self, key: str, value: bytes) -> int:
+        kv_key(key)
+        rev = self._next()
+        self._data[key] = Entry(value, rev)
+        return rev
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        if key in self._data:
+            return None
+        return await self.put(key, value)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        current = self._data.get(key)
+        if current is None or current.revision != revision:
+            return None
+        return await self.put(key, value)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self._data if k.startswith(prefix))
+
+
+class MemoryBlobs:
+    """In-memory ``Blobs`` for unit tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    async def put(self, name: str, data: bytes) -> None:
+        self._data[name] = bytes(data)
+
+    async def get(self, name: str) -> bytes | None:
+        return self._data.get(name)
+
+    async def delete(self, name: str) -> None:
+        self._data.pop(name, None)
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return sorted(n for n in self._data if n.startswith(prefix))
+
+
+class Stores(Protocol):
+    state: KeyValue
+    projects: KeyValue
+    artifacts: Blobs
+
+
+@dataclass
+class MemoryStores:
+    """All of a service's stores in memory (unit tests, ``labelloop.testing.in_memory``)."""
+
+    state: MemoryKeyValue = field(default_factory=MemoryKeyValue)
+    projects: MemoryKeyValue = field(default_factory=MemoryKeyValue)
+    artifacts: MemoryBlobs = field(default_factory=MemoryBlobs)
+
+
+@dataclass
+class NatsStores:
+    state: NatsKeyValue
+    projects: NatsKeyValue
+    artifacts: NatsBlobs

@@ -1,0 +1,159 @@
+"""Test support: run a service in memory or for real, and collect the events it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import nats
+from faststream.nats import TestNatsBroker
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from labelloop.events import Event
+from labelloop.project import ProjectConfig
+from labelloop.runtime import Service
+from labelloop.stores import KeyValue, MemoryStores
+from labelloop.streams import Namespace
+
+__all__ = ["EventCollector", "InMemoryBus", "apply_project", "in_memory", "started", "wait_until"]
+
+E = TypeVar("E", bound=Event)
+
+
+async def apply_project(projects: KeyValue, config: ProjectConfig) -> None:
+    """Store a project configuration where ``Service.project`` reads it."""
+    await projects.put(config.name, config.model_dump_json().encode())
+
+
+class InMemoryBus:
+    """A service on FastStream's in-memory broker: publish in, see what it published."""
+
+    def __init__(self, service: Service, stores: MemoryStores) -> None:
+        self.service = service
+        self.stores = stores
+        self._seen: set[str] = set()
+
+    async def publish(self, event: Event) -> None:
+        """Deliver an event to the service's handlers (inline, like a real delivery)."""
+        await self.service.broker.publish(
+            event.model_dump_json().encode(),
+            self.service.ns.subject(type(event)),
+            headers={"Nats-Msg-Id": event.event_id},
+        )
+
+    async def publish_raw(self, payload: bytes, event: type[Event]) -> None:
+        """Deliver arbitrary bytes on an event's subject (bad-input tests)."""
+        await self.service.broker.publish(payload, self.service.ns.subject(event))
+
+    def published(self, event: type[E]) -> list[E]:
+        """Events of a type the service published (duplicates by event id dropped, as NATS does)."""
+        return [e for e in self.service.sent if isinstance(e, event)]
+
+    async def apply_project(self, config: ProjectConfig) -> None:
+        await apply_project(self.stores.projects, config)
+
+
+@asynccontextmanager
+async def in_memory(service: Service) -> AsyncIterator[InMemoryBus]:
+    """Run ``service`` on FastStream's ``TestNatsBroker`` with in-memory stores. No sockets."""
+    stores = service.use_memory()
+    async with TestNatsBroker(service.broker):
+        await service._after_broker()
+        try:
+            yield InMemoryBus(service, stores)
+        finally:
+            await service._before_stop()
+
+
+@asynccontextmanager
+async def started(service: Service) -> AsyncIterator[Service]:
+    """Run ``service`` for real against its NATS server (no HTTP)."""
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+class EventCollector:
+    """Collects every event of one type published in a namespace (from the stream's start)."""
+
+    def __init__(self, nats_url: str, namespace: str, event: type[E]) -> None:
+        self._url = nats_url
+        self._ns = Namespace(namespace)
+        self._event = event
+        self.events: list[Any] = []
+        self._nc: nats.NATS | None = None
+        self._sub: Any = None
+        self._arrived = asyncio.Event()
+
+    async def __aenter__(self) -> EventCollector:
+        self._nc = await nats.connect(self._url)
+        js = self._nc.jetstream()
+        stream = self._ns.stream_name(self._ns.stream_for(self._event))
+        deadline = time.monotonic() + 10
+        while True:  # the service under test provisions the streams: wait for them
+            try:
+                await js.stream_info(stream)
+                break
+            except nats.js.errors.NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+        async def on_msg(msg: Any) -> None:
+            self.events.append(self._event.model_validate_json(msg.data))
+            self._arrived.set()
+
+        self._sub = await js.subscribe(
+            self._ns.subject(self._event),
+            stream=stream,
+            ordered_consumer=True,
+            cb=on_msg,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """Wait until at least ``count`` events arrived; fail with what did arrive otherwise."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"expected {count} {self._event.__name__} events, got {len(self.events)}"
+                )
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        return list(self.events)
+
+
+async def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, or time out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def decode(payload: bytes) -> Any:
+    return json.loads(payload)

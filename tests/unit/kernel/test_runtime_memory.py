@@ -1,0 +1,49 @@
+"""The runtime on FastStream's in-memory broker: what handler unit tests rely on."""
+
+from __future__ import annotations
+
+from labelloop.events import DeadLetter, RequestExport, RequestTraining, deterministic_id
+from labelloop.runtime import PoisonMessage, Service, ServiceSettings
+from labelloop.testing import in_memory
+
+
+def _service() -> Service:
+    service = Service("memo", ServiceSettings())
+
+    @service.handler(RequestExport)
+    async def on_request(event: RequestExport) -> None:
+        if event.reason == "poison":
+            raise PoisonMessage("never")
+        if event.reason == "bug":
+            raise KeyError("oops")
+        await service.publish(
+            RequestTraining(event_id=deterministic_id("memo", event.event_id), project=event.project)
+        )
+
+    return service
+
+
+async def test_event_in_event_out_and_duplicates_dropped() -> None:
+    service = _service()
+    async with in_memory(service) as bus:
+        event = RequestExport(project="p")
+        await bus.publish(event)
+        await bus.publish(event)  # a redelivery: same output id, dropped like NATS would
+        assert len(bus.published(RequestTraining)) == 1
+
+
+async def test_invalid_payload_and_poison_become_dead_letters() -> None:
+    service = _service()
+    async with in_memory(service) as bus:
+        await bus.publish_raw(b'{"project": 3}', RequestExport)
+        await bus.publish(RequestExport(project="p", reason="poison"))
+        await bus.publish(RequestExport(project="p", reason="bug"))
+        letters = bus.published(DeadLetter)
+    assert [d.kind for d in letters] == ["invalid", "failed", "failed"]
+    assert "project" in letters[0].reason
+    assert letters[1].reason == "never"
+    assert letters[2].reason.startswith("KeyError")
+    assert bus.published(RequestTraining) == []
+    assert service.registry.get_sample_value(
+        "labelloop_runtime_dead_letters_total", {"event": "RequestExport", "kind": "invalid"}
+    ) == 1
