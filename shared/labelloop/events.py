@@ -335,6 +335,9 @@ class DatasetExported(Event):
     class_counts: dict[str, int]
     formats: list[str]
     manifest_sha256: str
+    dataset_ref: str | None = None
+    """Object-store prefix of the version's files (``dataset.parquet``, ``manifest.json``), so a
+    trainer without the export volume can read it."""
 
 
 class ModelTrained(Event):

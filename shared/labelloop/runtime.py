@@ -568,7 +568,7 @@ class Service:
         while not self._stopping:
             try:
                 msgs = await psub.fetch(10, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to move (nats-py raises asyncio's, an alias)
                 continue
             except asyncio.CancelledError:
                 raise

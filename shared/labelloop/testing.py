@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from labelloop.events import Event
 from labelloop.project import ProjectConfig
-from labelloop.runtime import Service
+from labelloop.runtime import Service, provision
 from labelloop.stores import KeyValue, MemoryStores
 from labelloop.streams import Namespace
 
@@ -95,15 +95,7 @@ class EventCollector:
         self._nc = await nats.connect(self._url)
         js = self._nc.jetstream()
         stream = self._ns.stream_name(self._ns.stream_for(self._event))
-        deadline = time.monotonic() + 10
-        while True:  # the service under test provisions the streams: wait for them
-            try:
-                await js.stream_info(stream)
-                break
-            except nats.js.errors.NotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        await provision(js, self._ns)  # idempotent: whoever comes first creates the streams
 
         async def on_msg(msg: Any) -> None:
             self.events.append(self._event.model_validate_json(msg.data))
@@ -157,3 +149,14 @@ async def wait_until(
 
 def decode(payload: bytes) -> Any:
     return json.loads(payload)
+
+
+async def configure_project(nats_url: str, namespace: str, config: ProjectConfig | dict[str, Any]) -> None:
+    """Apply a project on a real server as ``labelloop project apply`` does (KV + event)."""
+    from labelloop.client import connect
+    from labelloop.project import parse_project
+    from labelloop.settings import ServiceSettings
+
+    project = config if isinstance(config, ProjectConfig) else parse_project(config)
+    async with connect(ServiceSettings(nats_url=nats_url, namespace=namespace)) as bus:
+        await bus.apply_project(project)

@@ -1,0 +1,32 @@
+"""The exporter's composition root."""
+
+from __future__ import annotations
+
+from labelloop.runtime import Service
+from labelloop.stores import MemoryStores
+from labelloop_exporter.dataset_dir import DatasetDirectory
+from labelloop_exporter.exporting import Exporter
+from labelloop_exporter.handlers import register_handlers
+from labelloop_exporter.metrics import ExporterMetrics
+from labelloop_exporter.settings import ExporterSettings
+
+__all__ = ["build_app"]
+
+
+def build_app(
+    settings: ExporterSettings | None = None, *, stores: MemoryStores | None = None
+) -> Service:
+    settings = settings or ExporterSettings()
+    service = Service("exporter", settings, stores=stores)
+    exporter = Exporter(
+        # the stores are valid once the service has started: look them up at call time
+        state=lambda: service.state,
+        artifacts=lambda: service.artifacts,
+        publish=service.publish,
+        datasets=DatasetDirectory(settings.export_dir),
+        metrics=ExporterMetrics(service.registry),
+        salt=settings.split_salt,
+        max_version_attempts=settings.max_version_attempts,
+    )
+    register_handlers(service, exporter)
+    return service

@@ -1,0 +1,82 @@
+"""``labelloop export`` (ask for a dataset version now) and ``labelloop datasets list``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from labelloop.client import connect
+from labelloop.events import Event, RequestExport
+from labelloop_exporter.dataset_dir import DatasetDirectory
+from labelloop_exporter.settings import ExporterSettings
+
+__all__ = ["register"]
+
+_FORMATS = ("jsonl", "csv", "parquet", "coco", "yolo", "conll")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    datasets = typer.Typer(help="Dataset versions written by the exporter.", no_args_is_help=True)
+    datasets.command("list")(list_datasets)
+    app.add_typer(datasets, name="datasets")
+
+
+def export(
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name")],
+    formats: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help=f"Format to write (repeatable): {', '.join(_FORMATS)}"),
+    ] = None,
+) -> None:
+    """Ask the exporter for a dataset version now (nothing is written if no label changed)."""
+    bad = sorted(set(formats or []) - set(_FORMATS))
+    if bad:
+        raise typer.BadParameter(f"unknown formats {bad}; choose from {', '.join(_FORMATS)}")
+    command = RequestExport(project=project, formats=formats or None)
+    asyncio.run(_publish(ExporterSettings(), command))
+    typer.echo(f"export requested for {project} (command {command.event_id})")
+
+
+def list_datasets(
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only this project")
+    ] = None,
+    export_dir: Annotated[
+        Path | None, typer.Option(help="Where versions are (default: the exporter's export_dir)")
+    ] = None,
+) -> None:
+    """Dataset versions on disk, oldest first, with their row counts and splits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    directory = DatasetDirectory(export_dir or ExporterSettings().export_dir)
+    projects = [project] if project else directory.projects()
+    table = Table("project", "version", "created", "parent", "rows", "new", "splits", "imbalance")
+    for name in projects:
+        for version in directory.versions(name):
+            m: dict[str, Any] = directory.manifest(name, version)
+            sizes = m.get("splits", {}).get("sizes", {})
+            imbalance = m.get("imbalance", {})
+            table.add_row(
+                name,
+                version,
+                str(m.get("created_at", ""))[:19],
+                m.get("parent_version") or "-",
+                str(m.get("n_rows", "")),
+                str(m.get("n_new_rows", "")),
+                "/".join(str(sizes.get(s, 0)) for s in ("train", "validation", "test")),
+                ", ".join(imbalance.get("classes", [])) if imbalance.get("flagged") else "-",
+            )
+    if not table.rows:
+        typer.echo(f"no dataset versions under {directory.root}")
+        return
+    Console().print(table)
+
+
+async def _publish(settings: ExporterSettings, event: Event) -> None:
+    async with connect(settings) as bus:
+        await bus.publish(event)

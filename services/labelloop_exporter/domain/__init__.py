@@ -1,0 +1,1 @@
+"""Pure dataset logic of the exporter: splits, validation, tables, file formats, manifests."""

@@ -1,0 +1,45 @@
+"""The exporter's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["ExporterMetrics"]
+
+
+class ExporterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.labels = Counter(
+            "labelloop_exporter_labels_received_total",
+            "Consensus labels received, by whether the message was new or a redelivery",
+            ["outcome"],
+            registry=registry,
+        )
+        self.exports = Counter(
+            "labelloop_exporter_exports_total",
+            "Export attempts by outcome: published, unchanged, invalid, empty",
+            ["outcome"],
+            registry=registry,
+        )
+        self.versions = Counter(
+            "labelloop_exporter_dataset_versions_total",
+            "Dataset versions written",
+            registry=registry,
+        )
+        self.rows = Counter(
+            "labelloop_exporter_rows_exported_total",
+            "Rows written across all dataset versions",
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "labelloop_exporter_validation_failures_total",
+            "Exports blocked by validation, by problem",
+            ["reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "labelloop_exporter_export_duration_seconds",
+            "Time to build, check and write one dataset version",
+            registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )

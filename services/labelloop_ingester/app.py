@@ -1,0 +1,47 @@
+"""The ingester's composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from labelloop.runtime import Service
+from labelloop.stores import MemoryStores
+
+from .claims import ItemClaims
+from .domain.validation import Limits
+from .handlers import register_handlers
+from .ingest import Ingest, load_media
+from .metrics import IngesterMetrics
+from .settings import IngesterSettings
+
+__all__ = ["build_app"]
+
+
+def build_app(
+    settings: IngesterSettings | None = None,
+    *,
+    stores: MemoryStores | None = None,
+    load_image: Callable[[str], bytes | None] | None = None,
+) -> Service:
+    settings = settings or IngesterSettings()
+    service = Service("ingester", settings, stores=stores)
+    metrics = IngesterMetrics(service.registry)
+    limits = Limits(settings.max_item_bytes, settings.text_max_length, settings.max_feature_dim)
+    loader = load_image or load_media(settings.media_root)
+
+    def ingest() -> Ingest:
+        # the service's stores are valid only once it has started: wire them at call time
+        return Ingest(
+            claims=ItemClaims(service.state, concurrency=settings.claim_concurrency),
+            artifacts=service.artifacts,
+            publish=service.publish,
+            metrics=metrics,
+            limits=limits,
+            max_message_bytes=settings.max_message_bytes,
+            text_dim=settings.text_dim,
+            image_side=settings.image_side,
+            load_image=loader,
+        )
+
+    register_handlers(service, ingest)
+    return service

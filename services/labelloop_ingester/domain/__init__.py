@@ -1,0 +1,1 @@
+"""Pure ingest logic: item identity, validation against the project, featurisation."""

@@ -1,0 +1,155 @@
+"""One submitted message end to end: validate, claim ids, featurise, store features, publish."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from labelloop.events import (
+    Event,
+    IngestedItem,
+    ItemsIngested,
+    ItemsRejected,
+    ItemsSubmitted,
+    deterministic_id,
+)
+from labelloop.project import ProjectConfig
+from labelloop.stores import Blobs
+
+from .claims import ItemClaims
+from .domain.featurize import FeatureBlock, decode_data_uri, featurize
+from .domain.intake import Accepted, chunk_by_size, take_in
+from .domain.validation import Limits
+from .metrics import IngesterMetrics
+
+__all__ = ["Ingest", "features_name", "load_media"]
+
+_ENVELOPE_BYTES = 4_096
+"""Room left in a message for everything but its items."""
+
+
+def features_name(project: str, submission_id: str, chunk: int) -> str:
+    return f"features/{project}/{submission_id}-{chunk:04d}.npz"
+
+
+def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
+    """An image loader: data URIs always; file paths only inside ``media_root``."""
+    root = Path(media_root).resolve() if media_root else None
+
+    def load(ref: str) -> bytes | None:
+        raw = decode_data_uri(ref)
+        if raw is not None or root is None:
+            return raw
+        path = Path(ref.removeprefix("file://")).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    return load
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    claims: ItemClaims
+    artifacts: Blobs
+    publish: Callable[[Event], Awaitable[None]]
+    metrics: IngesterMetrics
+    limits: Limits
+    max_message_bytes: int
+    text_dim: int
+    image_side: int
+    load_image: Callable[[str], bytes | None]
+
+    async def __call__(self, event: ItemsSubmitted, project: ProjectConfig) -> None:
+        started = time.perf_counter()
+        intake = take_in(event.items, project, self.limits)
+        ids = [a.item.item_id for a in intake.accepted]
+        owned = await self.claims.claim(event.project, ids, owner=event.event_id)
+        fresh = [a for a, mine in zip(intake.accepted, owned, strict=True) if mine]
+        duplicates = intake.duplicates + len(intake.accepted) - len(fresh)
+        groups = self._feature_groups(fresh, project)
+        chunk = 0
+        for block, members in groups:
+            sizes = [len(a.item.model_dump_json()) + 1 for a in members]
+            for part in chunk_by_size(sizes, self.max_message_bytes - _ENVELOPE_BYTES):
+                items = [members[i].item for i in part]
+                ref = None
+                if block is not None:
+                    ref = features_name(event.project, event.event_id, chunk)
+                    await self.artifacts.put(ref, _npz(items, block.X[list(part)], block.space))
+                await self.publish(self._ingested(event, chunk, items, ref, duplicates))
+                chunk += 1
+        if chunk == 0:
+            # nothing new: say so, so that a producer sees its re-ingest counted as duplicates
+            await self.publish(self._ingested(event, 0, [], None, duplicates))
+        if intake.rejections:
+            await self.publish(
+                ItemsRejected(
+                    event_id=deterministic_id("items-rejected", event.event_id),
+                    project=event.project,
+                    submission_id=event.event_id,
+                    rejections=intake.rejections,
+                )
+            )
+        self.metrics.ingested.inc(len(fresh))
+        self.metrics.duplicates.inc(duplicates)
+        for reason, n in intake.reasons.items():
+            self.metrics.rejected.labels(reason=reason.value).inc(n)
+        self.metrics.duration.observe(time.perf_counter() - started)
+
+    def _feature_groups(
+        self, fresh: list[Accepted], project: ProjectConfig
+    ) -> list[tuple[FeatureBlock | None, list[Accepted]]]:
+        """Items grouped by feature space (one matrix per group); featureless items last."""
+        blocks = featurize(
+            [a.raw for a in fresh],
+            project,
+            load_image=self.load_image,
+            text_dim=self.text_dim,
+            image_side=self.image_side,
+        )
+        covered = {row for b in blocks for row in b.rows}
+        groups: list[tuple[FeatureBlock | None, list[Accepted]]] = [
+            (b, [fresh[r] for r in b.rows]) for b in blocks
+        ]
+        rest = [a for i, a in enumerate(fresh) if i not in covered]
+        if rest:
+            groups.append((None, rest))
+        return groups
+
+    @staticmethod
+    def _ingested(
+        event: ItemsSubmitted,
+        chunk: int,
+        items: list[IngestedItem],
+        ref: str | None,
+        duplicates: int,
+    ) -> ItemsIngested:
+        return ItemsIngested(
+            event_id=deterministic_id("items-ingested", event.event_id, chunk),
+            project=event.project,
+            items=items,
+            features_ref=ref,
+            submission_id=event.event_id,
+            duplicates=duplicates if chunk == 0 else 0,
+        )
+
+
+def _npz(items: list[IngestedItem], X: NDArray[np.float32], space: str) -> bytes:  # noqa: N803
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        item_ids=np.asarray([i.item_id for i in items], dtype=np.str_),
+        X=np.asarray(X, dtype=np.float32),
+        space=np.asarray(space),
+    )
+    return buf.getvalue()

@@ -1,0 +1,37 @@
+"""The ingester's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from .domain.validation import RejectReason
+
+__all__ = ["IngesterMetrics"]
+
+
+class IngesterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ingested = Counter(
+            "labelloop_ingester_items_ingested_total",
+            "New items ingested",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "labelloop_ingester_items_rejected_total",
+            "Items rejected, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "labelloop_ingester_duplicates_total",
+            "Items dropped because an item with the same content was ingested before",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "labelloop_ingester_ingest_duration_seconds",
+            "Time to ingest one submitted message",
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        for reason in RejectReason:
+            self.rejected.labels(reason=reason.value)

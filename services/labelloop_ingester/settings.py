@@ -1,0 +1,28 @@
+"""The ingester's settings (environment prefix ``LABELLOOP_INGESTER_``)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from labelloop.runtime import ServiceSettings
+
+__all__ = ["IngesterSettings"]
+
+
+class IngesterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELLOOP_INGESTER_")
+
+    http_port: int = 8081
+    max_item_bytes: int = 200_000
+    """Largest item (canonical JSON of data, metadata, features, labels) accepted."""
+    text_max_length: int = 100_000
+    """Characters of a text field whose project data field sets no ``max_length``."""
+    max_feature_dim: int = 4_096
+    max_message_bytes: int = 900_000
+    """``ItemsIngested`` messages are split to stay under this (NATS' default limit is 1 MB)."""
+    text_dim: int = 64
+    image_side: int = 16
+    media_root: str | None = None
+    """Image paths under this folder are read for pixel features; ``None``: paths are not read."""
+    claim_concurrency: int = 256
+    """Concurrent KV writes when claiming item ids."""

@@ -1,0 +1,224 @@
+"""``labelloop agreement`` and ``labelloop aggregate``: the QA maths on annotation files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+
+from labelloop_qa.annotation_files import AnnotationFileError, read_annotations, read_gold
+from labelloop_qa.domain import agreement
+from labelloop_qa.domain.aggregation import METHODS, aggregate, choose_method
+from labelloop_qa.domain.annotators import score_annotators, tally_batch
+from labelloop_qa.domain.ratings import Ratings
+
+__all__ = ["register"]
+
+LEVELS = ("nominal", "ordinal", "interval", "ratio")
+_FILE_HELP = "CSV/JSONL with item_id,annotator_id,label, or a Label Studio JSON export"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the QA commands to the root ``labelloop`` CLI."""
+    app.command("agreement")(agreement_command)
+    app.command("aggregate")(aggregate_command)
+
+
+def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int]:
+    table = read_annotations(path)
+    frame = table.frame
+    labels = frame["label"]
+    classes: list[str] | None = None
+    numeric = pd.to_numeric(labels, errors="coerce")
+    if not numeric.isna().any():
+        # numbers are ordered as numbers ("2" < "10"), whatever the level
+        classes = sorted(labels.unique(), key=float)
+    elif level in ("interval", "ratio"):
+        raise AnnotationFileError(f"{path}: level {level} needs numeric labels")
+    r = Ratings.from_records(
+        frame["item_id"].to_numpy(dtype=object),
+        frame["annotator_id"].to_numpy(dtype=object),
+        labels.to_numpy(dtype=object),
+        classes=classes,
+    )
+    lead = frame["lead_time"] if "lead_time" in frame.columns else pd.Series(dtype=float)
+    return r, lead, table.skipped
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def agreement_command(
+    file: Annotated[
+        Path, typer.Argument(help="CSV/JSONL (item_id,annotator_id,label) or LS export")
+    ],
+    level: Annotated[str, typer.Option(help="nominal | ordinal | interval | ratio")] = "nominal",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    n_boot: Annotated[int, typer.Option(help="bootstrap replicates for alpha's 95% CI")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    spammer_threshold: Annotated[
+        float, typer.Option(help="flag annotators whose spammer score exceeds this")
+    ] = 0.3,
+) -> None:
+    """Inter-annotator agreement of an annotation file, and each annotator's quality."""
+    if level not in LEVELS:
+        raise _fail(ValueError(f"--level must be one of {', '.join(LEVELS)}"))
+    try:
+        r, _lead, skipped = _ratings(file, level)
+        summary = agreement.summarize(r, level, n_boot=n_boot, random_state=seed)  # type: ignore[arg-type]
+    except (AnnotationFileError, ValueError) as exc:
+        raise _fail(exc) from None
+    method, _ = choose_method(r)
+    consensus = aggregate(r, method)
+    classes = [str(c) for c in r.classes.tolist()]
+    scores = score_annotators(
+        tally_batch(r, consensus), classes, spammer_threshold=spammer_threshold
+    )
+    per_annotator = {
+        s.annotator_id: {
+            "n": s.n_annotations,
+            "agreement_with_consensus": s.agreement_with_consensus,
+            "estimated_accuracy": s.estimated_accuracy,
+            "spammer_score": s.spammer_score,
+            "flagged": s.flagged,
+        }
+        for s in scores
+    }
+    result: dict[str, Any] = {
+        "file": str(file),
+        "level": level,
+        "n_items": summary.n_items,
+        "n_annotators": summary.n_annotators,
+        "n_annotations": summary.n_annotations,
+        "n_skipped": skipped,
+        "percent_agreement": summary.percent_agreement,
+        "unanimous_share": summary.unanimous_share,
+        "cohen_kappa_mean": summary.cohen_kappa_mean,
+        "fleiss_kappa": summary.fleiss_kappa,
+        "krippendorff_alpha": summary.krippendorff_alpha,
+        "krippendorff_alpha_ci": summary.krippendorff_alpha_ci,
+        "gwet_ac1": summary.gwet_ac1,
+        "per_class_agreement": summary.per_class_agreement,
+        "consensus_method": consensus.method,
+        "per_annotator": per_annotator,
+        "undefined": summary.notes,
+    }
+    if as_json:
+        typer.echo(json.dumps({k: _clean(v) for k, v in result.items()}, sort_keys=False))
+        return
+    _print_tables(result)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _print_tables(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    overview = Table(title=f"Agreement: {result['file']} ({result['level']})")
+    overview.add_column("measure")
+    overview.add_column("value", justify="right")
+    for key in (
+        "n_items",
+        "n_annotators",
+        "n_annotations",
+        "percent_agreement",
+        "unanimous_share",
+        "cohen_kappa_mean",
+        "fleiss_kappa",
+        "krippendorff_alpha",
+        "krippendorff_alpha_ci",
+        "gwet_ac1",
+        "consensus_method",
+    ):
+        overview.add_row(key, _fmt(result[key]))
+    console.print(overview)
+    people = Table(title="Annotators")
+    for col in ("annotator", "n", "agreement w/ consensus", "est. accuracy", "spammer", "flag"):
+        people.add_column(col, justify="left" if col == "annotator" else "right")
+    for name, s in result["per_annotator"].items():
+        people.add_row(
+            name,
+            str(s["n"]),
+            _fmt(s["agreement_with_consensus"]),
+            _fmt(s["estimated_accuracy"]),
+            _fmt(s["spammer_score"]),
+            "!" if s["flagged"] else "",
+        )
+    console.print(people)
+    for name, reason in result["undefined"].items():
+        console.print(f"[dim]{name}: undefined ({reason})[/dim]")
+
+
+def aggregate_command(
+    file: Annotated[
+        Path, typer.Argument(help="CSV/JSONL (item_id,annotator_id,label) or LS export")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: item_id,label,confidence")],
+    method: Annotated[str, typer.Option(help="majority | dawid-skene | one-coin | auto")] = "auto",
+    gold: Annotated[Path | None, typer.Option(help="CSV/JSONL of known answers")] = None,
+) -> None:
+    """Consensus labels of an annotation file, one row per item."""
+    if method not in METHODS:
+        raise _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
+    try:
+        r, _lead, _ = _ratings(file, "nominal")
+        answers = read_gold(gold) if gold else {}
+    except (AnnotationFileError, ValueError) as exc:
+        raise _fail(exc) from None
+    index = {str(c): i for i, c in enumerate(r.classes.tolist())}
+    known = np.full(r.n_items, -1, dtype=np.int64)
+    unknown_gold = 0
+    for i, item in enumerate(r.item_ids.tolist()):
+        if str(item) in answers:
+            label = answers[str(item)]
+            if label in index:
+                known[i] = index[label]
+            else:
+                unknown_gold += 1
+    if method == "dawid-skene" and (known >= 0).any():
+        method = "gold-dawid-skene"
+    consensus = aggregate(r, method, known=known if (known >= 0).any() else None)
+    frame = pd.DataFrame(
+        {
+            "item_id": r.item_ids,
+            "label": r.classes[consensus.label],
+            "confidence": np.round(consensus.confidence, 6),
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    typer.echo(
+        f"wrote {len(frame)} labels to {out} (method {consensus.method}"
+        + (
+            f", {unknown_gold} gold labels outside the annotated classes ignored"
+            if unknown_gold
+            else ""
+        )
+        + ")",
+        err=True,
+    )

@@ -1,0 +1,409 @@
+"""Consensus labels from redundant annotations: majority vote and Dawid-Skene family.
+
+Every method returns a ``Consensus``: a posterior over classes for each item, its argmax and the
+posterior confidence, plus what the method learned about the annotators.
+
+* **Majority vote.** Confidence is the winning vote share. *Tie rule (deterministic):* among the
+  tied classes the one with the most votes over the whole input wins (the better supported
+  class); if still tied, the one listed first in ``classes``. The posterior splits evenly among
+  the tied classes.
+* **Dawid-Skene** (1979): EM over one full confusion matrix per annotator, vectorised as sparse
+  products of the item x (annotator, class) count matrix. Initialised from per-item vote shares,
+  stopped when the class marginals and error rates move less than ``tol`` (summed absolute change),
+  exactly as in the reference implementation (dallascard/dawid_skene), so the 1979 anaesthesia
+  data reproduce its posteriors. ``prior_counts`` adds Dirichlet pseudo-counts to the confusion
+  matrices: the service passes each annotator's cumulative history there, so a batch of 20 items
+  is scored with everything known about its annotators.
+* **One-coin Dawid-Skene**: one accuracy per annotator, errors spread evenly over other classes.
+  Fewer parameters: better with few labels per annotator and with uniform spammers.
+* **Gold-aware**: items with a known answer keep a one-hot posterior throughout EM, which anchors
+  every annotator's confusion matrix (and so resolves label switching).
+* ``auto`` picks one of these from the data (see ``choose_method``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from labelloop_qa.domain.ratings import FloatArray, IntArray, Ratings
+
+__all__ = [
+    "METHODS",
+    "Consensus",
+    "Method",
+    "aggregate",
+    "choose_method",
+    "dawid_skene",
+    "majority_vote",
+    "one_coin_dawid_skene",
+]
+
+Method = Literal["majority", "dawid-skene", "one-coin", "gold-dawid-skene", "auto"]
+METHODS: tuple[str, ...] = ("majority", "dawid-skene", "one-coin", "gold-dawid-skene", "auto")
+_TINY = 1e-300
+
+
+@dataclass(frozen=True, eq=False)
+class Consensus:
+    """Consensus over ``Ratings.item_ids`` (items without ratings get label -1, NaN posterior)."""
+
+    method: str
+    posterior: FloatArray
+    """Items x classes, rows sum to 1."""
+    label: IntArray
+    confidence: FloatArray
+    class_marginals: FloatArray
+    confusion: FloatArray | None = None
+    """Annotators x true class x given class, rows sum to 1 (Dawid-Skene family)."""
+    accuracy: FloatArray | None = None
+    """Estimated probability that each annotator is right (under the class marginals)."""
+    n_iter: int = 0
+    converged: bool = True
+    log_likelihood: float | None = None
+
+
+def _known_array(r: Ratings, known: IntArray | None) -> IntArray:
+    if known is None:
+        return np.full(r.n_items, -1, dtype=np.int64)
+    k = np.asarray(known, dtype=np.int64)
+    if k.shape != (r.n_items,):
+        raise ValueError("known labels must have one entry per item (-1 where unknown)")
+    if (k >= r.n_classes).any():
+        raise ValueError("a known label is outside the class domain")
+    return k
+
+
+def _finish(
+    method: str, r: Ratings, post: FloatArray, rated: NDArray[np.bool_], **extra: object
+) -> Consensus:
+    full = np.full((r.n_items, r.n_classes), np.nan)
+    full[rated] = post
+    label = np.full(r.n_items, -1, dtype=np.int64)
+    conf = np.full(r.n_items, np.nan)
+    label[rated] = _argmax_first(post)
+    conf[rated] = post[np.arange(len(post)), label[rated]]
+    marg = extra.pop("class_marginals", None)
+    if marg is None:
+        marg = post.mean(axis=0) if len(post) else np.full(r.n_classes, 1.0 / max(r.n_classes, 1))
+    return Consensus(method, full, label, conf, np.asarray(marg), **extra)  # type: ignore[arg-type]
+
+
+def _empty(r: Ratings, method: str) -> Consensus:
+    """No ratings at all: every item unlabelled."""
+    k = r.n_classes
+    return Consensus(
+        method,
+        np.full((r.n_items, k), np.nan),
+        np.full(r.n_items, -1, dtype=np.int64),
+        np.full(r.n_items, np.nan),
+        np.full(k, 1.0 / k) if k else np.zeros(0),
+    )
+
+
+def _argmax_first(p: FloatArray) -> IntArray:
+    """Argmax that resolves (near-)exact ties to the lowest index, reproducibly."""
+    if p.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = p.max(axis=1, keepdims=True)
+    winner: IntArray = np.argmax(p >= top - 1e-12, axis=1).astype(np.int64)
+    return winner
+
+
+# --------------------------------------------------------------------------- majority vote
+
+
+def majority_vote(r: Ratings, known: IntArray | None = None) -> Consensus:
+    """Majority vote with the documented tie rule; known (gold) items keep their answer."""
+    if r.n_ratings == 0:
+        return _empty(r, "majority")
+    counts = r.item_counts().astype(np.float64)
+    totals = counts.sum(axis=1)
+    rated = totals > 0
+    c = counts[rated]
+    top = c.max(axis=1, keepdims=True)
+    tied = c == top
+    post = tied / tied.sum(axis=1, keepdims=True)
+    prevalence = counts.sum(axis=0)
+    # rank classes: more total votes first, then declared order; winner = best-ranked tied class
+    rank = np.lexsort((np.arange(r.n_classes), -prevalence))
+    order = np.empty(r.n_classes, dtype=np.int64)
+    order[rank] = np.arange(r.n_classes)
+    masked = np.where(tied, order[None, :], r.n_classes)
+    winner = np.argmin(masked, axis=1)
+    share = top[:, 0] / totals[rated]
+    k = _known_array(r, known)[rated]
+    gold = k >= 0
+    post[gold] = np.eye(r.n_classes)[k[gold]]
+    winner[gold] = k[gold]
+    share[gold] = 1.0
+    full = np.full((r.n_items, r.n_classes), np.nan)
+    full[rated] = post
+    label = np.full(r.n_items, -1, dtype=np.int64)
+    label[rated] = winner
+    conf = np.full(r.n_items, np.nan)
+    conf[rated] = share
+    marg = prevalence / prevalence.sum() if prevalence.sum() else prevalence
+    return Consensus("majority", full, label, conf, marg)
+
+
+# --------------------------------------------------------------------------- Dawid-Skene
+
+
+def _log(x: FloatArray) -> FloatArray:
+    out: FloatArray = np.log(np.maximum(x, _TINY))
+    return out
+
+
+def _softmax_rows(logp: FloatArray) -> tuple[FloatArray, FloatArray]:
+    top = logp.max(axis=1, keepdims=True)
+    e = np.exp(logp - top)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, (np.log(s) + top)[:, 0]
+
+
+def dawid_skene(
+    r: Ratings,
+    *,
+    known: IntArray | None = None,
+    prior_counts: FloatArray | None = None,
+    smoothing: float = 0.0,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> Consensus:
+    """Dawid-Skene EM. ``known`` (-1 = unknown) anchors gold items (the gold-aware variant).
+
+    ``prior_counts`` (annotators x true x given) and ``smoothing`` (added to every cell) are
+    Dirichlet pseudo-counts on the confusion matrices; with neither, this is the plain MLE.
+    """
+    if r.n_ratings == 0:
+        return _empty(r, "dawid-skene")
+    k_known = _known_array(r, known)
+    resp = r.response_matrix()
+    rated = np.asarray(resp.sum(axis=1)).ravel() > 0
+    resp = resp[rated]
+    kk = k_known[rated]
+    gold = kk >= 0
+    a, k = r.n_annotators, r.n_classes
+    eye = np.eye(k)
+    counts = r.item_counts()[rated].astype(np.float64)
+    post = counts / counts.sum(axis=1, keepdims=True)
+    post[gold] = eye[kk[gold]]
+    pseudo: FloatArray = np.full((a, k, k), float(smoothing))
+    if prior_counts is not None:
+        if prior_counts.shape != (a, k, k):
+            raise ValueError(f"prior_counts must have shape {(a, k, k)}")
+        pseudo = pseudo + prior_counts
+    resp_t = resp.T.tocsr()
+    old: tuple[FloatArray, FloatArray] | None = None
+    marg = post.mean(axis=0)
+    err = np.zeros((a, k, k))
+    loglik = 0.0
+    converged = False
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        # M-step: class marginals and error rates err[a, true, given]
+        marg = post.mean(axis=0)
+        soft = np.asarray(resp_t @ post).reshape(a, k, k).transpose(0, 2, 1) + pseudo
+        sums = soft.sum(axis=2, keepdims=True)
+        err = np.divide(soft, sums, out=np.zeros_like(soft), where=sums > 0)
+        # E-step
+        log_err = _log(err).transpose(0, 2, 1).reshape(a * k, k)
+        logp = _log(marg)[None, :] + np.asarray(resp @ log_err)
+        post, norm = _softmax_rows(logp)
+        post[gold] = eye[kk[gold]]
+        loglik = float(norm.sum())
+        if old is not None:
+            d_marg = np.abs(marg - old[0]).sum()
+            d_err = np.abs(err - old[1]).sum()
+            if d_marg < tol and d_err < tol:
+                converged = True
+                break
+        old = (marg, err)
+    accuracy = np.einsum("j,ajj->a", marg, err)
+    method = "gold-dawid-skene" if gold.any() else "dawid-skene"
+    return _finish(
+        method,
+        r,
+        post,
+        rated,
+        class_marginals=marg,
+        confusion=err,
+        accuracy=accuracy,
+        n_iter=n_iter,
+        converged=converged,
+        log_likelihood=loglik,
+    )
+
+
+def one_coin_dawid_skene(
+    r: Ratings,
+    *,
+    known: IntArray | None = None,
+    prior_correct: FloatArray | None = None,
+    prior_total: FloatArray | None = None,
+    smoothing: float = 0.0,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> Consensus:
+    """One-coin Dawid-Skene: annotator ``a`` is right with probability ``p_a``, else uniform.
+
+    ``prior_correct``/``prior_total`` are pseudo-counts per annotator (Beta prior on ``p_a``);
+    ``smoothing`` adds ``smoothing`` correct out of ``smoothing * K`` to everyone.
+    """
+    if r.n_ratings == 0:
+        return _empty(r, "one-coin")
+    k_known = _known_array(r, known)
+    totals = r.item_totals()
+    rated = totals > 0
+    a, k = r.n_annotators, r.n_classes
+    if k < 2:
+        return majority_vote(r, known)
+    item_map = np.cumsum(rated) - 1
+    it = item_map[r.item]
+    n_rated = int(rated.sum())
+    kk = k_known[rated]
+    gold = kk >= 0
+    eye = np.eye(k)
+    counts = r.item_counts()[rated].astype(np.float64)
+    post = counts / counts.sum(axis=1, keepdims=True)
+    post[gold] = eye[kk[gold]]
+    n_per = np.bincount(r.annotator, minlength=a).astype(np.float64)
+    pc = np.zeros(a) if prior_correct is None else np.asarray(prior_correct, dtype=np.float64)
+    pt = np.zeros(a) if prior_total is None else np.asarray(prior_total, dtype=np.float64)
+    pc, pt = pc + smoothing, pt + smoothing * k
+    old: tuple[FloatArray, FloatArray] | None = None
+    marg = post.mean(axis=0)
+    skill = np.full(a, 0.5)
+    loglik = 0.0
+    converged = False
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        marg = post.mean(axis=0)
+        hit = np.bincount(r.annotator, weights=post[it, r.label], minlength=a)
+        skill = np.divide(hit + pc, n_per + pt, out=np.full(a, 1.0 / k), where=(n_per + pt) > 0)
+        skill = np.clip(skill, 1e-9, 1 - 1e-9)
+        log_right, log_wrong = np.log(skill), np.log((1 - skill) / (k - 1))
+        base = np.bincount(it, weights=log_wrong[r.annotator], minlength=n_rated)
+        bonus = np.bincount(
+            it * k + r.label,
+            weights=(log_right - log_wrong)[r.annotator],
+            minlength=n_rated * k,
+        ).reshape(n_rated, k)
+        logp = _log(marg)[None, :] + base[:, None] + bonus
+        post, norm = _softmax_rows(logp)
+        post[gold] = eye[kk[gold]]
+        loglik = float(norm.sum())
+        if old is not None and (
+            np.abs(marg - old[0]).sum() < tol and np.abs(skill - old[1]).sum() < tol
+        ):
+            converged = True
+            break
+        old = (marg, skill)
+    off = (1 - skill) / (k - 1)
+    confusion = off[:, None, None] * (1 - eye)[None] + skill[:, None, None] * eye[None]
+    return _finish(
+        "one-coin",
+        r,
+        post,
+        rated,
+        class_marginals=marg,
+        confusion=confusion,
+        accuracy=skill,
+        n_iter=n_iter,
+        converged=converged,
+        log_likelihood=loglik,
+    )
+
+
+# --------------------------------------------------------------------------- choice
+
+
+def choose_method(r: Ratings, known: IntArray | None = None) -> tuple[str, str]:
+    """The method ``auto`` uses for these data, and why.
+
+    * no item has two ratings: ``majority`` (nothing to learn annotators from);
+    * at least ``K`` annotated gold items: ``gold-dawid-skene`` (anchored, identifiable);
+    * annotators have on average ``>= 10 * K`` ratings: ``dawid-skene`` (full matrices estimable);
+    * otherwise ``one-coin`` (one parameter per annotator).
+    """
+    totals = r.item_totals()
+    if r.n_classes < 2 or not (totals >= 2).any():
+        return "majority", "no item has two or more ratings"
+    k_known = _known_array(r, known)
+    n_gold = int(((k_known >= 0) & (totals > 0)).sum())
+    if n_gold >= r.n_classes:
+        return "gold-dawid-skene", f"{n_gold} annotated gold items anchor the confusion matrices"
+    per_annotator = r.n_ratings / max(len(np.unique(r.annotator)), 1)
+    if per_annotator >= 10 * r.n_classes:
+        return "dawid-skene", f"{per_annotator:.0f} ratings per annotator on average"
+    return "one-coin", f"only {per_annotator:.0f} ratings per annotator on average"
+
+
+def aggregate(
+    r: Ratings,
+    method: str = "auto",
+    *,
+    known: IntArray | None = None,
+    prior_counts: FloatArray | None = None,
+    smoothing: float = 0.01,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> Consensus:
+    """Run one consensus method by name (``METHODS``); ``auto`` picks with ``choose_method``.
+
+    ``prior_counts`` (annotators x true x given pseudo-counts, e.g. cumulative history) feeds
+    Dawid-Skene directly and one-coin through its trace. Gold answers are anchored in every method.
+    """
+    if method == "auto":
+        method, _ = choose_method(r, known)
+    if method == "majority":
+        return majority_vote(r, known)
+    if method in ("dawid-skene", "gold-dawid-skene"):
+        result = dawid_skene(
+            r,
+            known=known,
+            prior_counts=prior_counts,
+            smoothing=smoothing,
+            max_iter=max_iter,
+            tol=tol,
+        )
+        name = "gold-dawid-skene" if result.method == "gold-dawid-skene" else "dawid-skene"
+        return _renamed(result, name)
+    if method == "one-coin":
+        pc = pt = None
+        if prior_counts is not None:
+            pc = np.trace(prior_counts, axis1=1, axis2=2)
+            pt = prior_counts.sum(axis=(1, 2))
+        return one_coin_dawid_skene(
+            r,
+            known=known,
+            prior_correct=pc,
+            prior_total=pt,
+            smoothing=smoothing,
+            max_iter=max_iter,
+            tol=tol,
+        )
+    raise ValueError(f"unknown consensus method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _renamed(c: Consensus, name: str) -> Consensus:
+    if c.method == name:
+        return c
+    return Consensus(
+        name,
+        c.posterior,
+        c.label,
+        c.confidence,
+        c.class_marginals,
+        c.confusion,
+        c.accuracy,
+        c.n_iter,
+        c.converged,
+        c.log_likelihood,
+    )

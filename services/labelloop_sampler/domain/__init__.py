@@ -1,0 +1,1 @@
+"""Pure sampling logic: selection strategies, batch composition, pacing and the sampler ledger."""

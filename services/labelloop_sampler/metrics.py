@@ -1,0 +1,48 @@
+"""The sampler's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["SamplerMetrics"]
+
+
+class SamplerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # project names are few and chosen by operators (not ids of items or batches)
+        self.pool_size = Gauge(
+            "labelloop_sampler_pool_size_items",
+            "Unlabeled items in the pool",
+            ["project"],
+            registry=registry,
+        )
+        self.open_tasks = Gauge(
+            "labelloop_sampler_open_tasks",
+            "Labeling tasks handed out and not yet done",
+            ["project"],
+            registry=registry,
+        )
+        self.batches = Counter(
+            "labelloop_sampler_batches_created_total",
+            "Batches created, by strategy and kind",
+            ["strategy", "kind"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "labelloop_sampler_batches_skipped_total",
+            "Triggers that created no batch, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.selection = Histogram(
+            "labelloop_sampler_selection_duration_seconds",
+            "Time to select and compose one batch",
+            ["strategy"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.conflicts = Counter(
+            "labelloop_sampler_ledger_conflicts_total",
+            "Compare-and-swap conflicts on a project's ledger (replicas racing)",
+            registry=registry,
+        )

@@ -1,0 +1,30 @@
+"""The trainer's composition root."""
+
+from __future__ import annotations
+
+from labelloop.runtime import Service
+from labelloop.stores import MemoryStores
+from labelloop_trainer.handlers import register_handlers
+from labelloop_trainer.metrics import TrainerMetrics
+from labelloop_trainer.rounds import Trainer
+from labelloop_trainer.settings import TrainerSettings
+
+__all__ = ["build_app"]
+
+
+def build_app(
+    settings: TrainerSettings | None = None, *, stores: MemoryStores | None = None
+) -> Service:
+    settings = settings or TrainerSettings()
+    service = Service("trainer", settings, stores=stores)
+    trainer = Trainer(
+        # the stores are valid once the service has started: look them up at call time
+        state=lambda: service.state,
+        artifacts=lambda: service.artifacts,
+        publish=service.publish,
+        metrics=TrainerMetrics(service.registry),
+        stop_set_size=settings.stop_set_size,
+        oos_folds=settings.oos_folds,
+    )
+    register_handlers(service, trainer)
+    return service

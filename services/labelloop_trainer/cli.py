@@ -1,0 +1,35 @@
+"""``labelloop train --project P``: train now on the latest (or a given) dataset version."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from labelloop.client import connect
+from labelloop.events import Event, RequestTraining
+from labelloop_trainer.settings import TrainerSettings
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name")],
+    dataset_version: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset version (default: the latest)")
+    ] = None,
+) -> None:
+    """Ask the trainer to train now, whatever the retrain policy says."""
+    command = RequestTraining(project=project, dataset_version=dataset_version)
+    asyncio.run(_publish(TrainerSettings(), command))
+    typer.echo(f"training requested for {project} (command {command.event_id})")
+
+
+async def _publish(settings: TrainerSettings, event: Event) -> None:
+    async with connect(settings) as bus:
+        await bus.publish(event)

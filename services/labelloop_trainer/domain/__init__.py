@@ -1,0 +1,1 @@
+"""Pure learning logic of the trainer: estimators, evaluation, promotion, retraining, stopping."""

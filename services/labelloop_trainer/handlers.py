@@ -1,0 +1,34 @@
+"""Thin adapters: an event in, the training use case run, its events out."""
+
+from __future__ import annotations
+
+from labelloop.events import DatasetExported, ItemsIngested, RequestTraining
+from labelloop.project import ProjectConfig
+from labelloop.runtime import PoisonMessage, Service
+from labelloop_trainer.rounds import Trainer
+
+__all__ = ["register_handlers"]
+
+
+async def _config(service: Service, project: str) -> ProjectConfig:
+    config = await service.project(project)
+    if config is None:
+        raise PoisonMessage(f"unknown project {project!r}")
+    return config
+
+
+def register_handlers(service: Service, trainer: Trainer) -> None:
+    @service.handler(ItemsIngested)
+    async def on_items_ingested(event: ItemsIngested) -> None:
+        await trainer.on_items(event, await _config(service, event.project))
+
+    @service.handler(DatasetExported)
+    async def on_dataset_exported(event: DatasetExported) -> None:
+        await trainer.on_dataset(event, await _config(service, event.project))
+
+    @service.handler(RequestTraining)
+    async def on_request_training(event: RequestTraining) -> None:
+        outcome = await trainer.on_request(event, await _config(service, event.project))
+        if outcome.outcome in {"no_dataset", "unsupported", "too_few_classes"}:
+            # a command that cannot be carried out goes to the dead-letter stream with its reason
+            raise PoisonMessage(f"training not run: {outcome.reason}")

@@ -1,0 +1,158 @@
+"""The ingester and sampler against a real nats-server: 10k items to a first batch, re-ingest,
+rejections, and a sampler killed mid-stream that neither repeats nor loses an item."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats
+import pytest
+
+from labelloop.events import (
+    BatchCompleted,
+    BatchCreated,
+    Event,
+    ItemIn,
+    ItemsIngested,
+    ItemsRejected,
+)
+from labelloop.runtime import Service
+from labelloop.streams import Namespace
+from labelloop.testing import EventCollector, configure_project, started
+from labelloop_ingester.app import build_app as build_ingester
+from labelloop_ingester.cli import submissions
+from labelloop_ingester.settings import IngesterSettings
+from labelloop_sampler.app import build_app as build_sampler
+from labelloop_sampler.settings import SamplerSettings
+
+pytestmark = pytest.mark.integration
+
+PROJECT: dict[str, Any] = {
+    "name": "reviews",
+    "task_type": "text_classification",
+    "labels": {"classes": ["pos", "neg"]},
+    "data_fields": [{"name": "text", "kind": "text", "max_length": 500}],
+    "sampling": {"strategy": "hybrid", "batch_size": 50, "max_open_tasks": 100},
+    "quality": {"gold_fraction": 0.1, "overlap_fraction": 0.2},
+}
+
+
+async def _publish(nats_url: str, namespace: str, events: list[Event]) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        ns = Namespace(namespace)
+        for event in events:
+            await js.publish(
+                ns.subject(event),
+                event.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": event.event_id},
+            )
+    finally:
+        await nc.drain()
+
+
+async def _configure(nats_url: str, namespace: str, *services: Service) -> None:
+    await configure_project(nats_url, namespace, PROJECT)
+
+
+_TOPICS = ("service", "food", "view")
+_MOODS = ("awful", "great")
+
+
+def _items(n: int, start: int = 0) -> list[ItemIn]:
+    return [
+        ItemIn(
+            data={"text": f"review {i}: the {_TOPICS[i % 3]} was {_MOODS[i % 2]}"},
+            known_label=("pos" if i % 2 else "neg") if i < 30 else None,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+async def test_ten_thousand_items_to_a_first_batch_and_reingest_adds_nothing(
+    nats_url: str, namespace: str
+) -> None:
+    ingester = build_ingester(IngesterSettings(nats_url=nats_url, namespace=namespace))
+    sampler = build_sampler(SamplerSettings(nats_url=nats_url, namespace=namespace))
+    ingested = EventCollector(nats_url, namespace, ItemsIngested)
+    rejected = EventCollector(nats_url, namespace, ItemsRejected)
+    batches = EventCollector(nats_url, namespace, BatchCreated)
+    async with ingested, rejected, batches, started(ingester), started(sampler):
+        await _configure(nats_url, namespace, ingester, sampler)
+        items = [*_items(10000), ItemIn(data={"text": 42}), ItemIn(data={"title": "no text"})]
+        messages = submissions(items, "reviews", source="test")
+        await _publish(nats_url, namespace, messages)
+        (first,) = await batches.wait_for(1, timeout=60)
+        assert len(first.tasks) == 50
+        assert sum(t.is_gold for t in first.tasks) == 5
+        assert all(t.gold_label is not None for t in first.tasks if t.is_gold)
+        assert first.strategy == "diversity"  # cold start: no model yet
+
+        def n_items() -> int:
+            return sum(len(e.items) for e in ingested.events)
+
+        deadline = time.monotonic() + 60
+        while n_items() < 10_000:
+            assert time.monotonic() < deadline, n_items()
+            await asyncio.sleep(0.1)
+        assert n_items() == 10_000
+        (rejection,) = await rejected.wait_for(1, timeout=10)
+        assert sorted(r.reason.split(":")[0] for r in rejection.rejections) == [
+            "missing_field",
+            "wrong_type",
+        ]
+        # the same file again, as a new submission (past the duplicate window)
+        again = [m.model_copy(update={"event_id": m.event_id + "-again"}) for m in messages]
+        seen = len(ingested.events)
+        await _publish(nats_url, namespace, again)
+        deadline = time.monotonic() + 60
+        while sum(e.duplicates for e in ingested.events[seen:]) < 10_000:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert n_items() == 10_000
+        assert len(batches.events) == 1
+
+
+async def test_a_killed_sampler_neither_repeats_nor_loses_items(
+    nats_url: str, namespace: str
+) -> None:
+    ingester = build_ingester(IngesterSettings(nats_url=nats_url, namespace=namespace))
+    settings = SamplerSettings(nats_url=nats_url, namespace=namespace)
+    batches = EventCollector(nats_url, namespace, BatchCreated)
+    async with batches, started(ingester):
+        sampler = build_sampler(settings)
+        async with started(sampler):
+            await _configure(nats_url, namespace, ingester, sampler)
+            await _publish(nats_url, namespace, submissions(_items(400), "reviews", source="t"))
+            await batches.wait_for(1, timeout=60)
+            completions = [
+                BatchCompleted(
+                    project="reviews", batch_id=b.batch_id, n_tasks=len(b.tasks), n_annotations=0
+                )
+                for b in batches.events[:1]
+            ]
+            await _publish(nats_url, namespace, completions)
+            await batches.wait_for(2, timeout=30)
+        # the sampler is gone; work arrives while it is down; a new one takes over
+        done = {b.batch_id for b in batches.events}
+        await _publish(
+            nats_url,
+            namespace,
+            [
+                BatchCompleted(
+                    project="reviews", batch_id=b.batch_id, n_tasks=len(b.tasks), n_annotations=0
+                )
+                for b in batches.events
+            ],
+        )
+        async with started(build_sampler(settings)) as _:
+            await _configure(nats_url, namespace, ingester)
+            await batches.wait_for(3, timeout=60)
+            unique = {b.batch_id: b for b in batches.events}
+            assert set(unique) >= done
+            handed = [t.item_id for b in unique.values() for t in b.tasks if not t.is_gold]
+            assert len(handed) == len(set(handed)), "an item was handed out twice"
+            assert len(handed) == 45 * len(unique)

@@ -1,0 +1,101 @@
+"""Reading items from JSONL, CSV, JSON lists, Label Studio tasks and media folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labelloop.events import ItemIn
+from labelloop_ingester.sources import BadRow, read_items
+
+
+def test_jsonl_flat_and_item_shaped_rows(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": "flat", "label": "pos", "id": 7, "metadata": {"src": "a"}}),
+                json.dumps({"data": {"text": "shaped"}, "features": [1, 2], "known_label": "neg"}),
+                "{not json",
+                "",
+                json.dumps([1, 2]),
+            ]
+        )
+    )
+    rows = list(read_items(path))
+    assert isinstance(rows[0], ItemIn)
+    assert rows[0].data == {"text": "flat"}
+    assert (rows[0].known_label, rows[0].external_id, rows[0].metadata) == (
+        "pos",
+        "7",
+        {"src": "a"},
+    )
+    assert isinstance(rows[1], ItemIn)
+    assert rows[1].features == [1.0, 2.0]
+    assert isinstance(rows[2], BadRow)
+    assert rows[2].index == 2
+    assert isinstance(rows[3], BadRow)
+    assert rows[3].index == 4
+
+
+def test_csv_with_metadata_columns(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text('text,meta.lang,features,label\nhello,en,"[0.5, 1]",pos\nbonjour,fr,,\n')
+    rows = list(read_items(path))
+    assert rows == [
+        ItemIn(
+            data={"text": "hello"}, metadata={"lang": "en"}, features=[0.5, 1.0], known_label="pos"
+        ),
+        ItemIn(data={"text": "bonjour"}, metadata={"lang": "fr"}),
+    ]
+
+
+def test_label_studio_tasks(tmp_path: Path) -> None:
+    tasks = [
+        {
+            "id": 12,
+            "data": {"text": "great"},
+            "meta": {"batch": "x"},
+            "predictions": [
+                {
+                    "model_version": "v1",
+                    "score": 0.8,
+                    "result": [{"type": "choices", "value": {"choices": ["pos"]}}],
+                }
+            ],
+        }
+    ]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    (item,) = list(read_items(path))
+    assert isinstance(item, ItemIn)
+    assert item.external_id == "12"
+    assert item.metadata == {"batch": "x"}
+    assert item.prediction is not None
+    assert (item.prediction.label, item.prediction.score, item.prediction.model_version) == (
+        "pos",
+        0.8,
+        "v1",
+    )
+
+
+def test_media_folder_becomes_file_references(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.png").write_bytes(b"png")
+    (tmp_path / "sub" / "a.wav").write_bytes(b"wav")
+    (tmp_path / "notes.txt").write_text("ignored")
+    rows = list(read_items(tmp_path))
+    assert [r.data for r in rows if isinstance(r, ItemIn)] == [
+        {"image": str((tmp_path / "b.png").resolve())},
+        {"audio": str((tmp_path / "sub" / "a.wav").resolve())},
+    ]
+    assert all(isinstance(r, ItemIn) for r in rows)
+
+
+def test_unknown_file_type(tmp_path: Path) -> None:
+    path = tmp_path / "x.xml"
+    path.write_text("<x/>")
+    with pytest.raises(ValueError, match="unknown file type"):
+        list(read_items(path))

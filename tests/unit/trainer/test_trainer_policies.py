@@ -1,0 +1,81 @@
+"""Promotion, retraining and stopping rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
+from labelloop_trainer.domain.promotion import should_promote
+from labelloop_trainer.domain.retraining import decide_retrain
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "tolerance", "promoted"),
+    [
+        (0.80, None, 0.01, True),
+        (0.80, 0.80, 0.0, True),
+        (0.795, 0.80, 0.01, True),
+        (0.79, 0.80, 0.01, True),
+        (0.789, 0.80, 0.01, False),
+        (0.90, 0.80, 0.0, True),
+    ],
+)
+def test_promotion_tolerates_small_drops_only(
+    new: float, current: float | None, tolerance: float, promoted: bool
+) -> None:
+    assert should_promote(new, current, tolerance) is promoted
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "last", "train"),
+    [
+        (10, None, True),
+        (0, None, False),
+        (100, 100, False),
+        (119, 100, True),  # growth 19% >= 10%
+        (300, 290, False),  # 10 new, 3.4% growth
+        (320, 300, True),  # 20 new labels
+        (90, 100, False),  # fewer rows (labels excluded): nothing new
+    ],
+)
+def test_retrain_policy(n_rows: int, last: int | None, train: bool) -> None:
+    decision = decide_retrain(n_rows, last, min_new_labels=20, min_growth=0.1)
+    assert decision.train is train
+    assert decision.reason
+
+
+def test_convergence_needs_consecutive_stable_rounds() -> None:
+    assert not converged([], 3, 0.99)
+    assert not converged([0.995, 0.999], 3, 0.99)
+    assert converged([0.5, 0.995, 0.999, 1.0], 3, 0.99)
+    assert not converged([0.995, 0.999, 0.98, 1.0, 1.0], 3, 0.99)
+    assert not converged([0.995, None, 1.0, 1.0], 3, 0.99)
+    assert converged([0.995, None, 1.0, 1.0, 1.0], 3, 0.99)
+
+
+def test_compare_predictions_on_common_items() -> None:
+    prev = {f"i{k}": "a" if k % 2 else "b" for k in range(100)}
+    cur = dict(prev)
+    cur["i0"] = "a"  # one change
+    cur["new"] = "a"  # not in prev: ignored
+    del cur["i99"]  # labeled since: ignored
+    agreement = compare_predictions(prev, cur)
+    assert agreement.n_common == 99
+    assert agreement.share == pytest.approx(98 / 99)
+    assert agreement.kappa is not None
+    assert 0.9 < agreement.kappa < 1.0
+    assert compare_predictions({"a": "x"}, {"a": "x"}).share is None  # too few to say
+
+
+def test_kappa_of_identical_constant_predictions_is_one() -> None:
+    same = {f"i{k}": "a" for k in range(50)}
+    assert compare_predictions(same, same).kappa == 1.0
+
+
+def test_stop_set_is_stable_and_model_independent() -> None:
+    ids = [f"item-{k}" for k in range(1000)]
+    first = stop_set(ids, 100, "p")
+    assert len(first) == 100
+    assert stop_set(list(reversed(ids)), 100, "p") == first
+    grown = stop_set([*ids, *(f"new-{k}" for k in range(1000))], 100, "p")
+    assert len(set(first) & set(grown)) > 30  # about half the old members stay
