@@ -61,7 +61,7 @@ def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
 class Ingest:
     claims: ItemClaims
     artifacts: Blobs
-    publish: Callable[[Event], Awaitable[None]]
+    publish: Callable[[Event], Awaitable[object]]
     metrics: IngesterMetrics
     limits: Limits
     max_message_bytes: int

@@ -58,7 +58,7 @@ class _Conflict(Exception):
 class Sampler:
     state: Callable[[], KeyValue]
     pools: PoolStore
-    publish: Callable[[Event], Awaitable[None]]
+    publish: Callable[[Event], Awaitable[object]]
     metrics: SamplerMetrics
     prefilter_factor: int = 10
     max_cas_attempts: int = 20

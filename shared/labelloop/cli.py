@@ -24,7 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-project_app = typer.Typer(help="Create, validate and apply project configurations.", no_args_is_help=True)
+project_app = typer.Typer(
+    help="Create, validate and apply project configurations.", no_args_is_help=True
+)
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
 app.add_typer(dlq_app, name="dlq")
@@ -50,7 +52,9 @@ def nats_command(
     from labelloop.natsserver import EmbeddedNats
 
     server = EmbeddedNats(port=port, http_port=http_port, store_dir=store_dir).start()
-    console.print(f"nats-server running at [bold]{server.url}[/] (store {store_dir}), pid {server.pid}")
+    console.print(
+        f"nats-server running at [bold]{server.url}[/] (store {store_dir}), pid {server.pid}"
+    )
     stop = False
 
     def _stop(*_: object) -> None:
@@ -258,4 +262,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

@@ -352,7 +352,7 @@ class ModelTrained(Event):
     scores_ref: str | None = None
     """Object-store name of the pool scores (``.npz``: ``item_ids``, ``proba``, ``classes``)."""
     oos_ref: str | None = None
-    """Object-store name of out-of-sample probabilities for labeled items (QA's label-error check)."""
+    """Object-store name of out-of-sample probabilities of labeled items (for QA)."""
     model_ref: str | None = None
     classes: list[str] = Field(default_factory=list)
 

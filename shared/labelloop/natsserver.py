@@ -77,10 +77,14 @@ class EmbeddedNats:
             argv += ["-c", str(config)]
         argv += [
             "-js",
-            "-sd", str(self.store_dir),
-            "-a", "127.0.0.1",
-            "-p", str(self.port),
-            "-m", str(self.http_port),
+            "-sd",
+            str(self.store_dir),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.http_port),
             *self.extra_args,
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -97,7 +101,7 @@ class EmbeddedNats:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with code {self._process.returncode}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
+                with urllib.request.urlopen(url, timeout=1) as resp:
                     if resp.status == 200:
                         return
             except OSError:

@@ -155,16 +155,24 @@ class SamplingConfig(_Section):
         return self
 
 
+ExportFormat = Literal["jsonl", "csv", "parquet", "coco", "yolo", "conll"]
+SplitName = Literal["train", "validation", "test"]
+
+
+def _default_formats() -> list[ExportFormat]:
+    return ["jsonl", "csv", "parquet"]
+
+
+def _default_splits() -> dict[SplitName, float]:
+    return {"train": 0.7, "validation": 0.15, "test": 0.15}
+
+
 class ExportConfig(_Section):
-    formats: list[Literal["jsonl", "csv", "parquet", "coco", "yolo", "conll"]] = Field(
-        default_factory=lambda: ["jsonl", "csv", "parquet"]
-    )
+    formats: list[ExportFormat] = Field(default_factory=_default_formats)
     every_n_labels: int = Field(default=100, ge=1)
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
     low_confidence: Literal["exclude", "weight"] = "exclude"
-    splits: dict[Literal["train", "validation", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.7, "validation": 0.15, "test": 0.15}
-    )
+    splits: dict[SplitName, float] = Field(default_factory=_default_splits)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -182,7 +190,7 @@ class TrainingConfig(_Section):
     min_growth: float = Field(default=0.1, ge=0.0)
     """Retrain when labels grew by this fraction since the last model (or min_new_labels)."""
     promotion_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
-    """A new model is promoted unless its macro-F1 is worse than the current one by more than this."""
+    """A new model is promoted unless its macro-F1 is worse than the current one's by more."""
     convergence_rounds: int = Field(default=3, ge=2)
     convergence_agreement: float = Field(default=0.99, ge=0.5, le=1.0)
     """Converged when consecutive models agree on this share of the pool for convergence_rounds."""
@@ -289,7 +297,9 @@ def _format_errors(exc: ValidationError) -> list[str]:
 def parse_project(raw: Any, source: str = "<config>") -> ProjectConfig:
     """Validate an already-parsed mapping as a project configuration."""
     if not isinstance(raw, dict):
-        raise ProjectConfigError(source, [f"(top level): expected a mapping, got {type(raw).__name__}"])
+        raise ProjectConfigError(
+            source, [f"(top level): expected a mapping, got {type(raw).__name__}"]
+        )
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:

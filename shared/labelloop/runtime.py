@@ -29,12 +29,12 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
-from faststream.message import StreamMessage
+from faststream.message import AckStatus, StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.prometheus import NatsPrometheusMiddleware
@@ -186,7 +186,7 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = RuntimeMetrics(self.registry, name)
         self.log = logging.getLogger(f"labelloop.{name}")
-        self._stores: Stores | None = stores
+        self._stores: Stores | MemoryStores | NatsStores | None = stores
         self._memory = stores is not None
         self._subscriptions: dict[str, _Subscription] = {}
         self._startup_hooks: list[Hook] = []
@@ -259,7 +259,7 @@ class Service:
         return hook
 
     def every(self, seconds: float, hook: Hook) -> Hook:
-        """Run ``hook()`` every ``seconds`` while the service runs; failures are logged, not fatal."""
+        """Run ``hook()`` every ``seconds`` while running; a failure is logged, not fatal."""
         self._periodic.append((seconds, hook))
         return hook
 
@@ -270,7 +270,7 @@ class Service:
     # ------------------------------------------------------------------ using
 
     @property
-    def stores(self) -> Stores:
+    def stores(self) -> Stores | MemoryStores | NatsStores:
         if self._stores is None:
             raise RuntimeError(f"{self.name} is not started: stores are not available yet")
         return self._stores
@@ -296,10 +296,10 @@ class Service:
 
     def use_memory(self) -> MemoryStores:
         """Switch to in-memory stores (for ``labelloop.testing.in_memory``)."""
-        if not isinstance(self._stores, MemoryStores):
-            self._stores = MemoryStores()
+        stores = self._stores if isinstance(self._stores, MemoryStores) else MemoryStores()
+        self._stores = stores
         self._memory = True
-        return self._stores
+        return stores
 
     async def publish(self, event: Event) -> bool:
         """Publish an event idempotently. Returns ``False`` when the server dropped a duplicate."""
@@ -374,8 +374,12 @@ class Service:
         @get(include_in_schema=False)
         async def readyz(scope: Any) -> AsgiResponse:
             if self._ready and await self.broker.ping(1.0):
-                return AsgiResponse(b'{"status":"ready"}', 200, {"content-type": "application/json"})
-            return AsgiResponse(b'{"status":"not ready"}', 503, {"content-type": "application/json"})
+                return AsgiResponse(
+                    b'{"status":"ready"}', 200, {"content-type": "application/json"}
+                )
+            return AsgiResponse(
+                b'{"status":"not ready"}', 503, {"content-type": "application/json"}
+            )
 
         return readyz
 
@@ -498,7 +502,8 @@ class Service:
                     extra={"event": event_name, "deliveries": deliveries},
                 )
                 delay = self.settings.retry_backoff_seconds * 2 ** (deliveries - 1)
-                await msg.nack(delay=min(delay, 60.0))
+                await msg.raw_message.nak(delay=min(delay, 60.0))
+                msg.committed = AckStatus.NACKED
         else:
             await _ack(msg)
         finally:
@@ -527,7 +532,7 @@ class Service:
         self,
         msg: StreamMessage[Any],
         sub: _Subscription,
-        kind: str,
+        kind: Literal["invalid", "failed", "max_deliveries"],
         reason: str,
         deliveries: int,
     ) -> None:
@@ -639,7 +644,7 @@ async def _ack(msg: StreamMessage[Any]) -> None:
     raw = msg.raw_message
     if hasattr(raw, "ack_sync"):
         await raw.ack_sync()  # double ack: the server confirms, so a lost ack cannot redeliver
-        msg.committed = True  # type: ignore[assignment]
+        msg.committed = AckStatus.ACKED
     else:
         await msg.ack()
 
@@ -690,7 +695,7 @@ def build_dead_letter(
     stream: str | None,
     sequence: int | None,
     consumer: str,
-    kind: str,
+    kind: Literal["invalid", "failed", "max_deliveries"],
     reason: str,
     deliveries: int,
     headers: dict[str, str],
@@ -714,7 +719,7 @@ def build_dead_letter(
         original_sequence=sequence,
         consumer=consumer,
         reason=reason,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         deliveries=deliveries,
         headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
         payload_b64=base64.b64encode(body).decode(),
@@ -736,7 +741,9 @@ async def provision(js: JetStreamContext, ns: Namespace, *, replicas: int = 1) -
             await js.key_value(name)
         except (NotFoundError, nats.js.errors.BucketNotFoundError):
             await js.create_key_value(
-                bucket=name, description=bucket.description, history=bucket.history,
+                bucket=name,
+                description=bucket.description,
+                history=bucket.history,
                 replicas=replicas,
             )
     for bucket in OBJECT_BUCKETS:

@@ -32,9 +32,7 @@ class ServiceSettings(BaseSettings):
     )
 
     # --- NATS
-    nats_url: str = Field(
-        default="nats://127.0.0.1:4222", validation_alias=shared_env("nats_url")
-    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=shared_env("nats_url"))
     nats_user: str | None = Field(default=None, validation_alias=shared_env("nats_user"))
     nats_password: SecretStr | None = Field(
         default=None, validation_alias=shared_env("nats_password")
@@ -63,7 +61,9 @@ class ServiceSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]+$",
         validation_alias=shared_env("namespace"),
     )
-    stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias=shared_env("stream_replicas"))
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, validation_alias=shared_env("stream_replicas")
+    )
 
     # --- delivery
     max_deliver: int = Field(default=5, ge=1, le=100, validation_alias=shared_env("max_deliver"))

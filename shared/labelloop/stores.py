@@ -13,8 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
-from nats.js.errors import ObjectNotFoundError
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+    ObjectNotFoundError,
+)
 from nats.js.kv import KeyValue as _NatsKV
 from nats.js.object_store import ObjectStore as _NatsObjectStore
 
@@ -143,7 +147,7 @@ class NatsKeyValue:
 
     async def keys(self, prefix: str = "") -> list[str]:
         try:
-            keys = await self._kv.keys(filters=[f"{prefix}>"] if prefix else None)
+            keys = await self._kv.keys(filters=[f"{prefix}>"] if prefix else [">"])
         except NotFoundError:  # nats-py raises when the bucket has no keys at all
             return []
         return sorted(keys)

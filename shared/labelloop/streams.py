@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from labelloop.events import ALL_EVENTS, Event
 
-__all__ = ["BucketSpec", "Namespace", "StreamSpec", "STREAMS", "KV_BUCKETS", "OBJECT_BUCKETS"]
+__all__ = ["KV_BUCKETS", "OBJECT_BUCKETS", "STREAMS", "BucketSpec", "Namespace", "StreamSpec"]
 
 _DAY = 24 * 3600.0
 
@@ -73,7 +73,9 @@ class Namespace:
 
     def __post_init__(self) -> None:
         if not self.prefix or not all(ch.isalnum() or ch in "_-" for ch in self.prefix):
-            raise ValueError(f"namespace prefix must be alphanumeric (with _ or -): {self.prefix!r}")
+            raise ValueError(
+                f"namespace prefix must be alphanumeric (with _ or -): {self.prefix!r}"
+            )
 
     def subject(self, event: type[Event] | Event) -> str:
         """The absolute subject of an event class (or instance)."""
@@ -117,13 +119,13 @@ class Namespace:
 
 def _matches(pattern: str, subject: str) -> bool:
     """NATS subject matching for ``*`` and ``>`` wildcards."""
-    p_tokens, s_tokens = pattern.split("."), subject.split(".")
-    for i, token in enumerate(p_tokens):
-        if token == ">":
-            return len(s_tokens) > i
-        if i >= len(s_tokens) or (token != "*" and token != s_tokens[i]):
+    p_parts, s_parts = pattern.split("."), subject.split(".")
+    for i, part in enumerate(p_parts):
+        if part == ">":
+            return len(s_parts) > i
+        if i >= len(s_parts) or part not in ("*", s_parts[i]):
             return False
-    return len(p_tokens) == len(s_tokens)
+    return len(p_parts) == len(s_parts)
 
 
 def captured_subjects() -> dict[str, str]:

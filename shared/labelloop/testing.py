@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import nats
 from faststream.nats import TestNatsBroker
+from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from labelloop.events import Event
@@ -87,7 +88,7 @@ class EventCollector:
         self._ns = Namespace(namespace)
         self._event = event
         self.events: list[Any] = []
-        self._nc: nats.NATS | None = None
+        self._nc: NatsClient | None = None
         self._sub: Any = None
         self._arrived = asyncio.Event()
 
@@ -124,10 +125,8 @@ class EventCollector:
                     f"expected {count} {self._event.__name__} events, got {len(self.events)}"
                 )
             self._arrived.clear()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout=min(remaining, 0.5))
-            except TimeoutError:
-                pass
         return list(self.events)
 
 
@@ -151,7 +150,9 @@ def decode(payload: bytes) -> Any:
     return json.loads(payload)
 
 
-async def configure_project(nats_url: str, namespace: str, config: ProjectConfig | dict[str, Any]) -> None:
+async def configure_project(
+    nats_url: str, namespace: str, config: ProjectConfig | dict[str, Any]
+) -> None:
     """Apply a project on a real server as ``labelloop project apply`` does (KV + event)."""
     from labelloop.client import connect
     from labelloop.project import parse_project

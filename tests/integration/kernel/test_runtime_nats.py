@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from echo_service import EchoSettings, build_app
 
 from labelloop.client import connect
 from labelloop.deadletters import list_dead_letters, replay_dead_letter
@@ -20,8 +21,6 @@ from labelloop.events import DeadLetter, RequestExport, RequestTraining
 from labelloop.natsserver import free_port
 from labelloop.runtime import Service
 from labelloop.testing import EventCollector, started, wait_until
-
-from echo_service import EchoSettings, build_app
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,9 @@ def _settings(nats_url: str, namespace: str, **extra: object) -> EchoSettings:
 
 
 def _request(reason: str, n: int = 0) -> RequestExport:
-    return RequestExport(event_id=f"req-{reason}-{n}".replace(":", "_"), project="p1", reason=reason)
+    return RequestExport(
+        event_id=f"req-{reason}-{n}".replace(":", "_"), project="p1", reason=reason
+    )
 
 
 async def _publish(nats_url: str, namespace: str, *events: RequestExport) -> None:
@@ -109,9 +110,12 @@ async def test_failing_handler_is_delivered_max_deliver_times_then_dead_lettered
     assert letter.kind == "failed"
     assert letter.deliveries == 3
     assert "RuntimeError: this handler always fails" in letter.reason
-    assert service.registry.get_sample_value(
-        "labelloop_runtime_messages_total", {"event": "RequestExport", "outcome": "retried"}
-    ) == 2
+    assert (
+        service.registry.get_sample_value(
+            "labelloop_runtime_messages_total", {"event": "RequestExport", "outcome": "retried"}
+        )
+        == 2
+    )
 
 
 async def test_poison_message_is_dead_lettered_at_once(nats_url: str, namespace: str) -> None:
@@ -146,14 +150,19 @@ async def test_two_replicas_share_the_work_without_processing_twice(
 ) -> None:
     one, two = build_app(_settings(nats_url, namespace)), build_app(_settings(nats_url, namespace))
     requests = [_request("ok", n) for n in range(200)]
-    async with started(one), started(two), EventCollector(nats_url, namespace, RequestTraining) as out:
+    async with (
+        started(one),
+        started(two),
+        EventCollector(nats_url, namespace, RequestTraining) as out,
+    ):
         await _publish(nats_url, namespace, *requests)
         await out.wait_for(200, timeout=30)
     calls_one, calls_two = one.calls, two.calls  # type: ignore[attr-defined]
     assert len(calls_one) + len(calls_two) == 200
     assert set(calls_one) | set(calls_two) == {r.event_id for r in requests}
     assert not set(calls_one) & set(calls_two)
-    assert calls_one and calls_two, "both replicas should have taken a share"
+    assert calls_one, "both replicas should have taken a share"
+    assert calls_two, "both replicas should have taken a share"
 
 
 def _start_process(nats_url: str, namespace: str, port: int) -> subprocess.Popen[bytes]:
@@ -176,7 +185,7 @@ def _start_process(nats_url: str, namespace: str, port: int) -> subprocess.Popen
 def _metric(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

@@ -17,7 +17,9 @@ def _service() -> Service:
         if event.reason == "bug":
             raise KeyError("oops")
         await service.publish(
-            RequestTraining(event_id=deterministic_id("memo", event.event_id), project=event.project)
+            RequestTraining(
+                event_id=deterministic_id("memo", event.event_id), project=event.project
+            )
         )
 
     return service
@@ -44,6 +46,9 @@ async def test_invalid_payload_and_poison_become_dead_letters() -> None:
     assert letters[1].reason == "never"
     assert letters[2].reason.startswith("KeyError")
     assert bus.published(RequestTraining) == []
-    assert service.registry.get_sample_value(
-        "labelloop_runtime_dead_letters_total", {"event": "RequestExport", "kind": "invalid"}
-    ) == 1
+    assert (
+        service.registry.get_sample_value(
+            "labelloop_runtime_dead_letters_total", {"event": "RequestExport", "kind": "invalid"}
+        )
+        == 1
+    )

@@ -1,0 +1,79 @@
+# labelloop: the commands a user and CI run. `make help` lists them.
+SHELL := bash
+.ONESHELL:
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+LS := infra/labelstudio/labelstudio.sh
+
+.PHONY: help install lock test test-fast check lint format typecheck imports nats demo labelstudio labelstudio-install labelstudio-stop bench soak docs clean
+
+help: ## Show the commands
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	[ -x $(UV) ] || $(BIN)/pip install --quiet uv
+	$(UV) pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev,bench]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install labelloop with its dev and bench dependencies (idempotent)
+
+lock: ## Re-pin constraints.txt from the current .venv (after changing pyproject.toml)
+	{ echo "# Exact versions the project was tested with: \`make install\` installs with these as constraints."
+	  echo "# Regenerate with \`make lock\` after changing dependencies in pyproject.toml."
+	  $(UV) pip freeze --python $(BIN)/python | grep -vE '^(-e |labelloop==|uv==|py-spy==)'; } > constraints.txt
+
+labelstudio-install: ## Install Label Studio 1.23 into its own cached venv (~1 GB, once)
+	bash $(LS) install
+
+test: install labelstudio-install ## Run the whole test suite (unit, integration with real NATS and Label Studio, e2e)
+	$(BIN)/pytest
+
+test-fast: install ## Unit tests only (no sockets, seconds)
+	$(BIN)/pytest tests/unit -q
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy (strict)
+	$(BIN)/mypy
+
+imports: install ## Import contracts: pure domain modules, no service imports another
+	$(BIN)/lint-imports
+
+check: lint typecheck imports test ## Everything CI checks: lint, types, import contracts, tests
+
+nats: install ## Run the embedded NATS server (JetStream, store in .nats/)
+	$(BIN)/labelloop nats
+
+demo: install ## The main job: a whole active-learning campaign on the embedded default
+	$(BIN)/labelloop demo
+
+labelstudio: install labelstudio-install ## Start a local Label Studio for people (prints URL and credentials file)
+	bash $(LS) start --dir .labelstudio --port $${LABEL_STUDIO_PORT:-8080}
+
+labelstudio-stop: ## Stop the local Label Studio
+	bash $(LS) stop --dir .labelstudio
+
+bench: install ## Benchmarks against the anchor libraries (writes bench/results/)
+	$(BIN)/python bench/run.py
+
+soak: install ## The full 1M-item flood test (long)
+	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q
+
+docs: install ## AsyncAPI specification of every service into docs/asyncapi/
+	$(BIN)/labelloop docs --out docs/asyncapi
+
+clean: ## Remove caches and local run state (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis runs exports .nats

@@ -1,0 +1,83 @@
+"""The wire contract: subjects, streams and a JSON-schema snapshot of every event."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from labelloop.events import ALL_EVENTS, BatchCreated, Event, ItemsSubmitted, schema_of
+from labelloop.streams import STREAMS, Namespace, _matches
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "event_schemas.json"
+
+
+def test_every_event_has_its_own_subject() -> None:
+    subjects = [cls.SUBJECT for cls in ALL_EVENTS]
+    assert len(subjects) == len(set(subjects))
+    assert all(isinstance(s, str) and s and " " not in s for s in subjects)
+
+
+def test_every_event_subclass_is_listed() -> None:
+    def all_subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        return found.union(*(all_subclasses(c) for c in found)) if found else found
+
+    assert all_subclasses(Event) == set(ALL_EVENTS)
+
+
+@pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: e.__name__)
+def test_every_subject_is_captured_by_exactly_one_stream(event: type[Event]) -> None:
+    capturing = [s.name for s in STREAMS if any(_matches(p, event.SUBJECT) for p in s.subjects)]
+    assert len(capturing) == 1, f"{event.SUBJECT} captured by {capturing}"
+
+
+def test_streams_do_not_overlap() -> None:
+    patterns = [(s.name, p) for s in STREAMS for p in s.subjects]
+    for name, pattern in patterns:
+        probe = pattern.replace("*", "x").replace(">", "x")
+        owners = {n for n, p in patterns if _matches(p, probe)}
+        assert owners == {name}, f"{pattern} overlaps {owners}"
+
+
+def test_namespace_prefixes_subjects_streams_and_buckets() -> None:
+    ns = Namespace("acme")
+    assert ns.subject(BatchCreated) == "acme.batches.created"
+    assert ns.stream_name(ns.stream_for(BatchCreated)) == "ACME_BATCHES"
+    assert ns.kv_bucket("state") == "acme_state"
+    with pytest.raises(ValueError, match="namespace"):
+        Namespace("bad prefix")
+
+
+def test_subject_matching_follows_nats_wildcards() -> None:
+    assert _matches("items.*", "items.submitted")
+    assert not _matches("items.*", "items.submitted.extra")
+    assert _matches("items.>", "items.submitted.extra")
+    assert not _matches("items.>", "items")
+
+
+def test_events_are_frozen_and_ignore_unknown_fields() -> None:
+    event = ItemsSubmitted.model_validate(
+        {"project": "p", "items": [{"data": {"text": "hi"}}], "added_in_v2": True}
+    )
+    with pytest.raises(ValidationError):
+        event.project = "q"  # type: ignore[misc]
+    assert not hasattr(event, "added_in_v2")
+    assert event.occurred_at.tzinfo is not None
+
+
+def test_event_schemas_match_the_snapshot() -> None:
+    """A contract change shows up in review as a change of this snapshot.
+
+    Regenerate deliberately with ``LABELLOOP_UPDATE_SNAPSHOTS=1 pytest tests/unit/kernel``.
+    """
+    current = {
+        cls.__name__: {"subject": cls.SUBJECT, "schema": schema_of(cls)} for cls in ALL_EVENTS
+    }
+    if os.environ.get("LABELLOOP_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    stored = json.loads(SNAPSHOT.read_text())
+    assert current == stored, "event schemas changed: review, then update the snapshot"
