@@ -164,6 +164,13 @@ class Trainer:
 
         state = await self.book.change(event.project, remember)
         if event.event_id not in state.triggers:  # a redelivery of a trigger we acted on re-runs
+            if state.latest_dataset and _number(state.latest_dataset) > _number(info.version):
+                # versions can arrive out of order (redelivery, replicas): the newer one's own
+                # event trains on more labels, so a model of this one could only go backwards
+                self._metrics.retrains.labels(outcome="skipped").inc()
+                reason = f"stale: {state.latest_dataset} is newer"
+                log.info("%s: no retraining on %s: %s", event.project, event.version, reason)
+                return TrainOutcome("skipped", reason)
             t = config.training
             decision = decide_retrain(
                 event.n_rows,

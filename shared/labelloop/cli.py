@@ -243,6 +243,62 @@ def dlq_replay(
     console.print(f"{count} dead letter(s) replayed")
 
 
+# ---------------------------------------------------------------------- campaign
+
+
+@app.command("demo")
+def demo_command(
+    budget: Annotated[int, typer.Option(help="Label budget of the campaign")] = 400,
+    backend: Annotated[
+        str, typer.Option(help="simulated (a simulated crew) or label-studio (people)")
+    ] = "simulated",
+    random_arm: Annotated[
+        bool, typer.Option(help="Run a random-sampling project beside it as the baseline")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the data split, sampling and crew")] = 20,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs/<run-id>/ goes")] = Path("runs"),
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds")] = 900.0,
+    nats_url: Annotated[
+        str | None, typer.Option(help="Use this NATS server instead of the embedded one")
+    ] = None,
+) -> None:
+    """Run a whole active-learning campaign on scikit-learn's digits and summarise it."""
+    from labelloop.demo import DemoOptions, print_summary, run_demo
+
+    if backend not in ("simulated", "label-studio"):
+        err_console.print("backend is simulated or label-studio")
+        raise typer.Exit(2)
+    if backend == "label-studio":
+        timeout = max(timeout, 24 * 3600.0)  # people take their time
+    options = DemoOptions(
+        budget=budget,
+        backend=backend,
+        random_arm=random_arm and backend == "simulated",
+        seed=seed,
+        runs_dir=runs_dir,
+        timeout_seconds=timeout,
+        stall_seconds=timeout if backend == "label-studio" else 120.0,
+        nats_url=nats_url,
+    )
+    summary = run_demo(options)
+    print_summary(summary)
+    run_dir = runs_dir / summary["run_id"]
+    console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.html'}")
+    if summary["final_test_accuracy"] is None:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status_command(
+    project: Annotated[list[str] | None, typer.Option(help="Only these projects")] = None,
+    watch: Annotated[bool, typer.Option(help="Keep refreshing until Ctrl-C")] = False,
+) -> None:
+    """A live view per project: pool, open tasks, throughput, agreement, budget, ETA, model."""
+    from labelloop.status import show_status
+
+    _run(show_status(project, watch=watch, console=console))
+
+
 # ---------------------------------------------------------------------- plugins
 
 

@@ -38,6 +38,7 @@ from faststream.message import AckStatus, StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -74,6 +75,23 @@ class PoisonMessage(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _SpuriousFetchTimeout(logging.Filter):
+    """Drops FastStream's "raised an exception, retrying" for an empty pull fetch.
+
+    FastStream 0.7.8 suppresses ``nats.errors.TimeoutError`` around ``fetch``, but nats-py 2.16
+    raises a bare ``asyncio.TimeoutError`` when a fetch finds nothing; the supervisor restarts
+    the loop and logs a traceback at ERROR. Nothing failed, so the record is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(exc, TimeoutError)
+            and not isinstance(exc, nats.errors.TimeoutError)
+            and "raised an exception, retrying" in record.getMessage()
+        )
 
 
 class _HandlerFailed(Exception):
@@ -169,6 +187,18 @@ def nats_connect_options(settings: ServiceSettings) -> dict[str, Any]:
     return options
 
 
+def broker_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The same connection options in FastStream's terms: user, password and TLS as ``security``."""
+    options = nats_connect_options(settings)
+    user, password = options.pop("user", None), options.pop("password", None)
+    tls = options.pop("tls", None)
+    if user is not None:
+        options["security"] = NatsUserPassword(user, password or "", ssl_context=tls)
+    elif tls is not None:
+        options["security"] = NatsSecurity(ssl_context=tls)
+    return options
+
+
 class Service:
     """A labelloop service: typed handlers on a NATS JetStream bus, plus its HTTP surface."""
 
@@ -186,10 +216,13 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = RuntimeMetrics(self.registry, name)
         self.log = logging.getLogger(f"labelloop.{name}")
+        broker_log = logging.getLogger(f"labelloop.{name}.faststream")
+        broker_log.addFilter(_SpuriousFetchTimeout())
         self._stores: Stores | MemoryStores | NatsStores | None = stores
         self._memory = stores is not None
         self._subscriptions: dict[str, _Subscription] = {}
         self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
         self._periodic: list[tuple[float, Hook]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._routes: list[tuple[str, Any]] = []
@@ -200,13 +233,13 @@ class Service:
         self._sent_ids: set[str] = set()
         self._advisory_sub: Any = None
         self.broker = NatsBroker(
-            **nats_connect_options(settings),
+            **broker_options(settings),
             middlewares=[
                 NatsPrometheusMiddleware(registry=self.registry, app_name=f"labelloop-{name}"),
                 self._middleware_factory,
             ],
             graceful_timeout=settings.graceful_timeout_seconds,
-            logger=logging.getLogger(f"labelloop.{name}.faststream"),
+            logger=broker_log,
             log_level=logging.DEBUG,
             description=f"labelloop {name}",
         )
@@ -254,8 +287,13 @@ class Service:
         return register
 
     def on_startup(self, hook: Hook) -> Hook:
-        """Run ``hook()`` once connected and provisioned, before consuming."""
+        """Run ``hook()`` once connected and provisioned, before the first message is handled."""
         self._startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook()`` when stopping, after consuming stopped (close clients here)."""
+        self._shutdown_hooks.append(hook)
         return hook
 
     def every(self, seconds: float, hook: Hook) -> Hook:
@@ -333,6 +371,14 @@ class Service:
         """Stop consuming; in-flight handlers finish (up to the graceful timeout)."""
         await self._before_stop()
         await self.broker.stop()
+        await self._after_stop()
+
+    async def _after_stop(self) -> None:
+        for hook in self._shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                self.log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
 
     def asgi(self) -> AsgiFastStream:
         """The ASGI application: the broker plus /metrics, /healthz, /readyz and /asyncapi."""
@@ -347,6 +393,7 @@ class Service:
             on_startup=[self._before_broker],
             after_startup=[self._after_broker],
             on_shutdown=[self._before_stop],
+            after_shutdown=[self._after_stop],
             asyncapi_path="/asyncapi",
         )
 
@@ -392,10 +439,13 @@ class Service:
         await provision(js, self.ns, replicas=self.settings.stream_replicas)
         await self._provision_consumers(js)
         self._stores = await self._open_stores()
+        await self.run_startup_hooks()
 
-    async def _after_broker(self) -> None:
+    async def run_startup_hooks(self) -> None:
         for hook in self._startup_hooks:
             await hook()
+
+    async def _after_broker(self) -> None:
         for seconds, hook in self._periodic:
             self._tasks.append(asyncio.create_task(self._every(seconds, hook)))
         if not self._memory:

@@ -146,11 +146,20 @@ class NatsKeyValue:
         await self._kv.delete(key)
 
     async def keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix``; a prefix ending in ``.`` is filtered by the server."""
+        # nats-py's own keys(filters=...) matches substrings after reading every key: not that.
+        subject = f"{prefix}>" if prefix.endswith(".") else ">"
+        watcher = await self._kv.watch(subject, ignore_deletes=True, meta_only=True)
+        found: list[str] = []
         try:
-            keys = await self._kv.keys(filters=[f"{prefix}>"] if prefix else [">"])
-        except NotFoundError:  # nats-py raises when the bucket has no keys at all
-            return []
-        return sorted(keys)
+            async for entry in watcher:
+                if entry is None:  # the watcher's "no more history" marker
+                    break
+                if entry.key.startswith(prefix):
+                    found.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return sorted(found)
 
 
 class NatsBlobs:

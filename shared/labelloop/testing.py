@@ -62,12 +62,14 @@ class InMemoryBus:
 async def in_memory(service: Service) -> AsyncIterator[InMemoryBus]:
     """Run ``service`` on FastStream's ``TestNatsBroker`` with in-memory stores. No sockets."""
     stores = service.use_memory()
+    await service.run_startup_hooks()
     async with TestNatsBroker(service.broker):
         await service._after_broker()
         try:
             yield InMemoryBus(service, stores)
         finally:
             await service._before_stop()
+    await service._after_stop()
 
 
 @asynccontextmanager

@@ -131,14 +131,18 @@ def train_round(
     model = fit_pipeline(pipeline, train.x, train.y, train.weight)
     oos = out_of_sample_proba(pipeline, data, classes, random_state=random_state, folds=folds)
     test = data.where(~fit_mask)
+    new_correct: Array | None = None
+    current_correct: Array | None = None
     if len(test.y):
-        evaluation = evaluate(test.y, predict_labels(model, test.x, classes), classes)
+        predicted = predict_labels(model, test.x, classes)
+        evaluation = evaluate(test.y, predicted, classes)
         evaluated_on = "test"
-        current_eval = (
-            evaluate(test.y, predict_labels(current_model, test.x, classes), classes)
-            if current_model is not None
-            else None
-        )
+        new_correct = predicted == test.y
+        current_eval = None
+        if current_model is not None:
+            current_predicted = predict_labels(current_model, test.x, classes)
+            current_eval = evaluate(test.y, current_predicted, classes)
+            current_correct = current_predicted == test.y
         baseline = current_eval.macro_f1 if current_eval is not None else current_macro_f1
     else:
         predicted = np.asarray(classes, dtype=object)[np.argmax(oos, axis=1)]
@@ -151,7 +155,13 @@ def train_round(
         evaluation=evaluation,
         evaluated_on=evaluated_on,
         current_evaluation=current_eval,
-        promoted=should_promote(evaluation.macro_f1, baseline, tolerance),
+        promoted=should_promote(
+            evaluation.macro_f1,
+            baseline,
+            tolerance,
+            new_correct=new_correct,
+            current_correct=current_correct,
+        ),
         oos_proba=oos,
         n_train=len(train.y),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
@@ -79,3 +80,20 @@ def test_stop_set_is_stable_and_model_independent() -> None:
     assert stop_set(list(reversed(ids)), 100, "p") == first
     grown = stop_set([*ids, *(f"new-{k}" for k in range(1000))], 100, "p")
     assert len(set(first) & set(grown)) > 30  # about half the old members stay
+
+
+def test_a_drop_within_chance_does_not_hold_a_model_back() -> None:
+    # 80 test rows: the new model loses 4 rows and wins 1: a 3.75-point drop, not significant
+    current = np.ones(80, dtype=bool)
+    current[:1] = False
+    new = np.ones(80, dtype=bool)
+    new[1:5] = False
+    assert should_promote(0.90, 0.95, 0.01, new_correct=new, current_correct=current)
+    assert not should_promote(0.90, 0.95, 0.01)  # without the rows, the plain rule holds
+
+
+def test_a_significant_drop_is_rejected() -> None:
+    current = np.ones(80, dtype=bool)
+    new = np.ones(80, dtype=bool)
+    new[:12] = False  # the new model is wrong on 12 rows the current one gets right
+    assert not should_promote(0.80, 0.95, 0.01, new_correct=new, current_correct=current)

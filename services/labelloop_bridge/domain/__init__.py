@@ -1,0 +1,1 @@
+"""Pure logic of the annotation bridge: label configs, results, ledgers, the simulated crew."""

@@ -1,0 +1,182 @@
+"""Batches into Label Studio: tasks with labelloop ids and model pre-annotations, imported once.
+
+Nothing lost, nothing imported twice:
+
+* the batch ledger is written to KV *before* the import (so annotations that arrive early count);
+* the tasks already in Label Studio for the batch are listed first (filtered on
+  ``data.labelloop_batch_id``), and only the missing ones are imported, in chunks;
+* an import request is never blindly retried (it may have succeeded before the connection broke):
+  after a failure the bridge waits, lists the batch's tasks again and imports what is still missing;
+* the ledger is marked ``imported`` last; a redelivered ``BatchCreated`` then does nothing.
+
+Each task's overlap is set to its ``annotations_required`` when it differs from the project's.
+Gold answers and simulation truths never reach Label Studio: annotators could see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import JsonValue
+
+from labelloop.events import BatchCreated, BatchTask
+from labelloop.project import ProjectConfig
+
+from .domain.ledger import BatchLedger
+from .domain.results import ResultError, to_ls_result
+from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
+from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
+from .metrics import BridgeMetrics
+from .provisioning import ProjectProvisioner, project_fields
+from .state import BridgeState
+
+__all__ = ["BatchImporter", "ls_task"]
+
+log = logging.getLogger("labelloop.bridge.importer")
+
+_PARALLEL_REQUESTS = 4
+
+
+def ls_task(task: BatchTask, batch: BatchCreated, config: ProjectConfig) -> dict[str, JsonValue]:
+    """A batch task as Label Studio import JSON."""
+    data: dict[str, JsonValue] = {
+        **task.data,
+        TASK_ITEM: task.item_id,
+        TASK_BATCH: batch.batch_id,
+        TASK_REQUIRED: task.annotations_required,
+    }
+    out: dict[str, JsonValue] = {"data": data}
+    if task.prediction is not None:
+        try:
+            result = to_ls_result(
+                task.prediction.label, config.task_type, config.primary_field.name
+            )
+        except ResultError as exc:
+            log.warning("prediction of item %s not imported: %s", task.item_id, exc)
+        else:
+            prediction: dict[str, JsonValue] = {"result": result}  # type: ignore[dict-item]
+            if task.prediction.score is not None:
+                prediction["score"] = task.prediction.score
+            version = task.prediction.model_version or batch.model_version
+            if version:
+                prediction["model_version"] = version
+            out["predictions"] = [prediction]
+    return out
+
+
+class BatchImporter:
+    def __init__(
+        self,
+        client: LabelStudioClient,
+        state: BridgeState,
+        provisioner: ProjectProvisioner,
+        intake: AnnotationIntake,
+        metrics: BridgeMetrics,
+        *,
+        namespace: str,
+        chunk_size: int = 500,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._state = state
+        self._provisioner = provisioner
+        self._intake = intake
+        self._metrics = metrics
+        self._namespace = namespace
+        self._chunk_size = chunk_size
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    async def place(self, batch: BatchCreated, config: ProjectConfig) -> int:
+        """Import a batch (idempotent); the number of tasks newly imported."""
+        kind = batch.kind
+        ls_id = await self._provisioner.ensure(config, kind)
+        tasks = {t.item_id: t for t in batch.tasks}  # an item appears once per batch
+        await self._state.mark_open(batch.project, batch.batch_id, True)
+        ledger = await self._state.create_ledger(
+            batch.project,
+            BatchLedger.new(
+                batch.batch_id, kind, {i: t.annotations_required for i, t in tasks.items()}, ls_id
+            ),
+        )
+        if ledger.imported:
+            log.info("batch %s already imported into project %d", batch.batch_id, ls_id)
+            await self._intake.check_completion(batch.project, batch.batch_id)
+            return 0
+        present = await self._present(ls_id, batch.batch_id)
+        missing = [t for item, t in tasks.items() if item not in present]
+        for start in range(0, len(missing), self._chunk_size):
+            chunk = missing[start : start + self._chunk_size]
+            await self._import_chunk(ls_id, batch, config, chunk)
+        present = await self._present(ls_id, batch.batch_id)
+        lost = sorted(set(tasks) - set(present))
+        if lost:
+            raise LabelStudioUnavailable(
+                "import_tasks", None, f"{len(lost)} tasks of {batch.batch_id} missing after import"
+            )
+        default_overlap = project_fields(config, kind, self._namespace)["maximum_annotations"]
+        await self._set_overlaps(
+            [
+                (present[item][0], task.annotations_required)
+                for item, task in tasks.items()
+                if task.annotations_required != (present[item][1] or default_overlap)
+            ]
+        )
+        await self._state.change_ledger(
+            batch.project, batch.batch_id, lambda stored: setattr(stored, "imported", True)
+        )
+        self._metrics.tasks_imported.labels("label-studio", kind).inc(len(missing))
+        log.info(
+            "batch %s: %d tasks imported into Label Studio project %d (%d were there)",
+            batch.batch_id,
+            len(missing),
+            ls_id,
+            len(tasks) - len(missing),
+        )
+        await self._intake.check_completion(batch.project, batch.batch_id)
+        return len(missing)
+
+    async def _set_overlaps(self, changes: list[tuple[int, int]]) -> None:
+        """Per-task overlap, a few requests at a time (Label Studio has no bulk update for it)."""
+        limit = asyncio.Semaphore(_PARALLEL_REQUESTS)
+
+        async def one(task_id: int, overlap: int) -> None:
+            async with limit:
+                await self._client.set_task_overlap(task_id, overlap)
+
+        await asyncio.gather(*(one(task_id, overlap) for task_id, overlap in changes))
+
+    async def _present(self, ls_id: int, batch_id: str) -> dict[str, tuple[int, int | None]]:
+        """Item id -> (task id, overlap) of the batch's tasks already in Label Studio."""
+        found: dict[str, tuple[int, int | None]] = {}
+        for task in await self._client.tasks_with_data(ls_id, TASK_BATCH, batch_id):
+            data: dict[str, Any] = task.get("data") or {}
+            if data.get(TASK_BATCH) == batch_id and data.get(TASK_ITEM) is not None:
+                found[str(data[TASK_ITEM])] = (int(task["id"]), task.get("overlap"))
+        return found
+
+    async def _import_chunk(
+        self, ls_id: int, batch: BatchCreated, config: ProjectConfig, chunk: Sequence[BatchTask]
+    ) -> None:
+        pending = list(chunk)
+        for attempt in range(self._retry.attempts):
+            try:
+                await self._client.import_tasks(ls_id, [ls_task(t, batch, config) for t in pending])
+                return
+            except LabelStudioUnavailable as exc:
+                if attempt + 1 >= self._retry.attempts:
+                    raise
+                delay = self._retry.delay(attempt)
+                log.warning(
+                    "import of %d tasks failed (%s); retry in %.1fs", len(pending), exc, delay
+                )
+                await self._sleep(delay)
+                # the failed request may have been applied: import only what is still missing
+                present = await self._present(ls_id, batch.batch_id)
+                pending = [t for t in pending if t.item_id not in present]
+                if not pending:
+                    return

@@ -1,0 +1,46 @@
+"""Settings of the annotation bridge (env prefix ``LABELLOOP_BRIDGE_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from labelloop.runtime import ServiceSettings
+
+__all__ = ["BridgeSettings"]
+
+
+class BridgeSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELLOOP_BRIDGE_")
+
+    http_port: int = 8083
+    backend: Literal["label-studio", "simulated"] = "label-studio"
+    """``simulated``: the project's ``simulation:`` crew answers batches, without Label Studio."""
+
+    label_studio_url: str = "http://127.0.0.1:8080"
+    label_studio_token: SecretStr | None = None
+    """A legacy API token (``Authorization: Token``); see ``infra/labelstudio/labelstudio.sh``."""
+    request_timeout_seconds: float = Field(default=15.0, gt=0)
+    retry_attempts: int = Field(default=4, ge=1)
+    retry_base_delay_seconds: float = Field(default=0.5, ge=0)
+
+    webhook_url: str | None = None
+    """The URL Label Studio calls (this service's ``/webhooks/label-studio`` as Label Studio sees
+    it). Unset: no webhook is registered and annotations arrive by reconciliation only."""
+    webhook_secret: SecretStr | None = None
+    """Shared secret Label Studio sends in ``webhook_header``; without it every call is refused."""
+    webhook_header: str = "X-Labelloop-Webhook-Secret"
+    webhook_answer_within_seconds: float = Field(default=0.5, gt=0)
+    """Label Studio waits 1 s; work still running after this is finished in the background."""
+
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    reconcile_margin_seconds: float = Field(default=60.0, ge=0)
+    """Re-read tasks updated this long before the watermark: clock skew and in-flight updates."""
+
+    import_chunk_size: int = Field(default=500, ge=1, le=5000)
+    count_skips: bool = True
+    """A skipped (cancelled) task counts as an answer toward ``annotations_required``."""
+    simulation_chunk_size: int = Field(default=1000, ge=1)
+    """Annotations per ``AnnotationsSubmitted`` message published by the simulated crew."""

@@ -1,0 +1,195 @@
+"""The bridge's state in the shared KV bucket: Label Studio project ids, batch ledgers,
+annotations already seen, reconciliation watermarks.
+
+Keys (all under ``bridge.``; ids that may hold any character are hashed). Nothing
+lists keys: the KV bucket is shared by every service, and listing scans all of it.
+
+* ``bridge.<project>.lsproject.<kind>`` -> Label Studio project id (``kind``: labeling, review)
+* ``bridge.lsprojects`` -> ``{id: {"project", "kind"}}`` (a webhook names only the LS project)
+* ``bridge.<project>.batch.<hash(batch_id)>`` -> :class:`BatchLedger` JSON
+* ``bridge.<project>.open`` -> ids of batches placed and not yet announced complete
+* ``bridge.<project>.ann.<ls annotation id>`` -> the last state of that annotation we published
+* ``bridge.<project>.watermark.<kind>`` -> ISO time up to which tasks were reconciled
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Literal
+
+from labelloop.events import deterministic_id
+from labelloop.stores import KeyValue, kv_update
+
+from .domain.ledger import BatchLedger
+
+__all__ = ["AnnotationRecord", "BridgeState", "LedgerChange", "LsProjectRef"]
+
+Kind = Literal["labeling", "review"]
+
+
+@dataclass(frozen=True, slots=True)
+class LsProjectRef:
+    ls_project_id: int
+    project: str
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationRecord:
+    """What we last published about one Label Studio annotation."""
+
+    item_id: str
+    batch_id: str
+    annotator_id: str
+    updated_at: str
+    created_at: str
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    ledger: BatchLedger
+    completed_now: bool
+    """This change flipped the ledger to completed: the caller publishes BatchCompleted."""
+
+
+_LS_INDEX = "bridge.lsprojects"
+
+
+def _batch_key(project: str, batch_id: str) -> str:
+    return f"bridge.{project}.batch.{deterministic_id(batch_id)}"
+
+
+class BridgeState:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    # ------------------------------------------------------------------ Label Studio projects
+
+    async def ls_project(self, project: str, kind: Kind) -> int | None:
+        entry = await self._kv.get(f"bridge.{project}.lsproject.{kind}")
+        return int(entry.value) if entry else None
+
+    async def claim_ls_project(self, project: str, kind: Kind, ls_project_id: int) -> int:
+        """Store the id unless another replica stored one first; the id that won."""
+        key = f"bridge.{project}.lsproject.{kind}"
+        if await self._kv.create(key, str(ls_project_id).encode()) is None:
+            entry = await self._kv.get(key)
+            if entry is not None:
+                return int(entry.value)
+            await self._kv.put(key, str(ls_project_id).encode())
+        await self._remember(ls_project_id, project, kind)
+        return ls_project_id
+
+    async def replace_ls_project(self, project: str, kind: Kind, ls_project_id: int) -> None:
+        """The stored project is gone from Label Studio: use this one."""
+        await self._kv.put(f"bridge.{project}.lsproject.{kind}", str(ls_project_id).encode())
+        await self._remember(ls_project_id, project, kind)
+
+    async def _remember(self, ls_project_id: int, project: str, kind: Kind) -> None:
+        # one small index instead of key listing: listing scans the whole shared bucket
+        def add(raw: bytes | None) -> bytes | None:
+            index = json.loads(raw) if raw else {}
+            entry = {"project": project, "kind": kind}
+            if index.get(str(ls_project_id)) == entry:
+                return None
+            index[str(ls_project_id)] = entry
+            return json.dumps(index, sort_keys=True).encode()
+
+        await kv_update(self._kv, _LS_INDEX, add)
+
+    async def ls_projects(self) -> list[LsProjectRef]:
+        entry = await self._kv.get(_LS_INDEX)
+        index = json.loads(entry.value) if entry else {}
+        return [LsProjectRef(int(i), v["project"], v["kind"]) for i, v in sorted(index.items())]
+
+    async def lookup_ls_project(self, ls_project_id: int) -> LsProjectRef | None:
+        return next((r for r in await self.ls_projects() if r.ls_project_id == ls_project_id), None)
+
+    # ------------------------------------------------------------------ ledgers
+
+    async def ledger(self, project: str, batch_id: str) -> BatchLedger | None:
+        entry = await self._kv.get(_batch_key(project, batch_id))
+        return BatchLedger.from_json(entry.value) if entry else None
+
+    async def create_ledger(self, project: str, ledger: BatchLedger) -> BatchLedger:
+        """Store a new ledger, or return the one already there (a redelivered batch)."""
+        key = _batch_key(project, ledger.batch_id)
+        if await self._kv.create(key, ledger.to_json()) is not None:
+            return ledger
+        existing = await self._kv.get(key)
+        assert existing is not None, "a ledger is never deleted"
+        return BatchLedger.from_json(existing.value)
+
+    async def change_ledger(
+        self,
+        project: str,
+        batch_id: str,
+        change: Callable[[BatchLedger], object],
+        *,
+        complete_when: Callable[[BatchLedger], bool] | None = None,
+    ) -> LedgerChange | None:
+        """Apply ``change`` by compare-and-swap; flip ``completed`` when ``complete_when`` holds."""
+        key = _batch_key(project, batch_id)
+        while True:
+            entry = await self._kv.get(key)
+            if entry is None:
+                return None
+            ledger = BatchLedger.from_json(entry.value)
+            change(ledger)
+            flipped = False
+            if complete_when is not None and not ledger.completed and complete_when(ledger):
+                ledger.completed = flipped = True
+            if await self._kv.update(key, ledger.to_json(), entry.revision) is not None:
+                return LedgerChange(ledger, flipped)
+
+    async def open_batches(self, project: str) -> list[str]:
+        """Batches placed but not yet announced complete (bounded by the open-task limit)."""
+        entry = await self._kv.get(f"bridge.{project}.open")
+        return sorted(json.loads(entry.value)) if entry else []
+
+    async def mark_open(self, project: str, batch_id: str, is_open: bool) -> None:
+        def change(raw: bytes | None) -> bytes | None:
+            batches = set(json.loads(raw)) if raw else set()
+            if (batch_id in batches) == is_open:
+                return None
+            batches = batches | {batch_id} if is_open else batches - {batch_id}
+            return json.dumps(sorted(batches)).encode()
+
+        await kv_update(self._kv, f"bridge.{project}.open", change)
+
+    # ------------------------------------------------------------------ annotations
+
+    async def annotation(self, project: str, ls_annotation_id: int) -> AnnotationRecord | None:
+        entry = await self._kv.get(f"bridge.{project}.ann.{ls_annotation_id}")
+        return AnnotationRecord(**json.loads(entry.value)) if entry else None
+
+    async def put_annotation(
+        self, project: str, ls_annotation_id: int, record: AnnotationRecord
+    ) -> None:
+        """Record what was published; never moves back to an older state (a racing replica)."""
+
+        def newer(raw: bytes | None) -> bytes | None:
+            if raw is not None:
+                old = AnnotationRecord(**json.loads(raw))
+                if old.deleted or (
+                    not record.deleted
+                    and datetime.fromisoformat(old.updated_at)
+                    >= datetime.fromisoformat(record.updated_at)
+                ):
+                    return None
+            return json.dumps(asdict(record)).encode()
+
+        await kv_update(self._kv, f"bridge.{project}.ann.{ls_annotation_id}", newer)
+
+    # ------------------------------------------------------------------ watermarks
+
+    async def watermark(self, project: str, kind: Kind) -> datetime | None:
+        entry = await self._kv.get(f"bridge.{project}.watermark.{kind}")
+        return datetime.fromisoformat(entry.value.decode()) if entry else None
+
+    async def set_watermark(self, project: str, kind: Kind, moment: datetime) -> None:
+        await self._kv.put(f"bridge.{project}.watermark.{kind}", moment.isoformat().encode())

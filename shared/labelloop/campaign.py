@@ -1,0 +1,272 @@
+"""What a labeling campaign looks like from the bus: a view folded from the events alone.
+
+``labelloop status`` and ``labelloop demo`` read the streams from their start and fold every
+event into a ``CampaignView`` per project. No service's private state is read: events are the
+contract, so any tool can rebuild the same picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from labelloop.events import (
+    AnnotationsSubmitted,
+    BatchCompleted,
+    BatchCreated,
+    BudgetExhausted,
+    DatasetExported,
+    DeadLetter,
+    Event,
+    ItemsIngested,
+    ItemsRejected,
+    LabelingConverged,
+    LabelsReady,
+    ModelTrained,
+    QAReport,
+    QualityAlertRaised,
+    ReviewRequested,
+    event_type,
+)
+from labelloop.streams import Namespace
+
+__all__ = ["BatchView", "CampaignView", "CampaignWatcher", "fold"]
+
+WATCHED: tuple[type[Event], ...] = (
+    ItemsIngested,
+    ItemsRejected,
+    BatchCreated,
+    AnnotationsSubmitted,
+    BatchCompleted,
+    LabelsReady,
+    QAReport,
+    QualityAlertRaised,
+    ReviewRequested,
+    DatasetExported,
+    ModelTrained,
+    LabelingConverged,
+    BudgetExhausted,
+    DeadLetter,
+)
+
+
+@dataclass
+class BatchView:
+    batch_id: str
+    kind: str
+    strategy: str
+    n_tasks: int
+    n_gold: int
+    annotations_required: int
+    created: float
+    model_version: str | None
+    items: list[str] = field(default_factory=list)
+    completed: float | None = None
+    annotations: set[str] = field(default_factory=set)
+    report: QAReport | None = None
+
+
+@dataclass
+class CampaignView:
+    """Everything the bus says about one project so far."""
+
+    project: str
+    items_ingested: int = 0
+    items_rejected: int = 0
+    duplicates: int = 0
+    batches: dict[str, BatchView] = field(default_factory=dict)
+    annotations: dict[str, tuple[str, float | None, str]] = field(default_factory=dict)
+    """annotation id -> (annotator, lead time, item id); updates replace, deletions remove."""
+    labeled_items: dict[str, str] = field(default_factory=dict)
+    """item id -> consensus label (gold items excluded)."""
+    gold_items: set[str] = field(default_factory=set)
+    external_ids: dict[str, str] = field(default_factory=dict)
+    """item id -> the producer's own id, where the producer gave one."""
+    reports: list[QAReport] = field(default_factory=list)
+    alerts: list[QualityAlertRaised] = field(default_factory=list)
+    review_items: int = 0
+    datasets: list[DatasetExported] = field(default_factory=list)
+    models: list[ModelTrained] = field(default_factory=list)
+    converged: LabelingConverged | None = None
+    budget_exhausted: BudgetExhausted | None = None
+    dead_letters: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    # ---------------------------------------------------------------- derived
+
+    @property
+    def labels_used(self) -> int:
+        return len(self.labeled_items)
+
+    @property
+    def annotations_used(self) -> int:
+        return len(self.annotations)
+
+    @property
+    def open_batches(self) -> list[BatchView]:
+        return [b for b in self.batches.values() if b.completed is None]
+
+    @property
+    def open_tasks(self) -> int:
+        """Annotations still owed on open batches."""
+        return sum(max(b.annotations_required - len(b.annotations), 0) for b in self.open_batches)
+
+    @property
+    def pool_size(self) -> int:
+        """Items never handed out (gold items are reused, so they never count as pool)."""
+        handed_out = {i for b in self.batches.values() for i in b.items} | self.gold_items
+        return max(self.items_ingested - len(handed_out), 0)
+
+    @property
+    def mean_lead_time(self) -> float | None:
+        times = [t for _, t, _ in self.annotations.values() if t is not None]
+        return statistics.fmean(times) if times else None
+
+    def cost(self, hourly_rate: float) -> float:
+        """Simulated or real labour cost: lead time of every annotation at the hourly rate."""
+        seconds = sum(t for _, t, _ in self.annotations.values() if t is not None)
+        return seconds / 3600.0 * hourly_rate
+
+    @property
+    def latest_model(self) -> ModelTrained | None:
+        promoted = [m for m in self.models if m.promoted]
+        return promoted[-1] if promoted else None
+
+    def throughput(self) -> float | None:
+        """Annotations per minute over the campaign so far."""
+        if self.first_seen is None or self.last_seen is None or self.last_seen <= self.first_seen:
+            return None
+        return len(self.annotations) / ((self.last_seen - self.first_seen) / 60.0)
+
+    def eta_seconds(self, remaining_labels: int) -> float | None:
+        """Time to spend ``remaining_labels`` at the measured pace (annotations per label)."""
+        pace = self.throughput()
+        if not pace or not self.labels_used:
+            return None
+        per_label = self.annotations_used / self.labels_used
+        return remaining_labels * per_label / pace * 60.0
+
+
+def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
+    """Apply one event to a project's view. Replays are harmless (everything is keyed)."""
+    now = time.time() if now is None else now
+    if isinstance(event, ItemsIngested):
+        view.items_ingested += len(event.items)
+        view.duplicates += event.duplicates
+        view.external_ids.update((i.item_id, i.external_id) for i in event.items if i.external_id)
+    elif isinstance(event, ItemsRejected):
+        view.items_rejected += len(event.rejections)
+    elif isinstance(event, BatchCreated):
+        if event.batch_id not in view.batches:
+            batch = BatchView(
+                batch_id=event.batch_id,
+                kind=event.kind,
+                strategy=event.strategy,
+                n_tasks=len(event.tasks),
+                n_gold=sum(t.is_gold for t in event.tasks),
+                annotations_required=sum(t.annotations_required for t in event.tasks),
+                created=now,
+                model_version=event.model_version,
+                items=[t.item_id for t in event.tasks],
+            )
+            view.batches[event.batch_id] = batch
+            view.gold_items.update(t.item_id for t in event.tasks if t.is_gold)
+    elif isinstance(event, AnnotationsSubmitted):
+        for a in event.annotations:
+            if a.deleted or a.cancelled:
+                view.annotations.pop(a.annotation_id, None)
+                continue
+            view.annotations[a.annotation_id] = (a.annotator_id, a.lead_time_seconds, a.item_id)
+            owner = view.batches.get(a.batch_id or "")
+            if owner is not None:
+                owner.annotations.add(a.annotation_id)
+        view.first_seen = view.first_seen or now
+        view.last_seen = now
+    elif isinstance(event, BatchCompleted):
+        done = view.batches.get(event.batch_id)
+        if done is not None and done.completed is None:
+            done.completed = now
+    elif isinstance(event, LabelsReady):
+        for label in event.labels:
+            if not label.is_gold:
+                view.labeled_items[label.item_id] = str(label.label)
+    elif isinstance(event, QAReport):
+        view.reports.append(event)
+        scored = view.batches.get(event.batch_id)
+        if scored is not None:
+            scored.report = event
+    elif isinstance(event, QualityAlertRaised):
+        view.alerts.append(event)
+    elif isinstance(event, ReviewRequested):
+        view.review_items += len(event.items)
+    elif isinstance(event, DatasetExported):
+        view.datasets.append(event)
+    elif isinstance(event, ModelTrained):
+        view.models.append(event)
+    elif isinstance(event, LabelingConverged):
+        view.converged = view.converged or event
+    elif isinstance(event, BudgetExhausted):
+        view.budget_exhausted = view.budget_exhausted or event
+    elif isinstance(event, DeadLetter):
+        view.dead_letters += 1
+
+
+class CampaignWatcher:
+    """Follows the bus and keeps a ``CampaignView`` per project up to date."""
+
+    def __init__(
+        self, nc: NatsClient, ns: Namespace, projects: Iterable[str] | None = None
+    ) -> None:
+        self._nc = nc
+        self._ns = ns
+        self._only = set(projects) if projects is not None else None
+        self.views: dict[str, CampaignView] = {}
+        self._subs: list[Any] = []
+        self.changed = asyncio.Event()
+
+    def view(self, project: str) -> CampaignView:
+        if project not in self.views:
+            self.views[project] = CampaignView(project)
+        return self.views[project]
+
+    async def start(self) -> None:
+        js = self._nc.jetstream()
+        for cls in WATCHED:
+            stream = self._ns.stream_name(self._ns.stream_for(cls))
+            self._subs.append(
+                await js.subscribe(
+                    self._ns.subject(cls),
+                    stream=stream,
+                    ordered_consumer=True,
+                    cb=self._on_message,
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+                )
+            )
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):  # the connection may already be closing
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def _on_message(self, msg: Any) -> None:
+        cls = event_type(self._ns.relative(msg.subject))
+        if cls is None:
+            return
+        try:
+            event = cls.model_validate_json(msg.data)
+        except ValueError:
+            return  # malformed payloads are the dead-letter stream's business, not the view's
+        if self._only is not None and event.project not in self._only:
+            return
+        fold(self.view(event.project), event)
+        self.changed.set()

@@ -1,0 +1,527 @@
+"""``labelloop demo``: a whole active-learning campaign on the embedded default.
+
+It starts the embedded NATS server and the six services as separate processes (the commands the
+containers run), applies the digits project, ingests scikit-learn's handwritten digits as PNG
+images, and lets the loop run with the simulated crew until the label budget is spent or the
+model converges. A second project with random sampling runs beside it through the same services,
+as the honest baseline. The demo itself only publishes inputs and watches the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labelloop.campaign import CampaignView, CampaignWatcher
+from labelloop.client import BusClient, connect
+from labelloop.events import (
+    ItemIn,
+    ItemsSubmitted,
+    RequestExport,
+    RequestTraining,
+    deterministic_id,
+)
+from labelloop.natsserver import EmbeddedNats
+from labelloop.processes import Supervisor
+from labelloop.project import ProjectConfig, SamplingStrategy, load_project, parse_project
+from labelloop.settings import ServiceSettings
+
+__all__ = ["DemoOptions", "DigitsData", "load_digits_data", "run_demo"]
+
+_REPO = Path(__file__).resolve().parents[2]
+DEFAULT_PROJECT = _REPO / "examples" / "digits" / "project.yaml"
+
+Array = npt.NDArray[Any]
+
+
+@dataclass
+class DemoOptions:
+    budget: int = 400
+    seed: int = 20
+    random_arm: bool = True
+    backend: str = "simulated"
+    project_file: Path = DEFAULT_PROJECT
+    runs_dir: Path = Path("runs")
+    test_fraction: float = 0.3
+    n_gold: int = 30
+    timeout_seconds: float = 900.0
+    stall_seconds: float = 120.0
+    nats_url: str | None = None
+    """Use this NATS server instead of starting the embedded one."""
+    namespace: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """scikit-learn's digits, split once: a pool to label and a held-out test set."""
+
+    pool_index: Array
+    test_index: Array
+    images: Array
+    target: Array
+
+    @property
+    def features(self) -> Array:
+        return (self.images.reshape(len(self.images), -1) / 16.0).astype(np.float64)
+
+
+def load_digits_data(seed: int, test_fraction: float) -> DigitsData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    pool, test = train_test_split(
+        index, test_size=test_fraction, stratify=digits.target, random_state=seed
+    )
+    return DigitsData(np.sort(pool), np.sort(test), digits.images, digits.target)
+
+
+def png_data_uri(image: Array, scale: int = 8) -> str:
+    """An 8x8 digit (0-16) as a black-on-white PNG data URI a person can see in Label Studio."""
+    from PIL import Image
+
+    pixels = (255 - np.clip(image, 0, 16) * 255 / 16).astype(np.uint8)
+    img = Image.fromarray(pixels, mode="L").resize(
+        (image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def digits_items(data: DigitsData, n_gold: int, seed: int) -> list[ItemIn]:
+    """Pool items: image, producer features, the simulated crew's truth, and some gold."""
+    rng = np.random.default_rng(seed)
+    gold = set(rng.choice(data.pool_index, size=min(n_gold, len(data.pool_index)), replace=False))
+    features = data.features
+    items = []
+    for i in data.pool_index:
+        truth = str(int(data.target[i]))
+        items.append(
+            ItemIn(
+                data={"image": png_data_uri(data.images[i])},
+                metadata={"simulation_truth": truth, "source_index": int(i)},
+                features=features[i].tolist(),
+                known_label=truth if i in gold else None,
+                external_id=f"digits-{int(i)}",
+            )
+        )
+    return items
+
+
+def arm_configs(base: ProjectConfig, options: DemoOptions) -> list[ProjectConfig]:
+    """The active-learning project and, beside it, the same project sampling at random."""
+    raw = base.model_dump(mode="json")
+    raw["budget"] = {**raw["budget"], "max_labels": options.budget}
+    raw["sampling"] = {**raw["sampling"], "seed": options.seed}
+    arms = [parse_project(raw)]
+    if options.random_arm:
+        rnd = json.loads(json.dumps(raw))
+        rnd["name"] = f"{base.name}-random"
+        rnd["title"] = f"{base.title or base.name} (random sampling baseline)"
+        rnd["sampling"]["strategy"] = SamplingStrategy.RANDOM.value
+        arms.append(parse_project(rnd))
+    return arms
+
+
+# ------------------------------------------------------------------------- the campaign
+
+
+def label_accuracy(view: CampaignView, data: DigitsData) -> float | None:
+    """Share of consensus labels equal to the hidden truth (only a simulation can know it)."""
+    truths = []
+    for item_id, label in view.labeled_items.items():
+        external = view.external_ids.get(item_id, "")
+        if external.startswith("digits-"):
+            truths.append(label == str(int(data.target[int(external.removeprefix("digits-"))])))
+    return sum(truths) / len(truths) if truths else None
+
+
+@dataclass
+class ArmResult:
+    config: ProjectConfig
+    view: CampaignView
+    label_accuracy: float | None
+    curve: list[tuple[int, float]]
+    final_accuracy: float | None
+    final_model: str | None
+    confusion: list[list[int]] | None
+
+
+async def _submit(bus: BusClient, project: str, items: list[ItemIn], chunk: int = 200) -> None:
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        await bus.publish(
+            ItemsSubmitted(
+                event_id=deterministic_id("demo-submit", project, start, len(part)),
+                project=project,
+                source="demo:sklearn-digits",
+                items=part,
+            )
+        )
+
+
+def _arm_done(view: CampaignView) -> bool:
+    stopped = view.budget_exhausted is not None or view.converged is not None
+    if not stopped:
+        return False
+    completed = [b for b in view.batches.values() if b.completed is not None]
+    reported = {r.batch_id for r in view.reports}
+    return not view.open_batches and all(b.batch_id in reported for b in completed)
+
+
+async def _wait(
+    watcher: CampaignWatcher,
+    done: Callable[[], bool],
+    *,
+    timeout: float,
+    stall: float,
+    on_change: Callable[[], None] | None = None,
+) -> bool:
+    """Wait until ``done()``; give up at ``timeout`` or after ``stall`` seconds without news."""
+    deadline = time.monotonic() + timeout
+    last_change = time.monotonic()
+    while not done():
+        now = time.monotonic()
+        if now > deadline or now - last_change > stall:
+            return False
+        watcher.changed.clear()
+        try:
+            await asyncio.wait_for(watcher.changed.wait(), timeout=1.0)
+            last_change = time.monotonic()
+        except TimeoutError:
+            pass
+        if on_change is not None:
+            on_change()
+    return True
+
+
+async def _finish_arm(bus: BusClient, watcher: CampaignWatcher, project: str) -> None:
+    """Export what QA passed since the last version and train on it: the campaign's last model."""
+    view = watcher.view(project)
+    n_datasets = len(view.datasets)
+    await bus.publish(RequestExport(project=project, reason="campaign finished"))
+    # the exporter writes nothing when no label arrived since the last version
+    await _wait(watcher, lambda: len(view.datasets) > n_datasets, timeout=60, stall=15)
+    if not view.datasets:
+        return
+    final = max(view.datasets, key=lambda d: d.version).version
+    await bus.publish(
+        RequestTraining(project=project, dataset_version=final, reason="campaign finished")
+    )
+    await _wait(
+        watcher,
+        lambda: any(m.dataset_version == final for m in view.models),
+        timeout=300,
+        stall=240,
+    )
+
+
+async def _evaluate(
+    bus: BusClient, view: CampaignView, data: DigitsData
+) -> tuple[list[tuple[int, float]], float | None, str | None, list[list[int]] | None]:
+    """Accuracy of every model on the held-out digits; the promoted model is the final one."""
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
+    blobs = await bus.blobs()
+    rows = {d.version: d.n_rows for d in view.datasets}
+    x_test, y_test = data.features[data.test_index], data.target[data.test_index].astype(str)
+    curve: list[tuple[int, float]] = []
+    final: tuple[float, str, list[list[int]]] | None = None
+    # the serving model is the last promoted one, in the order the trainer numbered them
+    for model in sorted(view.models, key=lambda m: m.model_version):
+        if model.model_ref is None:
+            continue
+        raw = await blobs.get(model.model_ref)
+        if raw is None:
+            continue
+        estimator = pickle.loads(raw)  # noqa: S301 - our own trainer's artefact, from our bus
+        proba = estimator.predict_proba(x_test)
+        predicted = np.asarray(estimator.classes_).astype(str)[proba.argmax(axis=1)]
+        accuracy = float(accuracy_score(y_test, predicted))
+        curve.append((rows.get(model.dataset_version, model.n_train), accuracy))
+        if model.promoted:
+            classes = [str(c) for c in range(10)]
+            matrix = confusion_matrix(y_test, predicted, labels=classes).tolist()
+            final = (accuracy, model.model_version, matrix)
+    curve = sorted(dict(curve).items())
+    if final is None:
+        return curve, None, None, None
+    return curve, final[0], final[1], final[2]
+
+
+async def run_campaign(
+    options: DemoOptions, nats_url: str, namespace: str, run_dir: Path
+) -> dict[str, Any]:
+    """Drive a campaign on running services; returns the summary (also written to run_dir)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(quiet=options.quiet)
+    started = time.time()
+    base = load_project(options.project_file)
+    arms = arm_configs(base, options)
+    data = load_digits_data(options.seed, options.test_fraction)
+    items = digits_items(data, options.n_gold, options.seed)
+    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
+    async with connect(settings) as bus:
+        watcher = CampaignWatcher(bus.nc, bus.ns, [a.name for a in arms])
+        await watcher.start()
+        for arm in arms:
+            await bus.apply_project(arm)
+        for arm in arms:
+            await _submit(bus, arm.name, items)
+        console.print(
+            f"ingesting {len(items)} digit images ({options.n_gold} gold) into "
+            f"{', '.join(a.name for a in arms)}; {len(data.test_index)} held out for testing"
+        )
+        progress = Progress(
+            TextColumn("[bold]{task.description:<16}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        tasks = {a.name: progress.add_task(a.name, total=options.budget, status="") for a in arms}
+
+        def refresh() -> None:
+            for arm in arms:
+                v = watcher.view(arm.name)
+                last = v.reports[-1] if v.reports else None
+                alpha = (
+                    f"α={last.krippendorff_alpha:.2f}"
+                    if last and last.krippendorff_alpha is not None
+                    else ""
+                )
+                model = v.latest_model
+                acc = f"acc={model.metrics.get('accuracy', float('nan')):.2f}" if model else ""
+                status = f"batches={len(v.batches)} open={v.open_tasks} {alpha} {acc}"
+                progress.update(
+                    tasks[arm.name], completed=min(v.labels_used, options.budget), status=status
+                )
+
+        with progress:
+            finished = await _wait(
+                watcher,
+                lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
+                timeout=options.timeout_seconds,
+                stall=options.stall_seconds,
+                on_change=refresh,
+            )
+            refresh()
+        if not finished:
+            console.print(
+                "[yellow]the campaign did not finish in time; summarising what happened[/]"
+            )
+        for arm in arms:
+            await _finish_arm(bus, watcher, arm.name)
+        results = []
+        for arm in arms:
+            view = watcher.view(arm.name)
+            curve, accuracy, model_version, confusion = await _evaluate(bus, view, data)
+            results.append(
+                ArmResult(
+                    arm, view, label_accuracy(view, data), curve, accuracy, model_version, confusion
+                )
+            )
+        await watcher.stop()
+    summary = build_summary(
+        results, options, run_dir, started=started, finished=finished, n_test=len(data.test_index)
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    from labelloop.report import write_report
+
+    write_report(summary, run_dir / "report.html")
+    return summary
+
+
+def build_summary(
+    results: list[ArmResult],
+    options: DemoOptions,
+    run_dir: Path,
+    *,
+    started: float,
+    finished: bool,
+    n_test: int,
+) -> dict[str, Any]:
+    main = results[0]
+    view = main.view
+    annotators: dict[str, dict[str, Any]] = {}
+    for report in view.reports:  # later reports carry the cumulative picture: they win
+        for score in report.annotators:
+            annotators[score.annotator_id] = {
+                "id": score.annotator_id,
+                "n_annotations": score.n_annotations,
+                "estimated_accuracy": score.estimated_accuracy,
+                "gold_accuracy": score.gold_accuracy,
+                "agreement_with_consensus": score.agreement_with_consensus,
+                "spammer_score": score.spammer_score,
+                "mean_lead_time_seconds": score.mean_lead_time_seconds,
+                "flagged": score.flagged,
+            }
+    dataset = view.datasets[-1] if view.datasets else None
+    budget = main.config.budget
+    random_arm = results[1] if len(results) > 1 else None
+    return {
+        "run_id": run_dir.name,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "wall_seconds": round(time.time() - started, 1),
+        "finished": finished,
+        "backend": options.backend,
+        "simulation": options.backend == "simulated",
+        "project": main.config.name,
+        "strategy": main.config.sampling.strategy.value,
+        "budget_labels": options.budget,
+        "labels_used": view.labels_used,
+        "annotations_used": view.annotations_used,
+        "items_ingested": view.items_ingested,
+        "test_set_size": n_test,
+        "final_test_accuracy": main.final_accuracy,
+        "label_accuracy": main.label_accuracy,
+        "model_version": main.final_model,
+        "learning_curve": [list(p) for p in main.curve],
+        "random_baseline_curve": [list(p) for p in random_arm.curve] if random_arm else [],
+        "random_baseline_final_accuracy": random_arm.final_accuracy if random_arm else None,
+        "batches": [
+            {
+                "id": b.batch_id,
+                "kind": b.kind,
+                "strategy": b.strategy,
+                "n_tasks": b.n_tasks,
+                "n_gold": b.n_gold,
+                "krippendorff_alpha": b.report.krippendorff_alpha if b.report else None,
+                "cohen_kappa_mean": b.report.cohen_kappa_mean if b.report else None,
+                "fleiss_kappa": b.report.fleiss_kappa if b.report else None,
+                "passed": b.report.passed if b.report else None,
+            }
+            for b in view.batches.values()
+        ],
+        "annotators": sorted(annotators.values(), key=lambda a: -(a["estimated_accuracy"] or 0.0)),
+        "review_items": view.review_items,
+        "quality_alerts": len(view.alerts),
+        "dataset_version": dataset.version if dataset else None,
+        "dataset_path": dataset.path if dataset else None,
+        "export_dir": str((run_dir / "exports").resolve()),
+        "converged": view.converged.reason if view.converged else None,
+        "budget_exhausted": view.budget_exhausted is not None,
+        "dead_letters": view.dead_letters,
+        "cost": {
+            "currency": budget.currency,
+            "hourly_rate": budget.hourly_rate,
+            "simulated_cost": round(view.cost(budget.hourly_rate), 2),
+            "mean_lead_time_seconds": view.mean_lead_time,
+        },
+        "confusion_matrix": {"classes": [str(c) for c in range(10)], "matrix": main.confusion},
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    sim = " [dim](simulated crew)[/]" if summary["simulation"] else ""
+    console.rule(f"labelloop campaign {summary['run_id']}{sim}")
+    acc = summary["final_test_accuracy"]
+    rnd = summary["random_baseline_final_accuracy"]
+    console.print(
+        f"labels used [bold]{summary['labels_used']}[/] of {summary['budget_labels']}, "
+        f"annotations {summary['annotations_used']}, "
+        f"cost {summary['cost']['simulated_cost']} {summary['cost']['currency']}, "
+        f"wall time {summary['wall_seconds']} s"
+    )
+    console.print(
+        f"held-out accuracy ({summary['test_set_size']} digits): "
+        f"[bold]{acc:.3f}[/] with {summary['strategy']}"
+        + (f", {rnd:.3f} with random sampling" if rnd is not None else "")
+        if acc is not None
+        else "no model was trained"
+    )
+    curve = Table(
+        "labels", summary["strategy"], "random", title="learning curve (held-out accuracy)"
+    )
+    random_curve = {int(n): a for n, a in summary["random_baseline_curve"]}
+    for n, a in summary["learning_curve"]:
+        r = random_curve.get(int(n))
+        curve.add_row(str(n), f"{a:.3f}", f"{r:.3f}" if r is not None else "")
+    console.print(curve)
+    batches = Table("batch", "tasks", "gold", "α", "κ mean", title="agreement per batch")
+    for b in summary["batches"]:
+        alpha, kappa = b["krippendorff_alpha"], b["cohen_kappa_mean"]
+        batches.add_row(
+            b["id"][:12],
+            str(b["n_tasks"]),
+            str(b["n_gold"]),
+            f"{alpha:.3f}" if alpha is not None else "-",
+            f"{kappa:.3f}" if kappa is not None else "-",
+        )
+    console.print(batches)
+    board = Table(
+        "annotator", "annotations", "est. accuracy", "gold accuracy", "flagged", title="annotators"
+    )
+    for a in summary["annotators"]:
+        board.add_row(
+            a["id"],
+            str(a["n_annotations"]),
+            f"{a['estimated_accuracy']:.3f}" if a["estimated_accuracy"] is not None else "-",
+            f"{a['gold_accuracy']:.3f}" if a["gold_accuracy"] is not None else "-",
+            "[red]yes[/]" if a["flagged"] else "",
+        )
+    console.print(board)
+    console.print(f"dataset {summary['dataset_version']} at {summary['dataset_path']}")
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Start everything, run the campaign, clean up. Returns the summary."""
+    from rich.console import Console
+
+    console = Console(quiet=options.quiet)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = (options.runs_dir / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    namespace = options.namespace or f"demo{run_id.replace('-', '')}"
+    server: EmbeddedNats | None = None
+    nats_url = options.nats_url
+    if nats_url is None:
+        server = EmbeddedNats(store_dir=run_dir / "nats", log_file=run_dir / "nats.log").start()
+        nats_url = server.url
+    env = {
+        "LABELLOOP_EXPORTER_EXPORT_DIR": str(run_dir / "exports"),
+        "LABELLOOP_BRIDGE_BACKEND": options.backend,
+        "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "5",
+        **options.extra_env,
+    }
+    supervisor = Supervisor(nats_url, namespace, run_dir, env=env)
+    try:
+        console.print(
+            f"run [bold]{run_id}[/]: nats {nats_url}, namespace {namespace}, logs in {run_dir}/logs"
+        )
+        supervisor.start_all()
+        supervisor.wait_ready(timeout=90)
+        console.print("six services ready: " + ", ".join(p.name for p in supervisor.processes))
+        if options.backend == "simulated":
+            console.print(
+                "[dim]annotations come from a SIMULATED crew (the simulated backend), not people[/]"
+            )
+        return asyncio.run(run_campaign(options, nats_url, namespace, run_dir))
+    finally:
+        supervisor.stop_all()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,189 @@
+"""Running the six services as separate processes, exactly as the containers run them.
+
+Used by ``labelloop demo``, the end-to-end and chaos tests and the benchmarks. Each process is
+``labelloop run <service>`` with its settings in the environment and its logs in a file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labelloop.natsserver import free_port
+
+__all__ = ["SERVICES", "ServiceProcess", "Supervisor", "env_prefix"]
+
+SERVICES: tuple[str, ...] = (
+    "ingester",
+    "sampler",
+    "annotation-bridge",
+    "qa-scorer",
+    "exporter",
+    "trainer",
+)
+
+_PREFIX = {
+    "ingester": "INGESTER",
+    "sampler": "SAMPLER",
+    "annotation-bridge": "BRIDGE",
+    "qa-scorer": "QA",
+    "exporter": "EXPORTER",
+    "trainer": "TRAINER",
+}
+
+
+def env_prefix(service: str) -> str:
+    """The environment prefix of a service's own settings, e.g. ``LABELLOOP_SAMPLER_``."""
+    return f"LABELLOOP_{_PREFIX[service]}_"
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).parent / "labelloop"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "labelloop.cli"]
+
+
+@dataclass
+class ServiceProcess:
+    service: str
+    replica: int
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.replica}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:  # noqa: S310
+            return str(resp.read().decode())
+
+
+@dataclass
+class Supervisor:
+    """Starts, kills and stops service processes against one NATS server and namespace."""
+
+    nats_url: str
+    namespace: str
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def start(
+        self, service: str, replica: int = 0, extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        env = {
+            **os.environ,
+            "LABELLOOP_NATS_URL": self.nats_url,
+            "LABELLOOP_NAMESPACE": self.namespace,
+            "LABELLOOP_LOG_FORMAT": "json",
+            f"{env_prefix(service)}HTTP_PORT": str(port),
+            f"{env_prefix(service)}HTTP_HOST": "127.0.0.1",
+            **self.env,
+            **(extra_env or {}),
+        }
+        log_path = logs / f"{service}-{replica}.log"
+        out = open(log_path, "ab")  # noqa: SIM115 - owned by the child process from here on
+        process = subprocess.Popen(
+            [*_command(), "run", service],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        out.close()
+        proc = ServiceProcess(service, replica, port, log_path, process)
+        self.processes.append(proc)
+        return proc
+
+    def start_all(self, services: tuple[str, ...] = SERVICES) -> list[ServiceProcess]:
+        return [self.start(s) for s in services]
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every live process answers /readyz; fail with the log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        pending = [p for p in self.processes if p.alive()]
+        while pending:
+            for proc in list(pending):
+                if not proc.alive():
+                    raise RuntimeError(f"{proc.name} exited:\n{_tail(proc.log_path)}")
+                if proc.ready():
+                    pending.remove(proc)
+            if time.monotonic() > deadline:
+                names = ", ".join(p.name for p in pending)
+                raise TimeoutError(f"not ready within {timeout}s: {names}")
+            time.sleep(0.1)
+
+    def get(self, service: str, replica: int = 0) -> ServiceProcess:
+        for proc in reversed(self.processes):
+            if proc.service == service and proc.replica == replica:
+                return proc
+        raise KeyError(f"{service}-{replica}")
+
+    def kill(self, service: str, replica: int = 0) -> None:
+        """SIGKILL, as a crash or an OOM kill would do."""
+        proc = self.get(service, replica)
+        if proc.alive():
+            os.killpg(proc.process.pid, signal.SIGKILL)
+            proc.process.wait()
+
+    def restart(self, service: str, replica: int = 0) -> ServiceProcess:
+        old = self.get(service, replica)
+        if old.alive():
+            self.kill(service, replica)
+        self.processes.remove(old)
+        return self.start(service, replica)
+
+    def stop_all(self, timeout: float = 20.0) -> None:
+        """SIGTERM everyone (graceful), then SIGKILL whoever is still there after ``timeout``."""
+        for proc in self.processes:
+            if proc.alive():
+                os.killpg(proc.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            try:
+                proc.process.wait(remaining)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.process.pid, signal.SIGKILL)
+                proc.process.wait()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,168 @@
+"""The campaign report: one self-contained HTML page with the plots a team looks at."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report"]
+
+
+def _figure_png(draw: Any) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
+    draw(ax)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _learning_curve(summary: dict[str, Any]) -> Any:
+    def draw(ax: Any) -> None:
+        for key, label, style in (
+            ("learning_curve", summary["strategy"], "o-"),
+            ("random_baseline_curve", "random sampling", "s--"),
+        ):
+            points = summary.get(key) or []
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, label=label)
+        ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("labels")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title("Learning curve")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+
+    return draw
+
+
+def _agreement(summary: dict[str, Any]) -> Any:
+    def draw(ax: Any) -> None:
+        rows = [b for b in summary["batches"] if b["krippendorff_alpha"] is not None]
+        xs = list(range(1, len(rows) + 1))
+        ax.plot(xs, [b["krippendorff_alpha"] for b in rows], "o-", label="Krippendorff's α")
+        kappas = [b["cohen_kappa_mean"] for b in rows]
+        if any(k is not None for k in kappas):
+            ax.plot(
+                xs,
+                [k if k is not None else float("nan") for k in kappas],
+                "s--",
+                label="mean Cohen's κ",
+            )
+        ax.axhline(0.6, color="red", lw=0.8, ls=":", label="alert threshold")
+        ax.set_ylim(-0.1, 1.05)
+        ax.set_xlabel("batch")
+        ax.set_title("Agreement per batch")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+
+    return draw
+
+
+def _annotators(summary: dict[str, Any]) -> Any:
+    def draw(ax: Any) -> None:
+        people = summary["annotators"]
+        names = [a["id"] for a in people]
+        est = [a["estimated_accuracy"] or 0.0 for a in people]
+        colors = ["#d62728" if a["flagged"] else "#1f77b4" for a in people]
+        ax.barh(names, est, color=colors)
+        for i, a in enumerate(people):
+            if a["gold_accuracy"] is not None:
+                ax.plot(a["gold_accuracy"], i, "k|", markersize=14)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("estimated accuracy (bar) and gold accuracy (|); red = flagged")
+        ax.set_title("Annotator quality")
+        ax.invert_yaxis()
+
+    return draw
+
+
+def _confusion(summary: dict[str, Any]) -> Any:
+    def draw(ax: Any) -> None:
+        cm = summary["confusion_matrix"]
+        matrix = cm["matrix"] or [[0]]
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(cm["classes"])), cm["classes"])
+        ax.set_yticks(range(len(cm["classes"])), cm["classes"])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("Confusion matrix of the final model (held-out)")
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                if value:
+                    ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
+
+    return draw
+
+
+def write_report(summary: dict[str, Any], path: Path) -> None:
+    """Write ``report.html`` for a campaign summary (plots are inline PNGs)."""
+    figures = [_learning_curve(summary), _agreement(summary), _annotators(summary)]
+    if summary.get("confusion_matrix", {}).get("matrix"):
+        figures.append(_confusion(summary))
+    images = "".join(f'<img src="data:image/png;base64,{_figure_png(f)}">' for f in figures)
+    acc = summary.get("final_test_accuracy")
+    rnd = summary.get("random_baseline_final_accuracy")
+    facts = [
+        ("run", summary["run_id"]),
+        ("annotations from", "a SIMULATED crew" if summary["simulation"] else "Label Studio"),
+        ("labels used", f"{summary['labels_used']} of {summary['budget_labels']}"),
+        ("annotations", summary["annotations_used"]),
+        ("held-out accuracy", f"{acc:.3f}" if acc is not None else "-"),
+        ("random sampling, same budget", f"{rnd:.3f}" if rnd is not None else "-"),
+        ("dataset", f"{summary['dataset_version']} at {summary['dataset_path']}"),
+        ("cost", f"{summary['cost']['simulated_cost']} {summary['cost']['currency']}"),
+        ("wall time", f"{summary['wall_seconds']} s"),
+    ]
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+    )
+    people = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(_fmt(a[key]))}</td>"
+            for key in ("id", "n_annotations", "estimated_accuracy", "gold_accuracy", "flagged")
+        )
+        + "</tr>"
+        for a in summary["annotators"]
+    )
+    title = f"labelloop campaign {html.escape(summary['run_id'])}"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+th, td {{ padding: .25rem .75rem; border-bottom: 1px solid #ddd; text-align: left; }}
+img {{ max-width: 48%; margin: .5%; border: 1px solid #eee; }}
+</style></head><body>
+<h1>labelloop campaign {html.escape(summary["run_id"])}</h1>
+<table>{rows}</table>
+{images}
+<h2>Annotators</h2>
+<table><tr><th>annotator</th><th>annotations</th><th>estimated accuracy</th><th>gold accuracy</th>
+<th>flagged</th></tr>{people}</table>
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if value is None:
+        return "-"
+    if value is True:
+        return "yes"
+    if value is False:
+        return ""
+    return str(value)

@@ -1,0 +1,111 @@
+"""``labelloop status``: the campaign view of every project, as a table, once or live."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from labelloop.campaign import CampaignView, CampaignWatcher
+from labelloop.client import BusClient, connect
+from labelloop.project import ProjectConfig
+
+__all__ = ["render", "show_status"]
+
+
+def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render(views: dict[str, CampaignView], configs: dict[str, ProjectConfig | None]) -> Table:
+    table = Table(title="labelloop status")
+    for column in (
+        "project",
+        "ingested",
+        "pool",
+        "batches",
+        "open tasks",
+        "labels",
+        "annotations",
+        "ann./min",
+        "α last",
+        "budget",
+        "cost",
+        "ETA",
+        "model acc.",
+        "state",
+    ):
+        table.add_column(column)
+    for name, view in sorted(views.items()):
+        config = configs.get(name)
+        budget = config.budget if config else None
+        max_labels = budget.max_labels if budget else None
+        remaining = max(max_labels - view.labels_used, 0) if max_labels else None
+        alpha = view.reports[-1].krippendorff_alpha if view.reports else None
+        model = view.latest_model
+        state = (
+            "converged"
+            if view.converged
+            else "budget spent"
+            if view.budget_exhausted
+            else "labeling"
+            if view.open_batches
+            else "idle"
+        )
+        cost = view.cost(budget.hourly_rate) if budget else None
+        table.add_row(
+            name,
+            str(view.items_ingested),
+            str(view.pool_size),
+            str(len(view.batches)),
+            str(view.open_tasks),
+            str(view.labels_used),
+            str(view.annotations_used),
+            _fmt(view.throughput(), ".1f"),
+            _fmt(alpha),
+            f"{view.labels_used}/{max_labels}" if max_labels else "-",
+            f"{cost:.2f} {budget.currency}" if cost is not None and budget else "-",
+            _eta(view.eta_seconds(remaining)) if remaining else "-",
+            _fmt(model.metrics.get("accuracy") if model else None, ".3f"),
+            state + (f" ({view.dead_letters} dead letters)" if view.dead_letters else ""),
+        )
+    return table
+
+
+async def _configs(bus: BusClient, names: list[str]) -> dict[str, ProjectConfig | None]:
+    return {name: await bus.project(name) for name in names}
+
+
+async def show_status(
+    projects: list[str] | None, *, watch: bool, console: Console, settle: float = 1.0
+) -> None:
+    async with connect() as bus:
+        watcher = CampaignWatcher(bus.nc, bus.ns, projects)
+        await watcher.start()
+        await asyncio.sleep(settle)  # let the ordered consumers replay the streams
+        configs: dict[str, Any] = await _configs(bus, list(watcher.views))
+        if not watch:
+            console.print(render(watcher.views, configs))
+            await watcher.stop()
+            return
+        with Live(render(watcher.views, configs), console=console, refresh_per_second=2) as live:
+            try:
+                while True:
+                    await asyncio.sleep(1.0)
+                    missing = [n for n in watcher.views if n not in configs]
+                    configs.update(await _configs(bus, missing))
+                    live.update(render(watcher.views, configs))
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                pass
+        await watcher.stop()

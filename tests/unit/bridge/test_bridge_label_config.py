@@ -1,0 +1,121 @@
+"""Label configs for every task type: well-formed XML naming the controls labelloop reads."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from labelloop.project import ProjectConfig, TaskType
+from labelloop_bridge.domain.label_config import (
+    CONTROL_NAME,
+    LabelConfigError,
+    build_label_config,
+    guidelines_html,
+    parse_label_config,
+)
+
+_FIELD = {
+    TaskType.TEXT_CLASSIFICATION: ("text", "text", "Text", "Choices"),
+    TaskType.TEXT_MULTILABEL: ("text", "text", "Text", "Choices"),
+    TaskType.NER: ("text", "text", "Text", "Labels"),
+    TaskType.IMAGE_CLASSIFICATION: ("image", "image", "Image", "Choices"),
+    TaskType.BOUNDING_BOXES: ("image", "image", "Image", "RectangleLabels"),
+    TaskType.AUDIO_CLASSIFICATION: ("audio", "audio", "Audio", "Choices"),
+    TaskType.VIDEO_CLASSIFICATION: ("video", "video", "Video", "Choices"),
+}
+
+
+def _config(task_type: TaskType, **extra: Any) -> ProjectConfig:
+    name, kind, _, _ = _FIELD[task_type]
+    raw: dict[str, Any] = {
+        "name": "demo",
+        "task_type": task_type.value,
+        "labels": {"classes": ["cat", "dog", "bird & <fish>"]},
+        "data_fields": [{"name": name, "kind": kind}],
+    }
+    if task_type in {TaskType.NER}:
+        raw["export"] = {"formats": ["jsonl"]}
+    if task_type in {TaskType.BOUNDING_BOXES}:
+        raw["export"] = {"formats": ["jsonl", "coco"]}
+    raw.update(extra)
+    return ProjectConfig.model_validate(raw)
+
+
+@pytest.mark.parametrize("task_type", list(TaskType))
+def test_every_task_type_gives_xml_naming_its_control(task_type: TaskType) -> None:
+    xml = build_label_config(_config(task_type))
+    root = ET.fromstring(xml)  # noqa: S314 - our own output
+    assert root.tag == "View"
+    field, _, object_tag, control_tag = _FIELD[task_type]
+    info = parse_label_config(xml)
+    control = info.controls[CONTROL_NAME]
+    assert control.tag == control_tag
+    assert control.to_name == field
+    assert info.objects == {field: field}
+    assert root.find(f"{object_tag}[@name='{field}']") is not None
+    assert control.options == ("cat", "dog", "bird & <fish>")
+    assert control.multiple is (task_type is TaskType.TEXT_MULTILABEL)
+
+
+def test_single_label_is_radio_multilabel_is_multiple() -> None:
+    single = ET.fromstring(build_label_config(_config(TaskType.TEXT_CLASSIFICATION)))  # noqa: S314
+    multi = ET.fromstring(build_label_config(_config(TaskType.TEXT_MULTILABEL)))  # noqa: S314
+    assert single.find("Choices").get("choice") == "single-radio"  # type: ignore[union-attr]
+    assert multi.find("Choices").get("choice") == "multiple"  # type: ignore[union-attr]
+
+
+def test_extra_fields_are_shown_and_attributes_become_per_region_choices() -> None:
+    config = _config(
+        TaskType.BOUNDING_BOXES,
+        data_fields=[{"name": "caption", "kind": "text"}, {"name": "image", "kind": "image"}],
+        labels={"classes": ["car", "person"], "attributes": {"occluded": ["yes", "no"]}},
+    )
+    info = parse_label_config(build_label_config(config))
+    assert set(info.objects) == {"caption", "image"}
+    assert info.controls["occluded"].per_region
+    assert info.controls["occluded"].options == ("yes", "no")
+    assert info.controls[CONTROL_NAME].to_name == "image"
+
+
+def test_attribute_named_like_the_control_is_refused() -> None:
+    config = _config(
+        TaskType.TEXT_CLASSIFICATION, labels={"classes": ["a", "b"], "attributes": {"label": ["x"]}}
+    )
+    with pytest.raises(LabelConfigError, match="collides"):
+        build_label_config(config)
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("<View><Text name='t' value='$t'/>", "well-formed"),
+        ("<Root/>", "root must be <View>"),
+        ("<View><Text name='t' value='$t'/></View>", "no control"),
+        (
+            "<View><Text name='t' value='$t'/><Choices name='c' toName='x'>"
+            "<Choice value='a'/></Choices></View>",
+            "no object tag",
+        ),
+        ("<View><Text name='t' value='$t'/><Choices name='c' toName='t'/></View>", "no <Choice>"),
+        (
+            "<View><Text name='t' value='$t'/><Choices name='t' toName='t'>"
+            "<Choice value='a'/></Choices></View>",
+            "used twice",
+        ),
+        ("<View><Text name='t' value='t'/></View>", "value='\\$field'"),
+    ],
+)
+def test_invalid_configs_are_refused_with_a_reason(xml: str, message: str) -> None:
+    with pytest.raises(LabelConfigError, match=message):
+        parse_label_config(xml)
+
+
+def test_guidelines_markdown_becomes_html_with_raw_html_escaped() -> None:
+    html = guidelines_html("# Rules\n\nLabel **sarcasm** as *negative*.\n\n<script>x()</script>")
+    assert "<h1>Rules</h1>" in html
+    assert "<strong>sarcasm</strong>" in html
+    assert "<script>" not in html
+    assert guidelines_html(None) == ""
+    assert guidelines_html("   ") == ""

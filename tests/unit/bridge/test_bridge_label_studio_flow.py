@@ -1,0 +1,367 @@
+"""Batches into a (fake) Label Studio and annotations back: idempotent import, dedup, completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from labelloop.events import (
+    AnnotationSource,
+    AnnotationsSubmitted,
+    BatchCompleted,
+    BatchCreated,
+    BatchTask,
+    Event,
+    Prediction,
+    deterministic_id,
+)
+from labelloop.project import ProjectConfig
+from labelloop_bridge.importer import BatchImporter
+from labelloop_bridge.intake import AnnotationIntake
+from labelloop_bridge.labelstudio import (
+    LabelStudioAuthError,
+    LabelStudioClient,
+    LabelStudioUnavailable,
+    RetryPolicy,
+)
+from labelloop_bridge.metrics import BridgeMetrics
+from labelloop_bridge.provisioning import ProjectProvisioner, WebhookSpec
+from labelloop_bridge.reconciliation import Reconciler
+from labelloop_bridge.registry import AnnotatorRegistry
+from labelloop_bridge.state import BridgeState
+
+TOKEN = "fake-token"
+SECRET = "hook-secret"
+
+CONFIG = ProjectConfig.model_validate(
+    {
+        "name": "reviews",
+        "title": "Product reviews",
+        "task_type": "text_classification",
+        "labels": {"classes": ["pos", "neg"]},
+        "data_fields": [{"name": "text", "kind": "text"}],
+        "guidelines_text": "# Guide\n\nRead it all.",
+        "quality": {"annotators_per_overlapped_item": 3},
+        "annotators": [{"id": "dr-x", "role": "expert", "email": "x@example.com"}],
+    }
+)
+
+
+def _choice(label: str) -> list[dict[str, Any]]:
+    return [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+@dataclass
+class Bridge:
+    fake: Any
+    kv: Any
+    state: BridgeState
+    importer: BatchImporter
+    intake: AnnotationIntake
+    reconciler: Reconciler
+    published: list[Event]
+    registry: CollectorRegistry
+
+    def of(self, cls: type[Event]) -> list[Any]:
+        return [e for e in self.published if isinstance(e, cls)]
+
+    def ls_id(self) -> int:
+        (pid,) = [p for p, v in self.fake.projects.items() if "(expert review)" not in v["title"]]
+        return pid
+
+    def task(self, item_id: str) -> int:
+        (tid,) = [
+            t["id"] for t in self.fake.tasks.values() if t["data"]["labelloop_item_id"] == item_id
+        ]
+        return int(tid)
+
+
+def _bridge(fake: Any, kv: Any, token: str = TOKEN, attempts: int = 3) -> Bridge:
+    registry = CollectorRegistry()
+    metrics = BridgeMetrics(registry, "label-studio")
+    http = httpx.AsyncClient(base_url="http://ls.test", transport=fake.transport)
+    retry = RetryPolicy(attempts=attempts, base_delay=0.0)
+    client = LabelStudioClient(http, token, retry=retry, observer=metrics, sleep=_no_sleep)
+    state = BridgeState(kv)
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        published.append(event)
+
+    async def projects(name: str) -> ProjectConfig | None:
+        return CONFIG if name == CONFIG.name else None
+
+    intake = AnnotationIntake(state, publish, projects, AnnotatorRegistry(client), metrics)
+    hook = WebhookSpec("http://bridge/webhooks/label-studio", "X-Secret", SECRET)
+    provisioner = ProjectProvisioner(client, state, "test", hook)
+    importer = BatchImporter(
+        client,
+        state,
+        provisioner,
+        intake,
+        metrics,
+        namespace="test",
+        chunk_size=2,
+        retry=retry,
+        sleep=_no_sleep,
+    )
+    reconciler = Reconciler(
+        client, state, intake, metrics, margin_seconds=0, before_pass=provisioner.ensure_webhooks
+    )
+    return Bridge(fake, kv, state, importer, intake, reconciler, published, registry)
+
+
+def _batch(
+    batch_id: str = "batch-1", kind: str = "labeling", n: int = 5, first_required: int = 3
+) -> BatchCreated:
+    tasks = [
+        BatchTask(
+            item_id=f"item-{i}",
+            data={"text": f"review {i}"},
+            annotations_required=first_required if i == 0 else 1,
+            is_gold=i == 1,
+            gold_label="neg" if i == 1 else None,
+            metadata={"simulation_truth": "pos"},
+            prediction=Prediction(label="pos", score=0.7, model_version="m3") if i == 2 else None,
+        )
+        for i in range(n)
+    ]
+    return BatchCreated(
+        project="reviews", batch_id=batch_id, tasks=tasks, strategy="margin", seed=1, kind=kind
+    )  # type: ignore[arg-type]
+
+
+async def test_a_batch_becomes_a_project_with_tasks_predictions_overlap_and_webhook(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    assert await bridge.importer.place(_batch(), CONFIG) == 5
+    project = fake_ls.projects[bridge.ls_id()]
+    assert project["title"] == "Product reviews"
+    assert project["maximum_annotations"] == 3
+    assert "<h1>Guide</h1>" in project["expert_instruction"]
+    assert "[labelloop:test/reviews/labeling]" in project["description"]
+    imports = [r for r in fake_ls.requests if r[1].endswith("/import")]
+    assert len(imports) == 3  # chunks of 2
+    tasks = {t["data"]["labelloop_item_id"]: t for t in fake_ls.tasks.values()}
+    assert tasks["item-0"]["data"]["labelloop_annotations_required"] == 3
+    assert tasks["item-0"]["overlap"] == 3
+    assert tasks["item-3"]["overlap"] == 1  # lowered per task
+    (prediction,) = tasks["item-2"]["predictions"]
+    assert prediction["score"] == 0.7
+    assert prediction["model_version"] == "m3"
+    assert prediction["result"] == _choice("pos")
+    leaked = repr(list(fake_ls.tasks.values()))
+    assert "simulation_truth" not in leaked
+    assert "gold" not in leaked
+    (hook,) = fake_ls.webhooks.values()
+    assert hook["headers"] == {"X-Secret": SECRET}
+    assert "ANNOTATION_UPDATED" in hook["actions"]
+    sample = bridge.registry.get_sample_value(
+        "labelloop_bridge_tasks_imported_total", {"backend": "label-studio", "kind": "labeling"}
+    )
+    assert sample == 5
+
+
+async def test_a_redelivered_batch_and_a_lost_kv_import_nothing_twice(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(), CONFIG)
+    assert await bridge.importer.place(_batch(), CONFIG) == 0
+    # a bridge with an empty KV finds the project by its marker and the tasks by batch id
+    fresh = _bridge(fake_ls, type(kv)())
+    assert await fresh.importer.place(_batch(), CONFIG) == 0
+    assert len(fake_ls.projects) == 1
+    assert len(fake_ls.tasks) == 5
+
+
+async def test_an_import_applied_but_answered_503_is_not_repeated(fake_ls: Any, kv: Any) -> None:
+    bridge = _bridge(fake_ls, kv)
+    fake_ls.fail("POST", r"/api/projects/\d+/import", "apply-then-503")
+    await bridge.importer.place(_batch(), CONFIG)
+    assert sorted(t["data"]["labelloop_item_id"] for t in fake_ls.tasks.values()) == [
+        f"item-{i}" for i in range(5)
+    ]
+
+
+async def test_label_studio_down_fails_the_handler_and_a_retry_completes_it(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch("warmup", n=1), CONFIG)
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("down", request=request)
+
+    for _ in range(3):  # every attempt the importer makes
+        fake_ls.fail("POST", r"/api/projects/\d+/import", down)
+    with pytest.raises(LabelStudioUnavailable):
+        await bridge.importer.place(_batch(), CONFIG)
+    ledger = await bridge.state.ledger("reviews", "batch-1")
+    assert ledger is not None
+    assert not ledger.imported
+    assert await bridge.importer.place(_batch(), CONFIG) == 5  # redelivery
+    assert len(fake_ls.tasks) == 6
+
+
+async def test_a_wrong_token_is_an_auth_error(fake_ls: Any, kv: Any) -> None:
+    bridge = _bridge(fake_ls, kv, token="wrong")
+    with pytest.raises(LabelStudioAuthError):
+        await bridge.importer.place(_batch(), CONFIG)
+
+
+def _webhook(
+    bridge: Bridge, action: str, annotation: dict[str, Any], task_id: int
+) -> dict[str, Any]:
+    task = bridge.fake.tasks[task_id]
+    return {
+        "action": action,
+        "annotation": annotation,
+        "task": {"id": task_id, "data": task["data"]},
+        "project": {"id": task["project"]},
+    }
+
+
+async def test_webhooks_then_reconciliation_publish_each_state_once_and_complete_once(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2), CONFIG)
+    ann, bob, cat = (fake_ls.user(f"{n}@example.com") for n in ("ann", "bob", "cat"))
+    t0, t1 = bridge.task("item-0"), bridge.task("item-1")
+    a1 = fake_ls.annotate(t0, ann, _choice("pos"), lead_time=12.5)
+    assert await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a1, t0)) == 1
+    # the same webhook again (a retry, or another replica) and reconciliation: nothing new
+    assert await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a1, t0)) == 0
+    assert await bridge.reconciler.run_once() == 0
+    (first,) = bridge.of(AnnotationsSubmitted)
+    (annotation,) = first.annotations
+    assert annotation.annotator_id == "ann@example.com"
+    assert annotation.value == "pos"
+    assert annotation.source is AnnotationSource.WEBHOOK
+    assert annotation.lead_time_seconds == 12.5
+    assert annotation.batch_id == "batch-1"
+    assert annotation.item_id == "item-0"
+
+    # the rest arrive without webhooks: reconciliation catches them
+    fake_ls.annotate(t0, bob, _choice("neg"))
+    fake_ls.annotate(t1, cat, [], cancelled=True)  # a skip counts as an answer
+    assert await bridge.reconciler.run_once() == 2
+    assert bridge.of(BatchCompleted) == []  # item-0 wants three people
+    fake_ls.annotate(t0, cat, _choice("neg"))
+    assert await bridge.reconciler.run_once() == 1
+    (done,) = bridge.of(BatchCompleted)
+    assert done.event_id == deterministic_id("batch-completed", "batch-1")
+    assert (done.n_tasks, done.n_annotations) == (2, 4)
+    skipped = [a for e in bridge.of(AnnotationsSubmitted) for a in e.annotations if a.cancelled]
+    assert [(s.item_id, s.value) for s in skipped] == [("item-1", None)]
+
+    # an update supersedes; a deletion is published as such; completion is not repeated
+    updated = fake_ls.update(t0, a1["id"], _choice("neg"))
+    assert (
+        await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_UPDATED", updated, t0)) == 1
+    )
+    fake_ls.delete(t0, a1["id"])
+    assert await bridge.reconciler.run_once() == 1
+    mine = [
+        a
+        for e in bridge.of(AnnotationsSubmitted)
+        for a in e.annotations
+        if a.annotation_id == annotation.annotation_id
+    ]
+    assert [(a.value, a.deleted) for a in mine] == [("pos", False), ("neg", False), (None, True)]
+    assert mine[1].updated_at > mine[0].updated_at
+    assert await bridge.reconciler.run_once() == 0
+    assert len(bridge.of(BatchCompleted)) == 1
+    ids = [e.event_id for e in bridge.of(AnnotationsSubmitted)]
+    assert len(ids) == len(set(ids))
+
+
+async def test_deletion_by_webhook_and_a_crash_before_the_completion_was_published(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2), CONFIG)
+    ann = fake_ls.user("ann@example.com")
+    t1 = bridge.task("item-1")
+    a = fake_ls.annotate(t1, ann, _choice("pos"))
+    await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a, t1))
+    fake_ls.delete(t1, a["id"])
+    gone = {
+        "action": "ANNOTATIONS_DELETED",
+        "annotations": [{"id": a["id"]}],
+        "project": {"id": bridge.ls_id()},
+    }
+    assert await bridge.intake.apply_webhook(gone) == 1
+    assert await bridge.intake.apply_webhook(gone) == 0
+    assert bridge.of(AnnotationsSubmitted)[-1].annotations[0].deleted
+
+    # a ledger completed whose BatchCompleted never went out is repaired by the next pass
+    def complete(ledger: Any) -> None:
+        ledger.completed = True
+
+    await bridge.state.change_ledger("reviews", "batch-1", complete)
+    await bridge.reconciler.run_once()
+    (done,) = bridge.of(BatchCompleted)
+    assert done.batch_id == "batch-1"
+    await bridge.reconciler.run_once()
+    assert len(bridge.of(BatchCompleted)) == 1
+
+
+async def test_review_batches_go_to_the_expert_project_and_come_back_expert(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch("review-1", kind="review", n=1, first_required=1), CONFIG)
+    (review_id,) = [p for p, v in fake_ls.projects.items() if "(expert review)" in v["title"]]
+    assert fake_ls.projects[review_id]["maximum_annotations"] == 1
+    expert = fake_ls.user("x@example.com")
+    fake_ls.annotate(bridge.task("item-0"), expert, _choice("neg"))
+    await bridge.reconciler.run_once()
+    (event,) = bridge.of(AnnotationsSubmitted)
+    assert event.annotations[0].is_expert
+    assert event.annotations[0].annotator_id == "dr-x"  # from the project's annotators:
+    (done,) = bridge.of(BatchCompleted)
+    assert done.kind == "review"
+
+
+async def test_annotations_on_tasks_labelloop_did_not_import_are_ignored(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1), CONFIG)
+    pid = bridge.ls_id()
+    fake_ls.tasks[999] = {
+        "id": 999,
+        "project": pid,
+        "data": {"text": "manual"},
+        "annotations": [],
+        "overlap": 1,
+        "updated_at": fake_ls.now(),
+    }
+    fake_ls.annotate(999, fake_ls.user("z@example.com"), _choice("pos"))
+    assert await bridge.reconciler.run_once() == 0
+    assert bridge.of(AnnotationsSubmitted) == []
+
+
+async def test_a_webhook_label_studio_disabled_is_re_enabled_by_the_next_pass(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1), CONFIG)
+    (hook,) = fake_ls.webhooks.values()
+    hook["is_active"] = False  # what Label Studio does after repeated failures
+    await bridge.reconciler.run_once()
+    assert hook["is_active"] is True
+    assert len(fake_ls.webhooks) == 1

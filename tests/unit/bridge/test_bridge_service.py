@@ -1,0 +1,136 @@
+"""The bridge as a service, in memory: batches in, annotations and completions out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from labelloop.events import (
+    AnnotationSource,
+    AnnotationsSubmitted,
+    BatchCompleted,
+    BatchCreated,
+    BatchTask,
+    DeadLetter,
+)
+from labelloop.project import ProjectConfig
+from labelloop.testing import in_memory
+from labelloop_bridge.app import WEBHOOK_PATH, build_app
+from labelloop_bridge.settings import BridgeSettings
+
+SECRET = "webhook-secret-for-tests"
+
+CONFIG = ProjectConfig.model_validate(
+    {
+        "name": "sentiment",
+        "task_type": "text_classification",
+        "labels": {"classes": ["pos", "neg", "neutral"]},
+        "data_fields": [{"name": "text", "kind": "text"}],
+        "simulation": {
+            "seed": 3,
+            "annotators": [
+                {"id": "sim-good", "accuracy": 0.9},
+                {"id": "sim-confuser", "behaviour": "confuser", "accuracy": 0.7},
+                {"id": "sim-spammer", "behaviour": "spammer"},
+            ],
+        },
+    }
+)
+
+
+def _batch(n: int = 6) -> BatchCreated:
+    tasks = [
+        BatchTask(
+            item_id=f"s{i}",
+            data={"text": f"text {i}"},
+            annotations_required=3 if i < 2 else 1,
+            metadata={"simulation_truth": "pos"},
+        )
+        for i in range(n)
+    ]
+    return BatchCreated(project="sentiment", batch_id="b-1", tasks=tasks, strategy="random", seed=0)
+
+
+async def test_simulated_backend_answers_and_completes_once() -> None:
+    service = build_app(BridgeSettings(backend="simulated"))
+    async with in_memory(service) as bus:
+        await bus.apply_project(CONFIG)
+        await bus.publish(_batch())
+        await bus.publish(_batch())  # redelivery
+        annotations = [a for e in bus.published(AnnotationsSubmitted) for a in e.annotations]
+        assert len(annotations) == 2 * 3 + 4
+        assert {a.source for a in annotations} == {AnnotationSource.SIMULATION}
+        (done,) = bus.published(BatchCompleted)
+        assert done.batch_id == "b-1"
+        sample = service.registry.get_sample_value(
+            "labelloop_bridge_batches_completed_total", {"backend": "simulated", "kind": "labeling"}
+        )
+        assert sample == 1
+
+
+async def test_a_project_without_a_crew_is_dead_lettered_at_once() -> None:
+    service = build_app(BridgeSettings(backend="simulated"))
+    async with in_memory(service) as bus:
+        await bus.apply_project(CONFIG.model_copy(update={"simulation": None}))
+        await bus.publish(_batch())
+        (letter,) = bus.published(DeadLetter)
+        assert "simulation" in letter.reason
+        assert bus.published(AnnotationsSubmitted) == []
+
+
+async def test_label_studio_backend_imports_and_a_bad_webhook_secret_reaches_nothing(
+    fake_ls: Any,
+) -> None:
+    settings = BridgeSettings(
+        label_studio_url="http://ls.test",
+        label_studio_token="fake-token",  # type: ignore[arg-type]
+        webhook_url="http://bridge.test/webhooks/label-studio",
+        webhook_secret=SECRET,  # type: ignore[arg-type]
+    )
+    service = build_app(settings, label_studio_transport=fake_ls.transport)
+    async with in_memory(service) as bus:
+        await bus.apply_project(CONFIG)
+        await bus.publish(_batch())
+        assert len(fake_ls.tasks) == 6
+        (hook,) = fake_ls.webhooks.values()
+        (task_id,) = [
+            t["id"] for t in fake_ls.tasks.values() if t["data"]["labelloop_item_id"] == "s3"
+        ]
+        user = fake_ls.user("ann@example.com")
+        result = [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": ["neg"]},
+            }
+        ]
+        annotation = fake_ls.annotate(task_id, user, result)
+        payload = {
+            "action": "ANNOTATION_CREATED",
+            "annotation": annotation,
+            "task": fake_ls.tasks[task_id],
+            "project": {"id": fake_ls.tasks[task_id]["project"]},
+        }
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=service.asgi()), base_url="http://bridge.test"
+        ) as http:
+            refused = await http.post(WEBHOOK_PATH, json=payload, headers={hook_header(): "guess"})
+            assert refused.status_code == 401
+            assert bus.published(AnnotationsSubmitted) == []
+            assert (
+                service.registry.get_sample_value(
+                    "labelloop_bridge_webhook_rejections_total", {"reason": "bad_secret"}
+                )
+                == 1
+            )
+            accepted = await http.post(WEBHOOK_PATH, json=payload, headers=hook["headers"])
+            assert accepted.status_code == 200
+        (event,) = bus.published(AnnotationsSubmitted)
+        assert event.annotations[0].value == "neg"
+        assert event.annotations[0].source is AnnotationSource.WEBHOOK
+
+
+def hook_header() -> str:
+    return BridgeSettings().webhook_header
