@@ -32,7 +32,7 @@ from labelloop.stores import KeyValue, kv_update
 
 from .domain.backpressure import Trigger, batch_room
 from .domain.batching import compose_batch, gold_count
-from .domain.budget import BudgetRoom, budget_room, estimated_cost
+from .domain.budget import BudgetRoom, budget_room, budget_used, estimated_cost
 from .domain.ledger import Ledger
 from .domain.progress import SeenAnnotations, progress_of
 from .domain.selection import select
@@ -190,6 +190,20 @@ class Sampler:
         self.metrics.batches.labels(strategy=batch.strategy, kind="labeling").inc()
         self.metrics.open_tasks.labels(project=name).set(updated.open_tasks())
         self.metrics.pool_size.labels(project=name).set(pool.pool.n_unlabeled - regular)
+        self._observe_budget(project, updated)
+
+    def _observe_budget(self, project: ProjectConfig, ledger: Ledger) -> None:
+        used = budget_used(
+            project.budget,
+            labels_used=ledger.labels_used,
+            annotations_used=ledger.annotations_used,
+            mean_lead_seconds=ledger.mean_lead_seconds,
+        )
+        for limit, share in used.items():
+            self.metrics.budget_used.labels(project=project.name, limit=limit).set(share)
+        cost = _cost(project, ledger)
+        if cost is not None:
+            self.metrics.cost.labels(project=project.name).set(cost)
 
     async def _compose(
         self,
@@ -341,6 +355,7 @@ class Sampler:
         self, project: ProjectConfig, ledger: Ledger, revision: int | None, reason: str
     ) -> None:
         """Stop sampling and say so, once: the flag and the event id are per project."""
+        self._observe_budget(project, ledger)
         await self._commit(project.name, ledger.with_exhausted(reason), revision)
         await self.publish(
             BudgetExhausted(

@@ -41,6 +41,19 @@ class SamplerMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.budget_used = Gauge(
+            "labelloop_sampler_budget_used_ratio",
+            "Share of a project's budget limit spent (labels, annotations or cost)",
+            ["project", "limit"],
+            registry=registry,
+        )
+        self.cost = Gauge(
+            "labelloop_sampler_estimated_cost",
+            "Labour cost of the annotations asked for so far, at the project's hourly rate and the "
+            "observed mean lead time (in the project's currency)",
+            ["project"],
+            registry=registry,
+        )
         self.conflicts = Counter(
             "labelloop_sampler_ledger_conflicts_total",
             "Compare-and-swap conflicts on a project's ledger (replicas racing)",

@@ -105,7 +105,8 @@ class CampaignView:
 
     @property
     def labels_used(self) -> int:
-        return len(self.labeled_items)
+        """Items that got a consensus label, gold excluded (they are reused as honeypots)."""
+        return len(set(self.labeled_items) - self.gold_items)
 
     @property
     def annotations_used(self) -> int:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedNats", "find_binary", "free_port"]
+__all__ = ["EmbeddedNats", "find_binary", "free_port", "free_ports"]
 
 _DEV_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "nats" / "nats-dev.conf"
 
@@ -36,9 +36,21 @@ def find_binary() -> str:
 
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all held open together, so none is handed out twice."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass
@@ -63,10 +75,10 @@ class EmbeddedNats:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
-        if self.port == 0:
-            self.port = free_port()
-        if self.http_port == 0:
-            self.http_port = free_port()
+        if self.port == 0 or self.http_port == 0:
+            ports = iter(p for p in free_ports(3) if p not in (self.port, self.http_port))
+            self.port = self.port or next(ports)
+            self.http_port = self.http_port or next(ports)
         if self.store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="labelloop-nats-")
             self.store_dir = Path(self._tmp.name)

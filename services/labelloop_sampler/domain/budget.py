@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from labelloop.project import BudgetConfig
 
-__all__ = ["DEFAULT_LEAD_SECONDS", "BudgetRoom", "budget_room", "estimated_cost"]
+__all__ = ["DEFAULT_LEAD_SECONDS", "BudgetRoom", "budget_room", "budget_used", "estimated_cost"]
 
 DEFAULT_LEAD_SECONDS = 30.0
 """Assumed seconds per annotation until annotators' real lead times are known."""
@@ -57,3 +57,22 @@ def budget_room(
         else:
             reason = f"max_cost {budget.max_cost:g} {budget.currency} reached"
     return BudgetRoom(labels, annotations, reason)
+
+
+def budget_used(
+    budget: BudgetConfig,
+    *,
+    labels_used: int,
+    annotations_used: int,
+    mean_lead_seconds: float | None = None,
+) -> dict[str, float]:
+    """The share of each configured limit spent so far: ``labels``, ``annotations``, ``cost``."""
+    used: dict[str, float] = {}
+    if budget.max_labels is not None:
+        used["labels"] = labels_used / budget.max_labels
+    if budget.max_annotations is not None:
+        used["annotations"] = annotations_used / budget.max_annotations
+    if budget.max_cost is not None and budget.hourly_rate > 0:
+        spent = estimated_cost(annotations_used, mean_lead_seconds, budget.hourly_rate)
+        used["cost"] = spent / budget.max_cost
+    return used

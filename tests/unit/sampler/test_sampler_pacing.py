@@ -65,3 +65,15 @@ def test_money_budget_uses_observed_lead_times() -> None:
     spent = budget_room(b, labels_used=0, annotations_used=100, mean_lead_seconds=10)
     assert spent.exhausted == "max_cost 10 USD reached"
     assert estimated_cost(100, 10.0, 36.0) == pytest.approx(10.0)
+
+
+def test_budget_used_reports_each_configured_limit() -> None:
+    from labelloop.project import BudgetConfig
+    from labelloop_sampler.domain.budget import budget_used
+
+    budget = BudgetConfig(max_labels=400, max_annotations=1000, max_cost=100.0, hourly_rate=36.0)
+    used = budget_used(budget, labels_used=360, annotations_used=500, mean_lead_seconds=10.0)
+    assert used["labels"] == 0.9
+    assert used["annotations"] == 0.5
+    assert used["cost"] == 500 * 10 / 3600 * 36 / 100  # 0.5
+    assert budget_used(BudgetConfig(), labels_used=5, annotations_used=9) == {}
