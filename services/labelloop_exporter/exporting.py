@@ -177,12 +177,14 @@ class Exporter:
             agreement=agreement,
         )
         path = await asyncio.to_thread(self.datasets.write, project, version, rendered.files)
-        # the trainer reads datasets from the object store, so it needs no shared volume
-        base = f"exporter/{project}/datasets/{version}/"
-        await self._artifacts().put(base + DATASET_FILE, rendered.files[DATASET_FILE])
-        await self._artifacts().put(base + MANIFEST_FILE, rendered.files[MANIFEST_FILE])
+        base = await self._share(
+            project, version, rendered.files[DATASET_FILE], rendered.files[MANIFEST_FILE]
+        )
         event = dataset_event(
-            rendered.manifest, path=str(path.resolve()), manifest_sha256=rendered.manifest_sha256
+            rendered.manifest,
+            path=str(path.resolve()),
+            manifest_sha256=rendered.manifest_sha256,
+            dataset_ref=base,
         )
         await self._publish(event)
         await self._state().put(self._announced_key(project), version.encode())
@@ -197,6 +199,13 @@ class Exporter:
         )
         return event
 
+    async def _share(self, project: str, version: str, dataset: bytes, manifest: bytes) -> str:
+        """Copy a version to the object store, so a trainer needs no shared volume."""
+        base = f"exporter/{project}/datasets/{version}/"
+        await self._artifacts().put(base + DATASET_FILE, dataset)
+        await self._artifacts().put(base + MANIFEST_FILE, manifest)
+        return base
+
     async def _announce(self, project: str, version: str) -> None:
         """Publish a version a crash left unannounced (written, never published)."""
         entry = await self._state().get(self._announced_key(project))
@@ -206,7 +215,11 @@ class Exporter:
         manifest = await asyncio.to_thread(self.datasets.manifest, project, version)
         raw = await asyncio.to_thread(self.datasets.manifest_bytes, project, version)
         path = self.datasets.path(project, version).resolve()
-        await self._publish(dataset_event(manifest, path=str(path), manifest_sha256=sha256(raw)))
+        data = await asyncio.to_thread((path / DATASET_FILE).read_bytes)
+        base = await self._share(project, version, data, raw)
+        await self._publish(
+            dataset_event(manifest, path=str(path), manifest_sha256=sha256(raw), dataset_ref=base)
+        )
         await self._state().put(self._announced_key(project), version.encode())
 
     async def _refuse(self, project: str, prepared: Prepared) -> ExportOutcome:

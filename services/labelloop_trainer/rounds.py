@@ -85,10 +85,8 @@ def _number(version: str) -> int:
     return int(digits) if digits else 0
 
 
-def _read_dataset(path: str) -> pd.DataFrame:
-    frame: pd.DataFrame = pq.read_table(
-        io.BytesIO((Path(path) / _DATASET_FILE).read_bytes())
-    ).to_pandas()
+def _read_dataset(raw: bytes) -> pd.DataFrame:
+    frame: pd.DataFrame = pq.read_table(io.BytesIO(raw)).to_pandas()
     return frame
 
 
@@ -141,6 +139,7 @@ class Trainer:
         stop_set_size: int = 2000,
         oos_folds: int = 5,
     ) -> None:
+        self._artifacts = artifacts
         self.index = ItemIndex(artifacts)
         self.models = ModelStore(artifacts)
         self.book = StateBook(state)
@@ -155,7 +154,9 @@ class Trainer:
 
     async def on_dataset(self, event: DatasetExported, config: ProjectConfig) -> TrainOutcome:
         """Remember the version; train if the retrain policy says enough labels arrived."""
-        info = DatasetInfo(version=event.version, path=event.path, n_rows=event.n_rows)
+        info = DatasetInfo(
+            version=event.version, path=event.path, n_rows=event.n_rows, ref=event.dataset_ref
+        )
 
         def remember(s: ProjectState) -> None:
             s.datasets[info.version] = info
@@ -194,6 +195,13 @@ class Trainer:
             return TrainOutcome("no_dataset", f"no dataset version {version or '(any)'} known yet")
         return await self.train(config, info, trigger=event.event_id)
 
+    async def _dataset(self, dataset: DatasetInfo) -> pd.DataFrame:
+        """A version's rows: from the object store when the exporter put them there, else disk."""
+        raw = await self._artifacts().get(dataset.ref + _DATASET_FILE) if dataset.ref else None
+        if raw is None:
+            raw = await asyncio.to_thread((Path(dataset.path) / _DATASET_FILE).read_bytes)
+        return await asyncio.to_thread(_read_dataset, raw)
+
     async def train(
         self, config: ProjectConfig, dataset: DatasetInfo, *, trigger: str
     ) -> TrainOutcome:
@@ -211,7 +219,7 @@ class Trainer:
             reason = f"no trainer for {config.task_type.value} projects"
             log.info("%s: %s", project, reason)
             return TrainOutcome("unsupported", reason)
-        frame = await asyncio.to_thread(_read_dataset, dataset.path)
+        frame = await self._dataset(dataset)
         inputs = _inputs(frame, await self.index.load(project), kind, config)
         state = await self.book.get(project)
         current = await self.models.load_model(state.current.model_ref) if state.current else None

@@ -15,6 +15,8 @@ class DatasetInfo(BaseModel):
     version: str
     path: str
     n_rows: int
+    ref: str | None = None
+    """Object-store prefix of the version's files: read from there when set (no shared volume)."""
 
 
 class ModelInfo(BaseModel):

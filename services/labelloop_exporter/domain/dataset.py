@@ -208,7 +208,11 @@ def render(
 
 
 def dataset_event(
-    manifest: Mapping[str, Any], *, path: str, manifest_sha256: str
+    manifest: Mapping[str, Any],
+    *,
+    path: str,
+    manifest_sha256: str,
+    dataset_ref: str | None = None,
 ) -> DatasetExported:
     """The announcement of a version, from its manifest (the same version, the same event id)."""
     return DatasetExported(
@@ -223,4 +227,5 @@ def dataset_event(
         class_counts=dict(manifest["class_counts"]),
         formats=list(manifest["formats"]),
         manifest_sha256=manifest_sha256,
+        dataset_ref=dataset_ref,
     )
