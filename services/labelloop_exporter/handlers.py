@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 from labelloop.events import ItemsIngested, LabelsReady, QAReport, RequestExport
-from labelloop.project import ProjectConfig
 from labelloop.runtime import PoisonMessage, Service
 from labelloop_exporter.exporting import Exporter
 
 __all__ = ["register_handlers"]
 
 
-async def _config(service: Service, project: str) -> ProjectConfig:
-    config = await service.project(project)
-    if config is None:
-        raise PoisonMessage(f"unknown project {project!r}")
-    return config
-
-
 def register_handlers(service: Service, exporter: Exporter) -> None:
     @service.handler(LabelsReady)
     async def on_labels_ready(event: LabelsReady) -> None:
-        await exporter.on_labels(event, await _config(service, event.project))
+        await exporter.on_labels(event, await service.require_project(event.project))
 
     @service.handler(RequestExport)
     async def on_request_export(event: RequestExport) -> None:
-        outcome = await exporter.export(await _config(service, event.project), event.formats)
+        outcome = await exporter.export(await service.require_project(event.project), event.formats)
         if outcome.outcome == "invalid":
             # the command goes to the dead-letter stream with the reason: visible, nothing lost
             raise PoisonMessage(f"dataset not published: {outcome.reason}")

@@ -10,8 +10,7 @@ from labelloop.events import (
     ModelTrained,
     ReviewRequested,
 )
-from labelloop.project import ProjectConfig
-from labelloop.runtime import PoisonMessage, Service
+from labelloop.runtime import Service
 
 from .batches import Sampler
 
@@ -19,37 +18,31 @@ __all__ = ["register_handlers"]
 
 
 def register_handlers(service: Service, sampler: Sampler) -> None:
-    async def project_of(name: str) -> ProjectConfig:
-        project = await service.project(name)
-        if project is None:
-            raise PoisonMessage(f"unknown project {name!r}")
-        return project
-
     @service.handler(ItemsIngested)
     async def on_items_ingested(event: ItemsIngested) -> None:
-        await sampler.items_ingested(event, await project_of(event.project))
+        await sampler.items_ingested(event, await service.require_project(event.project))
 
     @service.handler(BatchCompleted)
     async def on_batch_completed(event: BatchCompleted) -> None:
-        project = await project_of(event.project)
+        project = await service.require_project(event.project)
         await sampler.batch_completed(project, event.batch_id, event.event_id)
 
     @service.handler(AnnotationsSubmitted)
     async def on_annotations(event: AnnotationsSubmitted) -> None:
-        project = await project_of(event.project)
+        project = await service.require_project(event.project)
         await sampler.annotations(project, event.annotations, event.event_id)
 
     @service.handler(ModelTrained)
     async def on_model_trained(event: ModelTrained) -> None:
         if event.promoted:
-            project = await project_of(event.project)
+            project = await service.require_project(event.project)
             await sampler.model_trained(
                 project, event.model_version, event.scores_ref, event.event_id
             )
 
     @service.handler(ReviewRequested)
     async def on_review_requested(event: ReviewRequested) -> None:
-        await sampler.review(await project_of(event.project), event)
+        await sampler.review(await service.require_project(event.project), event)
 
     @service.handler(LabelingConverged)
     async def on_converged(event: LabelingConverged) -> None:

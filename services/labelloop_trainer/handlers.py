@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from labelloop.events import DatasetExported, ItemsIngested, RequestTraining
-from labelloop.project import ProjectConfig
 from labelloop.runtime import PoisonMessage, Service
 from labelloop_trainer.rounds import Trainer
 
@@ -14,26 +13,19 @@ class DatasetNotYetKnown(RuntimeError):
     """A training request names a dataset version this trainer has not seen announced yet."""
 
 
-async def _config(service: Service, project: str) -> ProjectConfig:
-    config = await service.project(project)
-    if config is None:
-        raise PoisonMessage(f"unknown project {project!r}")
-    return config
-
-
 def register_handlers(service: Service, trainer: Trainer) -> None:
     @service.handler(ItemsIngested)
     async def on_items_ingested(event: ItemsIngested) -> None:
-        await trainer.on_items(event, await _config(service, event.project))
+        await trainer.on_items(event, await service.require_project(event.project))
 
     # one dataset at a time per replica, in stream order: versions build on each other
     @service.handler(DatasetExported, batch_size=1)
     async def on_dataset_exported(event: DatasetExported) -> None:
-        await trainer.on_dataset(event, await _config(service, event.project))
+        await trainer.on_dataset(event, await service.require_project(event.project))
 
     @service.handler(RequestTraining, batch_size=1)
     async def on_request_training(event: RequestTraining) -> None:
-        outcome = await trainer.on_request(event, await _config(service, event.project))
+        outcome = await trainer.on_request(event, await service.require_project(event.project))
         if outcome.outcome == "no_dataset" and event.dataset_version is not None:
             # the request may overtake its DatasetExported (another consumer): retry, with backoff
             raise DatasetNotYetKnown(outcome.reason)

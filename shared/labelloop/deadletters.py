@@ -55,9 +55,15 @@ async def replay_dead_letter(js: JetStreamContext, ns: Namespace, sequence: int)
     stream = _dlq_stream(ns)
     raw = await js.get_msg(stream, sequence)
     letter = DeadLetter.model_validate_json(raw.data or b"{}")
+    payload = letter.payload()
+    if len(payload) < letter.payload_size:  # kept truncated: the original stream has it whole
+        if letter.original_stream is None or letter.original_sequence is None:
+            raise ValueError(f"dead letter {sequence} holds a truncated payload and no original")
+        original = await js.get_msg(letter.original_stream, letter.original_sequence)
+        payload = original.data or b""
     headers = {k: v for k, v in letter.headers.items() if not k.lower().startswith("nats-")}
     headers["Nats-Msg-Id"] = deterministic_id("replay", letter.event_id, sequence)
     headers["Labelloop-Replay-Of"] = letter.event_id
-    await js.publish(letter.original_subject, letter.payload(), headers=headers)
+    await js.publish(letter.original_subject, payload, headers=headers)
     await js.delete_msg(stream, sequence)
     return letter

@@ -339,6 +339,13 @@ class Service:
         self._memory = True
         return stores
 
+    async def require_project(self, name: str) -> ProjectConfig:
+        """The project's configuration; a message about an unknown project is a dead letter."""
+        config = await self.project(name)
+        if config is None:
+            raise PoisonMessage(f"unknown project {name!r}: apply its configuration first")
+        return config
+
     async def publish(self, event: Event) -> bool:
         """Publish an event idempotently. Returns ``False`` when the server dropped a duplicate."""
         cls = type(event)
@@ -632,7 +639,10 @@ class Service:
                 await asyncio.sleep(1.0)
                 continue
             for adv in msgs:
-                await self._move_one(js, adv)
+                try:
+                    await self._move_one(js, adv)
+                except Exception:  # one bad advisory must not stop the mover; it comes back
+                    self.log.exception("moving an exhausted message to the dead letters failed")
 
     async def _move_one(self, js: JetStreamContext, adv: Any) -> None:
         data = json.loads(adv.data)
@@ -738,6 +748,12 @@ def _redact(url: str) -> str:
     return ",".join(out)
 
 
+_MAX_KEPT_PAYLOAD = 256 * 1024
+"""Bytes of the original payload a dead letter keeps: base64 of it must fit in a NATS message
+(1 MB by default), or the dead letter itself could not be published. The whole payload stays in its
+original stream at ``original_sequence``; ``payload_size`` is always the full size."""
+
+
 def build_dead_letter(
     body: bytes,
     *,
@@ -772,7 +788,7 @@ def build_dead_letter(
         kind=kind,
         deliveries=deliveries,
         headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
-        payload_b64=base64.b64encode(body).decode(),
+        payload_b64=base64.b64encode(body[:_MAX_KEPT_PAYLOAD]).decode(),
         payload_size=len(body),
     )
 

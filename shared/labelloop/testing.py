@@ -163,3 +163,13 @@ async def configure_project(
     project = config if isinstance(config, ProjectConfig) else parse_project(config)
     async with connect(ServiceSettings(nats_url=nats_url, namespace=namespace)) as bus:
         await bus.apply_project(project)
+
+
+async def publish_events(nats_url: str, namespace: str, *events: Event) -> None:
+    """Publish events as a producer would (``Nats-Msg-Id`` = event id), provisioning first."""
+    from labelloop.client import connect
+    from labelloop.settings import ServiceSettings
+
+    async with connect(ServiceSettings(nats_url=nats_url, namespace=namespace)) as bus:
+        for event in events:
+            await bus.publish(event)

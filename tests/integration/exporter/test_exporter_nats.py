@@ -6,22 +6,19 @@ import asyncio
 import time
 from pathlib import Path
 
-import nats
 import pytest
 
 from labelloop.events import (
     ConsensusLabel,
     DatasetExported,
     DeadLetter,
-    Event,
     IngestedItem,
     ItemsIngested,
     LabelsReady,
     RequestExport,
 )
 from labelloop.project import parse_project
-from labelloop.streams import Namespace
-from labelloop.testing import EventCollector, apply_project, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started
 from labelloop_exporter.app import build_app
 from labelloop_exporter.settings import ExporterSettings
 
@@ -35,20 +32,6 @@ CONFIG = {
     "data_fields": [{"name": "text", "kind": "text"}],
     "export": {"every_n_labels": 1000},
 }
-
-
-async def _publish(nats_url: str, namespace: str, *events: Event) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        for event in events:
-            await js.publish(
-                Namespace(namespace).subject(event),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": event.event_id},
-            )
-    finally:
-        await nc.drain()
 
 
 def _labels(batch: str, values: dict[str, str]) -> LabelsReady:
@@ -72,7 +55,7 @@ async def test_request_export_writes_then_refuses_bad_labels(
     async with started(service), exported, dead:
         await apply_project(service.stores.projects, parse_project(CONFIG))
         items = [IngestedItem(item_id=f"i{k}", data={"text": f"animal {k}"}) for k in range(10)]
-        await _publish(
+        await publish_events(
             nats_url,
             namespace,
             ItemsIngested(project=PROJECT, submission_id="s", items=items),
@@ -82,16 +65,16 @@ async def test_request_export_writes_then_refuses_bad_labels(
         while len(await service.artifacts.list(f"exporter/{PROJECT}/labels/")) < 1:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        await _publish(nats_url, namespace, RequestExport(project=PROJECT))
+        await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
         (v1,) = await exported.wait_for(1, timeout=30)
         assert v1.version == "v0001"
         assert (Path(v1.path) / "manifest.json").is_file()
-        await _publish(nats_url, namespace, _labels("b2", {"i7": "cow"}))
+        await publish_events(nats_url, namespace, _labels("b2", {"i7": "cow"}))
         deadline = time.monotonic() + 30
         while len(await service.artifacts.list(f"exporter/{PROJECT}/labels/")) < 2:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        await _publish(nats_url, namespace, RequestExport(project=PROJECT))
+        await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
         (letter,) = await dead.wait_for(1, timeout=30)
         assert "unknown_class" in letter.reason
         assert "cow" in letter.reason

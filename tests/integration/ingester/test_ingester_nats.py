@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import io
 
-import nats
 import numpy as np
 import pytest
 
 from labelloop.events import (
     DeadLetter,
-    Event,
     ItemIn,
     ItemsIngested,
     ItemsSubmitted,
 )
-from labelloop.streams import Namespace
-from labelloop.testing import EventCollector, configure_project, started
+from labelloop.testing import EventCollector, configure_project, publish_events, started
 from labelloop_ingester.app import build_app
 from labelloop_ingester.settings import IngesterSettings
 
@@ -30,20 +27,6 @@ PROJECT = {
 }
 
 
-async def _publish(nats_url: str, namespace: str, *events: Event) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        for event in events:
-            await js.publish(
-                Namespace(namespace).subject(event),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": event.event_id},
-            )
-    finally:
-        await nc.drain()
-
-
 async def test_features_are_stored_per_chunk_and_unknown_projects_dead_letter(
     nats_url: str, namespace: str
 ) -> None:
@@ -53,7 +36,7 @@ async def test_features_are_stored_per_chunk_and_unknown_projects_dead_letter(
     async with ingested, dead, started(service):
         await configure_project(nats_url, namespace, PROJECT)
         items = [ItemIn(data={"text": f"document {i}"}) for i in range(100)]
-        await _publish(nats_url, namespace, ItemsSubmitted(project="docs", items=items))
+        await publish_events(nats_url, namespace, ItemsSubmitted(project="docs", items=items))
         (event,) = await ingested.wait_for(1, timeout=30)
         assert len(event.items) == 100
         assert event.features_ref is not None
@@ -62,6 +45,6 @@ async def test_features_are_stored_per_chunk_and_unknown_projects_dead_letter(
         with np.load(io.BytesIO(raw)) as npz:
             assert npz["X"].shape == (100, 64)
             assert npz["item_ids"].tolist() == [i.item_id for i in event.items]
-        await _publish(nats_url, namespace, ItemsSubmitted(project="nope", items=items[:1]))
+        await publish_events(nats_url, namespace, ItemsSubmitted(project="nope", items=items[:1]))
         (letter,) = await dead.wait_for(1, timeout=30)
         assert "unknown project" in letter.reason

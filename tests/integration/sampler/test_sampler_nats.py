@@ -7,20 +7,17 @@ import asyncio
 import time
 from typing import Any
 
-import nats
 import pytest
 
 from labelloop.events import (
     BatchCompleted,
     BatchCreated,
-    Event,
     ItemIn,
     ItemsIngested,
     ItemsRejected,
 )
 from labelloop.runtime import Service
-from labelloop.streams import Namespace
-from labelloop.testing import EventCollector, configure_project, started
+from labelloop.testing import EventCollector, configure_project, publish_events, started
 from labelloop_ingester.app import build_app as build_ingester
 from labelloop_ingester.cli import submissions
 from labelloop_ingester.settings import IngesterSettings
@@ -37,21 +34,6 @@ PROJECT: dict[str, Any] = {
     "sampling": {"strategy": "hybrid", "batch_size": 50, "max_open_tasks": 100},
     "quality": {"gold_fraction": 0.1, "overlap_fraction": 0.2},
 }
-
-
-async def _publish(nats_url: str, namespace: str, events: list[Event]) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        ns = Namespace(namespace)
-        for event in events:
-            await js.publish(
-                ns.subject(event),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": event.event_id},
-            )
-    finally:
-        await nc.drain()
 
 
 async def _configure(nats_url: str, namespace: str, *services: Service) -> None:
@@ -84,7 +66,7 @@ async def test_ten_thousand_items_to_a_first_batch_and_reingest_adds_nothing(
         await _configure(nats_url, namespace, ingester, sampler)
         items = [*_items(10000), ItemIn(data={"text": 42}), ItemIn(data={"title": "no text"})]
         messages = submissions(items, "reviews", source="test")
-        await _publish(nats_url, namespace, messages)
+        await publish_events(nats_url, namespace, *messages)
         (first,) = await batches.wait_for(1, timeout=60)
         assert len(first.tasks) == 50
         assert sum(t.is_gold for t in first.tasks) == 5
@@ -107,7 +89,7 @@ async def test_ten_thousand_items_to_a_first_batch_and_reingest_adds_nothing(
         # the same file again, as a new submission (past the duplicate window)
         again = [m.model_copy(update={"event_id": m.event_id + "-again"}) for m in messages]
         seen = len(ingested.events)
-        await _publish(nats_url, namespace, again)
+        await publish_events(nats_url, namespace, *again)
         deadline = time.monotonic() + 60
         while sum(e.duplicates for e in ingested.events[seen:]) < 10_000:
             assert time.monotonic() < deadline
@@ -126,7 +108,9 @@ async def test_a_killed_sampler_neither_repeats_nor_loses_items(
         sampler = build_sampler(settings)
         async with started(sampler):
             await _configure(nats_url, namespace, ingester, sampler)
-            await _publish(nats_url, namespace, submissions(_items(400), "reviews", source="t"))
+            await publish_events(
+                nats_url, namespace, *submissions(_items(400), "reviews", source="t")
+            )
             await batches.wait_for(1, timeout=60)
             completions = [
                 BatchCompleted(
@@ -134,14 +118,14 @@ async def test_a_killed_sampler_neither_repeats_nor_loses_items(
                 )
                 for b in batches.events[:1]
             ]
-            await _publish(nats_url, namespace, completions)
+            await publish_events(nats_url, namespace, *completions)
             await batches.wait_for(2, timeout=30)
         # the sampler is gone; work arrives while it is down; a new one takes over
         done = {b.batch_id for b in batches.events}
-        await _publish(
+        await publish_events(
             nats_url,
             namespace,
-            [
+            *[
                 BatchCompleted(
                     project="reviews", batch_id=b.batch_id, n_tasks=len(b.tasks), n_annotations=0
                 )

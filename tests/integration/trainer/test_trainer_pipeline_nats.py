@@ -7,22 +7,19 @@ import json
 import random
 from pathlib import Path
 
-import nats
 import numpy as np
 import pytest
 
 from labelloop.events import (
     ConsensusLabel,
     DatasetExported,
-    Event,
     IngestedItem,
     ItemsIngested,
     LabelsReady,
     ModelTrained,
 )
 from labelloop.project import parse_project
-from labelloop.streams import Namespace
-from labelloop.testing import EventCollector, apply_project, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started
 from labelloop_exporter.app import build_app as build_exporter
 from labelloop_exporter.settings import ExporterSettings
 from labelloop_trainer.app import build_app as build_trainer
@@ -55,20 +52,6 @@ def _corpus(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-async def _publish(nats_url: str, namespace: str, *events: Event) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        for event in events:
-            await js.publish(
-                Namespace(namespace).subject(event),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": event.event_id},
-            )
-    finally:
-        await nc.drain()
-
-
 async def test_labels_become_a_dataset_a_model_and_pool_scores(
     nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -81,7 +64,7 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
     models = EventCollector(nats_url, namespace, ModelTrained)
     async with started(exporter), started(trainer), datasets, models:
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
-        await _publish(
+        await publish_events(
             nats_url,
             namespace,
             ItemsIngested(
@@ -108,7 +91,7 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
             )
             for b in range(3)
         ]
-        await _publish(nats_url, namespace, *labels, labels[0])  # one redelivered
+        await publish_events(nats_url, namespace, *labels, labels[0])  # one redelivered
         (dataset,) = await datasets.wait_for(1, timeout=60)
         assert (dataset.version, dataset.n_rows) == ("v0001", 60)
         path = Path(dataset.path)
