@@ -1,0 +1,139 @@
+"""The campaign view folded from events, and the status table drawn from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from labelloop.campaign import CampaignView, fold
+from labelloop.events import (
+    Annotation,
+    AnnotationSource,
+    AnnotationsSubmitted,
+    BatchCompleted,
+    BatchCreated,
+    BatchTask,
+    BudgetExhausted,
+    ConsensusLabel,
+    IngestedItem,
+    ItemsIngested,
+    LabelsReady,
+    QAReport,
+)
+from labelloop.project import parse_project
+from labelloop.status import render
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _annotation(aid: str, item: str, who: str, lead: float) -> Annotation:
+    return Annotation(
+        annotation_id=aid,
+        item_id=item,
+        annotator_id=who,
+        value="a",
+        batch_id="b1",
+        lead_time_seconds=lead,
+        created_at=T0,
+        updated_at=T0,
+        source=AnnotationSource.SIMULATION,
+    )
+
+
+def _events() -> list[object]:
+    return [
+        ItemsIngested(
+            project="p",
+            submission_id="s",
+            items=[IngestedItem(item_id=f"i{n}", data={"text": "x"}) for n in range(5)],
+        ),
+        BatchCreated(
+            project="p",
+            batch_id="b1",
+            strategy="random",
+            seed=0,
+            tasks=[
+                BatchTask(item_id="i0", data={}, annotations_required=2),
+                BatchTask(item_id="i1", data={}, annotations_required=1),
+                BatchTask(item_id="g", data={}, annotations_required=1, is_gold=True),
+            ],
+        ),
+        AnnotationsSubmitted(
+            project="p",
+            annotations=[
+                _annotation("a1", "i0", "ann", 30.0),
+                _annotation("a2", "i0", "bob", 90.0),
+                _annotation("a3", "i1", "ann", 60.0),
+            ],
+        ),
+    ]
+
+
+def test_open_tasks_follow_annotations_and_completion() -> None:
+    view = CampaignView("p")
+    for n, event in enumerate(_events()):
+        fold(view, event, now=100.0 + n * 60)  # type: ignore[arg-type]
+    assert view.items_ingested == 5
+    assert view.open_tasks == 1  # 4 required, 3 received
+    assert view.annotations_used == 3
+    assert view.cost(hourly_rate=36.0) == (30 + 90 + 60) / 3600 * 36
+    fold(view, BatchCompleted(project="p", batch_id="b1", n_tasks=3, n_annotations=4))
+    assert view.open_batches == []
+    assert view.open_tasks == 0
+
+
+def test_labels_exclude_gold_and_replays_change_nothing() -> None:
+    view = CampaignView("p")
+    for event in _events():
+        fold(view, event)  # type: ignore[arg-type]
+    ready = LabelsReady(
+        project="p",
+        batch_id="b1",
+        labels=[
+            ConsensusLabel(item_id="i0", label="a", confidence=0.9, method="mv", n_annotations=2),
+            ConsensusLabel(
+                item_id="g", label="a", confidence=1, method="gold", n_annotations=1, is_gold=True
+            ),
+        ],
+    )
+    fold(view, ready)
+    fold(view, ready)
+    fold(view, _events()[2])  # type: ignore[arg-type]  # a replayed annotation message
+    assert view.labels_used == 1
+    assert view.annotations_used == 3
+    assert view.pool_size == 5 - 3  # i0, i1 handed out; g is gold
+
+
+def test_status_table_shows_budget_state_and_agreement() -> None:
+    view = CampaignView("p")
+    for event in _events():
+        fold(view, event)  # type: ignore[arg-type]
+    fold(
+        view,
+        QAReport(
+            project="p",
+            batch_id="b1",
+            n_items=2,
+            n_annotations=3,
+            krippendorff_alpha=0.71,
+            consensus_method="majority",
+        ),
+    )
+    fold(view, BudgetExhausted(project="p", labels_used=2, annotations_used=3, reason="max"))
+    config = parse_project(
+        {
+            "name": "p",
+            "task_type": "text_classification",
+            "labels": {"classes": ["a", "b"]},
+            "data_fields": [{"name": "text", "kind": "text"}],
+            "budget": {"max_labels": 10, "hourly_rate": 36.0},
+        }
+    )
+    console = Console(record=True, width=220)
+    console.print(render({"p": view}, {"p": config}))
+    text = console.export_text()
+    assert "0.71" in text
+    assert "0/10" in text
+    assert "budget spent" in text
+    assert "USD" in text
