@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from labelloop.events import ItemIn, ItemsSubmitted, deterministic_id
-from labelloop.streams import Namespace
 
 from .domain.intake import chunk_by_size
 from .settings import IngesterSettings
@@ -76,17 +75,9 @@ def ingest(
 
 
 async def _publish(settings: IngesterSettings, messages: list[ItemsSubmitted]) -> None:
-    import nats
+    # the kernel's client: credentials, TLS and stream provisioning as the services have them
+    from labelloop.client import connect
 
-    namespace = Namespace(settings.namespace)
-    nc = await nats.connect(settings.nats_url)
-    try:
-        js = nc.jetstream()
+    async with connect(settings) as bus:
         for message in messages:
-            await js.publish(
-                namespace.subject(message),
-                message.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": message.event_id},
-            )
-    finally:
-        await nc.drain()
+            await bus.publish(message)

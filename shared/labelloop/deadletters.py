@@ -30,8 +30,10 @@ async def list_dead_letters(
     """Dead letters still pending (replayed ones are removed), oldest first."""
     stream = _dlq_stream(ns)
     info = await js.stream_info(stream)
-    first, last = info.state.first_seq, info.state.last_seq
     found: list[StoredDeadLetter] = []
+    if not info.state.messages:
+        return found
+    first, last = max(info.state.first_seq, 1), info.state.last_seq
     for seq in range(first, last + 1):
         if len(found) >= limit:
             break

@@ -245,3 +245,8 @@ async def test_http_endpoints_and_graceful_sigterm(nats_url: str, namespace: str
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_an_empty_dead_letter_stream_lists_nothing(nats_url: str, namespace: str) -> None:
+    async with connect(EchoSettings(nats_url=nats_url, namespace=namespace)) as bus:
+        assert await list_dead_letters(bus.js, bus.ns) == []
