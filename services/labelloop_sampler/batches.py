@@ -138,7 +138,22 @@ class Sampler:
         if ledger.has_batch(batch_id):
             await self._republish(name, batch_id, ledger)
             return
-        if ledger.stopped:
+        if ledger.exhausted:
+            room = budget_room(
+                project.budget,
+                labels_used=ledger.labels_used,
+                annotations_used=ledger.annotations_used,
+                mean_lead_seconds=ledger.mean_lead_seconds,
+            )
+            if room.exhausted:
+                # said again on every trigger: a publish lost after the flag was committed is
+                # repaired, and the fixed event id keeps the stream free of duplicates
+                await self.publish(_exhausted_event(project, ledger, ledger.exhausted))
+                self.metrics.skipped.labels(reason="stopped").inc()
+                return
+            # the operator raised the budget (`labelloop project apply`): sampling resumes
+            ledger = ledger.with_exhausted(None)
+        if ledger.converged:
             self.metrics.skipped.labels(reason="stopped").inc()
             return
         verdict = batch_room(
@@ -357,16 +372,7 @@ class Sampler:
         """Stop sampling and say so, once: the flag and the event id are per project."""
         self._observe_budget(project, ledger)
         await self._commit(project.name, ledger.with_exhausted(reason), revision)
-        await self.publish(
-            BudgetExhausted(
-                event_id=deterministic_id("budget-exhausted", project.name),
-                project=project.name,
-                labels_used=ledger.labels_used,
-                annotations_used=ledger.annotations_used,
-                cost=_cost(project, ledger),
-                reason=reason,
-            )
-        )
+        await self.publish(_exhausted_event(project, ledger, reason))
 
     # ------------------------------------------------------------------ ledger access
 
@@ -410,6 +416,18 @@ _USES_SCORES = frozenset(
         SamplingStrategy.HYBRID,
     }
 )
+
+
+def _exhausted_event(project: ProjectConfig, ledger: Ledger, reason: str) -> BudgetExhausted:
+    # one event per project and limit reached: a raised budget that runs out again says so again
+    return BudgetExhausted(
+        event_id=deterministic_id("budget-exhausted", project.name, reason),
+        project=project.name,
+        labels_used=ledger.labels_used,
+        annotations_used=ledger.annotations_used,
+        cost=_cost(project, ledger),
+        reason=reason,
+    )
 
 
 def _cost(project: ProjectConfig, ledger: Ledger) -> float | None:

@@ -85,6 +85,11 @@ def _number(version: str) -> int:
     return int(digits) if digits else 0
 
 
+def _older(version: str, current: ModelInfo | None) -> bool:
+    """Whether ``version`` is an older dataset than the one the serving model was trained on."""
+    return current is not None and _number(version) < _number(current.dataset_version)
+
+
 def _read_dataset(raw: bytes) -> pd.DataFrame:
     frame: pd.DataFrame = pq.read_table(io.BytesIO(raw)).to_pandas()
     return frame
@@ -271,8 +276,11 @@ class Trainer:
             project, "oos", mv, inputs.labeled.item_ids.tolist(), result.oos_proba, classes
         )
         agreement = await self._stability(project, mv, result, inputs, before, classes)
+        # a model of an older dataset than the serving one (replicas, an explicit request for an
+        # old version) never replaces it, whatever its score
+        promoted = result.promoted and not _older(dataset.version, before.current)
         scores_ref = None
-        if result.promoted:
+        if promoted:
             started = time.perf_counter()
             proba = await asyncio.to_thread(aligned_proba, result.model, inputs.pool_x, classes)
             scores_ref = await self.models.save_proba(
@@ -292,7 +300,7 @@ class Trainer:
                 "current_evaluation": (
                     result.current_evaluation.to_dict() if result.current_evaluation else None
                 ),
-                "promoted": result.promoted,
+                "promoted": promoted,
                 "estimator": config.training.estimator,
                 "dropped_rows_without_input": inputs.dropped,
             },
@@ -304,8 +312,7 @@ class Trainer:
             if s.last_model is None or model_number(mv) >= model_number(s.last_model):
                 s.last_model = mv
             s.agreements[mv] = agreement
-            newer = s.current is None or model_number(mv) >= model_number(s.current.model_version)
-            if result.promoted and newer:
+            if promoted and not _older(dataset.version, s.current):
                 s.current = ModelInfo(
                     model_version=mv,
                     dataset_version=dataset.version,
@@ -328,7 +335,7 @@ class Trainer:
             project=project,
             model_version=mv,
             dataset_version=dataset.version,
-            promoted=result.promoted,
+            promoted=promoted,
             metrics=metrics,
             n_train=result.n_train,
             scores_ref=scores_ref,
@@ -337,7 +344,7 @@ class Trainer:
             classes=classes,
         )
         await self._publish(event)
-        outcome: Literal["promoted", "rejected"] = "promoted" if result.promoted else "rejected"
+        outcome: Literal["promoted", "rejected"] = "promoted" if promoted else "rejected"
         self._metrics.retrains.labels(outcome=outcome).inc()
         self._metrics.accuracy.labels(model="candidate").set(ev.accuracy)
         self._metrics.macro_f1.labels(model="candidate").set(ev.macro_f1)

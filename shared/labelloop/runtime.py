@@ -530,7 +530,13 @@ class Service:
         event_name = sub.event.__name__
         if deliveries > 1:
             self.metrics.redeliveries.labels(event=event_name).inc()
-        heartbeat = None if self._memory else asyncio.create_task(_heartbeat(msg, sub.ack_wait))
+        heartbeat = (
+            None
+            if self._memory
+            else asyncio.create_task(
+                _heartbeat(msg, sub.ack_wait, self.settings.max_handler_seconds)
+            )
+        )
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -709,11 +715,14 @@ async def _ack(msg: StreamMessage[Any]) -> None:
         await msg.ack()
 
 
-async def _heartbeat(msg: StreamMessage[Any], ack_wait: float) -> None:
+async def _heartbeat(msg: StreamMessage[Any], ack_wait: float, max_seconds: float) -> None:
+    """Tell the server the handler is alive, up to ``max_seconds``: then let it redeliver."""
+    deadline = time.monotonic() + max_seconds
     with contextlib.suppress(asyncio.CancelledError, Exception):
-        while True:
+        while time.monotonic() < deadline:
             await asyncio.sleep(max(ack_wait / 3, 0.5))
             await msg.raw_message.in_progress()
+        log.warning("a handler exceeded max_handler_seconds: its message will be redelivered")
 
 
 def _reason(err: BaseException) -> str:

@@ -71,6 +71,11 @@ class ServiceSettings(BaseSettings):
     ack_wait_seconds: float = Field(
         default=30.0, gt=0, validation_alias=shared_env("ack_wait_seconds")
     )
+    max_handler_seconds: float = Field(
+        default=900.0, gt=0, validation_alias=shared_env("max_handler_seconds")
+    )
+    """A handler still running after this stops heartbeating: the message is redelivered (and
+    dead-lettered after max_deliver), so a hung handler cannot hold a message forever."""
     retry_backoff_seconds: float = Field(
         default=0.5, ge=0, validation_alias=shared_env("retry_backoff_seconds")
     )

@@ -121,7 +121,9 @@ class Ledger(_Model):
         self, batch_id: str, *, done: int, lead_seconds: float, lead_count: int
     ) -> Self:
         batch = self.open.get(batch_id)
-        if batch is None:
+        if batch is None or (lead_count, done) < (batch.lead_count, batch.done):
+            # progress only grows: a snapshot older than the stored one (concurrent handlers
+            # writing in either order) must not roll it back
             return self
         updated = batch.model_copy(
             update={
@@ -135,7 +137,7 @@ class Ledger(_Model):
     def with_model(self, model_version: str, scores_ref: str | None) -> Self:
         return self.model_copy(update={"model_version": model_version, "scores_ref": scores_ref})
 
-    def with_exhausted(self, reason: str) -> Self:
+    def with_exhausted(self, reason: str | None) -> Self:
         return self.model_copy(update={"exhausted": reason})
 
     def with_converged(self, reason: str) -> Self:

@@ -140,3 +140,48 @@ async def test_a_killed_sampler_neither_repeats_nor_loses_items(
             handed = [t.item_id for b in unique.values() for t in b.tasks if not t.is_gold]
             assert len(handed) == len(set(handed)), "an item was handed out twice"
             assert len(handed) == 45 * len(unique)
+
+
+async def test_budget_stops_sampling_once_and_a_raised_budget_resumes_it(
+    nats_url: str, namespace: str
+) -> None:
+    from labelloop.events import BudgetExhausted
+
+    small = {
+        **PROJECT,
+        "sampling": {"strategy": "random", "batch_size": 10, "max_open_tasks": 100},
+        "quality": {"gold_fraction": 0.0, "overlap_fraction": 0.0},
+        "budget": {"max_labels": 10},
+    }
+    ingester = build_ingester(IngesterSettings(nats_url=nats_url, namespace=namespace))
+    sampler = build_sampler(SamplerSettings(nats_url=nats_url, namespace=namespace))
+    batches = EventCollector(nats_url, namespace, BatchCreated)
+    spent = EventCollector(nats_url, namespace, BudgetExhausted)
+    async with started(ingester), started(sampler), batches, spent:
+        await configure_project(nats_url, namespace, small)
+        await publish_events(
+            nats_url, namespace, *submissions(_items(60, 100), "reviews", source="t")
+        )
+        [first] = await batches.wait_for(1, timeout=30)
+        assert len(first.tasks) == 10
+
+        def completed(batch: BatchCreated) -> BatchCompleted:
+            return BatchCompleted(
+                project="reviews", batch_id=batch.batch_id, n_tasks=10, n_annotations=10
+            )
+
+        await publish_events(nats_url, namespace, completed(first))
+        [stop] = await spent.wait_for(1, timeout=30)
+        assert stop.labels_used == 10
+        # another trigger while spent: the same event again, dropped as a duplicate
+        await publish_events(
+            nats_url, namespace, completed(first).model_copy(update={"event_id": "again"})
+        )
+        await configure_project(nats_url, namespace, {**small, "budget": {"max_labels": 20}})
+        await publish_events(
+            nats_url, namespace, completed(first).model_copy(update={"event_id": "raised"})
+        )
+        second = (await batches.wait_for(2, timeout=30))[1]
+        assert len(second.tasks) == 10
+        assert not {t.item_id for t in second.tasks} & {t.item_id for t in first.tasks}
+        assert len(spent.events) == 1

@@ -99,3 +99,15 @@ def test_progress_counts_distinct_annotators_and_ignores_replays() -> None:
     assert p.done == 1
     assert p.lead_count == 4
     assert p.lead_seconds == 40.0
+
+
+def test_progress_never_goes_backwards() -> None:
+    from labelloop_sampler.domain.ledger import Ledger
+
+    ledger = Ledger().with_batch(
+        "b1", nonce="n", kind="labeling", item_ids=["a", "b"], labels=2, annotations=4
+    )
+    newer = ledger.with_progress("b1", done=2, lead_seconds=30.0, lead_count=3)
+    stale = newer.with_progress("b1", done=1, lead_seconds=10.0, lead_count=1)
+    assert stale.open["b1"].done == 2
+    assert stale.open["b1"].lead_count == 3
