@@ -29,19 +29,26 @@ def build_app(
     limits = Limits(settings.max_item_bytes, settings.text_max_length, settings.max_feature_dim)
     loader = load_image or load_media(settings.media_root)
 
+    built: dict[int, Ingest] = {}
+
     def ingest() -> Ingest:
-        # the service's stores are valid only once it has started: wire them at call time
-        return Ingest(
-            claims=ItemClaims(service.state, concurrency=settings.claim_concurrency),
-            artifacts=service.artifacts,
-            publish=service.publish,
-            metrics=metrics,
-            limits=limits,
-            max_message_bytes=settings.max_message_bytes,
-            text_dim=settings.text_dim,
-            image_side=settings.image_side,
-            load_image=loader,
-        )
+        # the service's stores are valid only once it has started: wire them on first use, once
+        # per set of stores (one ItemClaims, so its concurrency limit holds across messages)
+        key = id(service.stores)
+        if key not in built:
+            built.clear()
+            built[key] = Ingest(
+                claims=ItemClaims(service.state, concurrency=settings.claim_concurrency),
+                artifacts=service.artifacts,
+                publish=service.publish,
+                metrics=metrics,
+                limits=limits,
+                max_message_bytes=settings.max_message_bytes,
+                text_dim=settings.text_dim,
+                image_side=settings.image_side,
+                load_image=loader,
+            )
+        return built[key]
 
     register_handlers(service, ingest)
     return service

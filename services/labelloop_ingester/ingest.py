@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Awaitable, Callable
@@ -71,12 +72,14 @@ class Ingest:
 
     async def __call__(self, event: ItemsSubmitted, project: ProjectConfig) -> None:
         started = time.perf_counter()
-        intake = take_in(event.items, project, self.limits)
+        # parsing, hashing and featurizing are CPU work: off the event loop, so that heartbeats,
+        # other messages and /healthz keep being served meanwhile
+        intake = await asyncio.to_thread(take_in, event.items, project, self.limits)
         ids = [a.item.item_id for a in intake.accepted]
         owned = await self.claims.claim(event.project, ids, owner=event.event_id)
         fresh = [a for a, mine in zip(intake.accepted, owned, strict=True) if mine]
         duplicates = intake.duplicates + len(intake.accepted) - len(fresh)
-        groups = self._feature_groups(fresh, project)
+        groups = await asyncio.to_thread(self._feature_groups, fresh, project)
         chunk = 0
         for block, members in groups:
             sizes = [len(a.item.model_dump_json()) + 1 for a in members]

@@ -8,6 +8,7 @@ drops the copy) instead of making a second one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import defaultdict
@@ -249,7 +250,8 @@ class Sampler:
         strata = None
         if sampling.stratify_by:
             strata = state.pool.strata(view.positions, sampling.stratify_by)
-        chosen = select(
+        chosen = await asyncio.to_thread(
+            select,
             sampling.strategy,
             n_items,
             n_candidates=len(view.positions),

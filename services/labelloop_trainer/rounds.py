@@ -225,7 +225,8 @@ class Trainer:
             log.info("%s: %s", project, reason)
             return TrainOutcome("unsupported", reason)
         frame = await self._dataset(dataset)
-        inputs = _inputs(frame, await self.index.load(project), kind, config)
+        index = await self.index.load(project)
+        inputs = await asyncio.to_thread(_inputs, frame, index, kind, config)
         state = await self.book.get(project)
         current = await self.models.load_model(state.current.model_ref) if state.current else None
         classes = list(config.labels.classes)
@@ -377,7 +378,9 @@ class Trainer:
         rows = [k for k, i in enumerate(inputs.pool_ids) if i in chosen]
         predictions: dict[str, str] = {}
         if rows:
-            labels = predict_labels(result.model, inputs.pool_x[rows], classes)
+            labels = await asyncio.to_thread(
+                predict_labels, result.model, inputs.pool_x[rows], classes
+            )
             predictions = {inputs.pool_ids[k]: str(v) for k, v in zip(rows, labels, strict=True)}
         await self.models.save_stop_set(project, mv, predictions)
         previous = before.last_model
