@@ -256,6 +256,7 @@ class AnnotationIntake:
         ref = await self._state.lookup_ls_project(int(ls_project_id))
         if ref is None:
             log.info("webhook for Label Studio project %s: not managed here", ls_project_id)
+            self._ignored("unmanaged_project")
             return 0
         published = 0
         source = AnnotationSource.WEBHOOK

@@ -36,9 +36,7 @@ _LS_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "labelstudio" / "la
 ServicesFactory = Callable[..., AbstractAsyncContextManager[dict[str, Service]]]
 
 
-def build_six(
-    nats_url: str, namespace: str, export_dir: Path, **common: Any
-) -> dict[str, Service]:
+def build_six(nats_url: str, namespace: str, export_dir: Path, **common: Any) -> dict[str, Service]:
     """The six services as the composition roots build them (the bridge on the simulated crew).
 
     ``common`` goes to every service's settings (``max_deliver``, ``retry_backoff_seconds``, ...).

@@ -1,0 +1,290 @@
+"""A short campaign with a real Label Studio: the six services as processes, people via its API.
+
+The bridge runs on the ``label-studio`` backend (webhook with a secret, reconciliation every few
+seconds). The test plays three annotators: it lists the tasks Label Studio holds and annotates
+each as many times as the task asks, as different users, until the 20-label budget is spent. Then
+the bus must show the annotations, a QA report per completed batch, a dataset version and a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from labelloop.campaign import CampaignView, CampaignWatcher
+from labelloop.client import connect
+from labelloop.events import (
+    AnnotationSource,
+    AnnotationsSubmitted,
+    ItemIn,
+    ItemsSubmitted,
+    RequestExport,
+    RequestTraining,
+    deterministic_id,
+)
+from labelloop.natsserver import EmbeddedNats, free_port
+from labelloop.processes import Supervisor
+from labelloop.project import parse_project
+from labelloop.settings import ServiceSettings
+from labelloop.testing import EventCollector
+
+pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.slow]
+
+PROJECT = "ls-tickets"
+CLASSES = ("billing", "bug", "praise")
+WORDS = {
+    "billing": ["charged twice", "refund please", "invoice wrong", "card declined"],
+    "bug": ["app crashes", "button broken", "page freezes", "login fails"],
+    "praise": ["love it", "great support", "works well", "very happy"],
+}
+USERS = ("ann", "bob", "cat")
+SECRET = "e2e-webhook-secret-4f1c"
+
+
+def _config() -> dict[str, Any]:
+    return {
+        "name": PROJECT,
+        "title": "Support tickets (e2e)",
+        "task_type": "text_classification",
+        "labels": {"classes": list(CLASSES)},
+        "data_fields": [{"name": "text", "kind": "text"}],
+        "quality": {
+            "overlap_fraction": 0.3,
+            "annotators_per_overlapped_item": 3,
+            "gold_fraction": 0.0,
+        },
+        "sampling": {"strategy": "random", "batch_size": 10, "seed": 4},
+        "export": {"every_n_labels": 10, "formats": ["jsonl"]},
+        "training": {"min_new_labels": 5},
+        "budget": {"max_labels": 20},
+    }
+
+
+def _items() -> list[ItemIn]:
+    items = []
+    for n in range(45):
+        label = CLASSES[n % 3]
+        phrase = WORDS[label][n % 4]
+        items.append(ItemIn(data={"text": f"ticket {n}: {phrase}"}, metadata={"truth": label}))
+    return items
+
+
+def _truth(text: str) -> str:
+    return next(c for c, phrases in WORDS.items() if any(p in text for p in phrases))
+
+
+def _choice(label: str) -> list[dict[str, Any]]:
+    return [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+class People:
+    """Three annotators working through Label Studio's API."""
+
+    def __init__(self, http: httpx.AsyncClient, namespace: str) -> None:
+        self.http = http
+        self.marker = f"[labelloop:{namespace}/{PROJECT}/labeling]"
+        self.users: dict[str, int] = {}
+        self.created = 0
+
+    async def sign_up(self) -> None:
+        existing = {u["email"]: int(u["id"]) for u in (await self.http.get("/api/users/")).json()}
+        for name in USERS:
+            email = f"{name}@example.com"
+            if email not in existing:
+                response = await self.http.post(
+                    "/api/users/", json={"email": email, "username": name}
+                )
+                response.raise_for_status()
+                existing[email] = int(response.json()["id"])
+            self.users[name] = existing[email]
+
+    async def project_id(self) -> int | None:
+        response = await self.http.get("/api/projects", params={"page_size": 1000})
+        response.raise_for_status()
+        found = [
+            p["id"]
+            for p in response.json()["results"]
+            if self.marker in (p.get("description") or "")
+        ]
+        return int(found[0]) if found else None
+
+    async def work(self) -> int:
+        """One pass over the open tasks; returns how many annotations were created."""
+        project = await self.project_id()
+        if project is None:
+            return 0
+        response = await self.http.get(
+            "/api/tasks", params={"project": project, "page_size": 1000, "fields": "all"}
+        )
+        response.raise_for_status()
+        done = 0
+        for task in response.json()["tasks"]:
+            required = int(task["data"].get("labelloop_annotations_required") or 1)
+            by = {
+                a.get("completed_by")
+                if not isinstance(a.get("completed_by"), dict)
+                else a["completed_by"].get("id")
+                for a in task.get("annotations") or []
+            }
+            label = _truth(task["data"]["text"])
+            for name in USERS:
+                if len(by) >= required:
+                    break
+                uid = self.users[name]
+                if uid in by:
+                    continue
+                created = await self.http.post(
+                    f"/api/tasks/{task['id']}/annotations/",
+                    json={"result": _choice(label), "completed_by": uid, "lead_time": 3.5},
+                )
+                created.raise_for_status()
+                by.add(uid)
+                done += 1
+        self.created += done
+        return done
+
+
+def _bridge_metrics(text: str) -> str:
+    """The bridge's own series, for a failure message."""
+    keep = ("labelloop_bridge_", "labelloop_runtime_messages_total", "labelloop_runtime_dead")
+    return "\n".join(
+        line for line in text.splitlines() if line.startswith(keep) and "_created" not in line
+    )
+
+
+def _finished(view: CampaignView) -> bool:
+    completed = [b for b in view.batches.values() if b.completed is not None]
+    reported = {r.batch_id for r in view.reports}
+    return (
+        view.budget_exhausted is not None
+        and not view.open_batches
+        and bool(completed)
+        and all(b.batch_id in reported for b in completed)
+    )
+
+
+async def test_a_campaign_with_people_in_label_studio(
+    label_studio: Any, nats_server: EmbeddedNats, namespace: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    bridge_port = free_port()
+    env = {
+        "LABELLOOP_BRIDGE_BACKEND": "label-studio",
+        "LABELLOOP_BRIDGE_LABEL_STUDIO_URL": label_studio.url,
+        "LABELLOOP_BRIDGE_LABEL_STUDIO_TOKEN": label_studio.token,
+        "LABELLOOP_BRIDGE_WEBHOOK_SECRET": SECRET,
+        "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "3",
+        "LABELLOOP_EXPORTER_EXPORT_DIR": str(tmp_path / "exports"),
+    }
+    supervisor = Supervisor(nats_server.url, namespace, tmp_path, env=env)
+    settings = ServiceSettings(nats_url=nats_server.url, namespace=namespace)
+    with supervisor:
+        for service in ("ingester", "sampler", "qa-scorer", "exporter", "trainer"):
+            supervisor.start(service)
+        bridge = supervisor.start(
+            "annotation-bridge",
+            extra_env={
+                "LABELLOOP_BRIDGE_HTTP_PORT": str(bridge_port),
+                "LABELLOOP_BRIDGE_WEBHOOK_URL": (
+                    f"http://127.0.0.1:{bridge_port}/webhooks/label-studio"
+                ),
+            },
+        )
+        bridge.port = bridge_port  # the supervisor's pick was overridden: LS must know the URL
+        await asyncio.to_thread(supervisor.wait_ready, 90)
+        ready = time.monotonic()
+
+        async with (
+            connect(settings) as bus,
+            httpx.AsyncClient(
+                base_url=label_studio.url,
+                headers={"Authorization": f"Token {label_studio.token}"},
+                timeout=30.0,
+            ) as http,
+            EventCollector(nats_server.url, namespace, AnnotationsSubmitted) as annotations,
+        ):
+            watcher = CampaignWatcher(bus.nc, bus.ns, [PROJECT])
+            await watcher.start()
+            view = watcher.view(PROJECT)
+            await bus.apply_project(parse_project(_config()))
+            await bus.publish(
+                ItemsSubmitted(
+                    event_id=deterministic_id("ls-e2e", namespace),
+                    project=PROJECT,
+                    items=_items(),
+                )
+            )
+            people = People(http, namespace)
+            await people.sign_up()
+
+            deadline = time.monotonic() + 150
+            while not _finished(view):
+                assert time.monotonic() < deadline, (
+                    f"{_bridge_metrics(bridge.metrics())}\n"
+                    f"campaign stuck: {len(view.batches)} batches, "
+                    f"{len(view.open_batches)} open, {view.labels_used} labels, "
+                    f"{len(view.reports)} reports, budget {view.budget_exhausted}, "
+                    f"{people.created} annotations made"
+                )
+                if not await people.work():
+                    watcher.changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watcher.changed.wait(), timeout=1.0)
+            spent = time.monotonic()
+
+            # the last labels into a dataset version, and a model trained on it
+            await bus.publish(RequestExport(project=PROJECT, reason="e2e finished"))
+            deadline = time.monotonic() + 60
+            while not view.datasets:  # RequestExport writes one unless labels are unchanged
+                assert time.monotonic() < deadline, "no dataset version"
+                await asyncio.sleep(0.2)
+            final = max(view.datasets, key=lambda d: d.version).version
+            await bus.publish(
+                RequestTraining(project=PROJECT, dataset_version=final, reason="e2e finished")
+            )
+            deadline = time.monotonic() + 90
+            while not any(m.dataset_version == final for m in view.models):
+                assert time.monotonic() < deadline, f"no model trained on {final}"
+                await asyncio.sleep(0.2)
+            await watcher.stop()
+
+        got = [a for e in annotations.events for a in e.annotations if e.project == PROJECT]
+        sources = {a.source for a in got}
+        annotators = {a.annotator_id for a in got}
+        completed = [b for b in view.batches.values() if b.completed is not None]
+        reported = {r.batch_id for r in view.reports}
+        print(
+            f"\nLabel Studio campaign: ready in {ready - started:.1f}s, budget spent in "
+            f"{spent - ready:.1f}s, total {time.monotonic() - started:.1f}s; "
+            f"{people.created} annotations made in LS, {len(got)} AnnotationsSubmitted "
+            f"({sorted(s.value for s in sources)}), {len(view.batches)} batches, "
+            f"{view.labels_used} labels, {len(view.reports)} QA reports, datasets "
+            f"{[d.version for d in view.datasets]}, models "
+            f"{[(m.model_version, round(m.metrics.get('accuracy', -1), 3)) for m in view.models]}"
+        )
+
+    assert people.created >= 20
+    assert len({a.annotation_id for a in got}) == people.created
+    assert sources <= {AnnotationSource.WEBHOOK, AnnotationSource.RECONCILIATION}
+    assert AnnotationSource.WEBHOOK in sources, "Label Studio's webhooks reached the bridge"
+    assert annotators == {f"{u}@example.com" for u in USERS}
+    assert 20 <= view.labels_used <= 20 + 10  # the budget stops sampling; a batch may overrun
+    assert completed
+    assert all(b.batch_id in reported for b in completed)
+    assert all(r.krippendorff_alpha is None or r.krippendorff_alpha > 0.9 for r in view.reports)
+    assert view.datasets
+    assert view.datasets[-1].n_rows >= 20
+    assert any(m.dataset_version == final for m in view.models)
+    assert view.dead_letters == 0
+    for proc in supervisor.processes:
+        log = proc.log_path.read_text(errors="replace")
+        assert label_studio.token not in log, f"{proc.name} logged the Label Studio token"
+        assert SECRET not in log, f"{proc.name} logged the webhook secret"
