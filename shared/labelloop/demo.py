@@ -488,6 +488,19 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"dataset {summary['dataset_version']} at {summary['dataset_path']}")
 
 
+def _stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so the services and NATS are stopped."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+
+        def _raise(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Start everything, run the campaign, clean up. Returns the summary."""
     from rich.console import Console
@@ -509,6 +522,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         **options.extra_env,
     }
     supervisor = Supervisor(nats_url, namespace, run_dir, env=env)
+    _stop_cleanly_on_sigterm()
     try:
         console.print(
             f"run [bold]{run_id}[/]: nats {nats_url}, namespace {namespace}, logs in {run_dir}/logs"
