@@ -489,7 +489,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _stop_cleanly_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so the services and NATS are stopped."""
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the services and NATS get stopped."""
     import signal
     import threading
 
