@@ -144,10 +144,29 @@ def score_batch(
     quality = config.quality if config else QualityConfig()
     task_type = config.task_type if config else None
     if task_type is not None and not task_type.is_classification:
-        return _score_regions(batch_id, ratings, tasks, quality, history)
-    if task_type is not None and task_type.is_multilabel:
-        return _score_multilabel(batch_id, ratings, tasks, config, quality, history, n_boot)
-    return _score_single(batch_id, ratings, tasks, config, quality, history, n_boot, random_state)
+        outcome = _score_regions(batch_id, ratings, tasks, quality, history)
+    elif task_type is not None and task_type.is_multilabel:
+        outcome = _score_multilabel(batch_id, ratings, tasks, config, quality, history, n_boot)
+    else:
+        outcome = _score_single(
+            batch_id, ratings, tasks, config, quality, history, n_boot, random_state
+        )
+    outcome.review.extend(_unanswered(tasks, outcome))
+    return outcome
+
+
+def _unanswered(tasks: Sequence[TaskInfo], outcome: BatchOutcome) -> list[ReviewItem]:
+    """Tasks that got no usable answer (all skipped, or answers outside the label schema).
+
+    The sampler took these items out of the pool when it sent them; without a label or a review
+    request they would silently drop out of the loop. They go to an expert instead.
+    """
+    settled = {label.item_id for label in outcome.labels} | {r.item_id for r in outcome.review}
+    return [
+        ReviewItem(item_id=t.item_id, reason="no_usable_answer", data=t.data)
+        for t in tasks
+        if not t.is_gold and t.item_id not in settled
+    ]
 
 
 # --------------------------------------------------------------------------- single label
@@ -258,7 +277,7 @@ def _score_single(
                 )
             )
         elif consensus.label[i] < 0:
-            continue  # nobody gave a usable answer: nothing to release or review
+            continue  # nobody gave a usable answer: score_batch sends it to review
         elif i in flagged:
             review.append(
                 ReviewItem(

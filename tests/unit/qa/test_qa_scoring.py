@@ -263,3 +263,23 @@ def test_model_contradictions() -> None:
     assert found[0].model_probability == pytest.approx(0.95)
     with pytest.raises(ValueError, match="items x classes"):
         model_contradictions(["a"], ["pos"], proba, ["pos", "neg"], threshold=0.9)
+
+
+def test_a_task_nobody_answered_usably_goes_to_review() -> None:
+    from labelloop.project import parse_project
+    from labelloop_qa.domain.scoring import Rating, TaskInfo, score_batch
+
+    config = parse_project(
+        {
+            "name": "p",
+            "task_type": "text_classification",
+            "labels": {"classes": ["a", "b"]},
+            "data_fields": [{"name": "text", "kind": "text"}],
+        }
+    )
+    tasks = [TaskInfo("i1", data={"text": "x"}), TaskInfo("i2"), TaskInfo("g", is_gold=True)]
+    ratings = [Rating(item_id="i1", annotator_id="ann", value="a")]
+    outcome = score_batch("b1", ratings, tasks, config)
+    assert [label.item_id for label in outcome.labels] == ["i1"]
+    unanswered = [r for r in outcome.review if r.reason == "no_usable_answer"]
+    assert [r.item_id for r in unanswered] == ["i2"]  # i2 skipped by all; gold is never reviewed
