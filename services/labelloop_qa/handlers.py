@@ -21,7 +21,9 @@ def register_handlers(service: Service, scorer: QAScorer) -> None:
             await service.publish(out)
         await scorer.after_expert_release(event, released)
 
-    @service.handler(BatchCompleted)
+    # scoring waits for annotations and tasks from other consumers; a replica killed holding them
+    # returns them after ack_wait (30 s), so retry for minutes (backoff doubles), not 7.5 s
+    @service.handler(BatchCompleted, max_deliver=max(service.settings.max_deliver, 10))
     async def on_batch_completed(event: BatchCompleted) -> None:
         for out in await scorer.batch_completed(event):
             await service.publish(out)

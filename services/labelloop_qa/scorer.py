@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from labelloop.events import (
     ReviewItem,
     ReviewRequested,
     deterministic_id,
+    utc_now,
 )
 from labelloop.project import ProjectConfig, QualityConfig
 from labelloop_qa.domain.review import model_contradictions
@@ -42,6 +44,12 @@ _EVENT_TYPES: dict[str, type[Event]] = {
 
 
 _REVIEW_ITEMS_PER_MESSAGE = 200
+
+TASKS_GRACE = timedelta(minutes=2)
+"""A completion this young waits for its batch's tasks; an older one is scored without them.
+
+Shorter than the retry budget of the BatchCompleted consumer (10 deliveries, backoff doubling from
+0.5 s to a 60 s cap: about 3 minutes), so the fallback is reached before the dead letters."""
 
 
 class BatchNotKnown(LookupError):
@@ -167,6 +175,10 @@ class QAScorer:
         project, batch_id = event.project, event.batch_id
         config = await self.project(project)
         known_tasks = await self.ledger.load_tasks(project, batch_id)
+        if known_tasks is None and utc_now() - event.occurred_at < TASKS_GRACE:
+            # BatchCreated comes through another consumer too: scoring before it is stored
+            # would release the gold items as ordinary consensus labels
+            raise AnnotationsPending(f"batch {batch_id}: its tasks (BatchCreated) not stored yet")
         tasks = known_tasks or []
         records = await self.ledger.load_annotations(project, batch_id)
         if len(records) < event.n_annotations:

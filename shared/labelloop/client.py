@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from labelloop.events import Event, ProjectConfigured, deterministic_id
 from labelloop.project import ProjectConfig, parse_project
@@ -37,6 +38,15 @@ class BusClient:
             headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
         )
         return not ack.duplicate
+
+    async def backlog(self, service: str, event: type[Event]) -> int:
+        """Messages of ``event`` a service has not finished with (pending + unacknowledged)."""
+        stream = self.ns.stream_name(self.ns.stream_for(event))
+        try:
+            info = await self.js.consumer_info(stream, self.ns.durable(service, event))
+        except NotFoundError:
+            return 0
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def kv(self, bucket: str) -> KeyValue:
         return NatsKeyValue(await self.js.key_value(self.ns.kv_bucket(bucket)))

@@ -29,6 +29,7 @@ from labelloop.client import BusClient, connect
 from labelloop.events import (
     ItemIn,
     ItemsSubmitted,
+    LabelsReady,
     RequestExport,
     RequestTraining,
     deterministic_id,
@@ -214,6 +215,12 @@ async def _wait(
 async def _finish_arm(bus: BusClient, watcher: CampaignWatcher, project: str) -> None:
     """Export what QA passed since the last version and train on it: the campaign's last model."""
     view = watcher.view(project)
+    # labels still on their way to the exporter (a slow or restarted replica) would be missing
+    # from the final version: let it apply everything first
+    for _ in range(600):  # polls the server's consumer state, up to two minutes
+        if not await bus.backlog("exporter", LabelsReady):
+            break
+        await asyncio.sleep(0.2)
     n_datasets = len(view.datasets)
     await bus.publish(RequestExport(project=project, reason="campaign finished"))
     # the exporter writes nothing when no label arrived since the last version

@@ -233,7 +233,14 @@ async def test_low_alpha_raises_an_alert_and_metrics() -> None:
         await configure(svc)
         await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=noisy))
         await bus.publish(
-            BatchCompleted(project=PROJECT, batch_id="b2", n_tasks=20, n_annotations=60)
+            BatchCompleted(
+                project=PROJECT,
+                batch_id="b2",
+                n_tasks=20,
+                n_annotations=60,
+                # no BatchCreated was ever seen: an old completion is scored without its tasks
+                occurred_at=datetime.now(UTC) - timedelta(hours=1),
+            )
         )
         (alert,) = bus.published(QualityAlertRaised)
         (report,) = bus.published(QAReport)

@@ -1,0 +1,560 @@
+"""Support for the reliability tests: a restartable NATS server with the services as processes,
+fixed chaos inputs, and readers of what the bus really holds (streams, consumers, metrics, logs).
+
+Nothing here sleeps to synchronise: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from labelloop.demo import DEFAULT_PROJECT, digits_items, load_digits_data
+from labelloop.events import (
+    BatchCreated,
+    BatchTask,
+    DatasetExported,
+    DeadLetter,
+    Event,
+    IngestedItem,
+    ItemsIngested,
+    LabelsReady,
+    RequestExport,
+    deterministic_id,
+)
+from labelloop.natsserver import EmbeddedNats, free_port
+from labelloop.processes import ServiceProcess, Supervisor
+from labelloop.project import ProjectConfig, load_project, parse_project
+from labelloop.streams import Namespace
+
+E = TypeVar("E", bound=Event)
+
+DATASET_COLUMNS = (
+    "item_id",
+    "split",
+    "label",
+    "confidence",
+    "weight",
+    "n_annotations",
+    "method",
+    "is_gold",
+    "reviewed",
+    "annotators",
+    "batch_id",
+)
+"""Dataset columns that must not depend on timing (``labeled_at`` is QA's clock: left out)."""
+
+SERVICE_EVENTS: dict[str, tuple[str, ...]] = {
+    "annotation-bridge": ("BatchCreated",),
+    "qa-scorer": ("BatchCreated", "AnnotationsSubmitted", "BatchCompleted", "ModelTrained"),
+    "exporter": ("LabelsReady", "RequestExport", "ItemsIngested", "QAReport"),
+    "ingester": ("ItemsSubmitted",),
+}
+
+
+# --------------------------------------------------------------------------- polling
+
+
+async def poll(
+    condition: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Any:
+    """Await ``condition()`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    NATS errors count as "not yet": the tests restart the server under the client's feet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await condition()
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            value = exc  # the server is restarting, or the client reconnecting: ask again
+        else:
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not met within {timeout:.0f} s (last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Cluster:
+    """One NATS server on a fixed store dir and port (so it can restart on the same data) and the
+    services as ``labelloop run`` processes, all in one work directory."""
+
+    workdir: Path
+    namespace: str
+    env: dict[str, str] = field(default_factory=dict)
+    nats: EmbeddedNats = field(init=False)
+    supervisor: Supervisor = field(init=False)
+    redeliveries: dict[str, float] = field(default_factory=dict)
+    """Redeliveries scraped from processes just before they were killed (their counters die)."""
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.nats = EmbeddedNats(
+            store_dir=self.workdir / "nats", log_file=self.workdir / "nats.log"
+        )
+
+    @property
+    def ns(self) -> Namespace:
+        return Namespace(self.namespace)
+
+    def start(self) -> Cluster:
+        self.nats.start()
+        self.supervisor = Supervisor(self.nats.url, self.namespace, self.workdir, env=self.env)
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.supervisor.stop_all(timeout=20)
+        finally:
+            self.nats.stop()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # processes --------------------------------------------------------------
+
+    def run(self, service: str, replica: int = 0, extra_env: dict[str, str] | None = None) -> None:
+        self.supervisor.start(service, replica, extra_env)
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        await asyncio.to_thread(self.supervisor.wait_ready, timeout)
+
+    def process(self, service: str, replica: int = 0) -> ServiceProcess:
+        return self.supervisor.get(service, replica)
+
+    def kill(self, service: str, replica: int = 0) -> None:
+        """kill -9, after keeping what its redelivery counter said."""
+        proc = self.process(service, replica)
+        self._keep_redeliveries(proc)
+        self.supervisor.kill(service, replica)
+
+    async def restart(self, service: str, replica: int = 0) -> None:
+        await asyncio.to_thread(self.supervisor.restart, service, replica)
+        await self.wait_ready()
+
+    def restart_nats(self) -> float:
+        """Stop the server (SIGTERM) and start it again on the same port and store; seconds down."""
+        started = time.monotonic()
+        self.nats.stop()
+        self.nats.start(timeout=60)
+        return time.monotonic() - started
+
+    def _keep_redeliveries(self, proc: ServiceProcess) -> None:
+        if not proc.alive():
+            return
+        try:
+            seen = redeliveries_in(proc.metrics())
+        except OSError:
+            return
+        self.redeliveries[proc.name] = self.redeliveries.get(proc.name, 0.0) + seen
+
+    def total_redeliveries(self) -> dict[str, float]:
+        """Redeliveries handled, per process: killed ones (kept) plus the live ones now."""
+        totals = dict(self.redeliveries)
+        for proc in self.supervisor.processes:
+            if proc.alive():
+                try:
+                    totals[proc.name] = totals.get(proc.name, 0.0) + redeliveries_in(proc.metrics())
+                except OSError:
+                    continue
+        return totals
+
+    def log_redeliveries(self) -> int:
+        """Messages handled on a second or later delivery, according to every process's log."""
+        count = 0
+        for path in (self.workdir / "logs").glob("*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if '"handled"' not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                count += int(record.get("deliveries", 1)) > 1
+        return count
+
+
+_REDELIVERED = re.compile(r"^labelloop_runtime_redeliveries_total\{[^}]*\}\s+([0-9.e+]+)$", re.M)
+
+
+def redeliveries_in(metrics_text: str) -> float:
+    return sum(float(v) for v in _REDELIVERED.findall(metrics_text))
+
+
+def metric_value(metrics_text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        series, _, rest = head.partition("{")
+        if series != name:
+            continue
+        if labels and not all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            continue
+        total += float(value)
+    return total
+
+
+# --------------------------------------------------------------------------- the bus
+
+
+async def connect(url: str) -> NatsClient:
+    """A client that rides out a server restart (reconnects for two minutes)."""
+    return await nats.connect(
+        url, max_reconnect_attempts=240, reconnect_time_wait=0.5, connect_timeout=5
+    )
+
+
+async def read_stream(nc: NatsClient, ns: Namespace, event: type[E]) -> list[tuple[E, str]]:
+    """Every message of one event type the stream holds now, with its ``Nats-Msg-Id``."""
+    js = nc.jetstream()
+    stream = ns.stream_name(ns.stream_for(event))
+    info = await js.stream_info(stream, subjects_filter=ns.subject(event))
+    expected = sum((info.state.subjects or {}).values())
+    if expected == 0:
+        return []
+    sub = await js.pull_subscribe(
+        ns.subject(event),
+        stream=stream,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,
+            max_waiting=1,
+        ),
+    )
+    out: list[tuple[E, str]] = []
+    try:
+        while len(out) < expected:
+            try:
+                msgs = await sub.fetch(512, timeout=5)
+            except TimeoutError:
+                break
+            for msg in msgs:
+                msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                out.append((event.model_validate_json(msg.data), msg_id))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def events_of(nc: NatsClient, ns: Namespace, event: type[E]) -> list[E]:
+    return [e for e, _ in await read_stream(nc, ns, event)]
+
+
+async def consumer_state(
+    nc: NatsClient, ns: Namespace, service: str, event: type[Event]
+) -> dict[str, int]:
+    """The durable consumer of ``service`` for ``event``: what the server says about it now."""
+    js = nc.jetstream()
+    try:
+        info = await js.consumer_info(
+            ns.stream_name(ns.stream_for(event)), ns.durable(service, event)
+        )
+    except NotFoundError:
+        return {"ack_pending": 0, "redelivered": 0, "pending": 0, "delivered": 0}
+    return {
+        "ack_pending": int(info.num_ack_pending or 0),
+        "redelivered": int(info.num_redelivered or 0),
+        "pending": int(info.num_pending or 0),
+        "delivered": int(info.delivered.consumer_seq or 0) if info.delivered else 0,
+    }
+
+
+async def busy(nc: NatsClient, ns: Namespace, service: str, events: Iterable[type[Event]]) -> bool:
+    """True while the service holds delivered, unacknowledged messages (work in flight)."""
+    for event in events:
+        if (await consumer_state(nc, ns, service, event))["ack_pending"] > 0:
+            return True
+    return False
+
+
+async def kill_when_busy(
+    cluster: Cluster,
+    nc: NatsClient,
+    service: str,
+    events: Iterable[type[Event]],
+    *,
+    replica: int = 0,
+    timeout: float = 30.0,
+) -> bool:
+    """kill -9 ``service`` as soon as it has work in flight (or at ``timeout``); True if it had."""
+    events = list(events)
+    deadline = time.monotonic() + timeout
+    in_flight = False
+    while time.monotonic() < deadline:
+        if await busy(nc, cluster.ns, service, events):
+            in_flight = True
+            break
+        await asyncio.sleep(0.005)
+    cluster.kill(service, replica)
+    return in_flight
+
+
+# --------------------------------------------------------------------------- chaos inputs
+
+
+BASE_TIME = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ChaosInputs:
+    """A fixed, seeded workload: the project, its items as the exporter sees them, the batches."""
+
+    project: ProjectConfig
+    ingested: list[ItemsIngested]
+    batches: list[BatchCreated]
+
+    @property
+    def expected_items(self) -> set[str]:
+        return {t.item_id for b in self.batches for t in b.tasks}
+
+
+def chaos_project(name: str = "chaos", consensus: str = "majority") -> ProjectConfig:
+    raw = load_project(DEFAULT_PROJECT).model_dump(mode="json")
+    raw["name"] = name
+    raw["title"] = "Chaos: digits through bridge, QA and exporter"
+    raw["quality"] = {**raw["quality"], "consensus": consensus}
+    raw["export"] = {**raw["export"], "every_n_labels": 40}
+    return parse_project(raw)
+
+
+def chaos_inputs(
+    *,
+    n_batches: int = 8,
+    tasks_per_batch: int = 30,
+    n_gold: int = 3,
+    overlap_every: int = 3,
+    seed: int = 20,
+    consensus: str = "majority",
+) -> ChaosInputs:
+    """``n_batches`` batches of distinct digits; every ``overlap_every``-th task wants three
+    annotators (agreement), ``n_gold`` tasks per batch are gold (three annotators too)."""
+    project = chaos_project(consensus=consensus)
+    data = load_digits_data(seed, 0.3)
+    items = digits_items(data, n_gold=0, seed=seed)[: n_batches * tasks_per_batch]
+    ids = [deterministic_id("chaos-item", it.external_id) for it in items]
+    ingested = [
+        ItemsIngested(
+            event_id=deterministic_id("chaos-ingested", project.name, start),
+            project=project.name,
+            items=[
+                IngestedItem(
+                    item_id=ids[i],
+                    data=items[i].data,
+                    metadata=items[i].metadata,
+                    external_id=items[i].external_id,
+                )
+                for i in range(start, min(start + 100, len(items)))
+            ],
+            submission_id=deterministic_id("chaos-submission", start),
+        )
+        for start in range(0, len(items), 100)
+    ]
+    batches = []
+    for b in range(n_batches):
+        tasks = []
+        for k in range(tasks_per_batch):
+            i = b * tasks_per_batch + k
+            truth = str(items[i].metadata["simulation_truth"])
+            gold = k < n_gold
+            tasks.append(
+                BatchTask(
+                    item_id=ids[i],
+                    data=items[i].data,
+                    annotations_required=3 if gold or k % overlap_every == 0 else 1,
+                    is_gold=gold,
+                    gold_label=truth if gold else None,
+                    metadata=items[i].metadata,
+                )
+            )
+        batch_id = f"chaos-{b:02d}"
+        batches.append(
+            BatchCreated(
+                event_id=deterministic_id("chaos-batch", project.name, batch_id),
+                occurred_at=BASE_TIME + timedelta(minutes=b),
+                project=project.name,
+                batch_id=batch_id,
+                tasks=tasks,
+                strategy="fixed",
+                seed=seed + b,
+            )
+        )
+    return ChaosInputs(project, ingested, batches)
+
+
+async def dead_letters(nc: NatsClient, ns: Namespace) -> list[DeadLetter]:
+    return await events_of(nc, ns, DeadLetter)
+
+
+def read_dataset(path: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    with (Path(path) / "dataset.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def comparable(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Dataset rows by item id, with only the columns that must not depend on timing."""
+    return {r["item_id"]: {c: r.get(c) for c in DATASET_COLUMNS} for r in rows}
+
+
+def diff_datasets(
+    a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], tol: float = 1e-9
+) -> list[str]:
+    """Human-readable differences between two datasets (empty when they are the same)."""
+    problems = []
+    for item in sorted(a.keys() - b.keys()):
+        problems.append(f"{item}: only in the undisturbed run")
+    for item in sorted(b.keys() - a.keys()):
+        problems.append(f"{item}: only in the run under faults")
+    for item in sorted(a.keys() & b.keys()):
+        for column in DATASET_COLUMNS:
+            x, y = a[item][column], b[item][column]
+            if column in ("confidence", "weight") and x is not None and y is not None:
+                if abs(float(x) - float(y)) > tol:
+                    problems.append(f"{item}.{column}: {x!r} != {y!r}")
+            elif x != y:
+                problems.append(f"{item}.{column}: {x!r} != {y!r}")
+    return problems
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- Label Studio
+
+LS_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "labelstudio" / "labelstudio.sh"
+
+
+@dataclass
+class LabelStudioProcess:
+    """A Label Studio of the test's own, which it stops and starts again on the same data dir and
+    port (``infra/labelstudio/labelstudio.sh``); the admin password is kept for the restart."""
+
+    state: Path
+    port: int = 0
+    values: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        return self.values["LABEL_STUDIO_URL"]
+
+    @property
+    def token(self) -> str:
+        return self.values["LABEL_STUDIO_API_KEY"]
+
+    def install(self) -> None:
+        subprocess.run([str(LS_SCRIPT), "install"], check=True, capture_output=True, timeout=900)
+
+    def start(self, timeout: float = 300.0) -> float:
+        """Start (first time: migrations, user, token); seconds until it answered."""
+        self.port = self.port or free_port()
+        env = dict(os.environ)
+        if self.values:  # a restart: the same admin, so the same token comes back
+            env["LABEL_STUDIO_USERNAME"] = self.values["LABEL_STUDIO_USERNAME"]
+            env["LABEL_STUDIO_PASSWORD"] = self.values["LABEL_STUDIO_PASSWORD"]
+        started = time.monotonic()
+        run = subprocess.run(
+            [str(LS_SCRIPT), "start", "--dir", str(self.state), "--port", str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=False,
+            env=env,
+        )
+        if run.returncode != 0:
+            log = self.state / "labelstudio.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"Label Studio did not start:\n{run.stderr[-2000:]}\n{tail}")
+        values = {}
+        for line in (self.state / "labelstudio.env").read_text().splitlines():
+            key, _, value = line.partition("=")
+            values[key] = value
+        self.values = values
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(LS_SCRIPT), "stop", "--dir", str(self.state)],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+# --------------------------------------------------------------------------- the final export
+
+
+async def final_export(
+    nc: NatsClient, ns: Namespace, project: str, *, timeout: float = 180.0
+) -> tuple[DatasetExported, set[str]]:
+    """Ask for the final dataset once the exporter has applied every label on the bus.
+
+    A label message held by a killed exporter comes back only after the ack wait; an export
+    requested before that misses it. So: wait until the exporter's LabelsReady consumer has
+    nothing pending or unacknowledged, request an export, and wait for a version holding every
+    labeled item (asking again while none does: "unchanged" publishes nothing).
+    """
+
+    async def drained() -> bool:
+        state = await consumer_state(nc, ns, "exporter", LabelsReady)
+        return state["pending"] == 0 and state["ack_pending"] == 0
+
+    deadline = time.monotonic() + timeout
+    while True:
+        await poll(drained, timeout=timeout, interval=0.5, what="the exporter applying all labels")
+        labeled = {lab.item_id for e in await events_of(nc, ns, LabelsReady) for lab in e.labels}
+        js = nc.jetstream()
+        request = RequestExport(project=project, reason="reliability test: final export")
+        await js.publish(
+            ns.subject(RequestExport),
+            request.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": request.event_id},
+        )
+
+        async def complete(labeled: set[str] = labeled) -> DatasetExported | None:
+            found = [d for d in await events_of(nc, ns, DatasetExported) if d.project == project]
+            latest = max(found, key=lambda d: d.version, default=None)
+            return latest if latest is not None and latest.n_rows == len(labeled) else None
+
+        try:
+            exported = await poll(complete, timeout=30, interval=0.5, what="the final version")
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+            continue  # labels arrived after the request: drain and ask again
+        return exported, labeled
