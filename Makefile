@@ -70,7 +70,7 @@ bench: install ## Benchmarks against the anchor libraries (writes bench/results/
 	$(BIN)/python bench/run.py
 
 soak: install ## The full 1M-item flood test (long)
-	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q
+	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q -s
 
 docs: install ## AsyncAPI specification of every service into docs/asyncapi/
 	$(BIN)/labelloop docs --out docs/asyncapi
