@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -36,91 +35,71 @@ WEBHOOK_PATH = "/webhooks/label-studio"
 @dataclass(frozen=True)
 class _Parts:
     backend: Placement
+    client: LabelStudioClient | None = None
     intake: AnnotationIntake | None = None
     reconciler: Reconciler | None = None
 
 
-class _Assembly:
-    """Builds the adapters on first use: they need the service's KV, open only once it runs
-    (and handlers may receive a message before the startup hooks have run)."""
-
-    def __init__(
-        self,
-        service: Service,
-        settings: BridgeSettings,
-        metrics: BridgeMetrics,
-        transport: httpx.AsyncBaseTransport | None,
-    ) -> None:
-        self._service = service
-        self._settings = settings
-        self._metrics = metrics
-        self._transport = transport
-        self._parts: _Parts | None = None
-        self._lock = asyncio.Lock()
-
-    async def parts(self) -> _Parts:
-        if self._parts is None:
-            async with self._lock:
-                if self._parts is None:
-                    self._parts = self._build()
-        return self._parts
-
-    def _build(self) -> _Parts:
-        service, settings, metrics = self._service, self._settings, self._metrics
-        state = BridgeState(service.state)
-        if settings.backend == "simulated":
-            log.warning("annotation bridge runs the SIMULATED crew: no real annotators")
-            crew = SimulatedCrew(
-                state, service.publish, metrics, chunk_size=settings.simulation_chunk_size
-            )
-            return _Parts(backend=crew)
-        if settings.label_studio_token is None:
-            raise RuntimeError("LABELLOOP_BRIDGE_LABEL_STUDIO_TOKEN is not set")
-        retry = RetryPolicy(settings.retry_attempts, settings.retry_base_delay_seconds)
-        http = httpx.AsyncClient(
-            base_url=settings.label_studio_url,
-            timeout=settings.request_timeout_seconds,
-            transport=self._transport,
-            # no idle connections: the runtime has no shutdown hook to close the client with
-            limits=httpx.Limits(max_keepalive_connections=0),
+def _assemble(
+    service: Service,
+    settings: BridgeSettings,
+    metrics: BridgeMetrics,
+    transport: httpx.AsyncBaseTransport | None,
+) -> _Parts:
+    """The adapters; built by a startup hook, once the service's KV is open (before consuming)."""
+    state = BridgeState(service.state)
+    if settings.backend == "simulated":
+        log.warning("annotation bridge runs the SIMULATED crew: no real annotators")
+        crew = SimulatedCrew(
+            state, service.publish, metrics, chunk_size=settings.simulation_chunk_size
         )
-        token = settings.label_studio_token.get_secret_value()
-        client = LabelStudioClient(http, token, retry=retry, observer=metrics)
-        intake = AnnotationIntake(
-            state,
-            service.publish,
-            service.project,
-            AnnotatorRegistry(client),
-            metrics,
-            count_skips=settings.count_skips,
-        )
-        webhook = None
-        if settings.webhook_url and settings.webhook_secret:
-            secret = settings.webhook_secret.get_secret_value()
-            webhook = WebhookSpec(settings.webhook_url, settings.webhook_header, secret)
-        elif settings.webhook_url:
-            log.warning("webhook_url is set without webhook_secret: no webhook registered")
-        provisioner = ProjectProvisioner(client, state, settings.namespace, webhook)
-        importer = BatchImporter(
-            client,
-            state,
-            provisioner,
-            intake,
-            metrics,
-            namespace=settings.namespace,
-            chunk_size=settings.import_chunk_size,
-            retry=retry,
-        )
-        reconciler = Reconciler(
-            client,
-            state,
-            intake,
-            metrics,
-            margin_seconds=settings.reconcile_margin_seconds,
-            before_pass=provisioner.ensure_webhooks,
-        )
-        log.info("annotation bridge uses Label Studio at %s", settings.label_studio_url)
-        return _Parts(backend=importer, intake=intake, reconciler=reconciler)
+        return _Parts(backend=crew)
+    if settings.label_studio_token is None:
+        raise RuntimeError("LABELLOOP_BRIDGE_LABEL_STUDIO_TOKEN is not set")
+    retry = RetryPolicy(settings.retry_attempts, settings.retry_base_delay_seconds)
+    http = httpx.AsyncClient(
+        base_url=settings.label_studio_url,
+        timeout=settings.request_timeout_seconds,
+        transport=transport,
+    )
+    token = settings.label_studio_token.get_secret_value()
+    client = LabelStudioClient(http, token, retry=retry, observer=metrics)
+    intake = AnnotationIntake(
+        state,
+        service.publish,
+        service.project,
+        AnnotatorRegistry(client),
+        metrics,
+        count_skips=settings.count_skips,
+    )
+    webhook = None
+    if settings.webhook_url and settings.webhook_secret:
+        secret = settings.webhook_secret.get_secret_value()
+        webhook = WebhookSpec(settings.webhook_url, settings.webhook_header, secret)
+    elif settings.webhook_url:
+        log.warning("webhook_url is set without webhook_secret: no webhook registered")
+    provisioner = ProjectProvisioner(client, state, settings.namespace, webhook)
+    importer = BatchImporter(
+        client,
+        state,
+        provisioner,
+        intake,
+        metrics,
+        namespace=settings.namespace,
+        chunk_size=settings.import_chunk_size,
+        retry=retry,
+        lease_seconds=settings.import_lease_seconds,
+    )
+    reconciler = Reconciler(
+        client,
+        state,
+        intake,
+        metrics,
+        margin_seconds=settings.reconcile_margin_seconds,
+        before_pass=provisioner.ensure_webhooks,
+    )
+    log.info("annotation bridge uses Label Studio at %s", settings.label_studio_url)
+    return _Parts(backend=importer, client=client, intake=intake, reconciler=reconciler)
 
 
 def build_app(
@@ -133,31 +112,37 @@ def build_app(
     settings = settings or BridgeSettings()
     service = Service("annotation-bridge", settings, stores=stores)
     metrics = BridgeMetrics(service.registry, backend=settings.backend)
-    assembly = _Assembly(service, settings, metrics, label_studio_transport)
+    built: list[_Parts] = []
 
+    def parts() -> _Parts:
+        if not built:  # startup hooks run before consuming and before HTTP is served
+            raise RuntimeError("the annotation bridge is not started")
+        return built[0]
+
+    @service.on_startup
     async def assemble() -> None:
-        await assembly.parts()
+        built[:] = [_assemble(service, settings, metrics, label_studio_transport)]
 
-    service.on_startup(assemble)
-
-    @service.handler(BatchCreated)
+    # Label Studio restarts and deploys outlast the default 5 deliveries (~25 s of retries):
+    # keep retrying for minutes (the backoff doubles up to 60 s) before dead-lettering a batch
+    @service.handler(BatchCreated, max_deliver=max(settings.max_deliver, 10))
     async def on_batch_created(event: BatchCreated) -> None:
         """Put a batch before annotators: Label Studio tasks, or the simulated crew."""
-        parts = await assembly.parts()
         try:
-            await place_batch(event, service.project, parts.backend)
+            await place_batch(event, service.project, parts().backend)
         except NoSimulationConfig as exc:
             raise PoisonMessage(str(exc)) from exc
 
+    receiver: WebhookReceiver | None = None
     if settings.backend == "label-studio":
 
         async def on_webhook(payload: dict[str, Any]) -> int:
-            intake = (await assembly.parts()).intake
+            intake = parts().intake
             assert intake is not None
             return await intake.apply_webhook(payload)
 
         async def reconcile() -> None:
-            reconciler = (await assembly.parts()).reconciler
+            reconciler = parts().reconciler
             assert reconciler is not None
             await reconciler.run_once()
 
@@ -171,5 +156,14 @@ def build_app(
         )
         service.mount(WEBHOOK_PATH, receiver)
         service.every(settings.reconcile_interval_seconds, reconcile)
+
+    @service.on_shutdown
+    async def close() -> None:
+        """After consuming stopped: let webhook work finish, then close Label Studio's client."""
+        if receiver is not None:
+            await receiver.drain(timeout=settings.webhook_drain_seconds)
+        if built and built[0].client is not None:
+            await built[0].client.aclose()
+        built.clear()
 
     return service

@@ -3,6 +3,11 @@
 Nothing lost, nothing imported twice:
 
 * the batch ledger is written to KV *before* the import (so annotations that arrive early count);
+* one delivery at a time imports a batch: it holds a lease in KV (``BridgeState.hold_import``,
+  renewed before every request that creates tasks). A concurrent delivery of the same
+  ``BatchCreated`` (a redelivery, another replica) waits until the holder marks the batch imported
+  or its lease runs out (a crashed holder), then takes over; listing-then-importing is not atomic,
+  so without the lease both would import the missing tasks;
 * the tasks already in Label Studio for the batch are listed first (filtered on
   ``data.labelloop_batch_id``), and only the missing ones are imported, in chunks;
 * an import request is never blindly retried (it may have succeeded before the connection broke):
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import JsonValue
@@ -33,11 +40,19 @@ from .metrics import BridgeMetrics
 from .provisioning import ProjectProvisioner, project_fields
 from .state import BridgeState
 
-__all__ = ["BatchImporter", "ls_task"]
+__all__ = ["BatchImporter", "ImportLeaseLost", "ls_task"]
 
 log = logging.getLogger("labelloop.bridge.importer")
 
 _PARALLEL_REQUESTS = 4
+
+
+class ImportLeaseLost(RuntimeError):
+    """Another delivery took the batch's import over (ours stalled past its lease): retried."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def ls_task(task: BatchTask, batch: BatchCreated, config: ProjectConfig) -> dict[str, JsonValue]:
@@ -80,6 +95,9 @@ class BatchImporter:
         chunk_size: int = 500,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lease_seconds: float = 120.0,
+        lease_poll_seconds: float = 0.5,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._client = client
         self._state = state
@@ -90,6 +108,9 @@ class BatchImporter:
         self._chunk_size = chunk_size
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._lease = timedelta(seconds=lease_seconds)
+        self._lease_poll = lease_poll_seconds
+        self._clock = clock
 
     async def place(self, batch: BatchCreated, config: ProjectConfig) -> int:
         """Import a batch (idempotent); the number of tasks newly imported."""
@@ -107,11 +128,57 @@ class BatchImporter:
             log.info("batch %s already imported into project %d", batch.batch_id, ls_id)
             await self._intake.check_completion(batch.project, batch.batch_id)
             return 0
+        owner = uuid.uuid4().hex
+        if not await self._acquire(batch, owner):
+            log.info("batch %s was imported by a concurrent delivery", batch.batch_id)
+            await self._intake.check_completion(batch.project, batch.batch_id)
+            return 0
+        try:
+            return await self._import(batch, config, ls_id, tasks, owner)
+        finally:
+            await self._state.release_import(batch.project, batch.batch_id, owner)
+
+    async def _acquire(self, batch: BatchCreated, owner: str) -> bool:
+        """Hold the batch's import lease; False when another delivery imported it meanwhile."""
+        waited = False
+        while True:
+            if await self._state.hold_import(
+                batch.project, batch.batch_id, owner, self._lease, self._clock()
+            ):
+                # the previous holder may have finished between our ledger read and now
+                ledger = await self._state.ledger(batch.project, batch.batch_id)
+                if ledger is not None and ledger.imported:
+                    await self._state.release_import(batch.project, batch.batch_id, owner)
+                    return False
+                return True
+            ledger = await self._state.ledger(batch.project, batch.batch_id)
+            if ledger is not None and ledger.imported:
+                return False
+            if not waited:
+                log.info("batch %s is being imported by another delivery: waiting", batch.batch_id)
+                waited = True
+            await asyncio.sleep(self._lease_poll)
+
+    async def _renew(self, batch: BatchCreated, owner: str) -> None:
+        if not await self._state.hold_import(
+            batch.project, batch.batch_id, owner, self._lease, self._clock()
+        ):
+            raise ImportLeaseLost(f"the import of batch {batch.batch_id} was taken over")
+
+    async def _import(
+        self,
+        batch: BatchCreated,
+        config: ProjectConfig,
+        ls_id: int,
+        tasks: dict[str, BatchTask],
+        owner: str,
+    ) -> int:
+        kind = batch.kind
         present = await self._present(ls_id, batch.batch_id)
         missing = [t for item, t in tasks.items() if item not in present]
         for start in range(0, len(missing), self._chunk_size):
             chunk = missing[start : start + self._chunk_size]
-            await self._import_chunk(ls_id, batch, config, chunk)
+            await self._import_chunk(ls_id, batch, config, chunk, owner)
         present = await self._present(ls_id, batch.batch_id)
         lost = sorted(set(tasks) - set(present))
         if lost:
@@ -119,6 +186,7 @@ class BatchImporter:
                 "import_tasks", None, f"{len(lost)} tasks of {batch.batch_id} missing after import"
             )
         default_overlap = project_fields(config, kind, self._namespace)["maximum_annotations"]
+        await self._renew(batch, owner)
         await self._set_overlaps(
             [
                 (present[item][0], task.annotations_required)
@@ -160,10 +228,16 @@ class BatchImporter:
         return found
 
     async def _import_chunk(
-        self, ls_id: int, batch: BatchCreated, config: ProjectConfig, chunk: Sequence[BatchTask]
+        self,
+        ls_id: int,
+        batch: BatchCreated,
+        config: ProjectConfig,
+        chunk: Sequence[BatchTask],
+        owner: str,
     ) -> None:
         pending = list(chunk)
         for attempt in range(self._retry.attempts):
+            await self._renew(batch, owner)  # never create tasks without holding the lease
             try:
                 await self._client.import_tasks(ls_id, [ls_task(t, batch, config) for t in pending])
                 return

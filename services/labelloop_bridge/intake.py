@@ -15,14 +15,26 @@ and duplicates nothing:
 
 An update supersedes: it is published again with its new ``updated_at``. Consumers keep, per
 ``annotation_id``, the state with the latest ``updated_at`` (a webhook racing a reconciliation pass
-can deliver an older state after a newer one). A deletion is published with ``deleted=True`` and
+can deliver an older state after a newer one); so does the batch ledger, inside its
+compare-and-swap (:meth:`BatchLedger.record`). A deletion is published with ``deleted=True`` and
 stops counting.
+
+Experts: an answer is an expert answer (``is_expert``) when it was given in the review project by
+someone whose role is ``expert`` (the project's ``annotators:`` list). Anyone else's answer in the
+review project is *ignored*, counted as ``not_expert``: it was given under review instructions on
+items picked because the crowd disagreed, it must not override the crowd's consensus, and it must
+not complete a review batch that waits for an expert. (Label Studio Community Edition cannot keep
+people out of a project, so this is where the role is enforced.)
+
+Webhook payloads are validated before anything is published: a payload of the wrong shape raises
+:class:`~labelloop_bridge.webhook.BadPayload` (400 at the receiver).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -42,6 +54,7 @@ from .domain.results import from_ls_result
 from .metrics import BridgeMetrics
 from .registry import AnnotatorRegistry
 from .state import AnnotationRecord, BridgeState
+from .webhook import BadPayload
 
 __all__ = ["AnnotationIntake", "Observation", "annotation_wire_id", "observation_from_ls"]
 
@@ -52,6 +65,7 @@ Publish = Callable[[Event], Awaitable[object]]
 ProjectLookup = Callable[[str], Awaitable[ProjectConfig | None]]
 
 _ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+_BULK_ACTIONS = {"ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TASK_ITEM = "labelloop_item_id"
 TASK_BATCH = "labelloop_batch_id"
 TASK_REQUIRED = "labelloop_annotations_required"
@@ -61,11 +75,32 @@ def annotation_wire_id(ls_annotation_id: int) -> str:
     return f"ls-{ls_annotation_id}"
 
 
-def _parse_time(raw: Any) -> datetime:
-    if not raw:
+def _parse_time(raw: Any, what: str) -> datetime:
+    if raw is None or raw == "":
         return datetime.now(UTC)
-    moment = datetime.fromisoformat(str(raw))
+    if not isinstance(raw, str):
+        raise BadPayload(f"{what} is not a date-time string")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadPayload(f"{what} is not an ISO date-time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _int_id(raw: Any, what: str) -> int:
+    """A Label Studio id: a JSON integer (not a bool, not a string of digits)."""
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise BadPayload(f"{what} is not an integer id")
+    return raw
+
+
+def _label(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadPayload(f"task data {key} is not a string")
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,28 +125,44 @@ class Observation:
 def observation_from_ls(
     project: str,
     kind: Kind,
-    annotation: dict[str, Any],
-    task_data: dict[str, Any] | None,
+    annotation: Any,
+    task_data: Any,
     source: AnnotationSource,
 ) -> Observation:
-    """An annotation JSON (task list or webhook payload) as an observation."""
+    """An annotation JSON (task list or webhook payload) as an observation.
+
+    Raises :class:`BadPayload` when a field has the wrong shape.
+    """
+    if not isinstance(annotation, dict):
+        raise BadPayload("an annotation is not an object")
+    if task_data is not None and not isinstance(task_data, dict):
+        raise BadPayload("task data is not an object")
     data = task_data or {}
     user = annotation.get("completed_by")
     if isinstance(user, dict):  # some endpoints expand the user
         user = user.get("id")
     lead = annotation.get("lead_time")
+    if lead is not None and (
+        isinstance(lead, bool) or not isinstance(lead, int | float) or not math.isfinite(lead)
+    ):
+        raise BadPayload("lead_time is not a number")
+    result = annotation.get("result")
+    if result is not None and (
+        not isinstance(result, list) or not all(isinstance(r, dict) for r in result)
+    ):
+        raise BadPayload("result is not a list of objects")
     return Observation(
         project=project,
         kind=kind,
-        ls_annotation_id=int(annotation["id"]),
-        item_id=str(data[TASK_ITEM]) if data.get(TASK_ITEM) is not None else None,
-        batch_id=str(data[TASK_BATCH]) if data.get(TASK_BATCH) is not None else None,
-        ls_user_id=int(user) if user is not None else None,
-        result=list(annotation.get("result") or []),
+        ls_annotation_id=_int_id(annotation.get("id"), "annotation id"),
+        item_id=_label(data, TASK_ITEM),
+        batch_id=_label(data, TASK_BATCH),
+        ls_user_id=_int_id(user, "completed_by") if user is not None else None,
+        result=list(result or []),
         cancelled=bool(annotation.get("was_cancelled")),
         lead_time_seconds=max(0.0, float(lead)) if lead is not None else None,
-        created_at=_parse_time(annotation.get("created_at")),
-        updated_at=_parse_time(annotation.get("updated_at")),
+        created_at=_parse_time(annotation.get("created_at"), "created_at"),
+        updated_at=_parse_time(annotation.get("updated_at"), "updated_at"),
         source=source,
     )
 
@@ -133,6 +184,7 @@ class AnnotationIntake:
         self._registry = registry
         self._metrics = metrics
         self._count_skips = count_skips
+        self._warned: set[tuple[str, int]] = set()
 
     async def observe(self, obs: Observation) -> str:
         """Handle one observation; returns the outcome (published, duplicate, unknown_task, ...)."""
@@ -151,20 +203,34 @@ class AnnotationIntake:
         if config is None:
             raise LookupError(f"project {obs.project!r} has no configuration yet")
         who = await self._registry.resolve(obs.ls_user_id, config.annotators)
-        value = None if obs.cancelled else from_ls_result(obs.result, config.task_type)
-        annotation = Annotation(
-            annotation_id=annotation_wire_id(obs.ls_annotation_id),
-            item_id=obs.item_id,
-            annotator_id=who.annotator_id,
-            value=value,
-            batch_id=obs.batch_id,
-            lead_time_seconds=obs.lead_time_seconds,
-            created_at=obs.created_at,
-            updated_at=obs.updated_at,
-            source=obs.source,
-            is_expert=obs.kind == "review",
-            cancelled=obs.cancelled or value is None,
-        )
+        if obs.kind == "review" and who.role != "expert":
+            if (obs.project, obs.ls_annotation_id) not in self._warned:
+                self._warned.add((obs.project, obs.ls_annotation_id))
+                log.warning(
+                    "annotation %d in the review project of %s is by %s, not an expert: ignored",
+                    obs.ls_annotation_id,
+                    obs.project,
+                    who.annotator_id,
+                )
+            return self._ignored("not_expert")
+        is_expert = obs.kind == "review"  # and, from the check above, by an expert
+        try:
+            value = None if obs.cancelled else from_ls_result(obs.result, config.task_type)
+            annotation = Annotation(
+                annotation_id=annotation_wire_id(obs.ls_annotation_id),
+                item_id=obs.item_id,
+                annotator_id=who.annotator_id,
+                value=value,
+                batch_id=obs.batch_id,
+                lead_time_seconds=obs.lead_time_seconds,
+                created_at=obs.created_at,
+                updated_at=obs.updated_at,
+                source=obs.source,
+                is_expert=is_expert,
+                cancelled=obs.cancelled or value is None,
+            )
+        except (AttributeError, TypeError, ValueError) as exc:  # a result of the wrong shape
+            raise BadPayload(f"annotation {obs.ls_annotation_id}: unreadable result") from exc
         await self._publish(
             AnnotationsSubmitted(
                 event_id=deterministic_id(
@@ -183,6 +249,8 @@ class AnnotationIntake:
                 annotator_id=who.annotator_id,
                 updated_at=obs.updated_at.isoformat(),
                 created_at=obs.created_at.isoformat(),
+                cancelled=annotation.cancelled,
+                is_expert=is_expert,
             ),
         )
         self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
@@ -197,13 +265,39 @@ class AnnotationIntake:
                 who.annotator_id,
                 cancelled=annotation.cancelled,
                 deleted=False,
+                updated_at=obs.updated_at,
             ),
         )
         return "published"
 
+    async def recount(self, project: str, batch_id: str, ls_annotation_ids: Iterable[int]) -> None:
+        """Count published annotations the batch ledger lacks (e.g. published, then the bridge
+        stopped before counting): from their KV records, so nothing is published again."""
+        records = []
+        for ls_id in sorted(set(ls_annotation_ids)):
+            record = await self._state.annotation(project, ls_id)
+            if record is not None and not record.deleted and record.batch_id == batch_id:
+                records.append((annotation_wire_id(ls_id), record))
+        if not records:
+            return
+
+        def change(ledger: BatchLedger) -> None:
+            for wire_id, record in records:
+                ledger.record(
+                    record.item_id,
+                    wire_id,
+                    record.annotator_id,
+                    cancelled=record.cancelled,
+                    deleted=False,
+                    updated_at=datetime.fromisoformat(record.updated_at),
+                )
+
+        await self._count(project, batch_id, change)
+
     async def _deleted(self, obs: Observation, record: AnnotationRecord) -> str:
         now = datetime.now(UTC)
         wire_id = annotation_wire_id(obs.ls_annotation_id)
+        is_expert = record.is_expert if record.is_expert is not None else obs.kind == "review"
         await self._publish(
             AnnotationsSubmitted(
                 event_id=deterministic_id("annotation-deleted", obs.project, obs.ls_annotation_id),
@@ -218,7 +312,7 @@ class AnnotationIntake:
                         created_at=datetime.fromisoformat(record.created_at),
                         updated_at=now,
                         source=obs.source,
-                        is_expert=obs.kind == "review",
+                        is_expert=is_expert,
                         deleted=True,
                     )
                 ],
@@ -234,6 +328,8 @@ class AnnotationIntake:
                 updated_at=now.isoformat(),
                 created_at=record.created_at,
                 deleted=True,
+                cancelled=record.cancelled,
+                is_expert=is_expert,
             ),
         )
         self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
@@ -241,45 +337,64 @@ class AnnotationIntake:
             obs.project,
             record.batch_id,
             lambda ledger: ledger.record(
-                record.item_id, wire_id, record.annotator_id, cancelled=False, deleted=True
+                record.item_id,
+                wire_id,
+                record.annotator_id,
+                cancelled=record.cancelled,
+                deleted=True,
+                updated_at=now,
             ),
         )
         return "deleted"
 
     async def apply_webhook(self, payload: dict[str, Any]) -> int:
-        """Apply one Label Studio webhook payload; the number of annotations it published."""
+        """Apply one Label Studio webhook payload; the number of annotations it published.
+
+        Actions the bridge does not subscribe to are ignored. For the annotation actions the whole
+        payload is checked before anything is published: :class:`BadPayload` when it is malformed.
+        """
         action = payload.get("action")
-        project = payload.get("project") or {}
-        ls_project_id = project.get("id") if isinstance(project, dict) else project
-        if ls_project_id is None:
+        if action not in _ANNOTATION_ACTIONS and action not in _BULK_ACTIONS:
             return 0
-        ref = await self._state.lookup_ls_project(int(ls_project_id))
+        project = payload.get("project")
+        raw_id = project.get("id") if isinstance(project, dict) else project
+        ls_project_id = _int_id(raw_id, "project id")
+        ref = await self._state.lookup_ls_project(ls_project_id)
         if ref is None:
             log.info("webhook for Label Studio project %s: not managed here", ls_project_id)
             self._ignored("unmanaged_project")
             return 0
-        published = 0
         source = AnnotationSource.WEBHOOK
-        if action in _ANNOTATION_ACTIONS and isinstance(payload.get("annotation"), dict):
-            task = payload.get("task") or {}
-            obs = observation_from_ls(
-                ref.project, ref.kind, payload["annotation"], task.get("data"), source
+        observations: list[Observation] = []
+        if action in _ANNOTATION_ACTIONS:
+            task = payload.get("task")
+            if task is not None and not isinstance(task, dict):
+                raise BadPayload("task is not an object")
+            data = (task or {}).get("data")
+            annotation = payload.get("annotation")
+            observations.append(
+                observation_from_ls(ref.project, ref.kind, annotation, data, source)
             )
-            published += await self.observe(obs) == "published"
         elif action == "ANNOTATIONS_CREATED":
             # bulk creation: the payload may lack task data; the reconciliation loop reads them back
-            tasks = {int(t["id"]): t for t in payload.get("tasks") or [] if isinstance(t, dict)}
-            for annotation in payload.get("annotations") or []:
-                task = tasks.get(int(annotation.get("task") or -1), {})
+            tasks: dict[int, dict[str, Any]] = {}
+            for task in _objects(payload.get("tasks"), "tasks"):
+                tasks[_int_id(task.get("id"), "task id")] = task
+            for annotation in _objects(payload.get("annotations"), "annotations"):
+                task_id = annotation.get("task")
+                task = tasks.get(task_id, {}) if isinstance(task_id, int) else {}
                 data = task.get("data")
-                obs = observation_from_ls(ref.project, ref.kind, annotation, data, source)
-                published += await self.observe(obs) == "published"
-        elif action == "ANNOTATIONS_DELETED":
-            for annotation in payload.get("annotations") or []:
-                gone = observation_from_ls(
-                    ref.project, ref.kind, {"id": annotation["id"]}, None, source
+                observations.append(
+                    observation_from_ls(ref.project, ref.kind, annotation, data, source)
                 )
-                published += await self.observe(replace(gone, deleted=True)) == "deleted"
+        else:  # ANNOTATIONS_DELETED
+            for annotation in _objects(payload.get("annotations"), "annotations"):
+                ls_id = _int_id(annotation.get("id"), "annotation id")
+                gone = observation_from_ls(ref.project, ref.kind, {"id": ls_id}, None, source)
+                observations.append(replace(gone, deleted=True))
+        published = 0
+        for obs in observations:
+            published += await self.observe(obs) in ("published", "deleted")
         return published
 
     def _ignored(self, reason: str) -> str:
@@ -342,3 +457,11 @@ class AnnotationIntake:
         )
         if result is not None and result.completed_now:
             await self.publish_completion(project, result.ledger)
+
+
+def _objects(raw: Any, what: str) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise BadPayload(f"{what} is not a list of objects")
+    return raw

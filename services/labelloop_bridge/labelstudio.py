@@ -273,6 +273,16 @@ class LabelStudioClient:
             "update_task", "PATCH", f"/api/tasks/{task_id}", body={"overlap": overlap}
         )
 
+    async def annotation_exists(self, annotation_id: int) -> bool:
+        """Whether Label Studio still has the annotation (404: deleted)."""
+        try:
+            await self._request("get_annotation", "GET", f"/api/annotations/{annotation_id}/")
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     # ------------------------------------------------------------------ users
 
     async def list_users(self) -> list[Json]:

@@ -1,12 +1,25 @@
 """The reconciliation loop: what the webhooks missed, read back from Label Studio.
 
 Webhooks are hints (one POST, 1 s timeout, no retry, auto-disabled after failures). Every
-interval the bridge lists, per Label Studio project, the tasks updated since its watermark (Label
-Studio bumps a task's ``updated_at`` on every annotation created, updated, skipped or deleted),
-re-reading ``margin`` seconds before it to cover clock skew and updates racing the listing. Each
-annotation goes through the same intake as a webhook's (deduplicated by id and ``updated_at``);
-annotations the ledger counted but Label Studio no longer has are published as deleted. So a
-missed or disabled webhook costs at most one interval.
+interval the bridge makes two passes per labelloop project:
+
+1. **Recent changes**, per Label Studio project: the tasks updated since its watermark (Label
+   Studio bumps a task's ``updated_at`` on every annotation created, updated, skipped or deleted),
+   re-reading ``margin`` seconds before it to cover clock skew and updates racing the listing.
+   This catches updates and deletions anywhere, including in batches already completed.
+2. **Open batches**: for every batch placed and not yet complete, all of its tasks (Label Studio
+   filters on ``data.labelloop_batch_id``) with their annotations, whatever the watermark says.
+   Annotations the ledger has not counted are observed (published if new) and counted; a batch
+   cannot stay incomplete once all its answers are in Label Studio, even when they were made
+   while the batch was still being imported and their webhooks were refused or lost. The cost is
+   bounded by the open batches (the sampler's open-task limit), and completed batches cost nothing.
+
+Each annotation goes through the same intake as a webhook's (deduplicated by id and
+``updated_at``). Annotations the ledger counted but the listing lacks are published as deleted
+only once Label Studio confirms it no longer has them (404): a webhook may have counted an
+annotation created after the listing was read, and a deletion is final. So a missed or disabled
+webhook costs at most one interval. An annotation Label Studio returns in a shape the bridge
+cannot read is skipped and counted (``malformed``), never allowed to stop a pass.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from .intake import TASK_BATCH, TASK_ITEM, AnnotationIntake, annotation_wire_id,
 from .labelstudio import LabelStudioClient
 from .metrics import BridgeMetrics
 from .state import BridgeState, LsProjectRef
+from .webhook import BadPayload
 
 __all__ = ["Reconciler"]
 
@@ -59,6 +73,7 @@ class Reconciler:
             for ref in refs:
                 published += await self._project(ref)
             for project in sorted({ref.project for ref in refs}):
+                published += await self._open_batches(project, refs)
                 await self._intake.publish_pending_completions(project)
         except Exception:
             self._metrics.reconciliations.labels("error").inc()
@@ -88,24 +103,65 @@ class Reconciler:
             )
         return published
 
-    async def _task(self, ref: LsProjectRef, task: dict[str, Any]) -> int:
+    async def _open_batches(self, project: str, refs: list[LsProjectRef]) -> int:
+        """Read back every task of each open, incomplete batch, whatever the watermark says."""
+        published = 0
+        for batch_id in await self._state.open_batches(project):
+            ledger = await self._state.ledger(project, batch_id)
+            if ledger is None or ledger.completed:  # not yet recorded, or already complete
+                continue
+            ref = next((r for r in refs if r.project == project and r.kind == ledger.kind), None)
+            if ref is None:
+                continue
+            seen: set[int] = set()
+            for task in await self._client.tasks_with_data(ref.ls_project_id, TASK_BATCH, batch_id):
+                published += await self._task(ref, task, seen)
+            # published earlier but never counted (a stop between the two): count them now
+            after = await self._state.ledger(project, batch_id)
+            if after is not None and not after.completed:
+                counted = {a for t in after.tasks.values() for a in t.answers}
+                lacking = [i for i in seen if annotation_wire_id(i) not in counted]
+                if lacking:
+                    await self._intake.recount(project, batch_id, lacking)
+        if published:
+            log.info("reconciliation: %d annotations from open batches of %s", published, project)
+        return published
+
+    async def _task(
+        self, ref: LsProjectRef, task: dict[str, Any], seen: set[int] | None = None
+    ) -> int:
         data = task.get("data") or {}
         if data.get(TASK_ITEM) is None or data.get(TASK_BATCH) is None:
             return 0
         published = 0
         present: set[str] = set()
         for annotation in task.get("annotations") or []:
-            present.add(annotation_wire_id(int(annotation["id"])))
-            obs = observation_from_ls(
-                ref.project, ref.kind, annotation, data, AnnotationSource.RECONCILIATION
-            )
-            published += await self._intake.observe(obs) == "published"
+            try:
+                obs = observation_from_ls(
+                    ref.project, ref.kind, annotation, data, AnnotationSource.RECONCILIATION
+                )
+                outcome = await self._intake.observe(obs)
+            except BadPayload as exc:
+                self._metrics.annotations_ignored.labels("malformed").inc()
+                log.warning("reconciliation: unreadable annotation skipped: %s", exc)
+                raw_id = annotation.get("id") if isinstance(annotation, dict) else None
+                if isinstance(raw_id, int):  # still there: not a deletion
+                    present.add(annotation_wire_id(raw_id))
+                continue
+            present.add(annotation_wire_id(obs.ls_annotation_id))
+            if seen is not None:
+                seen.add(obs.ls_annotation_id)
+            published += outcome == "published"
         ledger = await self._state.ledger(ref.project, str(data[TASK_BATCH]))
         if ledger is None:
             return published
         entry = ledger.tasks.get(str(data[TASK_ITEM]))
-        for wire_id in sorted(set(entry.answers) - present) if entry else []:
+        for wire_id in sorted(set(entry.live()) - present) if entry else []:
             ls_id = int(wire_id.removeprefix("ls-"))
+            # counted but not in the listing: deleted, or created (and counted from its webhook)
+            # after the listing was read. Only Label Studio can tell: a false deletion is final.
+            if await self._client.annotation_exists(ls_id):
+                continue
             gone = observation_from_ls(
                 ref.project, ref.kind, {"id": ls_id}, data, AnnotationSource.RECONCILIATION
             )

@@ -6,14 +6,18 @@ from collections.abc import Sequence
 
 from labelloop.project import AnnotatorSpec
 
-from .domain.annotators import AnnotatorInfo, resolve_annotator
+from .domain.annotators import AnnotatorInfo, pseudonym, resolve_annotator
 from .labelstudio import LabelStudioClient
 
 __all__ = ["AnnotatorRegistry"]
 
 
 class AnnotatorRegistry:
-    """Caches Label Studio users; an unknown user id is looked up once, then remembered."""
+    """Caches Label Studio users; an unknown user id is looked up once, then remembered.
+
+    Emails and usernames stay in this process's memory, only to match the project's
+    ``annotators:`` list; what leaves it is the resolved (pseudonymous or configured) id.
+    """
 
     def __init__(self, client: LabelStudioClient | None) -> None:
         self._client = client
@@ -29,7 +33,9 @@ class AnnotatorRegistry:
         self, ls_user_id: int | None, specs: Sequence[AnnotatorSpec]
     ) -> AnnotatorInfo:
         if ls_user_id is None:
-            return AnnotatorInfo("ls-user-unknown", "annotator")
+            return AnnotatorInfo(pseudonym(None), "annotator")
+        if not specs:  # nobody to match: no need to know who the user is
+            return AnnotatorInfo(pseudonym(ls_user_id), "annotator", ls_user_id)
         if ls_user_id not in self._users and self._client is not None:
             user = await self._client.get_user(ls_user_id)
             if user is not None:

@@ -39,7 +39,13 @@ class BridgeSettings(ServiceSettings):
     reconcile_margin_seconds: float = Field(default=60.0, ge=0)
     """Re-read tasks updated this long before the watermark: clock skew and in-flight updates."""
 
+    webhook_drain_seconds: float = Field(default=10.0, ge=0)
+    """On shutdown, how long webhook payloads still being processed may take to finish."""
+
     import_chunk_size: int = Field(default=500, ge=1, le=5000)
+    import_lease_seconds: float = Field(default=120.0, gt=0)
+    """How long one delivery holds a batch's import without renewing it (it renews before each
+    chunk). A crashed holder's batch is taken over after this; keep it far above clock skew."""
     count_skips: bool = True
     """A skipped (cancelled) task counts as an answer toward ``annotations_required``."""
     simulation_chunk_size: int = Field(default=1000, ge=1)

@@ -8,6 +8,7 @@ lists keys: the KV bucket is shared by every service, and listing scans all of i
 * ``bridge.lsprojects`` -> ``{id: {"project", "kind"}}`` (a webhook names only the LS project)
 * ``bridge.<project>.batch.<hash(batch_id)>`` -> :class:`BatchLedger` JSON
 * ``bridge.<project>.open`` -> ids of batches placed and not yet announced complete
+* ``bridge.<project>.import.<hash(batch_id)>`` -> the import lease: ``{"owner", "until"}``
 * ``bridge.<project>.ann.<ls annotation id>`` -> the last state of that annotation we published
 * ``bridge.<project>.watermark.<kind>`` -> ISO time up to which tasks were reconciled
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from labelloop.events import deterministic_id
@@ -47,6 +48,9 @@ class AnnotationRecord:
     updated_at: str
     created_at: str
     deleted: bool = False
+    cancelled: bool = False
+    is_expert: bool | None = None
+    """``None`` in records written before the role was kept: the Label Studio project's kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,13 @@ _LS_INDEX = "bridge.lsprojects"
 
 def _batch_key(project: str, batch_id: str) -> str:
     return f"bridge.{project}.batch.{deterministic_id(batch_id)}"
+
+
+def _import_key(project: str, batch_id: str) -> str:
+    return f"bridge.{project}.import.{deterministic_id(batch_id)}"
+
+
+_RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BridgeState:
@@ -132,19 +143,30 @@ class BridgeState:
         *,
         complete_when: Callable[[BatchLedger], bool] | None = None,
     ) -> LedgerChange | None:
-        """Apply ``change`` by compare-and-swap; flip ``completed`` when ``complete_when`` holds."""
-        key = _batch_key(project, batch_id)
-        while True:
-            entry = await self._kv.get(key)
-            if entry is None:
+        """Apply ``change`` by compare-and-swap; flip ``completed`` when ``complete_when`` holds.
+
+        ``None`` when there is no such ledger. Bounded: ``kv_update`` backs off between
+        conflicting attempts and raises ``ConflictError`` after its last one (the handler or
+        pass that asked is retried). A change that changes nothing writes nothing.
+        """
+        outcome: list[LedgerChange | None] = [None]
+
+        def apply(raw: bytes | None) -> bytes | None:
+            if raw is None:
+                outcome[0] = None
                 return None
-            ledger = BatchLedger.from_json(entry.value)
+            ledger = BatchLedger.from_json(raw)
+            before = ledger.to_json()
             change(ledger)
             flipped = False
             if complete_when is not None and not ledger.completed and complete_when(ledger):
                 ledger.completed = flipped = True
-            if await self._kv.update(key, ledger.to_json(), entry.revision) is not None:
-                return LedgerChange(ledger, flipped)
+            outcome[0] = LedgerChange(ledger, flipped)
+            after = ledger.to_json()
+            return after if after != before else None
+
+        await kv_update(self._kv, _batch_key(project, batch_id), apply)
+        return outcome[0]
 
     async def open_batches(self, project: str) -> list[str]:
         """Batches placed but not yet announced complete (bounded by the open-task limit)."""
@@ -160,6 +182,45 @@ class BridgeState:
             return json.dumps(sorted(batches)).encode()
 
         await kv_update(self._kv, f"bridge.{project}.open", change)
+
+    # ------------------------------------------------------------------ import leases
+
+    async def hold_import(
+        self, project: str, batch_id: str, owner: str, lease: timedelta, now: datetime
+    ) -> bool:
+        """Take or renew the lease on importing a batch; False while another owner holds it.
+
+        The lease is ``{"owner", "until"}`` under one key: taken with ``create``, renewed or taken
+        over (once ``until`` has passed) by compare-and-swap, so one owner at a time wins. Owners
+        compare wall clocks: keep the lease far longer than the clock skew between replicas.
+        """
+        key = _import_key(project, batch_id)
+        mine = json.dumps({"owner": owner, "until": (now + lease).isoformat()}).encode()
+        for _ in range(3):
+            entry = await self._kv.get(key)
+            if entry is None:
+                if await self._kv.create(key, mine) is not None:
+                    return True
+                continue
+            held = json.loads(entry.value)
+            if held["owner"] != owner and datetime.fromisoformat(held["until"]) > now:
+                return False
+            if await self._kv.update(key, mine, entry.revision) is not None:
+                return True
+        return False
+
+    async def release_import(self, project: str, batch_id: str, owner: str) -> None:
+        """Give the lease up (if still ours): a waiting delivery need not wait for it to expire."""
+        key = _import_key(project, batch_id)
+        entry = await self._kv.get(key)
+        if entry is None or json.loads(entry.value)["owner"] != owner:
+            return
+        released = json.dumps({"owner": "", "until": _RELEASED.isoformat()}).encode()
+        await self._kv.update(key, released, entry.revision)
+
+    async def import_lease_until(self, project: str, batch_id: str) -> datetime | None:
+        entry = await self._kv.get(_import_key(project, batch_id))
+        return datetime.fromisoformat(json.loads(entry.value)["until"]) if entry else None
 
     # ------------------------------------------------------------------ annotations
 

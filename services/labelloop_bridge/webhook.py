@@ -5,6 +5,10 @@ one header (``hmac.compare_digest``: no timing leak) and refuses everything with
 counted, nothing reaches the bus). It answers within ``answer_within`` seconds: Label Studio waits
 one second and disables webhooks that keep failing; work still running then completes in the
 background, and the reconciliation loop catches whatever a crash loses.
+
+A body with the right secret that is not a payload the bridge understands (not JSON, not an
+object, or fields of the wrong shape: the handler raises :class:`BadPayload`) gets 400 and is
+counted as ``bad_payload``; 503 is kept for failures worth retrying (NATS, KV, Label Studio down).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 from .metrics import BridgeMetrics
 
-__all__ = ["WebhookReceiver"]
+__all__ = ["BadPayload", "WebhookReceiver"]
 
 log = logging.getLogger("labelloop.bridge.webhook")
 
@@ -28,6 +32,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[dict[str, Any]], Awaitable[int]]
 
 _MAX_BODY = 4 * 1024 * 1024
+
+
+class BadPayload(ValueError):
+    """A webhook payload of the wrong shape: refused with 400, never retried."""
 
 
 class WebhookReceiver:
@@ -95,7 +103,11 @@ class WebhookReceiver:
         if not done:
             await _respond(send, 202, {"status": "accepted"})
             return
-        if job.exception() is not None:
+        error = job.exception()
+        if isinstance(error, BadPayload):
+            await _respond(send, 400, {"detail": f"malformed payload: {error}"})
+            return
+        if error is not None:
             # Label Studio will not retry; the reconciliation loop will pick the annotation up
             await _respond(send, 503, {"detail": "not processed; will be reconciled"})
             return
@@ -103,13 +115,32 @@ class WebhookReceiver:
 
     def _finished(self, job: asyncio.Task[int]) -> None:
         self._background.discard(job)
-        if not job.cancelled() and job.exception() is not None:
-            log.error("webhook payload not processed: %r", job.exception())
+        if job.cancelled():
+            return
+        error = job.exception()
+        if isinstance(error, BadPayload):
+            self._metrics.webhook_rejections.labels("bad_payload").inc()
+            log.warning("webhook payload refused: %s", error)
+        elif error is not None:
+            log.error("webhook payload not processed (will be reconciled): %r", error)
 
-    async def drain(self) -> None:
-        """Wait for payloads still being processed (on shutdown)."""
-        if self._background:
-            await asyncio.wait(set(self._background))
+    @property
+    def in_flight(self) -> int:
+        return len(self._background)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for payloads still being processed (on shutdown); False if some outlived
+        ``timeout`` (they are cancelled: the reconciliation loop will read them back)."""
+        if not self._background:
+            return True
+        jobs = set(self._background)
+        _, pending = await asyncio.wait(jobs, timeout=timeout)
+        for job in pending:
+            job.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("%d webhook payloads still running at shutdown: cancelled", len(pending))
+        return not pending
 
 
 async def _read_body(receive: Receive) -> bytes | None:

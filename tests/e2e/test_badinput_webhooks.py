@@ -8,6 +8,7 @@ mount at ``/webhooks/label-studio`` is part of what is tested.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -123,7 +124,7 @@ def _value(service: Any, name: str, **labels: str) -> float:
 
 
 async def test_forged_replayed_and_malformed_webhooks_publish_nothing(
-    nats_url: str, namespace: str
+    nats_url: str, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings_ = BridgeSettings(
         nats_url=nats_url,
@@ -199,18 +200,29 @@ async def test_forged_replayed_and_malformed_webhooks_publish_nothing(
             _value(service, "labelloop_bridge_annotations_ignored_total", reason="duplicate") == 2
         )
 
-        # 4. malformed bodies with the right secret: refused or ignored, never published
-        statuses: dict[int, int] = {}
+        # 4. malformed bodies with the right secret: refused (400, counted) or ignored, never
+        #    published, never a 503 (that is for failures worth retrying) nor an ERROR log
+        caplog.set_level(logging.WARNING, logger="labelloop")
+        for shaped in (
+            {"action": "ANNOTATION_CREATED", "project": "abc"},
+            {"action": "ANNOTATION_CREATED", "project": {"id": LS_PROJECT}, "annotation": {}},
+            {"action": "ANNOTATIONS_DELETED", "project": LS_PROJECT, "annotations": [{}]},
+        ):
+            refused = await post(shaped, good)
+            assert refused.status_code == 400, (refused.status_code, shaped)
+        statuses: dict[int, int] = {400: 3}
         for body in _malformed():
             response = await post(body, good)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             if response.status_code in (200, 202):
                 assert response.json().get("published", 0) == 0, body
             else:
-                assert response.status_code in (400, 503), (response.status_code, body)
+                assert response.status_code == 400, (response.status_code, body)
         assert _value(
             service, "labelloop_bridge_webhook_rejections_total", reason="bad_payload"
         ) == statuses.get(400, 0)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
         too_big = await post(b"{" + b" " * (5 * 1024 * 1024) + b"}", good)
         assert too_big.status_code == 413
         assert _value(service, "labelloop_bridge_webhook_rejections_total", reason="too_large") == 1

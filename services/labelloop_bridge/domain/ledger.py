@@ -8,27 +8,60 @@ Counting rule: a task is answered when ``annotations_required`` *distinct annota
 Deleted annotations stop counting. A skip (cancelled annotation) counts as an answer when
 ``count_skips`` is true (the default in the bridge's settings): otherwise a batch would wait forever
 for annotators who do not exist in a small team; QA sees the skip as a value of ``None``.
+
+Freshness: each answer keeps the ``updated_at`` of the state it was counted from, and
+:meth:`BatchLedger.record` ignores a state older than the one stored (a webhook racing a
+reconciliation pass can bring an older state after a newer one). Because ``record`` runs inside
+the compare-and-swap, the check and the change are atomic. A deletion is kept as a tombstone:
+Label Studio never reuses an annotation id, so nothing revives a deleted answer.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-__all__ = ["BatchLedger", "TaskLedger"]
+__all__ = ["Answer", "BatchLedger", "TaskLedger"]
 
 Kind = Literal["labeling", "review"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    annotator_id: str
+    cancelled: bool
+    updated_at: datetime | None = None
+    """When Label Studio last changed the counted state (``None``: unknown, e.g. simulated)."""
+    deleted: bool = False
 
 
 @dataclass(slots=True)
 class TaskLedger:
     required: int
-    answers: dict[str, tuple[str, bool]] = field(default_factory=dict)
-    """Annotation id -> (annotator id, cancelled)."""
+    answers: dict[str, Answer] = field(default_factory=dict)
+    """Annotation id -> its latest state (deleted ones stay as tombstones)."""
+
+    def live(self) -> dict[str, Answer]:
+        return {a: answer for a, answer in self.answers.items() if not answer.deleted}
 
     def answered_by(self, count_skips: bool) -> set[str]:
-        return {who for who, cancelled in self.answers.values() if count_skips or not cancelled}
+        return {
+            a.annotator_id
+            for a in self.answers.values()
+            if not a.deleted and (count_skips or not a.cancelled)
+        }
+
+
+def _older(new: datetime | None, old: datetime | None) -> bool:
+    return new is not None and old is not None and new < old
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
 
 
 @dataclass(slots=True)
@@ -50,19 +83,31 @@ class BatchLedger:
         return cls(batch_id=batch_id, kind=kind, tasks=tasks, ls_project_id=ls_project_id)
 
     def record(
-        self, item_id: str, annotation_id: str, annotator_id: str, *, cancelled: bool, deleted: bool
+        self,
+        item_id: str,
+        annotation_id: str,
+        annotator_id: str,
+        *,
+        cancelled: bool,
+        deleted: bool,
+        updated_at: datetime | None = None,
     ) -> bool:
-        """Apply one annotation's latest state; True when the ledger changed."""
+        """Apply one annotation's state unless an equal or newer one is there; True if changed."""
         task = self.tasks.get(item_id)
         if task is None:
             return False
         before = task.answers.get(annotation_id)
+        if before is not None and before.deleted:
+            return False  # deletion is final
         if deleted:
-            if before is None:
-                return False
-            del task.answers[annotation_id]
-            return True
-        after = (annotator_id, cancelled)
+            kept = before or Answer(annotator_id, cancelled)
+            stamp = _latest(updated_at, kept.updated_at)
+            task.answers[annotation_id] = Answer(kept.annotator_id, kept.cancelled, stamp, True)
+            return before is not None
+        if before is not None and _older(updated_at, before.updated_at):
+            return False
+        stamp = _latest(updated_at, before.updated_at if before is not None else None)
+        after = Answer(annotator_id, cancelled, stamp)
         if before == after:
             return False
         task.answers[annotation_id] = after
@@ -77,8 +122,8 @@ class BatchLedger:
         return sum(
             1
             for t in self.tasks.values()
-            for _, cancelled in t.answers.values()
-            if count_skips or not cancelled
+            for a in t.answers.values()
+            if not a.deleted and (count_skips or not a.cancelled)
         )
 
     def open_tasks(self, count_skips: bool = True) -> int:
@@ -94,7 +139,7 @@ class BatchLedger:
                 "completed": self.completed,
                 "completion_published": self.completion_published,
                 "tasks": {
-                    item: [t.required, {a: [who, c] for a, (who, c) in t.answers.items()}]
+                    item: [t.required, {a: _answer_json(x) for a, x in t.answers.items()}]
                     for item, t in self.tasks.items()
                 },
             },
@@ -107,7 +152,7 @@ class BatchLedger:
         tasks = {
             item: TaskLedger(
                 required=int(required),
-                answers={a: (str(who), bool(c)) for a, (who, c) in answers.items()},
+                answers={a: _answer_from_json(x) for a, x in answers.items()},
             )
             for item, (required, answers) in data["tasks"].items()
         }
@@ -120,3 +165,16 @@ class BatchLedger:
             completed=bool(data.get("completed")),
             completion_published=bool(data.get("completion_published")),
         )
+
+
+def _answer_json(answer: Answer) -> list[Any]:
+    stamp = answer.updated_at.isoformat() if answer.updated_at is not None else None
+    return [answer.annotator_id, answer.cancelled, stamp, answer.deleted]
+
+
+def _answer_from_json(raw: list[Any]) -> Answer:
+    # ledgers written before updated_at was kept hold [annotator, cancelled]
+    who, cancelled, *rest = raw
+    stamp = datetime.fromisoformat(rest[0]) if rest and rest[0] else None
+    deleted = bool(rest[1]) if len(rest) > 1 else False
+    return Answer(str(who), bool(cancelled), stamp, deleted)

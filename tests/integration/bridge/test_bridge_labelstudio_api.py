@@ -134,7 +134,10 @@ async def test_tasks_predictions_filters_and_timestamps(
     assert skip["id"] == skipped["id"]
 
     mark = datetime.fromisoformat(by_id[int(batch[5]["id"])]["updated_at"])
+    assert await client.annotation_exists(int(annotation["id"]))
     await people.delete(int(annotation["id"]))
+    assert not await client.annotation_exists(int(annotation["id"]))  # 404 once deleted
+    assert await client.annotation_exists(int(skipped["id"]))
     after_delete = [t async for t in client.tasks_updated_since(ls_id, mark)]
     # a deletion bumps it too, and the annotation is gone from the listing
     assert [t["annotations"] for t in after_delete if t["id"] == batch[5]["id"]] == [[]]

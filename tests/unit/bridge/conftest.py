@@ -168,6 +168,13 @@ class FakeLabelStudio:
                 task.update(body)
                 task["updated_at"] = self.now()
             return httpx.Response(200, json=task)
+        if m := re.fullmatch(r"/api/annotations/(\d+)/", path):
+            wanted = int(m.group(1))
+            for task in self.tasks.values():
+                for annotation in task["annotations"]:
+                    if annotation["id"] == wanted:
+                        return httpx.Response(200, json=annotation)
+            return httpx.Response(404, json={"detail": "Not found."})
         if path == "/api/users/":
             return httpx.Response(200, json=list(self.users.values()))
         if m := re.fullmatch(r"/api/users/(\d+)/", path):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from labelloop.events import (
     AnnotationSource,
@@ -20,8 +24,10 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.project import ProjectConfig
-from labelloop_bridge.importer import BatchImporter
-from labelloop_bridge.intake import AnnotationIntake
+from labelloop.stores import ConflictError, MemoryKeyValue
+from labelloop_bridge.domain.ledger import BatchLedger
+from labelloop_bridge.importer import BatchImporter, ImportLeaseLost
+from labelloop_bridge.intake import AnnotationIntake, observation_from_ls
 from labelloop_bridge.labelstudio import (
     LabelStudioAuthError,
     LabelStudioClient,
@@ -33,6 +39,7 @@ from labelloop_bridge.provisioning import ProjectProvisioner, WebhookSpec
 from labelloop_bridge.reconciliation import Reconciler
 from labelloop_bridge.registry import AnnotatorRegistry
 from labelloop_bridge.state import BridgeState
+from labelloop_bridge.webhook import BadPayload
 
 TOKEN = "fake-token"
 SECRET = "hook-secret"
@@ -114,6 +121,7 @@ def _bridge(fake: Any, kv: Any, token: str = TOKEN, attempts: int = 3) -> Bridge
         chunk_size=2,
         retry=retry,
         sleep=_no_sleep,
+        lease_poll_seconds=0.01,
     )
     reconciler = Reconciler(
         client, state, intake, metrics, margin_seconds=0, before_pass=provisioner.ensure_webhooks
@@ -247,7 +255,7 @@ async def test_webhooks_then_reconciliation_publish_each_state_once_and_complete
     assert await bridge.reconciler.run_once() == 0
     (first,) = bridge.of(AnnotationsSubmitted)
     (annotation,) = first.annotations
-    assert annotation.annotator_id == "ann@example.com"
+    assert annotation.annotator_id == f"ls-user-{ann}"  # pseudonymous, never the email
     assert annotation.value == "pos"
     assert annotation.source is AnnotationSource.WEBHOOK
     assert annotation.lead_time_seconds == 12.5
@@ -365,3 +373,323 @@ async def test_a_webhook_label_studio_disabled_is_re_enabled_by_the_next_pass(
     await bridge.reconciler.run_once()
     assert hook["is_active"] is True
     assert len(fake_ls.webhooks) == 1
+
+
+# ---------------------------------------------------------------------- defects found in review
+
+
+async def test_answers_the_watermark_misses_still_complete_an_open_batch(
+    fake_ls: Any, kv: Any
+) -> None:
+    """Annotations made while the batch was imported, whose webhooks were refused and whose
+    tasks' ``updated_at`` the watermark already passed, are read back by the open-batch pass."""
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2, first_required=1), CONFIG)
+    t0, t1 = bridge.task("item-0"), bridge.task("item-1")
+    stale = fake_ls.tasks[t0]["updated_at"]
+    await bridge.reconciler.run_once()  # the watermark moves to the import's last update
+    ann = fake_ls.user("ann@example.com")
+    a0 = fake_ls.annotate(t0, ann, _choice("pos"))
+    # the webhook came while the task was unknown (no labelloop ids in its payload)...
+    refused = _webhook(bridge, "ANNOTATION_CREATED", a0, t0)
+    refused["task"] = {"id": t0}
+    assert await bridge.intake.apply_webhook(refused) == 0
+    # ...and the task's updated_at lags behind the watermark (clock skew, a racing update)
+    fake_ls.tasks[t0]["updated_at"] = stale
+    fake_ls.annotate(t1, ann, _choice("neg"))
+    await bridge.reconciler.run_once()
+    (done,) = bridge.of(BatchCompleted)
+    assert done.n_annotations == 2
+    ids = sorted(a.annotation_id for e in bridge.of(AnnotationsSubmitted) for a in e.annotations)
+    assert len(ids) == len(set(ids)) == 2
+
+
+async def test_an_annotation_published_but_never_counted_is_counted_by_the_next_pass(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1, first_required=1), CONFIG)
+    t0 = bridge.task("item-0")
+    a0 = fake_ls.annotate(t0, fake_ls.user("ann@example.com"), _choice("pos"))
+    real_change = bridge.state.change_ledger
+
+    async def lost(*args: Any, **kwargs: Any) -> None:
+        return None  # the bridge stopped between publishing and counting
+
+    bridge.state.change_ledger = lost  # type: ignore[method-assign]
+    assert await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a0, t0)) == 1
+    bridge.state.change_ledger = real_change  # type: ignore[method-assign]
+    assert bridge.of(BatchCompleted) == []
+    await bridge.reconciler.run_once()
+    assert len(bridge.of(AnnotationsSubmitted)) == 1  # counted, not published again
+    (done,) = bridge.of(BatchCompleted)
+    assert done.n_annotations == 1
+
+
+async def test_only_an_expert_answers_count_in_the_review_project(fake_ls: Any, kv: Any) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch("review-1", kind="review", n=1, first_required=1), CONFIG)
+    task = bridge.task("item-0")
+    crowd = fake_ls.user("crowd@example.com")
+    fake_ls.annotate(task, crowd, _choice("pos"))
+    await bridge.reconciler.run_once()
+    await bridge.reconciler.run_once()
+    assert bridge.of(AnnotationsSubmitted) == []
+    assert bridge.of(BatchCompleted) == []
+    ignored = bridge.registry.get_sample_value(
+        "labelloop_bridge_annotations_ignored_total", {"reason": "not_expert"}
+    )
+    assert (ignored or 0) >= 1
+    fake_ls.annotate(task, fake_ls.user("x@example.com"), _choice("neg"))
+    await bridge.reconciler.run_once()
+    (event,) = bridge.of(AnnotationsSubmitted)
+    assert [(a.annotator_id, a.is_expert) for a in event.annotations] == [("dr-x", True)]
+    (done,) = bridge.of(BatchCompleted)
+    assert done.n_annotations == 1
+
+
+async def test_an_expert_in_the_labeling_project_is_one_of_the_crowd(fake_ls: Any, kv: Any) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1, first_required=1), CONFIG)
+    fake_ls.annotate(bridge.task("item-0"), fake_ls.user("x@example.com"), _choice("neg"))
+    await bridge.reconciler.run_once()
+    (event,) = bridge.of(AnnotationsSubmitted)
+    assert [(a.annotator_id, a.is_expert) for a in event.annotations] == [("dr-x", False)]
+
+
+class _Yielding(httpx.AsyncBaseTransport):
+    """Hands control to the event loop before each request, as a real network does."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.001)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_two_concurrent_deliveries_of_a_batch_import_its_tasks_once(
+    fake_ls: Any, kv: Any
+) -> None:
+    real = fake_ls.transport
+    fake_ls.transport = _Yielding(real)
+    one, two = _bridge(fake_ls, kv), _bridge(fake_ls, kv)  # two replicas, one KV bucket
+    await one.importer.place(_batch("warmup", n=1), CONFIG)  # the project exists
+    counts = await asyncio.gather(
+        one.importer.place(_batch(), CONFIG), two.importer.place(_batch(), CONFIG)
+    )
+    assert sorted(counts) == [0, 5]
+    batch = [t for t in fake_ls.tasks.values() if t["data"]["labelloop_batch_id"] == "batch-1"]
+    assert sorted(t["data"]["labelloop_item_id"] for t in batch) == [f"item-{i}" for i in range(5)]
+
+
+async def test_a_stale_import_lease_is_taken_over_and_a_live_one_is_not(kv: Any) -> None:
+    state = BridgeState(kv)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    lease = timedelta(seconds=60)
+    assert await state.hold_import("p", "b", "crashed", lease, now)
+    assert not await state.hold_import("p", "b", "second", lease, now + timedelta(seconds=59))
+    assert await state.hold_import("p", "b", "crashed", lease, now)  # the holder renews
+    assert await state.hold_import("p", "b", "second", lease, now + timedelta(seconds=61))
+    assert not await state.hold_import("p", "b", "crashed", lease, now + timedelta(seconds=62))
+    await state.release_import("p", "b", "crashed")  # not the holder: no effect
+    assert not await state.hold_import("p", "b", "third", lease, now + timedelta(seconds=62))
+    await state.release_import("p", "b", "second")
+    assert await state.hold_import("p", "b", "third", lease, now + timedelta(seconds=62))
+
+
+async def test_an_import_that_lost_its_lease_stops_before_creating_tasks(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch("warmup", n=1), CONFIG)
+    taken = False
+
+    def steal(request: httpx.Request) -> httpx.Response:
+        nonlocal taken
+        taken = True  # meanwhile another delivery took the (expired) lease over
+        return httpx.Response(503, text="slow")
+
+    real_hold = bridge.state.hold_import
+
+    async def hold(project: str, batch_id: str, owner: str, lease: Any, now: Any) -> bool:
+        return not taken and await real_hold(project, batch_id, owner, lease, now)
+
+    bridge.state.hold_import = hold  # type: ignore[method-assign]
+    fake_ls.fail("POST", r"/api/projects/\d+/import", steal)
+    with pytest.raises(ImportLeaseLost):
+        await bridge.importer.place(_batch(), CONFIG)
+    assert [t for t in fake_ls.tasks.values() if t["data"]["labelloop_batch_id"] == "batch-1"] == []
+
+
+async def test_an_older_state_arriving_last_does_not_undo_a_newer_one_in_the_ledger(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1, first_required=1), CONFIG)
+    t0 = bridge.task("item-0")
+    user = fake_ls.user("ann@example.com")
+    skipped = fake_ls.annotate(t0, user, [], cancelled=True)
+    older = dict(skipped)
+    newer = {**fake_ls.update(t0, skipped["id"], _choice("pos")), "was_cancelled": False}
+    # both read "not seen yet" before either recorded (two replicas, or webhook vs. pass)
+    obs_new = observation_from_ls(
+        "reviews", "labeling", newer, fake_ls.tasks[t0]["data"], AnnotationSource.WEBHOOK
+    )
+    obs_old = observation_from_ls(
+        "reviews", "labeling", older, fake_ls.tasks[t0]["data"], AnnotationSource.RECONCILIATION
+    )
+    assert await bridge.intake.observe(obs_new) == "published"
+    await kv.delete(next(k for k in kv._data if ".ann." in k))  # the older one's stale read
+    await bridge.intake.observe(obs_old)
+    ledger = await bridge.state.ledger("reviews", "batch-1")
+    assert ledger is not None
+    (answer,) = ledger.tasks["item-0"].answers.values()
+    assert not answer.cancelled
+    assert answer.updated_at == obs_new.updated_at
+
+
+class _AlwaysConflicting(MemoryKeyValue):
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        if ".batch." in key:
+            return None  # another writer always wins
+        return await super().update(key, value, revision)
+
+
+async def test_a_ledger_change_under_endless_conflicts_gives_up() -> None:
+    state = BridgeState(_AlwaysConflicting())
+    await state.create_ledger("p", BatchLedger.new("b", "labeling", {"i": 1}))
+    with pytest.raises(ConflictError):
+        await asyncio.wait_for(
+            state.change_ledger("p", "b", lambda ledger: setattr(ledger, "imported", True)),
+            timeout=30,
+        )
+
+
+async def test_no_email_reaches_events_metrics_or_logs(
+    fake_ls: Any, kv: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="labelloop")
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2, first_required=1), CONFIG)
+    await bridge.importer.place(_batch("review-1", kind="review", n=1, first_required=1), CONFIG)
+    ann = fake_ls.user("ann.private@example.com")
+    t0 = next(
+        t["id"] for t in fake_ls.tasks.values() if t["data"]["labelloop_batch_id"] == "batch-1"
+    )
+    a0 = fake_ls.annotate(t0, ann, _choice("pos"))
+    await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a0, t0))
+    review_task = next(
+        t["id"] for t in fake_ls.tasks.values() if t["data"]["labelloop_batch_id"] == "review-1"
+    )
+    fake_ls.annotate(review_task, ann, _choice("neg"))  # not an expert: ignored, logged
+    await bridge.reconciler.run_once()
+    events = " ".join(e.model_dump_json() for e in bridge.published)
+    assert f"ls-user-{ann}" in events
+    assert "ann.private" not in events
+    assert "@" not in generate_latest(bridge.registry).decode()
+    assert "ann.private" not in caplog.text
+    assert "ann.private" not in repr(dict(kv._data))
+
+
+async def test_malformed_webhooks_are_refused_before_anything_is_published(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1, first_required=1), CONFIG)
+    pid = bridge.ls_id()
+    t0 = bridge.task("item-0")
+    good = fake_ls.annotate(t0, fake_ls.user("ann@example.com"), _choice("pos"))
+    data = fake_ls.tasks[t0]["data"]
+    malformed: list[dict[str, Any]] = [
+        {"action": "ANNOTATION_CREATED", "project": "abc"},
+        {"action": "ANNOTATION_CREATED", "project": {"id": True}},
+        {"action": "ANNOTATION_CREATED", "project": pid, "annotation": {"result": []}},
+        {"action": "ANNOTATION_CREATED", "project": pid, "annotation": [1]},
+        {"action": "ANNOTATION_UPDATED", "project": pid, "annotation": good, "task": [1]},
+        {"action": "ANNOTATION_UPDATED", "project": pid, "annotation": {**good, "id": "7"}},
+        {"action": "ANNOTATION_UPDATED", "project": pid, "annotation": {**good, "lead_time": "x"}},
+        {"action": "ANNOTATION_UPDATED", "project": pid, "annotation": {**good, "result": 3}},
+        {
+            "action": "ANNOTATION_UPDATED",
+            "project": pid,
+            "annotation": {**good, "updated_at": "yesterday"},
+            "task": {"data": data},
+        },
+        {
+            "action": "ANNOTATION_UPDATED",
+            "project": pid,
+            "annotation": {**good, "result": [{"from_name": "label", "value": 5}]},
+            "task": {"data": data},
+        },
+        {
+            "action": "ANNOTATION_CREATED",
+            "project": pid,
+            "annotation": good,
+            "task": {"data": {**data, "labelloop_item_id": {"x": 1}}},
+        },
+        # a bulk payload whose last element is bad publishes none of the good ones
+        {"action": "ANNOTATIONS_CREATED", "project": pid, "annotations": [good, {"task": 1}]},
+        {"action": "ANNOTATIONS_CREATED", "project": pid, "annotations": {"id": 1}},
+        {"action": "ANNOTATIONS_DELETED", "project": pid, "annotations": [{"id": None}]},
+    ]
+    for payload in malformed:
+        with pytest.raises(BadPayload):
+            await bridge.intake.apply_webhook(payload)
+    assert bridge.of(AnnotationsSubmitted) == []
+    # other actions, and a project this bridge does not manage, are ignored (not errors)
+    assert await bridge.intake.apply_webhook({"action": "TASKS_CREATED", "project": "abc"}) == 0
+    assert await bridge.intake.apply_webhook({"project": 1}) == 0
+    stranger = {"action": "ANNOTATION_CREATED", "project": 9999, "annotation": good}
+    assert await bridge.intake.apply_webhook(stranger) == 0
+    ok = _webhook(bridge, "ANNOTATION_CREATED", good, t0)
+    assert await bridge.intake.apply_webhook(ok) == 1
+
+
+async def test_reconciliation_skips_an_unreadable_annotation_and_carries_on(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2, first_required=1), CONFIG)
+    user = fake_ls.user("ann@example.com")
+    bad = fake_ls.annotate(bridge.task("item-0"), user, _choice("pos"))
+    bad["lead_time"] = "not a number"
+    fake_ls.annotate(bridge.task("item-1"), user, _choice("neg"))
+    await bridge.reconciler.run_once()
+    (event,) = bridge.of(AnnotationsSubmitted)
+    assert event.annotations[0].item_id == "item-1"
+    assert (
+        bridge.registry.get_sample_value(
+            "labelloop_bridge_annotations_ignored_total", {"reason": "malformed"}
+        )
+        or 0
+    ) >= 1
+
+
+async def test_an_annotation_counted_after_the_listing_was_read_is_not_taken_for_deleted(
+    fake_ls: Any, kv: Any
+) -> None:
+    """The campaign's hang: a pass read the task list, a webhook then counted a new annotation,
+    and the pass, not finding it in its (older) list, published it as deleted: for good."""
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=1, first_required=2), CONFIG)
+    t0 = bridge.task("item-0")
+    snapshot = json.loads(json.dumps(fake_ls.tasks[t0]))  # what the pass read: no annotations
+
+    def stale_listing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tasks": [snapshot], "total": 1})
+
+    a0 = fake_ls.annotate(t0, fake_ls.user("ann@example.com"), _choice("pos"))
+    assert await bridge.intake.apply_webhook(_webhook(bridge, "ANNOTATION_CREATED", a0, t0)) == 1
+    for _ in range(2):  # the watermark pass and the open-batch pass
+        fake_ls.fail("GET", "/api/tasks", stale_listing)
+    await bridge.reconciler.run_once()
+    assert not any(a.deleted for e in bridge.of(AnnotationsSubmitted) for a in e.annotations)
+    fake_ls.annotate(t0, fake_ls.user("bob@example.com"), _choice("pos"))
+    await bridge.reconciler.run_once()
+    (done,) = bridge.of(BatchCompleted)
+    assert done.n_annotations == 2
+    # a real deletion is still seen
+    fake_ls.delete(t0, a0["id"])
+    await bridge.reconciler.run_once()
+    assert bridge.of(AnnotationsSubmitted)[-1].annotations[0].deleted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from labelloop_bridge.domain.ledger import BatchLedger
 
 
@@ -34,3 +36,42 @@ def test_json_round_trip() -> None:
     ledger.imported = ledger.completed = True
     back = BatchLedger.from_json(ledger.to_json())
     assert back == ledger
+
+
+def _at(second: int) -> datetime:
+    return datetime(2026, 1, 1, 12, 0, second, tzinfo=UTC)
+
+
+def test_an_older_state_never_replaces_a_newer_one() -> None:
+    ledger = BatchLedger.new("b", "labeling", {"i1": 1})
+    assert ledger.record("i1", "ls-1", "ann", cancelled=False, deleted=False, updated_at=_at(5))
+    assert not ledger.record("i1", "ls-1", "ann", cancelled=True, deleted=False, updated_at=_at(2))
+    assert ledger.is_complete(count_skips=False)
+    assert ledger.record("i1", "ls-1", "ann", cancelled=True, deleted=False, updated_at=_at(9))
+    assert not ledger.is_complete(count_skips=False)
+    assert ledger.tasks["i1"].answers["ls-1"].updated_at == _at(9)
+
+
+def test_a_deletion_is_final_whatever_arrives_after_it() -> None:
+    ledger = BatchLedger.new("b", "labeling", {"i1": 1})
+    ledger.record("i1", "ls-1", "ann", cancelled=False, deleted=False, updated_at=_at(1))
+    assert ledger.record("i1", "ls-1", "ann", cancelled=False, deleted=True, updated_at=_at(3))
+    assert not ledger.record("i1", "ls-1", "ann", cancelled=False, deleted=False, updated_at=_at(9))
+    assert not ledger.is_complete()
+    assert ledger.n_annotations() == 0
+    # a deletion seen before the annotation itself (a webhook race) also holds
+    assert not ledger.record("i1", "ls-2", "bob", cancelled=False, deleted=True, updated_at=_at(4))
+    assert not ledger.record("i1", "ls-2", "bob", cancelled=False, deleted=False, updated_at=_at(2))
+    assert ledger.tasks["i1"].live() == {}
+
+
+def test_ledgers_written_before_updated_at_was_kept_still_load() -> None:
+    old = (
+        b'{"batch_id":"b","kind":"labeling","ls_project_id":3,"imported":true,"completed":false,'
+        b'"completion_published":false,"tasks":{"i1":[2,{"ls-1":["ann",false],"ls-2":["bob",true]}]}}'
+    )
+    ledger = BatchLedger.from_json(old)
+    assert ledger.tasks["i1"].answered_by(True) == {"ann", "bob"}
+    assert ledger.tasks["i1"].answers["ls-1"].updated_at is None
+    assert ledger.record("i1", "ls-1", "ann", cancelled=True, deleted=False, updated_at=_at(1))
+    assert BatchLedger.from_json(ledger.to_json()) == ledger

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from labelloop.events import (
     BatchTask,
     DeadLetter,
 )
-from labelloop.project import ProjectConfig
+from labelloop.project import AnnotatorSpec, ProjectConfig
 from labelloop.testing import in_memory
 from labelloop_bridge.app import WEBHOOK_PATH, build_app
 from labelloop_bridge.settings import BridgeSettings
@@ -134,3 +135,59 @@ async def test_label_studio_backend_imports_and_a_bad_webhook_secret_reaches_not
 
 def hook_header() -> str:
     return BridgeSettings().webhook_header
+
+
+class _Recording(httpx.AsyncBaseTransport):
+    """Fake Label Studio whose user look-ups are slow; records what happened, in order."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.log: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/users/"):
+            await asyncio.sleep(0.3)
+            self.log.append("user looked up")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        self.log.append("client closed")
+
+
+async def test_shutdown_drains_webhook_work_then_closes_the_label_studio_client(
+    fake_ls: Any,
+) -> None:
+    transport = _Recording(fake_ls.transport)
+    settings = BridgeSettings(
+        label_studio_url="http://ls.test",
+        label_studio_token="fake-token",  # type: ignore[arg-type]
+        webhook_url="http://bridge.test/webhooks/label-studio",
+        webhook_secret=SECRET,  # type: ignore[arg-type]
+        webhook_answer_within_seconds=0.01,
+    )
+    service = build_app(
+        settings.model_copy(update={"reconcile_interval_seconds": 3600}),
+        label_studio_transport=transport,
+    )
+    config = CONFIG.model_copy(
+        update={"annotators": [AnnotatorSpec(id="ann", email="ann@example.com")]}
+    )
+    async with in_memory(service) as bus:
+        await bus.apply_project(config)
+        await bus.publish(_batch())
+        (hook,) = fake_ls.webhooks.values()
+        task = next(t for t in fake_ls.tasks.values() if t["data"]["labelloop_item_id"] == "s3")
+        result = [{"from_name": "label", "value": {"choices": ["neg"]}}]
+        annotation = fake_ls.annotate(task["id"], fake_ls.user("ann@example.com"), result)
+        payload = {
+            "action": "ANNOTATION_CREATED",
+            "annotation": annotation,
+            "task": task,
+            "project": {"id": task["project"]},
+        }
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=service.asgi()), base_url="http://bridge.test"
+        ) as http:
+            answer = await http.post(WEBHOOK_PATH, json=payload, headers=hook["headers"])
+            assert answer.status_code == 202  # still looking the user up
+    assert transport.log == ["user looked up", "client closed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.webhook import WebhookReceiver
+from labelloop_bridge.webhook import BadPayload, WebhookReceiver
 
 SECRET = "s3cret-value"
 HEADER = "X-Labelloop-Webhook-Secret"
@@ -111,3 +112,45 @@ async def test_bad_json_and_wrong_method() -> None:
     assert listed.status_code == 400
     assert (await client.get("/")).status_code == 405
     assert handler.payloads == []
+
+
+class Malformed(Recorder):
+    async def __call__(self, payload: dict[str, Any]) -> int:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        raise BadPayload("project id is not an integer id")
+
+
+async def test_a_payload_of_the_wrong_shape_is_400_and_counted_not_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, _, registry = _setup(Malformed())
+    with caplog.at_level(logging.WARNING, logger="labelloop.bridge"):
+        response = await client.post("/", json={"project": "abc"}, headers={HEADER: SECRET})
+    assert response.status_code == 400
+    assert "integer" in response.json()["detail"]
+    assert _rejections(registry, "bad_payload") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_malformed_payload_found_in_the_background_is_counted_too() -> None:
+    client, receiver, registry = _setup(Malformed(delay=0.2), answer_within=0.01)
+    response = await client.post("/", json={"n": 1}, headers={HEADER: SECRET})
+    assert response.status_code == 202
+    assert await receiver.drain(timeout=5)
+    assert _rejections(registry, "bad_payload") == 1
+
+
+async def test_drain_waits_for_work_and_cancels_what_outlives_the_timeout() -> None:
+    handler = Recorder(delay=0.2)
+    client, receiver, _ = _setup(handler, answer_within=0.01)
+    assert (await client.post("/", json={"n": 1}, headers={HEADER: SECRET})).status_code == 202
+    assert receiver.in_flight == 1
+    assert await receiver.drain(timeout=5)
+    assert handler.payloads == [{"n": 1}]
+    slow = Recorder(delay=30)
+    client, receiver, _ = _setup(slow, answer_within=0.01)
+    assert (await client.post("/", json={"n": 2}, headers={HEADER: SECRET})).status_code == 202
+    assert not await receiver.drain(timeout=0.05)
+    assert receiver.in_flight == 0
+    assert slow.payloads == []
