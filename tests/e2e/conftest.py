@@ -6,11 +6,8 @@ are ``labelloop.processes.Supervisor``'s job; nothing here duplicates it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,52 +65,3 @@ def six_services(nats_url: str, namespace: str, tmp_path: Path) -> ServicesFacto
 
 
 # ---------------------------------------------------------------------- Label Studio
-
-
-@dataclass(frozen=True)
-class LabelStudioServer:
-    url: str
-    token: str
-    username: str
-    password: str
-
-    def __repr__(self) -> str:  # keep the secrets out of pytest's failure output
-        return f"LabelStudioServer(url={self.url!r})"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = value
-    return values
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    """A real Label Studio 1.23 (``infra/labelstudio``) on loopback, with a legacy API token."""
-    if os.environ.get("LABELLOOP_SKIP_LABELSTUDIO") == "1":
-        pytest.skip("LABELLOOP_SKIP_LABELSTUDIO=1: Label Studio tests skipped")
-    state = tmp_path_factory.mktemp("labelstudio-e2e")
-    subprocess.run([str(_LS_SCRIPT), "install"], check=True, capture_output=True, timeout=900)
-    run = subprocess.run(
-        [str(_LS_SCRIPT), "start", "--dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
-    if run.returncode != 0:
-        log = state / "labelstudio.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"Label Studio did not start:\n{run.stderr}\n{tail}")
-    env = _read_env(state / "labelstudio.env")
-    try:
-        yield LabelStudioServer(
-            url=env["LABEL_STUDIO_URL"],
-            token=env["LABEL_STUDIO_API_KEY"],
-            username=env["LABEL_STUDIO_USERNAME"],
-            password=env["LABEL_STUDIO_PASSWORD"],
-        )
-    finally:
-        subprocess.run([str(_LS_SCRIPT), "stop", "--dir", str(state)], check=False, timeout=60)

@@ -24,6 +24,7 @@ from labelloop.events import (
     AnnotationsSubmitted,
     ItemIn,
     ItemsSubmitted,
+    LabelsReady,
     RequestExport,
     RequestTraining,
     deterministic_id,
@@ -241,10 +242,15 @@ async def test_a_campaign_with_people_in_label_studio(
             spent = time.monotonic()
 
             # the last labels into a dataset version, and a model trained on it
-            await bus.publish(RequestExport(project=PROJECT, reason="e2e finished"))
+            # (once the exporter applied every label on the bus: a version asked for earlier
+            # would miss the last ones)
             deadline = time.monotonic() + 60
-            while not view.datasets:  # RequestExport writes one unless labels are unchanged
-                assert time.monotonic() < deadline, "no dataset version"
+            while await bus.backlog("exporter", LabelsReady):
+                assert time.monotonic() < deadline, "the exporter never caught up"
+                await asyncio.sleep(0.2)
+            await bus.publish(RequestExport(project=PROJECT, reason="e2e finished"))
+            while not any(d.n_rows >= view.labels_used for d in view.datasets):
+                assert time.monotonic() < deadline, "no dataset version with every label"
                 await asyncio.sleep(0.2)
             final = max(view.datasets, key=lambda d: d.version).version
             await bus.publish(

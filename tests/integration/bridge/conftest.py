@@ -7,11 +7,7 @@ takes ~35 s on a 2-core machine.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,56 +15,6 @@ import httpx
 import pytest
 
 _SCRIPT = Path(__file__).resolve().parents[3] / "infra" / "labelstudio" / "labelstudio.sh"
-
-
-@dataclass(frozen=True)
-class LabelStudioServer:
-    url: str
-    token: str
-    username: str
-    startup_seconds: float
-
-    def __repr__(self) -> str:  # keep the token out of pytest's failure output
-        return f"LabelStudioServer(url={self.url!r})"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = value
-    return values
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    if os.environ.get("LABELLOOP_SKIP_LABELSTUDIO") == "1":
-        pytest.skip("LABELLOOP_SKIP_LABELSTUDIO=1: Label Studio integration tests skipped")
-    state = tmp_path_factory.mktemp("labelstudio")
-    subprocess.run([str(_SCRIPT), "install"], check=True, capture_output=True, timeout=900)
-    started = time.monotonic()
-    run = subprocess.run(
-        [str(_SCRIPT), "start", "--dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
-    if run.returncode != 0:
-        log = state / "labelstudio.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"Label Studio did not start:\n{run.stderr}\n{tail}")
-    env = _read_env(state / "labelstudio.env")
-    assert (state / "labelstudio.env").stat().st_mode & 0o777 == 0o600
-    try:
-        yield LabelStudioServer(
-            url=env["LABEL_STUDIO_URL"],
-            token=env["LABEL_STUDIO_API_KEY"],
-            username=env["LABEL_STUDIO_USERNAME"],
-            startup_seconds=time.monotonic() - started,
-        )
-    finally:
-        subprocess.run([str(_SCRIPT), "stop", "--dir", str(state)], check=False, timeout=60)
 
 
 class LabelStudioPeople:
@@ -128,7 +74,7 @@ class LabelStudioPeople:
 
 
 @pytest.fixture
-async def people(label_studio: LabelStudioServer) -> AsyncIterator[LabelStudioPeople]:
+async def people(label_studio: Any) -> AsyncIterator[LabelStudioPeople]:
     async with httpx.AsyncClient(
         base_url=label_studio.url,
         headers={"Authorization": f"Token {label_studio.token}"},
