@@ -377,13 +377,19 @@ class Service:
     async def stop(self) -> None:
         """Stop consuming; in-flight handlers finish (up to the graceful timeout)."""
         await self._before_stop()
-        await self.broker.stop()
+        limit = self.settings.graceful_timeout_seconds + 10
+        try:
+            await asyncio.wait_for(self.broker.stop(), timeout=limit)
+        except TimeoutError:
+            self.log.warning("the broker did not stop within %.0f s: closing the connection", limit)
+            with contextlib.suppress(Exception):
+                await self.broker.connection.close()
         await self._after_stop()
 
     async def _after_stop(self) -> None:
         for hook in self._shutdown_hooks:
             try:
-                await hook()
+                await asyncio.wait_for(hook(), timeout=self.settings.graceful_timeout_seconds)
             except Exception:
                 self.log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
 
@@ -467,9 +473,11 @@ class Service:
         self.metrics.ready.set(0)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # bounded: a task that ignores its cancellation must not keep the service alive
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in stuck:
+                self.log.warning("background task %s did not stop", task.get_name())
         self._tasks.clear()
         if self._advisory_sub is not None:
             # a pull subscription left to the connection's drain would wait for its queue forever
