@@ -42,22 +42,11 @@ from labelloop.natsserver import EmbeddedNats, free_port
 from labelloop.processes import ServiceProcess, Supervisor
 from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.streams import Namespace
+from labelloop_exporter.domain.table import LABEL_COLUMNS
 
 E = TypeVar("E", bound=Event)
 
-DATASET_COLUMNS = (
-    "item_id",
-    "split",
-    "label",
-    "confidence",
-    "weight",
-    "n_annotations",
-    "method",
-    "is_gold",
-    "reviewed",
-    "annotators",
-    "batch_id",
-)
+DATASET_COLUMNS = tuple(c for c in LABEL_COLUMNS if c != "labeled_at")
 """Dataset columns that must not depend on timing (``labeled_at`` is QA's clock: left out)."""
 
 SERVICE_EVENTS: dict[str, tuple[str, ...]] = {
