@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from labelloop.events import (
+    ALL_EVENTS,
     AnnotationsSubmitted,
     BatchCompleted,
     BatchCreated,
@@ -28,11 +29,15 @@ from labelloop.events import (
     Event,
     ItemsIngested,
     ItemsRejected,
+    ItemsSubmitted,
     LabelingConverged,
     LabelsReady,
     ModelTrained,
+    ProjectConfigured,
     QAReport,
     QualityAlertRaised,
+    RequestExport,
+    RequestTraining,
     ReviewRequested,
     event_type,
 )
@@ -40,21 +45,11 @@ from labelloop.streams import Namespace
 
 __all__ = ["BatchView", "CampaignView", "CampaignWatcher", "fold"]
 
-WATCHED: tuple[type[Event], ...] = (
-    ItemsIngested,
-    ItemsRejected,
-    BatchCreated,
-    AnnotationsSubmitted,
-    BatchCompleted,
-    LabelsReady,
-    QAReport,
-    QualityAlertRaised,
-    ReviewRequested,
-    DatasetExported,
-    ModelTrained,
-    LabelingConverged,
-    BudgetExhausted,
-    DeadLetter,
+WATCHED: tuple[type[Event], ...] = tuple(
+    cls
+    for cls in ALL_EVENTS
+    # inputs and commands say what was asked for, not what happened
+    if cls not in (ProjectConfigured, ItemsSubmitted, RequestExport, RequestTraining)
 )
 
 
