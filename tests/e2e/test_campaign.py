@@ -33,7 +33,11 @@ def test_a_short_campaign_learns_catches_the_spammer_and_exports(tmp_path: Path)
     scored = [b for b in summary["batches"] if b["kind"] == "labeling"]
     assert scored
     assert all(b["krippendorff_alpha"] is not None for b in scored)
-    assert all(b["cohen_kappa_mean"] is not None for b in scored)
+    # pairwise kappa needs annotator pairs sharing items: a last batch trimmed to the budget may
+    # have too few for any pair (its alpha still exists)
+    full = [b for b in scored if b["n_tasks"] >= 20]
+    assert full
+    assert all(b["cohen_kappa_mean"] is not None for b in full)
 
     board = {a["id"]: a for a in summary["annotators"]}
     assert board["ann-eve"]["flagged"], "the spammer is caught"
