@@ -183,7 +183,14 @@ def _arm_done(view: CampaignView) -> bool:
         return False
     completed = [b for b in view.batches.values() if b.completed is not None]
     reported = {r.batch_id for r in view.reports}
-    return not view.open_batches and all(b.batch_id in reported for b in completed)
+    # items QA sent to review are labeled after the budget stop: wait until each was put in a
+    # review batch (the sampler skips ones already in review, so "at least as many tasks")
+    in_review = sum(b.n_tasks for b in view.batches.values() if b.kind == "review")
+    return (
+        not view.open_batches
+        and all(b.batch_id in reported for b in completed)
+        and in_review >= view.review_items
+    )
 
 
 async def _wait(
@@ -192,12 +199,14 @@ async def _wait(
     *,
     timeout: float,
     stall: float,
+    settle: float = 0.0,
     on_change: Callable[[], None] | None = None,
 ) -> bool:
-    """Wait until ``done()``; give up at ``timeout`` or after ``stall`` seconds without news."""
+    """Wait until ``done()`` holds through ``settle`` quiet seconds; give up at ``timeout`` or
+    after ``stall`` seconds without news."""
     deadline = time.monotonic() + timeout
     last_change = time.monotonic()
-    while not done():
+    while not (done() and time.monotonic() - last_change >= settle):
         now = time.monotonic()
         if now > deadline or now - last_change > stall:
             return False
@@ -330,6 +339,7 @@ async def run_campaign(
                 lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
                 timeout=options.timeout_seconds,
                 stall=options.stall_seconds,
+                settle=3.0,  # a finished campaign stays quiet: no late review batch, no new label
                 on_change=refresh,
             )
             refresh()
