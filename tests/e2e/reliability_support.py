@@ -12,12 +12,13 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import nats
 import nats.errors
 import nats.js.errors
@@ -547,3 +548,17 @@ async def final_export(
                 raise
             continue  # labels arrived after the request: drain and ask again
         return exported, labeled
+
+
+async def sign_up_users(http: httpx.AsyncClient, names: Sequence[str]) -> dict[str, int]:
+    """Label Studio user ids of ``<name>@example.com``, creating the users that do not exist."""
+    existing = {u["email"]: int(u["id"]) for u in (await http.get("/api/users/")).json()}
+    users = {}
+    for name in names:
+        email = f"{name}@example.com"
+        if email not in existing:
+            response = await http.post("/api/users/", json={"email": email, "username": name})
+            response.raise_for_status()
+            existing[email] = int(response.json()["id"])
+        users[name] = existing[email]
+    return users

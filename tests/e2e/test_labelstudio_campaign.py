@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from reliability_support import sign_up_users
 
 from labelloop.campaign import CampaignView, CampaignWatcher
 from labelloop.client import connect
@@ -96,16 +97,7 @@ class People:
         self.created = 0
 
     async def sign_up(self) -> None:
-        existing = {u["email"]: int(u["id"]) for u in (await self.http.get("/api/users/")).json()}
-        for name in USERS:
-            email = f"{name}@example.com"
-            if email not in existing:
-                response = await self.http.post(
-                    "/api/users/", json={"email": email, "username": name}
-                )
-                response.raise_for_status()
-                existing[email] = int(response.json()["id"])
-            self.users[name] = existing[email]
+        self.users = await sign_up_users(self.http, USERS)
 
     async def project_id(self) -> int | None:
         response = await self.http.get("/api/projects", params={"page_size": 1000})

@@ -28,6 +28,7 @@ from reliability_support import (
     events_of,
     metric_value,
     poll,
+    sign_up_users,
 )
 
 from labelloop.client import BusClient
@@ -113,16 +114,7 @@ class _People:
         await self.http.aclose()
 
     async def sign_up(self) -> None:
-        existing = {u["email"]: int(u["id"]) for u in (await self.http.get("/api/users/")).json()}
-        for name in USERS:
-            email = f"{name}@example.com"
-            if email not in existing:
-                response = await self.http.post(
-                    "/api/users/", json={"email": email, "username": name}
-                )
-                response.raise_for_status()
-                existing[email] = int(response.json()["id"])
-            self.users[name] = existing[email]
+        self.users = await sign_up_users(self.http, USERS)
 
     async def tasks(self) -> list[dict[str, Any]]:
         response = await self.http.get("/api/projects", params={"page_size": 1000})
