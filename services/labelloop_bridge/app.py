@@ -71,6 +71,7 @@ def _assemble(
         AnnotatorRegistry(client),
         metrics,
         count_skips=settings.count_skips,
+        set_overlap=client.set_task_overlap,
     )
     webhook = None
     if settings.webhook_url and settings.webhook_secret:

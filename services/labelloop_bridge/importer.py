@@ -119,10 +119,7 @@ class BatchImporter:
         tasks = {t.item_id: t for t in batch.tasks}  # an item appears once per batch
         await self._state.mark_open(batch.project, batch.batch_id, True)
         ledger = await self._state.create_ledger(
-            batch.project,
-            BatchLedger.new(
-                batch.batch_id, kind, {i: t.annotations_required for i, t in tasks.items()}, ls_id
-            ),
+            batch.project, BatchLedger.of_batch(batch, ls_project_id=ls_id)
         )
         if ledger.imported:
             log.info("batch %s already imported into project %d", batch.batch_id, ls_id)

@@ -43,12 +43,12 @@ from labelloop.events import (
     Annotation,
     AnnotationSource,
     AnnotationsSubmitted,
-    BatchCompleted,
     Event,
     deterministic_id,
 )
 from labelloop.project import ProjectConfig
 
+from .completion import completion_event
 from .domain.ledger import BatchLedger
 from .domain.results import from_ls_result
 from .metrics import BridgeMetrics
@@ -120,6 +120,7 @@ class Observation:
     updated_at: datetime
     source: AnnotationSource
     deleted: bool = False
+    ls_task_id: int | None = None
 
 
 def observation_from_ls(
@@ -164,6 +165,7 @@ def observation_from_ls(
         created_at=_parse_time(annotation.get("created_at"), "created_at"),
         updated_at=_parse_time(annotation.get("updated_at"), "updated_at"),
         source=source,
+        ls_task_id=task_id if isinstance(task_id := annotation.get("task"), int) else None,
     )
 
 
@@ -177,10 +179,12 @@ class AnnotationIntake:
         metrics: BridgeMetrics,
         *,
         count_skips: bool = True,
+        set_overlap: Callable[[int, int], Awaitable[object]] | None = None,
     ) -> None:
         self._state = state
         self._publish = publish
         self._projects = projects
+        self._set_overlap = set_overlap
         self._registry = registry
         self._metrics = metrics
         self._count_skips = count_skips
@@ -214,6 +218,12 @@ class AnnotationIntake:
                 )
             return self._ignored("not_expert")
         is_expert = obs.kind == "review"  # and, from the check above, by an expert
+        ledger = await self._state.ledger(obs.project, obs.batch_id)
+        if ledger is not None and who.annotator_id in ledger.excluded:
+            # flagged by QA before this batch was cut: the answer does not count, and the task
+            # gets room for one more annotator (Label Studio closes a task at its overlap)
+            await self._make_room(obs, ledger)
+            return self._ignored("excluded_annotator")
         try:
             value = None if obs.cancelled else from_ls_result(obs.result, config.task_type)
             annotation = Annotation(
@@ -251,6 +261,9 @@ class AnnotationIntake:
                 created_at=obs.created_at.isoformat(),
                 cancelled=annotation.cancelled,
                 is_expert=is_expert,
+                value=annotation.value,
+                lead_time_seconds=obs.lead_time_seconds,
+                source=obs.source.value,
             ),
         )
         self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
@@ -269,6 +282,27 @@ class AnnotationIntake:
             ),
         )
         return "published"
+
+    async def _make_room(self, obs: Observation, ledger: BatchLedger) -> None:
+        """An excluded annotator answered: keep the answer out of the count (a tombstone) and
+        raise the task's overlap in Label Studio so that someone else can still answer it."""
+        item = obs.item_id or ""
+        wire_id = annotation_wire_id(obs.ls_annotation_id)
+        task = ledger.tasks.get(item)
+        if task is None or wire_id in task.answers:
+            return
+        change = await self._state.change_ledger(
+            obs.project,
+            ledger.batch_id,
+            lambda stored: stored.record(
+                item, wire_id, "", cancelled=False, deleted=True, updated_at=obs.updated_at
+            ),
+        )
+        if change is None or self._set_overlap is None or obs.ls_task_id is None:
+            return
+        stored = change.ledger.tasks[item]
+        tombstones = sum(1 for a in stored.answers.values() if a.deleted and not a.annotator_id)
+        await self._set_overlap(obs.ls_task_id, stored.required + tombstones)
 
     async def recount(self, project: str, batch_id: str, ls_annotation_ids: Iterable[int]) -> None:
         """Count published annotations the batch ledger lacks (e.g. published, then the bridge
@@ -330,6 +364,9 @@ class AnnotationIntake:
                 deleted=True,
                 cancelled=record.cancelled,
                 is_expert=is_expert,
+                value=None,
+                lead_time_seconds=record.lead_time_seconds,
+                source=obs.source.value,
             ),
         )
         self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
@@ -416,16 +453,20 @@ class AnnotationIntake:
             await self.publish_completion(project, result.ledger)
 
     async def publish_completion(self, project: str, ledger: BatchLedger) -> None:
-        await self._publish(
-            BatchCompleted(
-                event_id=deterministic_id("batch-completed", ledger.batch_id),
-                project=project,
-                batch_id=ledger.batch_id,
-                n_tasks=len(ledger.tasks),
-                n_annotations=ledger.n_annotations(self._count_skips),
-                kind=ledger.kind,
-            )
-        )
+        """Announce a completed batch with the annotations that completed it (their latest
+        state, from the records of what was published)."""
+        annotations: list[Annotation] = []
+        for task in ledger.tasks.values():
+            for wire_id, answer in sorted(task.live().items()):
+                if not wire_id.startswith("ls-"):
+                    continue
+                ls_id = int(wire_id.removeprefix("ls-"))
+                record = await self._state.annotation(project, ls_id)
+                if record is not None and not record.deleted:
+                    annotations.append(record.annotation(ls_id))
+                elif answer.annotator_id:
+                    log.warning("annotation %s of batch %s has no record", wire_id, ledger.batch_id)
+        await self._publish(completion_event(project, ledger, annotations))
         await self._state.change_ledger(
             project, ledger.batch_id, lambda stored: setattr(stored, "completion_published", True)
         )

@@ -9,7 +9,9 @@ and the ledger (``completion_published``) stops it after the duplicate window.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -17,19 +19,19 @@ from labelloop.events import (
     Annotation,
     AnnotationSource,
     AnnotationsSubmitted,
-    BatchCompleted,
     BatchCreated,
     Event,
     deterministic_id,
 )
 from labelloop.project import ProjectConfig
 
+from .completion import completion_event
 from .domain.crew import answer_batch
 from .domain.ledger import BatchLedger
 from .metrics import BridgeMetrics
 from .state import BridgeState
 
-__all__ = ["NoSimulationConfig", "SimulatedCrew"]
+__all__ = ["NoSimulationConfig", "SimulatedCrew", "paced"]
 
 log = logging.getLogger("labelloop.bridge.simulation")
 
@@ -65,15 +67,15 @@ class SimulatedCrew:
             task_type=config.task_type,
             classes=config.labels.classes,
             review=review,
+            excluded=batch.excluded_annotators,
         )
         answered: dict[str, set[str]] = {}
         for answer in plan.answers:
             answered.setdefault(answer.item_id, set()).add(answer.annotator_id)
         ledger = await self._state.create_ledger(
             batch.project,
-            BatchLedger.new(
-                batch.batch_id,
-                batch.kind,
+            BatchLedger.of_batch(
+                batch,
                 # a task wanting more annotators than the crew has is answered by all of them
                 {t.item_id: max(1, len(answered.get(t.item_id, ()))) for t in batch.tasks},
             ),
@@ -110,14 +112,7 @@ class SimulatedCrew:
             )
             for a in plan.answers
         ]
-        for index, start in enumerate(range(0, len(annotations), self._chunk_size)):
-            await self._publish(
-                AnnotationsSubmitted(
-                    event_id=deterministic_id("simulated-annotations", batch.batch_id, index),
-                    project=batch.project,
-                    annotations=annotations[start : start + self._chunk_size],
-                )
-            )
+        await self._deliver(batch, annotations, crew.time_scale)
         self._metrics.tasks_imported.labels("simulated", batch.kind).inc(len(batch.tasks))
         self._metrics.annotations_received.labels("simulation", "simulated").inc(len(annotations))
         for a in annotations:
@@ -136,16 +131,7 @@ class SimulatedCrew:
         )
         assert change is not None, "the ledger was created above"
         if change.ledger.completed and not change.ledger.completion_published:
-            await self._publish(
-                BatchCompleted(
-                    event_id=deterministic_id("batch-completed", batch.batch_id),
-                    project=batch.project,
-                    batch_id=batch.batch_id,
-                    n_tasks=len(batch.tasks),
-                    n_annotations=len(annotations),
-                    kind=batch.kind,
-                )
-            )
+            await self._publish(completion_event(batch.project, change.ledger, annotations))
             await self._state.change_ledger(
                 batch.project,
                 batch.batch_id,
@@ -153,10 +139,68 @@ class SimulatedCrew:
             )
             self._metrics.batches_completed.labels("simulated", batch.kind).inc()
         log.info(
-            "simulated crew answered batch %s: %d tasks, %d annotations (SIMULATION, seed %d)",
+            "simulated crew answered batch %s (round %d): %d tasks, %d annotations "
+            "(SIMULATION, seed %d%s)",
             batch.batch_id,
+            batch.round,
             len(batch.tasks),
             len(annotations),
             crew.seed,
+            f", excluded {', '.join(batch.excluded_annotators)}"
+            if batch.excluded_annotators
+            else "",
         )
         return len(annotations)
+
+    async def _deliver(
+        self, batch: BatchCreated, annotations: list[Annotation], time_scale: float
+    ) -> None:
+        """Publish the answers: at once, or paced by each annotator's lead times.
+
+        Paced, each simulated annotator works through their tasks one after the other, and an
+        answer is published when that annotator would have submitted it (``time_scale`` seconds
+        of wall time per simulated second). The answers are the same either way; only when they
+        arrive differs.
+        """
+        schedule: list[tuple[float, list[Annotation]]]
+        if time_scale <= 0:
+            schedule = [
+                (0.0, annotations[i : i + self._chunk_size])
+                for i in range(0, len(annotations), self._chunk_size)
+            ]
+        else:
+            schedule = paced(annotations, time_scale)
+        started = time.monotonic()
+        for index, (due, chunk) in enumerate(schedule):
+            wait = due - (time.monotonic() - started)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._publish(
+                AnnotationsSubmitted(
+                    event_id=deterministic_id("simulated-annotations", batch.batch_id, index),
+                    project=batch.project,
+                    annotations=chunk,
+                )
+            )
+
+
+def paced(
+    annotations: list[Annotation], time_scale: float, *, window: float = 0.05
+) -> list[tuple[float, list[Annotation]]]:
+    """Answers grouped by when they are due (wall seconds after the batch arrived): each
+    annotator answers in order, one task after the other; answers due within ``window`` of each
+    other travel together."""
+    clock: dict[str, float] = {}
+    due: list[tuple[float, str, Annotation]] = []
+    for a in annotations:
+        at = clock.get(a.annotator_id, 0.0) + (a.lead_time_seconds or 0.0) * time_scale
+        clock[a.annotator_id] = at
+        due.append((at, a.annotation_id, a))
+    due.sort(key=lambda d: (d[0], d[1]))
+    groups: list[tuple[float, list[Annotation]]] = []
+    for at, _, a in due:
+        if groups and at - groups[-1][0] <= window:
+            groups[-1][1].append(a)
+        else:
+            groups.append((at, [a]))
+    return groups

@@ -19,9 +19,9 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from labelloop.events import deterministic_id
+from labelloop.events import Annotation, AnnotationSource, deterministic_id
 from labelloop.stores import KeyValue, kv_update
 
 from .domain.ledger import BatchLedger
@@ -51,6 +51,27 @@ class AnnotationRecord:
     cancelled: bool = False
     is_expert: bool | None = None
     """``None`` in records written before the role was kept: the Label Studio project's kind."""
+    value: Any = None
+    """The label as published (``BatchCompleted`` carries it)."""
+    lead_time_seconds: float | None = None
+    source: str = "reconciliation"
+
+    def annotation(self, ls_annotation_id: int) -> Annotation:
+        """The annotation as the bus knows it."""
+        return Annotation(
+            annotation_id=f"ls-{ls_annotation_id}",
+            item_id=self.item_id,
+            annotator_id=self.annotator_id,
+            value=None if self.deleted or self.cancelled else self.value,
+            batch_id=self.batch_id,
+            lead_time_seconds=self.lead_time_seconds,
+            created_at=datetime.fromisoformat(self.created_at),
+            updated_at=datetime.fromisoformat(self.updated_at),
+            source=AnnotationSource(self.source),
+            is_expert=bool(self.is_expert),
+            cancelled=self.cancelled,
+            deleted=self.deleted,
+        )
 
 
 @dataclass(frozen=True, slots=True)

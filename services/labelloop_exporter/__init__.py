@@ -1,7 +1,8 @@
-"""labelloop exporter: turns accumulated consensus labels into immutable dataset versions.
+"""labelloop exporter: turns each settled labeling round into an immutable dataset version.
 
-Consumes ``LabelsReady`` (labels, kept idempotently by item id), ``ItemsIngested`` (the items' data,
-joined into the dataset), ``QAReport`` (batch agreement, for the manifest) and ``RequestExport``.
-Produces ``DatasetExported`` after writing ``<export_dir>/<project>/<version>/`` (JSONL, CSV,
-Parquet, and COCO/YOLO or CoNLL where the task needs them, plus ``manifest.json``) atomically.
+Consumes ``LabelsReady`` (one per round: its labels, the experts' answers, corrections; applied in
+round order) and ``RequestExport`` (announce the latest version again). Reads the items' data from
+the item catalog. Produces ``DatasetExported`` after writing ``<export_dir>/<project>/v<round>/``
+(JSONL, CSV, Parquet, and COCO/YOLO or CoNLL where the task needs them, plus ``manifest.json``)
+atomically. Version *n* holds rounds 1 to *n*; its files depend on those rounds only.
 """

@@ -5,9 +5,9 @@ from __future__ import annotations
 from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
 from labelloop_exporter.dataset_dir import DatasetDirectory
-from labelloop_exporter.exporting import Exporter
 from labelloop_exporter.handlers import register_handlers
 from labelloop_exporter.metrics import ExporterMetrics
+from labelloop_exporter.service import Exporter
 from labelloop_exporter.settings import ExporterSettings
 
 __all__ = ["build_app"]
@@ -23,10 +23,10 @@ def build_app(
         state=lambda: service.state,
         artifacts=lambda: service.artifacts,
         publish=service.publish,
+        project=service.require_project,
         datasets=DatasetDirectory(settings.export_dir),
         metrics=ExporterMetrics(service.registry),
         salt=settings.split_salt,
-        max_version_attempts=settings.max_version_attempts,
     )
     register_handlers(service, exporter)
     return service

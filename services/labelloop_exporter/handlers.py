@@ -1,10 +1,10 @@
-"""Thin adapters: an event in, the export use case run, its outcome out."""
+"""Thin adapters: an event in, the export use case run."""
 
 from __future__ import annotations
 
-from labelloop.events import ItemsIngested, LabelsReady, QAReport, RequestExport
+from labelloop.events import LabelsReady, RequestExport
 from labelloop.runtime import PoisonMessage, Service
-from labelloop_exporter.exporting import Exporter
+from labelloop_exporter.service import Exporter
 
 __all__ = ["register_handlers"]
 
@@ -12,19 +12,17 @@ __all__ = ["register_handlers"]
 def register_handlers(service: Service, exporter: Exporter) -> None:
     @service.handler(LabelsReady)
     async def on_labels_ready(event: LabelsReady) -> None:
-        await exporter.on_labels(event, await service.require_project(event.project))
+        """A settled round: its dataset version is written in round order."""
+        await service.require_project(event.project)
+        await exporter.labels_ready(event)
 
     @service.handler(RequestExport)
     async def on_request_export(event: RequestExport) -> None:
-        outcome = await exporter.export(await service.require_project(event.project), event.formats)
-        if outcome.outcome == "invalid":
+        """An operator asks for the dataset: the latest version is announced again."""
+        config = await service.require_project(event.project)
+        outcome = await exporter.requested(config, event.formats, event.event_id)
+        if outcome.outcome in ("invalid", "empty"):
             # the command goes to the dead-letter stream with the reason: visible, nothing lost
-            raise PoisonMessage(f"dataset not published: {outcome.reason}")
+            raise PoisonMessage(f"no dataset announced: {outcome.reason}")
 
-    @service.handler(ItemsIngested)
-    async def on_items_ingested(event: ItemsIngested) -> None:
-        await exporter.on_items(event)
-
-    @service.handler(QAReport)
-    async def on_qa_report(event: QAReport) -> None:
-        await exporter.on_report(event)
+    service.every(service.settings.sweep_interval_seconds, exporter.rounds.sweep)

@@ -19,5 +19,3 @@ class ExporterSettings(ServiceSettings):
     """Dataset versions go to ``<export_dir>/<project>/<version>/``."""
     split_salt: str | None = None
     """Salt of the split hash (default ``labelloop-split:<project>``); changing it moves items."""
-    max_version_attempts: int = 5
-    """Times to retry with the next version number when another writer took the one we chose."""

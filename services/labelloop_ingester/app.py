@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from labelloop.catalog import Catalog
 from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
 
@@ -39,7 +40,7 @@ def build_app(
             built.clear()
             built[key] = Ingest(
                 claims=ItemClaims(service.state, concurrency=settings.claim_concurrency),
-                artifacts=service.artifacts,
+                catalog=Catalog(service.state, service.artifacts),
                 publish=service.publish,
                 metrics=metrics,
                 limits=limits,

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-
+from labelloop.catalog import Catalog, Chunk
 from labelloop.events import (
     Event,
     IngestedItem,
@@ -21,7 +18,6 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.project import ProjectConfig
-from labelloop.stores import Blobs
 
 from .claims import ItemClaims
 from .domain.featurize import FeatureBlock, decode_data_uri, featurize
@@ -29,14 +25,15 @@ from .domain.intake import Accepted, chunk_by_size, take_in
 from .domain.validation import Limits
 from .metrics import IngesterMetrics
 
-__all__ = ["Ingest", "features_name", "load_media"]
+__all__ = ["Ingest", "chunk_id", "load_media"]
 
 _ENVELOPE_BYTES = 4_096
 """Room left in a message for everything but its items."""
 
 
-def features_name(project: str, submission_id: str, chunk: int) -> str:
-    return f"features/{project}/{submission_id}-{chunk:04d}.npz"
+def chunk_id(submission_id: str, chunk: int) -> str:
+    """The catalog chunk of part ``chunk`` of a submission: the same on every delivery."""
+    return f"{submission_id}-{chunk:04d}"
 
 
 def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
@@ -61,7 +58,7 @@ def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
 @dataclass(frozen=True, slots=True)
 class Ingest:
     claims: ItemClaims
-    artifacts: Blobs
+    catalog: Catalog
     publish: Callable[[Event], Awaitable[object]]
     metrics: IngesterMetrics
     limits: Limits
@@ -85,10 +82,17 @@ class Ingest:
             sizes = [len(a.item.model_dump_json()) + 1 for a in members]
             for part in chunk_by_size(sizes, self.max_message_bytes - _ENVELOPE_BYTES):
                 items = [members[i].item for i in part]
-                ref = None
-                if block is not None:
-                    ref = features_name(event.project, event.event_id, chunk)
-                    await self.artifacts.put(ref, _npz(items, block.X[list(part)], block.space))
+                # the catalog holds the chunk before the bus hears of it: whoever learns of
+                # these items from a message finds them there
+                ref = await self.catalog.write(
+                    event.project,
+                    chunk_id(event.event_id, chunk),
+                    Chunk(
+                        items,
+                        block.space if block is not None else None,
+                        block.X[list(part)] if block is not None else None,
+                    ),
+                )
                 await self.publish(self._ingested(event, chunk, items, ref, duplicates))
                 chunk += 1
         if chunk == 0:
@@ -141,18 +145,7 @@ class Ingest:
             event_id=deterministic_id("items-ingested", event.event_id, chunk),
             project=event.project,
             items=items,
-            features_ref=ref,
+            chunk_ref=ref,
             submission_id=event.event_id,
             duplicates=duplicates if chunk == 0 else 0,
         )
-
-
-def _npz(items: list[IngestedItem], X: NDArray[np.float32], space: str) -> bytes:  # noqa: N803
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        item_ids=np.asarray([i.item_id for i in items], dtype=np.str_),
-        X=np.asarray(X, dtype=np.float32),
-        space=np.asarray(space),
-    )
-    return buf.getvalue()

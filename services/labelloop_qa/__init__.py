@@ -1,13 +1,13 @@
-"""qa-scorer: agreement, consensus labels and annotator quality for every labeling batch.
+"""qa-scorer: agreement, consensus labels and annotator quality for every labeling round.
 
-Consumes ``BatchCreated`` (which items are gold, and their known labels), ``AnnotationsSubmitted``
-(stored durably per batch; updates supersede, deletions and cancellations remove),
-``BatchCompleted`` (score the batch) and ``ModelTrained`` (out-of-sample probabilities for the
-label-error check).
+Consumes ``BatchCompleted``: a labeling batch carries its tasks (gold answers, the model's
+predictions) and its annotations, and is scored in the order of its round, with the annotators'
+history after the round before as the prior; a review batch settles the items its round held back.
 
-Produces ``LabelsReady`` (consensus labels with a posterior confidence; items held for review are
-left out until an expert answers), ``QAReport`` (agreement coefficients and annotator scores per
-batch, annotator quality cumulative over the project), ``ReviewRequested`` (low confidence, strong
-disagreement, confident model contradiction) and ``QualityAlertRaised`` (alpha under the project's
-``quality.min_alpha``).
+Produces ``QAReport`` (agreement coefficients and annotator scores, cumulative over the project,
+flagged annotators), ``QualityAlertRaised`` (alpha under the project's ``quality.min_alpha``),
+``ReviewRequested`` (low confidence, strong disagreement, a confident prediction the consensus
+contradicts, earlier labels that rest on an annotator flagged since) and, once per round,
+``LabelsReady`` (the round's consensus labels, the experts' answers, corrections of earlier
+labels).
 """

@@ -5,10 +5,10 @@ from __future__ import annotations
 from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
 from labelloop_qa.handlers import register_handlers
-from labelloop_qa.ledger import Ledger
 from labelloop_qa.metrics import QAMetrics
-from labelloop_qa.scorer import QAScorer
+from labelloop_qa.service import QAScorer
 from labelloop_qa.settings import QASettings
+from labelloop_qa.store import QAStore
 
 __all__ = ["build_app"]
 
@@ -17,13 +17,14 @@ def build_app(settings: QASettings | None = None, *, stores: MemoryStores | None
     settings = settings or QASettings()
     service = Service("qa-scorer", settings, stores=stores)
     metrics = QAMetrics(service.registry, max_annotator_series=settings.max_annotator_series)
-    ledger = Ledger(lambda: service.state, lambda: service.artifacts)
     scorer = QAScorer(
-        ledger,
-        metrics,
-        service.project,
+        QAStore(lambda: service.artifacts, lambda: service.state),
+        kv=lambda: service.state,
+        blobs=lambda: service.artifacts,
+        publish=service.publish,
+        project=service.require_project,
+        metrics=metrics,
         bootstrap_samples=settings.bootstrap_samples,
-        labels_per_message=settings.labels_per_message,
     )
     register_handlers(service, scorer)
     return service

@@ -16,7 +16,5 @@ class QASettings(ServiceSettings):
     http_port: int = 8084
     bootstrap_samples: int = Field(default=200, ge=0)
     """Bootstrap replicates for the confidence interval of each batch's alpha (0: no interval)."""
-    labels_per_message: int = Field(default=500, ge=1)
-    """``LabelsReady`` carries at most this many labels; bigger batches span several messages."""
     max_annotator_series: int = Field(default=200, ge=0)
     """Cap on per-annotator accuracy gauge series (annotators are a bounded team)."""

@@ -1,12 +1,13 @@
 """labelloop sampler: decides what gets labeled next.
 
-Consumes ``ItemsIngested`` (grows the project's pool), ``BatchCompleted`` and
-``AnnotationsSubmitted`` (open work shrinks: backpressure), ``ModelTrained`` (new pool scores for
-the uncertainty strategies), ``ReviewRequested`` (items for an expert) and ``LabelingConverged``
-(stop). Produces ``BatchCreated`` (labeling batches with overlap and gold, and ``review`` batches)
-and ``BudgetExhausted`` (once, when the project's budget is spent).
+Consumes ``ItemsIngested`` (the pool grew; starts sampling unless it waits for a command),
+``RequestSampling`` (start, pause), ``ModelTrained`` and ``QAReport`` (what a finished round
+taught: the serving model's pool scores, the annotators QA flagged), ``BatchCompleted`` and
+``AnnotationsSubmitted`` (open work shrinks: backpressure), ``ReviewRequested`` (a round's items
+for an expert) and ``ProjectConfigured``. Produces ``BatchCreated`` (numbered labeling batches
+with overlap and gold, and one ``review`` batch per round that needs it) and ``BudgetExhausted``.
 
-State lives in NATS only: the ledger in KV (compare-and-swap), pool chunks and committed batches
-in the object store, so any replica can rebuild the pool after a restart and two replicas never
-hand out the same item.
+Labeling batch *n* is chosen by the model of round *n - 1 - max_model_lag* and waits for it, so
+a campaign's batches do not depend on timing. State lives in NATS only: the ledger in KV
+(compare-and-swap), committed batches in the object store, items in the catalog.
 """

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from labelloop.catalog import Catalog
 from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
 
-from .batches import Sampler
 from .handlers import register_handlers
 from .metrics import SamplerMetrics
-from .pools import PoolStore
+from .service import Sampler
 from .settings import SamplerSettings
+from .store import LedgerStore
 
 __all__ = ["build_app"]
 
@@ -19,10 +20,11 @@ def build_app(
 ) -> Service:
     settings = settings or SamplerSettings()
     service = Service("sampler", settings, stores=stores)
-    # the service's stores are valid only once it has started: look them up at call time
+    # the service's stores exist once it has started: adapters look them up at call time
     sampler = Sampler(
-        state=lambda: service.state,
-        pools=PoolStore(lambda: service.artifacts),
+        ledgers=LedgerStore(lambda: service.state, lambda: service.artifacts),
+        catalog=Catalog(lambda: service.state, lambda: service.artifacts),
+        artifacts=lambda: service.artifacts,
         publish=service.publish,
         metrics=SamplerMetrics(service.registry),
         prefilter_factor=settings.prefilter_factor,

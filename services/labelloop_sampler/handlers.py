@@ -6,13 +6,15 @@ from labelloop.events import (
     AnnotationsSubmitted,
     BatchCompleted,
     ItemsIngested,
-    LabelingConverged,
     ModelTrained,
+    ProjectConfigured,
+    QAReport,
+    RequestSampling,
     ReviewRequested,
 )
 from labelloop.runtime import Service
 
-from .batches import Sampler
+from .service import Sampler
 
 __all__ = ["register_handlers"]
 
@@ -20,30 +22,34 @@ __all__ = ["register_handlers"]
 def register_handlers(service: Service, sampler: Sampler) -> None:
     @service.handler(ItemsIngested)
     async def on_items_ingested(event: ItemsIngested) -> None:
-        await sampler.items_ingested(event, await service.require_project(event.project))
+        await sampler.items_ingested(await service.require_project(event.project))
+
+    @service.handler(RequestSampling)
+    async def on_request_sampling(event: RequestSampling) -> None:
+        """Start or pause a project's sampling."""
+        await sampler.sampling_requested(await service.require_project(event.project), event.action)
+
+    @service.handler(ProjectConfigured)
+    async def on_project_configured(event: ProjectConfigured) -> None:
+        """A changed configuration (a raised budget, another lag) may allow a batch now."""
+        await sampler.advance(await service.require_project(event.project))
 
     @service.handler(BatchCompleted)
     async def on_batch_completed(event: BatchCompleted) -> None:
-        project = await service.require_project(event.project)
-        await sampler.batch_completed(project, event.batch_id, event.event_id)
+        await sampler.batch_completed(await service.require_project(event.project), event)
 
     @service.handler(AnnotationsSubmitted)
     async def on_annotations(event: AnnotationsSubmitted) -> None:
-        project = await service.require_project(event.project)
-        await sampler.annotations(project, event.annotations, event.event_id)
+        await sampler.annotations(await service.require_project(event.project), event.annotations)
 
     @service.handler(ModelTrained)
     async def on_model_trained(event: ModelTrained) -> None:
-        if event.promoted:
-            project = await service.require_project(event.project)
-            await sampler.model_trained(
-                project, event.model_version, event.scores_ref, event.event_id
-            )
+        await sampler.model_trained(await service.require_project(event.project), event)
+
+    @service.handler(QAReport)
+    async def on_qa_report(event: QAReport) -> None:
+        await sampler.qa_reported(await service.require_project(event.project), event)
 
     @service.handler(ReviewRequested)
     async def on_review_requested(event: ReviewRequested) -> None:
         await sampler.review(await service.require_project(event.project), event)
-
-    @service.handler(LabelingConverged)
-    async def on_converged(event: LabelingConverged) -> None:
-        await sampler.converged(event.project, event.reason)

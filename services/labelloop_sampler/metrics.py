@@ -54,6 +54,14 @@ class SamplerMetrics:
             ["project"],
             registry=registry,
         )
+        self.waiting = Gauge(
+            "labelloop_sampler_next_batch_waiting",
+            "1 while the project's next labeling batch waits, by reason (waiting_for_model, "
+            "waiting_for_qa: the round it builds on is not finished; full, above_watermark: "
+            "backpressure; not_started, paused)",
+            ["project", "reason"],
+            registry=registry,
+        )
         self.conflicts = Counter(
             "labelloop_sampler_ledger_conflicts_total",
             "Compare-and-swap conflicts on a project's ledger (replicas racing)",

@@ -1,8 +1,9 @@
-"""labelloop trainer: retrains a model as the dataset grows and scores the unlabeled pool.
+"""labelloop trainer: one training round per dataset version, and the pool scored for sampling.
 
-Consumes ``DatasetExported`` (retrain policy), ``RequestTraining`` (forced retrain) and
-``ItemsIngested`` (indexes each project's items, texts and feature chunks). Produces
-``ModelTrained`` (metrics, promotion decision, model/pool-score/out-of-sample references in the
-object store) and, once, ``LabelingConverged`` when consecutive models stop changing their
-predictions.
+Consumes ``DatasetExported`` (version *n*: trained in round order, judged against the model that
+served after round *n - 1*) and ``RequestTraining`` (announce a version's outcome again). Reads
+features and texts from the item catalog. Produces ``ModelTrained`` once per round (metrics, the
+promotion decision, the model that serves after the round and its pool scores in the object
+store; also when no model could be trained) and, once, ``LabelingConverged`` when consecutive
+models stop changing their predictions.
 """

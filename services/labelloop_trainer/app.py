@@ -6,7 +6,7 @@ from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
 from labelloop_trainer.handlers import register_handlers
 from labelloop_trainer.metrics import TrainerMetrics
-from labelloop_trainer.rounds import Trainer
+from labelloop_trainer.service import Trainer
 from labelloop_trainer.settings import TrainerSettings
 
 __all__ = ["build_app"]
@@ -22,6 +22,7 @@ def build_app(
         state=lambda: service.state,
         artifacts=lambda: service.artifacts,
         publish=service.publish,
+        project=service.require_project,
         metrics=TrainerMetrics(service.registry),
         stop_set_size=settings.stop_set_size,
         oos_folds=settings.oos_folds,

@@ -24,7 +24,7 @@ def train(
         str | None, typer.Option("--dataset", help="Dataset version (default: the latest)")
     ] = None,
 ) -> None:
-    """Ask the trainer to train now, whatever the retrain policy says."""
+    """Ask for the model of the latest (or a given) dataset version, announced again."""
     command = RequestTraining(project=project, dataset_version=dataset_version)
     asyncio.run(_publish(TrainerSettings(), command))
     typer.echo(f"training requested for {project} (command {command.event_id})")

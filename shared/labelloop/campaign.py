@@ -37,10 +37,12 @@ from labelloop.events import (
     QAReport,
     QualityAlertRaised,
     RequestExport,
+    RequestSampling,
     RequestTraining,
     ReviewRequested,
-    event_type,
 )
+from labelloop.payloads import PayloadMissing, resolve
+from labelloop.stores import Blobs, NatsBlobs
 from labelloop.streams import Namespace
 
 __all__ = ["BatchView", "CampaignView", "CampaignWatcher", "fold"]
@@ -49,13 +51,15 @@ WATCHED: tuple[type[Event], ...] = tuple(
     cls
     for cls in ALL_EVENTS
     # inputs and commands say what was asked for, not what happened
-    if cls not in (ProjectConfigured, ItemsSubmitted, RequestExport, RequestTraining)
+    if cls
+    not in (ProjectConfigured, ItemsSubmitted, RequestExport, RequestTraining, RequestSampling)
 )
 
 
 @dataclass
 class BatchView:
     batch_id: str
+    round: int
     kind: str
     strategy: str
     n_tasks: int
@@ -135,7 +139,39 @@ class CampaignView:
     @property
     def latest_model(self) -> ModelTrained | None:
         promoted = [m for m in self.models if m.promoted]
-        return promoted[-1] if promoted else None
+        return max(promoted, key=lambda m: m.round) if promoted else None
+
+    def labeling_batches(self) -> list[BatchView]:
+        return sorted(
+            (b for b in self.batches.values() if b.kind == "labeling"), key=lambda b: b.round
+        )
+
+    def labels_by_round(self) -> dict[int, int]:
+        """Labels spent (non-gold tasks handed out) up to and including each labeling round."""
+        out: dict[int, int] = {}
+        total = 0
+        for b in self.labeling_batches():
+            total += b.n_tasks - b.n_gold
+            out[b.round] = total
+        return out
+
+    def round_models(self) -> dict[int, ModelTrained]:
+        """Each round's training outcome (the first one announced: the loop's)."""
+        out: dict[int, ModelTrained] = {}
+        for m in self.models:
+            out.setdefault(m.round, m)
+        return out
+
+    @property
+    def settled(self) -> bool:
+        """Sampling stopped, every batch answered, and the last round trained: nothing is left
+        to happen."""
+        if self.budget_exhausted is None and self.converged is None:
+            return False
+        if any(b.completed is None for b in self.batches.values()):
+            return False
+        rounds = [b.round for b in self.labeling_batches()]
+        return bool(rounds) and max(rounds) in self.round_models()
 
     def throughput(self) -> float | None:
         """Annotations per minute over the campaign so far."""
@@ -165,6 +201,7 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
         if event.batch_id not in view.batches:
             batch = BatchView(
                 batch_id=event.batch_id,
+                round=event.round,
                 kind=event.kind,
                 strategy=event.strategy,
                 n_tasks=len(event.tasks),
@@ -227,6 +264,7 @@ class CampaignWatcher:
         self._only = set(projects) if projects is not None else None
         self.views: dict[str, CampaignView] = {}
         self._subs: list[Any] = []
+        self._blobs: Blobs | None = None
         self.changed = asyncio.Event()
 
     def view(self, project: str) -> CampaignView:
@@ -236,6 +274,7 @@ class CampaignWatcher:
 
     async def start(self) -> None:
         js = self._nc.jetstream()
+        self._blobs = NatsBlobs(await js.object_store(self._ns.object_bucket("artifacts")))
         for cls in WATCHED:
             stream = self._ns.stream_name(self._ns.stream_for(cls))
             self._subs.append(
@@ -255,12 +294,12 @@ class CampaignWatcher:
         self._subs.clear()
 
     async def _on_message(self, msg: Any) -> None:
-        cls = event_type(self._ns.relative(msg.subject))
+        cls, _ = self._ns.parse(msg.subject)
         if cls is None:
             return
         try:
-            event = cls.model_validate_json(msg.data)
-        except ValueError:
+            event = cls.model_validate_json(await resolve(msg.data, msg.headers, self._blobs))
+        except (ValueError, PayloadMissing):
             return  # malformed payloads are the dead-letter stream's business, not the view's
         if self._only is not None and event.project not in self._only:
             return

@@ -261,6 +261,14 @@ def demo_command(
     nats_url: Annotated[
         str | None, typer.Option(help="Use this NATS server instead of the embedded one")
     ] = None,
+    max_model_lag: Annotated[
+        int | None,
+        typer.Option(help="Batches the choosing model may lag behind (the project's by default)"),
+    ] = None,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(help="Simulated crew: wall seconds per second of lead time (0: at once)"),
+    ] = None,
 ) -> None:
     """Run a whole active-learning campaign on scikit-learn's digits and summarise it."""
     from labelloop.demo import DemoOptions, print_summary, run_demo
@@ -279,6 +287,8 @@ def demo_command(
         timeout_seconds=timeout,
         stall_seconds=timeout if backend == "label-studio" else 120.0,
         nats_url=nats_url,
+        max_model_lag=max_model_lag,
+        time_scale=time_scale,
     )
     summary = run_demo(options)
     print_summary(summary)

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from labelloop.events import Event, ProjectConfigured, deterministic_id
+from labelloop.payloads import wire_form
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.runtime import nats_connect_options, provision
 from labelloop.settings import ServiceSettings
@@ -29,13 +30,20 @@ class BusClient:
     ns: Namespace
 
     async def publish(self, event: Event) -> bool:
-        """Publish idempotently (``Nats-Msg-Id`` = event id); ``False`` if dropped as duplicate."""
+        """Publish idempotently (``Nats-Msg-Id`` = event id); ``False`` if dropped as duplicate.
+
+        An event too large for one message travels by reference (``labelloop.payloads``)."""
         cls = type(event)
+        body, extra = await wire_form(event, await self.blobs())
         ack = await self.js.publish(
-            self.ns.subject(cls),
-            event.model_dump_json().encode(),
+            self.ns.subject(event),
+            body,
             stream=self.ns.stream_name(self.ns.stream_for(cls)),
-            headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+            headers={
+                "Nats-Msg-Id": event.event_id,
+                "content-type": "application/json",
+                **extra,
+            },
         )
         return not ack.duplicate
 

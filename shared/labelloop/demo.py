@@ -26,14 +26,7 @@ import numpy.typing as npt
 
 from labelloop.campaign import CampaignView, CampaignWatcher
 from labelloop.client import BusClient, connect
-from labelloop.events import (
-    ItemIn,
-    ItemsSubmitted,
-    LabelsReady,
-    RequestExport,
-    RequestTraining,
-    deterministic_id,
-)
+from labelloop.events import ItemIn, ItemsSubmitted, RequestSampling, deterministic_id
 from labelloop.natsserver import EmbeddedNats
 from labelloop.processes import Supervisor
 from labelloop.project import ProjectConfig, SamplingStrategy, load_project, parse_project
@@ -64,6 +57,10 @@ class DemoOptions:
     namespace: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    max_model_lag: int | None = None
+    """Override the project's ``sampling.max_model_lag``."""
+    time_scale: float | None = None
+    """Override the simulated crew's ``time_scale`` (0: answers at once)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,12 @@ def arm_configs(base: ProjectConfig, options: DemoOptions) -> list[ProjectConfig
     """The active-learning project and, beside it, the same project sampling at random."""
     raw = base.model_dump(mode="json")
     raw["budget"] = {**raw["budget"], "max_labels": options.budget}
-    raw["sampling"] = {**raw["sampling"], "seed": options.seed}
+    # the pool is ingested whole before the first batch: the campaign is then reproducible
+    raw["sampling"] = {**raw["sampling"], "seed": options.seed, "start": "on_command"}
+    if options.max_model_lag is not None:
+        raw["sampling"]["max_model_lag"] = options.max_model_lag
+    if options.time_scale is not None and raw.get("simulation"):
+        raw["simulation"] = {**raw["simulation"], "time_scale": options.time_scale}
     arms = [parse_project(raw)]
     if options.random_arm:
         rnd = json.loads(json.dumps(raw))
@@ -178,19 +180,8 @@ async def _submit(bus: BusClient, project: str, items: list[ItemIn], chunk: int 
 
 
 def _arm_done(view: CampaignView) -> bool:
-    stopped = view.budget_exhausted is not None or view.converged is not None
-    if not stopped:
-        return False
-    completed = [b for b in view.batches.values() if b.completed is not None]
-    reported = {r.batch_id for r in view.reports}
-    # items QA sent to review are labeled after the budget stop: wait until each was put in a
-    # review batch (the sampler skips ones already in review, so "at least as many tasks")
-    in_review = sum(b.n_tasks for b in view.batches.values() if b.kind == "review")
-    return (
-        not view.open_batches
-        and all(b.batch_id in reported for b in completed)
-        and in_review >= view.review_items
-    )
+    """Sampling stopped and the last round's model is trained: the campaign has said its word."""
+    return view.settled
 
 
 async def _wait(
@@ -221,61 +212,40 @@ async def _wait(
     return True
 
 
-async def _finish_arm(bus: BusClient, watcher: CampaignWatcher, project: str) -> None:
-    """Export what QA passed since the last version and train on it: the campaign's last model."""
-    view = watcher.view(project)
-    # labels still on their way to the exporter (a slow or restarted replica) would be missing
-    # from the final version: let it apply everything first
-    for _ in range(600):  # polls the server's consumer state, up to two minutes
-        if not await bus.backlog("exporter", LabelsReady):
-            break
-        await asyncio.sleep(0.2)
-    n_datasets = len(view.datasets)
-    await bus.publish(RequestExport(project=project, reason="campaign finished"))
-    # the exporter writes nothing when no label arrived since the last version
-    await _wait(watcher, lambda: len(view.datasets) > n_datasets, timeout=60, stall=15)
-    if not view.datasets:
-        return
-    final = max(view.datasets, key=lambda d: d.version).version
-    await bus.publish(
-        RequestTraining(project=project, dataset_version=final, reason="campaign finished")
-    )
-    await _wait(
-        watcher,
-        lambda: any(m.dataset_version == final for m in view.models),
-        timeout=300,
-        stall=240,
-    )
-
-
 async def _evaluate(
     bus: BusClient, view: CampaignView, data: DigitsData
 ) -> tuple[list[tuple[int, float]], float | None, str | None, list[list[int]] | None]:
-    """Accuracy of every model on the held-out digits; the promoted model is the final one."""
+    """Held-out accuracy of the model serving after each round, at the labels spent by then."""
     from sklearn.metrics import accuracy_score, confusion_matrix
 
     blobs = await bus.blobs()
-    rows = {d.version: d.n_rows for d in view.datasets}
+    spent = view.labels_by_round()
+    models = view.round_models()
+    refs = {m.model_version: m.model_ref for m in models.values() if m.model_ref}
     x_test, y_test = data.features[data.test_index], data.target[data.test_index].astype(str)
     curve: list[tuple[int, float]] = []
+    scored: dict[str, tuple[float, list[list[int]]]] = {}
     final: tuple[float, str, list[list[int]]] | None = None
-    # the serving model is the last promoted one, in the order the trainer numbered them
-    for model in sorted(view.models, key=lambda m: m.model_version):
-        if model.model_ref is None:
+    for number in sorted(models):
+        serving = models[number].serving_model_version
+        ref = refs.get(serving or "")
+        if serving is None or ref is None:
             continue
-        raw = await blobs.get(model.model_ref)
-        if raw is None:
-            continue
-        estimator = pickle.loads(raw)  # noqa: S301 - our own trainer's artefact, from our bus
-        proba = estimator.predict_proba(x_test)
-        predicted = np.asarray(estimator.classes_).astype(str)[proba.argmax(axis=1)]
-        accuracy = float(accuracy_score(y_test, predicted))
-        curve.append((rows.get(model.dataset_version, model.n_train), accuracy))
-        if model.promoted:
+        if serving not in scored:
+            raw = await blobs.get(ref)
+            if raw is None:
+                continue
+            estimator = pickle.loads(raw)  # noqa: S301 - our own trainer's artefact, from our bus
+            proba = estimator.predict_proba(x_test)
+            predicted = np.asarray(estimator.classes_).astype(str)[proba.argmax(axis=1)]
             classes = [str(c) for c in range(10)]
-            matrix = confusion_matrix(y_test, predicted, labels=classes).tolist()
-            final = (accuracy, model.model_version, matrix)
-    curve = sorted(dict(curve).items())
+            scored[serving] = (
+                float(accuracy_score(y_test, predicted)),
+                confusion_matrix(y_test, predicted, labels=classes).tolist(),
+            )
+        accuracy, matrix = scored[serving]
+        curve.append((spent.get(number, 0), accuracy))
+        final = (accuracy, serving, matrix)
     if final is None:
         return curve, None, None, None
     return curve, final[0], final[1], final[2]
@@ -306,6 +276,23 @@ async def run_campaign(
             f"ingesting {len(items)} digit images ({options.n_gold} gold) into "
             f"{', '.join(a.name for a in arms)}; {len(data.test_index)} held out for testing"
         )
+        ingested = await _wait(
+            watcher,
+            lambda: all(watcher.view(a.name).items_ingested >= len(items) for a in arms),
+            timeout=options.timeout_seconds,
+            stall=options.stall_seconds,
+        )
+        if not ingested:
+            console.print("[yellow]not every item was ingested; sampling starts anyway[/]")
+        for arm in arms:
+            await bus.publish(
+                RequestSampling(
+                    event_id=deterministic_id("demo-start", arm.name, options.seed),
+                    project=arm.name,
+                    action="start",
+                    reason="pool ingested",
+                )
+            )
         progress = Progress(
             TextColumn("[bold]{task.description:<16}"),
             BarColumn(),
@@ -339,7 +326,6 @@ async def run_campaign(
                 lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
                 timeout=options.timeout_seconds,
                 stall=options.stall_seconds,
-                settle=3.0,  # a finished campaign stays quiet: no late review batch, no new label
                 on_change=refresh,
             )
             refresh()
@@ -347,8 +333,6 @@ async def run_campaign(
             console.print(
                 "[yellow]the campaign did not finish in time; summarising what happened[/]"
             )
-        for arm in arms:
-            await _finish_arm(bus, watcher, arm.name)
         results = []
         for arm in arms:
             view = watcher.view(arm.name)
@@ -419,7 +403,9 @@ def build_summary(
         "batches": [
             {
                 "id": b.batch_id,
+                "round": b.round,
                 "kind": b.kind,
+                "model_version": b.model_version,
                 "strategy": b.strategy,
                 "n_tasks": b.n_tasks,
                 "n_gold": b.n_gold,

@@ -3,7 +3,13 @@
 Rules (see README, "Events are the contract"):
 
 * Every event carries its subject as the class constant ``SUBJECT``; the runtime prefixes it with
-  the deployment's namespace (``labelloop.`` by default). Nobody types a subject string by hand.
+  the deployment's namespace and appends the project (``labelloop.batches.completed.digits``).
+  Nobody types a subject string by hand.
+* **Causality is carried, not awaited.** A consumer finds in the event it reacts to everything it
+  needs from upstream (a completed batch carries its tasks and annotations; a dataset version its
+  round), so no consumer waits for another consumer's message. Work that builds on the previous
+  step (QA's annotator history, dataset versions, models) is numbered by the labeling ``round``
+  and applied in that order (``labelloop.sequencing``), which makes a campaign reproducible.
 * ``event_id`` is deterministic where the event has a natural key (a batch id, an annotation id and
   its update time, ...) so that a replayed handler publishes a duplicate that JetStream drops
   (``Nats-Msg-Id``). Where there is no natural key it is a random UUID.
@@ -33,6 +39,7 @@ __all__ = [
     "BatchCreated",
     "BatchTask",
     "BudgetExhausted",
+    "CompletedTask",
     "ConsensusLabel",
     "DatasetExported",
     "DeadLetter",
@@ -52,6 +59,7 @@ __all__ = [
     "QualityAlertRaised",
     "Rejection",
     "RequestExport",
+    "RequestSampling",
     "RequestTraining",
     "ReviewItem",
     "ReviewRequested",
@@ -160,6 +168,18 @@ class BatchTask(_Frozen):
     """The item's metadata (the simulated crew reads ``simulation_truth`` from here)."""
 
 
+class CompletedTask(_Frozen):
+    """A task of a completed batch, as QA needs it: no item data, its gold answer and prediction."""
+
+    item_id: str
+    annotations_required: int = Field(ge=1)
+    is_gold: bool = False
+    gold_label: LabelValue | None = None
+    is_review: bool = False
+    prediction: Prediction | None = None
+    """The model's prediction shown with the task (QA checks the consensus against it)."""
+
+
 class Annotation(_Frozen):
     annotation_id: str
     item_id: str
@@ -231,8 +251,9 @@ class ItemsIngested(Event):
 
     SUBJECT: ClassVar[str] = "items.ingested"
     items: list[IngestedItem]
-    features_ref: str | None = None
-    """Object-store name of the features of these items (a ``.npz`` with ``item_ids`` and ``X``)."""
+    chunk_ref: str | None = None
+    """The item catalog's chunk holding these items and their features (``labelloop.catalog``),
+    written before this event: whoever reads it after the event finds it."""
     submission_id: str
     duplicates: int = 0
 
@@ -250,11 +271,19 @@ class BatchCreated(Event):
 
     SUBJECT: ClassVar[str] = "batches.created"
     batch_id: str
+    round: int = Field(ge=1)
+    """Labeling batches are numbered 1, 2, ... per project; a review batch carries the number of
+    the labeling round whose items it reviews."""
     tasks: list[BatchTask]
     strategy: str
     model_version: str | None = None
+    """The model whose scores chose the batch (``None``: chosen without a model)."""
+    model_round: int | None = None
+    """The round that model was trained on: every round up to it is in its training data."""
     seed: int
     kind: Literal["labeling", "review"] = "labeling"
+    excluded_annotators: list[str] = Field(default_factory=list)
+    """Annotators QA flagged (spammers, adversaries): they get no task of this batch."""
 
 
 class AnnotationsSubmitted(Event):
@@ -265,21 +294,35 @@ class AnnotationsSubmitted(Event):
 
 
 class BatchCompleted(Event):
-    """Every task of the batch has its required number of annotations. Emitted once per batch."""
+    """Every task of the batch has its required number of annotations. Emitted once per batch.
+
+    It carries the batch's tasks and the annotations that completed them (the latest state of
+    each), so QA scores the batch from this one event."""
 
     SUBJECT: ClassVar[str] = "batches.completed"
     batch_id: str
+    round: int = Field(ge=1)
     n_tasks: int
     n_annotations: int
     kind: Literal["labeling", "review"] = "labeling"
+    tasks: list[CompletedTask] = Field(default_factory=list)
+    annotations: list[Annotation] = Field(default_factory=list)
 
 
 class LabelsReady(Event):
-    """Consensus labels that passed QA, ready for export."""
+    """QA's final word on one labeling round: its consensus labels, the experts' answers to the
+    round's reviews, and corrections of earlier labels. Exactly one per round."""
 
     SUBJECT: ClassVar[str] = "labels.ready"
     batch_id: str
+    round: int = Field(ge=1)
     labels: list[ConsensusLabel]
+    withdrawn: list[str] = Field(default_factory=list)
+    """Items of earlier rounds whose label QA no longer stands behind (none usable any more)."""
+    percent_agreement: float | None = None
+    krippendorff_alpha: float | None = None
+    """The round's agreement as QA reported it (a dataset manifest averages it)."""
+    n_items: int = Field(default=0, ge=0)
 
 
 class QAReport(Event):
@@ -287,6 +330,7 @@ class QAReport(Event):
 
     SUBJECT: ClassVar[str] = "qa.reported"
     batch_id: str
+    round: int = Field(ge=1)
     n_items: int
     n_annotations: int
     percent_agreement: float | None = None
@@ -300,6 +344,9 @@ class QAReport(Event):
     items_flagged: int = 0
     gold_accuracy: float | None = None
     passed: bool = True
+    lead_time_seconds: float = Field(default=0.0, ge=0.0)
+    """Total annotation lead time of the batch (with ``n_lead_times``: the money budget)."""
+    n_lead_times: int = Field(default=0, ge=0)
     details: dict[str, JsonValue] = Field(default_factory=dict)
 
 
@@ -308,6 +355,7 @@ class QualityAlertRaised(Event):
 
     SUBJECT: ClassVar[str] = "qa.alerts"
     batch_id: str
+    round: int = Field(ge=1)
     metric: str
     value: float | None
     threshold: float
@@ -318,7 +366,9 @@ class ReviewRequested(Event):
     """Items need an expert's look (low confidence, disagreement, model contradiction)."""
 
     SUBJECT: ClassVar[str] = "review.requested"
-    batch_id: str | None = None
+    batch_id: str
+    round: int = Field(ge=1)
+    """The labeling round whose labels wait for these answers."""
     items: list[ReviewItem] = Field(min_length=1)
 
 
@@ -327,6 +377,8 @@ class DatasetExported(Event):
 
     SUBJECT: ClassVar[str] = "datasets.exported"
     version: str
+    round: int = Field(ge=1)
+    """The version holds the labels of labeling rounds 1 to ``round``."""
     parent_version: str | None = None
     path: str
     n_rows: int
@@ -341,20 +393,30 @@ class DatasetExported(Event):
 
 
 class ModelTrained(Event):
-    """A model was trained and evaluated; the unlabeled pool was scored."""
+    """The training round of one dataset version: the candidate model, whether it was promoted,
+    and the model that serves after this round. Exactly one per round (also when no model could
+    be trained: ``model_ref`` is then ``None`` and ``skipped`` says why)."""
 
     SUBJECT: ClassVar[str] = "models.trained"
     model_version: str
     dataset_version: str
+    round: int = Field(ge=1)
     promoted: bool
     metrics: dict[str, float]
     n_train: int
     scores_ref: str | None = None
-    """Object-store name of the pool scores (``.npz``: ``item_ids``, ``proba``, ``classes``)."""
-    oos_ref: str | None = None
-    """Object-store name of out-of-sample probabilities of labeled items (for QA)."""
+    """Object-store name of the candidate's pool scores (a ``labelloop.catalog`` table)."""
     model_ref: str | None = None
     classes: list[str] = Field(default_factory=list)
+    serving_model_version: str | None = None
+    """The model that serves after this round: this one if promoted, else the one before."""
+    serving_scores_ref: str | None = None
+    """Pool scores of the serving model: what the sampler ranks the next batches by."""
+    skipped: str | None = None
+    """Why no model was trained on this version (e.g. one class only), or ``None``."""
+    converged: str | None = None
+    """Set when the learning curve has plateaued with this round: sampling stops (the same
+    verdict is also announced as ``LabelingConverged``)."""
 
 
 class LabelingConverged(Event):
@@ -381,6 +443,17 @@ class RequestExport(Event):
 
     SUBJECT: ClassVar[str] = "commands.export"
     formats: list[str] | None = None
+    reason: str = "requested"
+
+
+class RequestSampling(Event):
+    """Command: start or pause a project's sampling (``labelloop sampling start|pause``).
+
+    A project whose ``sampling.start`` is ``on_command`` waits for ``start``: a campaign whose pool
+    is ingested first is then reproducible (the first batch sees the whole pool)."""
+
+    SUBJECT: ClassVar[str] = "commands.sampling"
+    action: Literal["start", "pause"]
     reason: str = "requested"
 
 
@@ -434,13 +507,18 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     BudgetExhausted,
     RequestExport,
     RequestTraining,
+    RequestSampling,
     DeadLetter,
 )
 
 
 def event_type(subject: str) -> type[Event] | None:
-    """The event class that owns a relative subject, or ``None``."""
-    return _BY_SUBJECT.get(subject)
+    """The event class that owns a relative subject (``batches.completed``, with or without the
+    project token after it), or ``None``."""
+    found = _BY_SUBJECT.get(subject)
+    if found is None and subject.count(".") >= 2:
+        found = _BY_SUBJECT.get(subject.rsplit(".", 1)[0])
+    return found
 
 
 _BY_SUBJECT: dict[str, type[Event]] = {cls.SUBJECT: cls for cls in ALL_EVENTS}

@@ -145,6 +145,14 @@ class SamplingConfig(_Section):
     max_open_tasks: int = Field(default=200, ge=1)
     low_watermark: int = Field(default=0, ge=0)
     """Create the next batch when open tasks fall to this many (0: when a batch completes)."""
+    max_model_lag: int = Field(default=1, ge=0, le=20)
+    """Batch *n* is chosen by the model trained on every labeling batch up to *n - 1 - lag*, and
+    waits for it. 0: rounds are synchronous (annotators wait while the model trains); 1: the
+    crew labels one batch while the model learns from the one before."""
+    start: Literal["on_ingest", "on_command"] = "on_ingest"
+    """``on_ingest``: the first batch is cut as soon as items arrive. ``on_command``: sampling
+    waits for ``labelloop sampling start`` (ingest the pool first: the campaign is then
+    reproducible, its first batch sees the whole pool)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -225,6 +233,10 @@ class SimulationConfig(_Section):
 
     seed: int = 0
     annotators: list[SimulatedAnnotator] = Field(min_length=1)
+    time_scale: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Wall seconds per simulated second of annotator lead time: 0 answers a batch at once;
+    0.01 lets a crew whose answers take 10 s each deliver one every 0.1 s, so a demo shows the
+    pace people would set (models train while annotators work)."""
 
 
 class ProjectConfig(BaseModel):

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,6 +48,7 @@ from pydantic import ValidationError
 
 from labelloop.events import DeadLetter, Event, deterministic_id
 from labelloop.logs import configure_logging
+from labelloop.payloads import PAYLOAD_HEADER, PayloadMissing, resolve, wire_form
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.settings import ServiceSettings
 from labelloop.stores import (
@@ -58,7 +60,14 @@ from labelloop.stores import (
     NatsStores,
     Stores,
 )
-from labelloop.streams import KV_BUCKETS, OBJECT_BUCKETS, Namespace, StreamSpec
+from labelloop.streams import (
+    KV_BUCKETS,
+    OBJECT_BUCKETS,
+    Namespace,
+    StreamSpec,
+    split_subject,
+    subject_matches,
+)
 
 __all__ = ["PoisonMessage", "Service", "ServiceSettings", "nats_connect_options"]
 
@@ -347,7 +356,9 @@ class Service:
         return config
 
     async def publish(self, event: Event) -> bool:
-        """Publish an event idempotently. Returns ``False`` when the server dropped a duplicate."""
+        """Publish an event idempotently. Returns ``False`` when the server dropped a duplicate.
+
+        An event too large for one message travels by reference (``labelloop.payloads``)."""
         cls = type(event)
         if self._memory:
             if event.event_id in self._sent_ids:
@@ -356,10 +367,19 @@ class Service:
             self._sent_ids.add(event.event_id)
             self.sent.append(event)
         stream = self.ns.stream_name(self.ns.stream_for(cls))
+        body, extra = await wire_form(
+            event,
+            self._stores.artifacts if self._stores is not None else None,
+            limit=self.settings.max_inline_payload_bytes,
+        )
         ack = await self.broker.publish(
-            event.model_dump_json().encode(),
-            self.ns.subject(cls),
-            headers={"Nats-Msg-Id": event.event_id, "content-type": "application/json"},
+            body,
+            self.ns.subject(event),
+            headers={
+                "Nats-Msg-Id": event.event_id,
+                "content-type": "application/json",
+                **extra,
+            },
             stream=None if self._memory else stream,
         )
         duplicate = bool(getattr(ack, "duplicate", False))
@@ -548,7 +568,11 @@ class Service:
         started = time.perf_counter()
         outcome = "ok"
         try:
+            await self._resolve_payload(msg)
             await call_next(msg)
+        except PayloadMissing as exc:
+            outcome = "dead_lettered"
+            await self._dead_letter(msg, sub, "invalid", str(exc), deliveries)
         except ValidationError as exc:
             outcome = "dead_lettered"
             await self._dead_letter(msg, sub, "invalid", _validation_reason(exc), deliveries)
@@ -597,7 +621,24 @@ class Service:
         return None
 
     def _subscription_for_subject(self, subject: str) -> _Subscription | None:
-        return next((s for s in self._subscriptions.values() if s.subject == subject), None)
+        relative = self.ns.relative(subject)
+        return next(
+            (
+                s
+                for s in self._subscriptions.values()
+                if subject_matches(self.ns.relative(s.subject), relative)
+            ),
+            None,
+        )
+
+    async def _resolve_payload(self, msg: StreamMessage[Any]) -> None:
+        """Swap an envelope for the event body it names (before the body is validated)."""
+        headers = msg.headers or {}
+        if PAYLOAD_HEADER not in headers:
+            return
+        blobs = self._stores.artifacts if self._stores is not None else None
+        msg.body = await resolve(msg.body, headers, blobs)
+        msg.clear_cache()
 
     async def _dead_letter(
         self,
@@ -682,7 +723,7 @@ class Service:
             headers={k: v for k, v in (original.headers or {}).items() if isinstance(v, str)},
         )
         await self.publish(letter)
-        event_name = self.ns.relative(subject)
+        event_name, _ = split_subject(self.ns.relative(subject))
         self.metrics.dead_letters.labels(event=event_name, kind="max_deliveries").inc()
         await adv.ack()
 
@@ -765,6 +806,8 @@ def _redact(url: str) -> str:
     return ",".join(out)
 
 
+_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
 _MAX_KEPT_PAYLOAD = 256 * 1024
 """Bytes of the original payload a dead letter keeps: base64 of it must fit in a NATS message
 (1 MB by default), or the dead letter itself could not be published. The whole payload stays in its
@@ -789,7 +832,8 @@ def build_dead_letter(
         parsed = json.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("project"), str):
             candidate = parsed["project"]
-            if 0 < len(candidate) <= 64:
+            # the project becomes a subject token of the dead letter: only a valid name will do
+            if _PROJECT_NAME.fullmatch(candidate) and len(candidate) <= 64:
                 project = candidate
     except ValueError:
         pass

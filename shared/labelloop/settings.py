@@ -82,6 +82,16 @@ class ServiceSettings(BaseSettings):
     graceful_timeout_seconds: float = Field(
         default=15.0, gt=0, validation_alias=shared_env("graceful_timeout_seconds")
     )
+    sweep_interval_seconds: float = Field(
+        default=5.0, gt=0, validation_alias=shared_env("sweep_interval_seconds")
+    )
+    """How often a service looks for rounds parked for an earlier one that is already done (a
+    safety net: normally the replica that finishes a round hands the next one over at once)."""
+    max_inline_payload_bytes: int = Field(
+        default=512 * 1024, ge=1024, validation_alias=shared_env("max_inline_payload_bytes")
+    )
+    """Events larger than this travel by reference through the object store (NATS refuses
+    messages over the server's ``max_payload``, 1 MB by default)."""
 
     # --- HTTP (metrics, health, docs): per service, with the service's own prefix
     http_host: str = "127.0.0.1"

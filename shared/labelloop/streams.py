@@ -2,15 +2,30 @@
 
 Everything is named inside a ``Namespace`` (``labelloop`` by default) so that tests, and several
 deployments sharing one NATS cluster, never see each other's messages.
+
+A subject is ``<namespace>.<event subject>.<project>``: ``labelloop.batches.completed.digits``.
+The project in the last token is what makes per-project permissions (a producer may publish
+``labelloop.items.submitted.<its project>`` only), per-project ordering and partitioning replicas
+by project (NATS subject mapping) possible. A consumer of an event for every project filters on
+``labelloop.batches.completed.*``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from labelloop.events import ALL_EVENTS, Event
+from labelloop.events import ALL_EVENTS, Event, event_type
 
-__all__ = ["KV_BUCKETS", "OBJECT_BUCKETS", "STREAMS", "BucketSpec", "Namespace", "StreamSpec"]
+__all__ = [
+    "KV_BUCKETS",
+    "OBJECT_BUCKETS",
+    "STREAMS",
+    "BucketSpec",
+    "Namespace",
+    "StreamSpec",
+    "split_subject",
+    "subject_matches",
+]
 
 _DAY = 24 * 3600.0
 
@@ -36,18 +51,22 @@ class BucketSpec:
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("PROJECTS", ("projects.*",), "Project configurations as they are applied"),
-    StreamSpec("ITEMS", ("items.*",), "Raw items in, ingested and rejected items out"),
-    StreamSpec("BATCHES", ("batches.*",), "Labeling batches created and completed"),
-    StreamSpec("ANNOTATIONS", ("annotations.*",), "Annotations from Label Studio or the crew"),
+    StreamSpec("PROJECTS", ("projects.*.*",), "Project configurations as they are applied"),
+    StreamSpec("ITEMS", ("items.*.*",), "Raw items in, ingested and rejected items out"),
+    StreamSpec("BATCHES", ("batches.*.*",), "Labeling batches created and completed"),
+    StreamSpec("ANNOTATIONS", ("annotations.*.*",), "Annotations from Label Studio or the crew"),
     StreamSpec(
-        "QUALITY", ("labels.*", "qa.*", "review.*"), "Consensus labels, QA reports, alerts, reviews"
+        "QUALITY",
+        ("labels.*.*", "qa.*.*", "review.*.*"),
+        "Consensus labels, QA reports, alerts, reviews",
     ),
-    StreamSpec("MODELS", ("datasets.*", "models.*", "labeling.*"), "Dataset versions and models"),
-    StreamSpec("CONTROL", ("commands.*", "budget.*"), "Operator commands and budget signals"),
+    StreamSpec(
+        "MODELS", ("datasets.*.*", "models.*.*", "labeling.*.*"), "Dataset versions and models"
+    ),
+    StreamSpec("CONTROL", ("commands.*.*", "budget.*.*"), "Operator commands and budget signals"),
     StreamSpec(
         "DLQ",
-        ("dlq.*",),
+        ("dlq.*.*",),
         "Dead letters: messages that could not be processed, with the reason",
         max_age_seconds=90 * _DAY,
         duplicate_window_seconds=24 * 3600.0,
@@ -77,14 +96,25 @@ class Namespace:
                 f"namespace prefix must be alphanumeric (with _ or -): {self.prefix!r}"
             )
 
-    def subject(self, event: type[Event] | Event) -> str:
-        """The absolute subject of an event class (or instance)."""
-        return f"{self.prefix}.{event.SUBJECT}"
+    def subject(self, event: type[Event] | Event, project: str | None = None) -> str:
+        """The absolute subject of an event.
+
+        Of an instance: its own project's subject. Of a class: the subject for ``project``, or,
+        without one, the filter matching every project (``<prefix>.<event>.*``).
+        """
+        if project is None and isinstance(event, Event):
+            project = event.project
+        return f"{self.prefix}.{event.SUBJECT}.{project or '*'}"
 
     def relative(self, subject: str) -> str:
-        """Strip the namespace from an absolute subject."""
+        """Strip the namespace from an absolute subject (``batches.completed.digits``)."""
         head = f"{self.prefix}."
         return subject[len(head) :] if subject.startswith(head) else subject
+
+    def parse(self, subject: str) -> tuple[type[Event] | None, str | None]:
+        """The event class and the project an absolute subject names (``None`` where unknown)."""
+        event, project = split_subject(self.relative(subject))
+        return event_type(event), project
 
     def stream_name(self, spec: StreamSpec) -> str:
         return f"{self._upper}_{spec.name}"
@@ -94,7 +124,8 @@ class Namespace:
 
     def stream_for(self, event: type[Event] | Event) -> StreamSpec:
         """The one stream that captures an event's subject."""
-        matches = [s for s in self.streams if any(_matches(p, event.SUBJECT) for p in s.subjects)]
+        probe = f"{event.SUBJECT}.project"
+        matches = [s for s in self.streams if any(subject_matches(p, probe) for p in s.subjects)]
         if len(matches) != 1:
             raise LookupError(
                 f"{event.SUBJECT!r} is captured by {len(matches)} streams, expected exactly one"
@@ -117,7 +148,7 @@ class Namespace:
         return self.prefix.upper().replace("-", "_")
 
 
-def _matches(pattern: str, subject: str) -> bool:
+def subject_matches(pattern: str, subject: str) -> bool:
     """NATS subject matching for ``*`` and ``>`` wildcards."""
     p_parts, s_parts = pattern.split("."), subject.split(".")
     for i, part in enumerate(p_parts):
@@ -126,6 +157,14 @@ def _matches(pattern: str, subject: str) -> bool:
         if i >= len(s_parts) or part not in ("*", s_parts[i]):
             return False
     return len(p_parts) == len(s_parts)
+
+
+def split_subject(relative: str) -> tuple[str, str | None]:
+    """``batches.completed.digits`` -> (``batches.completed``, ``digits``)."""
+    head, dot, project = relative.rpartition(".")
+    if not dot or "." not in head:
+        return relative, None
+    return head, project
 
 
 def captured_subjects() -> dict[str, str]:

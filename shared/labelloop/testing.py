@@ -15,9 +15,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from labelloop.events import Event
+from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig
 from labelloop.runtime import Service, provision
-from labelloop.stores import KeyValue, MemoryStores
+from labelloop.stores import KeyValue, MemoryStores, NatsBlobs
 from labelloop.streams import Namespace
 
 __all__ = ["EventCollector", "InMemoryBus", "apply_project", "in_memory", "started", "wait_until"]
@@ -42,13 +43,13 @@ class InMemoryBus:
         """Deliver an event to the service's handlers (inline, like a real delivery)."""
         await self.service.broker.publish(
             event.model_dump_json().encode(),
-            self.service.ns.subject(type(event)),
+            self.service.ns.subject(event),
             headers={"Nats-Msg-Id": event.event_id},
         )
 
-    async def publish_raw(self, payload: bytes, event: type[Event]) -> None:
-        """Deliver arbitrary bytes on an event's subject (bad-input tests)."""
-        await self.service.broker.publish(payload, self.service.ns.subject(event))
+    async def publish_raw(self, payload: bytes, event: type[Event], project: str = "p1") -> None:
+        """Deliver arbitrary bytes on an event's subject of ``project`` (bad-input tests)."""
+        await self.service.broker.publish(payload, self.service.ns.subject(event, project))
 
     def published(self, event: type[E]) -> list[E]:
         """Events of a type the service published (duplicates by event id dropped, as NATS does)."""
@@ -100,8 +101,11 @@ class EventCollector:
         stream = self._ns.stream_name(self._ns.stream_for(self._event))
         await provision(js, self._ns)  # idempotent: whoever comes first creates the streams
 
+        blobs = NatsBlobs(await js.object_store(self._ns.object_bucket("artifacts")))
+
         async def on_msg(msg: Any) -> None:
-            self.events.append(self._event.model_validate_json(msg.data))
+            body = await resolve(msg.data, msg.headers, blobs)
+            self.events.append(self._event.model_validate_json(body))
             self._arrived.set()
 
         self._sub = await js.subscribe(

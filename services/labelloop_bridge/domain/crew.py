@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,13 +91,18 @@ def answer_batch(
     task_type: TaskType,
     classes: Sequence[str],
     review: bool = False,
+    excluded: Collection[str] = (),
 ) -> CrewPlan:
-    """The crew's answers to a batch: ``annotations_required`` distinct annotators per task."""
+    """The crew's answers to a batch: ``annotations_required`` distinct annotators per task.
+
+    Annotators in ``excluded`` (flagged by QA) get no task, unless nobody else is left."""
     role = "expert" if review else "annotator"
     eligible = [a for a in crew.annotators if a.role == role]
     fallback = False
     if not eligible:
         eligible, fallback = list(crew.annotators), True
+    kept = [a for a in eligible if a.id not in excluded]
+    eligible = kept or eligible
     answers: list[CrewAnswer] = []
     missing = short = 0
     for task in tasks:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["Answer", "BatchLedger", "TaskLedger"]
+from labelloop.events import BatchCreated, BatchTask, CompletedTask
+
+__all__ = ["Answer", "BatchLedger", "TaskLedger", "completed_task"]
 
 Kind = Literal["labeling", "review"]
 
@@ -74,13 +76,53 @@ class BatchLedger:
     imported: bool = False
     completed: bool = False
     completion_published: bool = False
+    round: int = 1
+    info: list[CompletedTask] = field(default_factory=list)
+    """The tasks as QA needs them (gold answers, predictions), carried by ``BatchCompleted``."""
+    excluded: list[str] = field(default_factory=list)
+    """Annotators QA flagged before this batch was cut: their answers do not count."""
 
     @classmethod
     def new(
-        cls, batch_id: str, kind: Kind, required: dict[str, int], ls_project_id: int | None = None
+        cls,
+        batch_id: str,
+        kind: Kind,
+        required: dict[str, int],
+        ls_project_id: int | None = None,
+        *,
+        round: int = 1,
+        info: list[CompletedTask] | None = None,
+        excluded: list[str] | None = None,
     ) -> BatchLedger:
         tasks = {item: TaskLedger(required=max(1, r)) for item, r in required.items()}
-        return cls(batch_id=batch_id, kind=kind, tasks=tasks, ls_project_id=ls_project_id)
+        return cls(
+            batch_id=batch_id,
+            kind=kind,
+            tasks=tasks,
+            ls_project_id=ls_project_id,
+            round=round,
+            info=list(info or []),
+            excluded=sorted(excluded or []),
+        )
+
+    @classmethod
+    def of_batch(
+        cls,
+        batch: BatchCreated,
+        required: dict[str, int] | None = None,
+        ls_project_id: int | None = None,
+    ) -> BatchLedger:
+        """The ledger of a new batch (``required`` overrides the tasks' own requirements)."""
+        wanted = required or {t.item_id: t.annotations_required for t in batch.tasks}
+        return cls.new(
+            batch.batch_id,
+            batch.kind,
+            wanted,
+            ls_project_id,
+            round=batch.round,
+            info=[completed_task(t) for t in batch.tasks],
+            excluded=list(batch.excluded_annotators),
+        )
 
     def record(
         self,
@@ -138,6 +180,9 @@ class BatchLedger:
                 "imported": self.imported,
                 "completed": self.completed,
                 "completion_published": self.completion_published,
+                "round": self.round,
+                "info": [t.model_dump(mode="json", exclude_defaults=True) for t in self.info],
+                "excluded": self.excluded,
                 "tasks": {
                     item: [t.required, {a: _answer_json(x) for a, x in t.answers.items()}]
                     for item, t in self.tasks.items()
@@ -164,7 +209,22 @@ class BatchLedger:
             imported=bool(data.get("imported")),
             completed=bool(data.get("completed")),
             completion_published=bool(data.get("completion_published")),
+            round=int(data.get("round") or 1),
+            info=[CompletedTask.model_validate(t) for t in data.get("info") or []],
+            excluded=list(data.get("excluded") or []),
         )
+
+
+def completed_task(task: BatchTask) -> CompletedTask:
+    """What ``BatchCompleted`` says of a task: no item data, the gold answer and prediction."""
+    return CompletedTask(
+        item_id=task.item_id,
+        annotations_required=task.annotations_required,
+        is_gold=task.is_gold,
+        gold_label=task.gold_label if task.is_gold else None,
+        is_review=task.is_review,
+        prediction=task.prediction,
+    )
 
 
 def _answer_json(answer: Answer) -> list[Any]:

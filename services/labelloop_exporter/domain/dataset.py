@@ -56,10 +56,15 @@ class Prepared:
     formats: tuple[str, ...]
     content_sha256: str
     """Fingerprint of the published rows (independent of version id and time)."""
+    format_problems: tuple[Problem, ...] = ()
+    """Formats asked for that this project cannot have: nothing is written."""
 
     @property
     def ok(self) -> bool:
-        return self.validation.ok
+        return not self.format_problems
+
+    def reason(self) -> str:
+        return "; ".join(str(p) for p in self.format_problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ def prepare(
     salt: str,
     formats: Sequence[str] | None = None,
 ) -> Prepared:
-    """Build and check the table; ``ok`` is false when anything blocks publishing."""
+    """Build and check the table; ``ok`` is false when the formats asked for cannot be written."""
     chosen, format_problems = formats_for(config, formats)
     table = build_table(
         labels,
@@ -119,15 +124,8 @@ def prepare(
         missing_items=table.missing_items,
         formats=chosen,
     )
-    if format_problems:
-        result = ValidationResult(
-            rows=result.rows,
-            problems=[*format_problems, *result.problems],
-            excluded_low_confidence=result.excluded_low_confidence,
-            weighted_low_confidence=result.weighted_low_confidence,
-        )
     content = sha256(render_jsonl(result.rows, table.data_columns))
-    return Prepared(result, table.data_columns, tuple(chosen), content)
+    return Prepared(result, table.data_columns, tuple(chosen), content, tuple(format_problems))
 
 
 def _changes(prepared: Prepared, parent_labels: Mapping[str, str] | None) -> tuple[int, int]:
@@ -154,12 +152,11 @@ def render(
     created_at: datetime,
     salt: str,
     agreement: Mapping[str, BatchAgreement],
+    round_number: int = 1,
 ) -> Rendered:
     """The files of one version (data files first, then the manifest that lists their sha256)."""
     if not prepared.ok:
-        raise ValueError(
-            f"cannot render a dataset that failed validation: {prepared.validation.reason()}"
-        )
+        raise ValueError(f"cannot render this dataset: {prepared.reason()}")
     rows = prepared.validation.rows
     columns = prepared.data_columns
     primary = data_column(config.primary_field.name)
@@ -201,6 +198,11 @@ def render(
         schema=table_schema(columns),
         formats=prepared.formats,
         agreement=agreement,
+        round_number=round_number,
+        excluded=[
+            {"reason": p.code, "message": p.message, "item_ids": sorted(p.item_ids)}
+            for p in prepared.validation.problems
+        ],
     )
     data = manifest_bytes(manifest)
     files[MANIFEST_FILE] = data
@@ -213,12 +215,18 @@ def dataset_event(
     path: str,
     manifest_sha256: str,
     dataset_ref: str | None = None,
+    request_id: str | None = None,
 ) -> DatasetExported:
-    """The announcement of a version, from its manifest (the same version, the same event id)."""
+    """The announcement of a version, from its manifest (the same version, the same event id;
+    an operator's request for it gets an announcement of its own)."""
+    natural = (manifest["project"], manifest["version"])
     return DatasetExported(
-        event_id=deterministic_id("dataset-exported", manifest["project"], manifest["version"]),
+        event_id=deterministic_id(
+            "dataset-exported", *natural, *([request_id] if request_id else [])
+        ),
         project=manifest["project"],
         version=manifest["version"],
+        round=int(manifest.get("round") or 1),
         parent_version=manifest["parent_version"],
         path=path,
         n_rows=manifest["n_rows"],

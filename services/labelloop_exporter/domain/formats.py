@@ -78,7 +78,7 @@ def _arrow_table(flat: pd.DataFrame, data_columns: Sequence[str]) -> pa.Table:
         pa.field("reviewed", pa.bool_(), nullable=False),
         pa.field("annotators", pa.string(), nullable=False),
         pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("labeled_at", pa.string(), nullable=False),
+        pa.field("round", pa.int64(), nullable=False),
         *(pa.field(c, pa.string()) for c in data_columns),
     ]
     schema = pa.schema(fields)

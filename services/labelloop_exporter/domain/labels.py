@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from labelloop.events import ConsensusLabel, LabelsReady, LabelValue
@@ -18,29 +17,32 @@ class CurrentLabel:
     """The label an item has now, and where it came from."""
 
     label: ConsensusLabel
-    labeled_at: datetime
-    event_id: str
+    round: int
+    """The labeling round whose QA settled this label."""
     batch_id: str
     is_gold: bool
-    """Sticky: once an item was gold in any message it stays gold (so it never changes split)."""
+    """Sticky: once an item was gold in any round it stays gold (so it never changes split)."""
 
 
-def current_labels(events: Iterable[LabelsReady]) -> dict[str, CurrentLabel]:
-    """Fold label messages into one label per item id.
+def current_labels(rounds: Iterable[LabelsReady]) -> dict[str, CurrentLabel]:
+    """Fold the rounds' labels into one label per item id, in round order.
 
-    The latest message wins (by ``occurred_at``, then ``event_id`` so that ties are deterministic);
-    a message delivered twice changes nothing, since the fold is keyed by item id.
+    A later round's label for an item replaces an earlier one (an expert's correction, a re-review);
+    a label a round withdraws is gone. The fold depends only on the rounds, not on when their
+    messages arrived, so the same rounds always give the same dataset.
     """
-    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
     out: dict[str, CurrentLabel] = {}
-    for event in ordered:
+    for event in sorted(rounds, key=lambda e: e.round):
+        for item_id in event.withdrawn:
+            previous = out.pop(item_id, None)
+            if previous is not None and previous.is_gold:
+                out[item_id] = previous  # a gold item's known answer is never withdrawn
         for label in event.labels:
             previous = out.get(label.item_id)
             was_gold = previous is not None and previous.is_gold
             out[label.item_id] = CurrentLabel(
                 label=label,
-                labeled_at=event.occurred_at,
-                event_id=event.event_id,
+                round=event.round,
                 batch_id=label.batch_id or event.batch_id,
                 is_gold=label.is_gold or was_gold,
             )

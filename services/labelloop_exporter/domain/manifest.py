@@ -126,6 +126,8 @@ def build_manifest(
     schema: list[dict[str, str]],
     formats: Sequence[str],
     agreement: Mapping[str, BatchAgreement],
+    round_number: int = 1,
+    excluded: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything a reader needs to trust, reproduce and compare a dataset version."""
     counts = class_counts(rows, classes)
@@ -140,6 +142,7 @@ def build_manifest(
         "format_version": 1,
         "project": project,
         "version": version,
+        "round": round_number,
         "parent_version": parent_version,
         "created_at": created_at.isoformat(),
         "task_type": task_type,
@@ -184,6 +187,7 @@ def build_manifest(
                 for k, v in stratification_deviation(not_gold["split"], primary, fractions).items()
             },
         },
+        "excluded_rows": list(excluded),
         "formats": list(formats),
         "schema": schema,
         "files": {

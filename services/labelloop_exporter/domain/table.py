@@ -25,7 +25,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "reviewed",
     "annotators",
     "batch_id",
-    "labeled_at",
+    "round",
 )
 """Columns every dataset has, in this order; the item's data fields follow."""
 
@@ -85,7 +85,7 @@ def build_table(
             "reviewed": bool(cl.reviewed),
             "annotators": sorted(cl.annotators),
             "batch_id": current.batch_id,
-            "labeled_at": current.labeled_at.isoformat(),
+            "round": int(current.round),
         }
         for name, column in zip(data_fields, columns, strict=True):
             row[column] = None if item is None else item.data.get(name)

@@ -1,4 +1,7 @@
-"""Checks a dataset must pass before it is published; a failure publishes nothing and says why."""
+"""Checks every row of a dataset; a row that fails is left out of the version, and the manifest
+says which rows and why. A version is always written: one bad label (a forged message, a class
+removed from the project) must not stop every later version, since each round builds on the last.
+"""
 
 from __future__ import annotations
 
@@ -31,14 +34,15 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class ValidationResult:
     rows: pd.DataFrame
-    """The rows to publish: low-confidence rows dropped or down-weighted."""
+    """The rows to publish: failing rows left out, low-confidence rows dropped or down-weighted."""
     problems: list[Problem] = field(default_factory=list)
+    """What was left out, and why (every problem names its items)."""
     excluded_low_confidence: int = 0
     weighted_low_confidence: int = 0
 
     @property
-    def ok(self) -> bool:
-        return not self.problems
+    def excluded_rows(self) -> dict[str, int]:
+        return {p.code: len(p.item_ids) for p in self.problems if p.item_ids}
 
     def reason(self) -> str:
         return "; ".join(str(p) for p in self.problems)
@@ -87,7 +91,7 @@ def validate(
     missing_items: Collection[str] = (),
     formats: Collection[str] = (),
 ) -> ValidationResult:
-    """Check every row; return the publishable rows, or the problems that block publishing."""
+    """Check every row; return the rows to publish and what was left out."""
     problems: list[Problem] = []
     ids = rows["item_id"]
     dupes = sorted(set(ids[ids.duplicated()]))
@@ -146,11 +150,13 @@ def validate(
         problems.append(
             Problem(
                 "missing_item_data",
-                f"{len(missing_items)} labeled items were never seen in ItemsIngested",
+                f"{len(missing_items)} labeled items are not in the item catalog",
                 tuple(sorted(missing_items)),
             )
         )
 
+    bad = {i for p in problems if p.code != "duplicate_items" for i in p.item_ids}
+    rows = rows.loc[~ids.isin(bad) & ~ids.duplicated()].reset_index(drop=True)
     low = rows["confidence"] < min_confidence
     kept = rows
     excluded = weighted = 0
@@ -162,10 +168,6 @@ def validate(
         weighted = int(low.sum())
         kept = rows.copy()
         kept.loc[low, "weight"] = kept.loc[low, "confidence"]
-    if not problems and kept.empty:
-        problems.append(
-            Problem("no_rows", "no rows left to publish after excluding low-confidence labels")
-        )
     return ValidationResult(
         rows=kept,
         problems=problems,

@@ -6,14 +6,16 @@
 * **model_contradiction** (confident learning, Northcutt et al. 2021, in its simplest form): the
   model's *out-of-sample* probability for another class than the released label exceeds the
   project's ``model_contradiction_threshold``. Out-of-sample matters: a model that saw the label in
-  training agrees with it by construction.
+  training agrees with it by construction. The loop checks each batch against the prediction of
+  the model that chose it (``prediction_contradictions``), which never saw these items;
+  ``model_contradictions`` does the same for a matrix of out-of-sample probabilities.
 
 Gold items and expert-reviewed items are never flagged: their answer is already authoritative.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from labelloop_qa.domain.ratings import FloatArray, IntArray
 
-__all__ = ["Contradiction", "Flag", "flag_items", "model_contradictions"]
+__all__ = [
+    "Contradiction",
+    "Flag",
+    "flag_items",
+    "model_contradictions",
+    "prediction_contradictions",
+]
 
 
 @dataclass(frozen=True)
@@ -92,3 +100,22 @@ def model_contradictions(
         Contradiction(str(item_ids[i]), str(labels[i]), names[best[i]], float(best_p[i]))
         for i in np.nonzero(hit)[0].tolist()
     ]
+
+
+def prediction_contradictions(
+    labels: Mapping[str, Any],
+    predictions: Mapping[str, tuple[Any, float]],
+    *,
+    threshold: float,
+) -> dict[str, tuple[str, float]]:
+    """Items whose consensus label a confident prediction contradicts: item -> (predicted
+    label, its probability). Only single-label values are judged."""
+    found: dict[str, tuple[str, float]] = {}
+    for item_id, label in labels.items():
+        predicted = predictions.get(item_id)
+        if predicted is None or not isinstance(label, str) or not isinstance(predicted[0], str):
+            continue
+        model_label, probability = predicted
+        if model_label != label and probability > threshold:
+            found[item_id] = (model_label, float(probability))
+    return found

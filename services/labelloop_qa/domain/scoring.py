@@ -33,7 +33,7 @@ from labelloop_qa.domain.annotators import Tally, score_annotators, tally_batch
 from labelloop_qa.domain.ratings import FloatArray, Ratings
 from labelloop_qa.domain.review import flag_items
 
-__all__ = ["BatchOutcome", "Rating", "TaskInfo", "score_batch"]
+__all__ = ["BatchOutcome", "Rating", "TaskInfo", "project_scores", "score_batch"]
 
 HISTORY_PRIOR_CAP = 200.0
 """At most this many pseudo-ratings of history weigh on an annotator's confusion matrix, so an
@@ -123,6 +123,28 @@ def _expert_labels(ratings: Sequence[Rating], parse: Any) -> dict[str, Any]:
         best = max(counts.values())
         out[item] = next(v for v in reversed(values) if counts[v] == best)
     return out
+
+
+def project_scores(
+    config: ProjectConfig | None, tallies: dict[str, Tally], flagged: set[str] | None = None
+) -> list[AnnotatorScore]:
+    """Every annotator's score over their whole history in the project.
+
+    Spammer scores and flags exist for single-label classification (per-class binary tallies of
+    multi-label and region tallies carry no confusion between classes to judge). ``flagged``
+    overrides the flag: once flagged, an annotator stays flagged until re-admitted.
+    """
+    single = config is None or (
+        config.task_type.is_classification and not config.task_type.is_multilabel
+    )
+    classes = list(config.labels.classes) if config and single else []
+    threshold = config.quality.spammer_threshold if config and single else 1.0
+    scores = score_annotators(tallies, classes, spammer_threshold=threshold)
+    if not single:
+        scores = [s.model_copy(update={"spammer_score": None, "flagged": False}) for s in scores]
+    if flagged is not None:
+        scores = [s.model_copy(update={"flagged": s.annotator_id in flagged}) for s in scores]
+    return scores
 
 
 def _fnum(x: float | None) -> float | None:

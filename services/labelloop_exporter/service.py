@@ -1,0 +1,238 @@
+"""The export use case: one dataset version per labeling round, written in round order.
+
+QA publishes one ``LabelsReady`` per round once the round is settled. Version *n* holds the labels
+of rounds 1 to *n*: the rounds' labels folded in round order, joined with the items' data from the
+item catalog (written by the ingester before anyone heard of the items). Rounds are applied in
+their order (:class:`~labelloop.sequencing.RoundSequencer`): a round that arrives early waits,
+parked, for the one before. So a version depends on its rounds alone, not on when messages
+arrived: the same campaign gives byte-identical files (the manifest's ``created_at`` apart).
+
+Every version is written to disk atomically (``DatasetDirectory``) and shared through the object
+store for a trainer without the export volume; a redelivered round finds its version on disk and
+announces it again (same event id: JetStream drops the copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from labelloop.catalog import Catalog
+from labelloop.events import DatasetExported, Event, LabelsReady, utc_now
+from labelloop.project import ProjectConfig
+from labelloop.sequencing import RoundSequencer
+from labelloop.stores import Blobs, KeyValue
+from labelloop_exporter.dataset_dir import DatasetDirectory, VersionExists
+from labelloop_exporter.domain.dataset import (
+    DATASET_FILE,
+    MANIFEST_FILE,
+    dataset_event,
+    prepare,
+    render,
+)
+from labelloop_exporter.domain.labels import current_labels
+from labelloop_exporter.domain.manifest import BatchAgreement, sha256
+from labelloop_exporter.domain.splits import split_salt
+from labelloop_exporter.domain.table import ItemData
+from labelloop_exporter.metrics import ExporterMetrics
+
+__all__ = ["ExportOutcome", "Exporter", "version_name"]
+
+log = logging.getLogger("labelloop.exporter")
+
+ProjectLookup = Callable[[str], Awaitable[ProjectConfig]]
+
+
+def version_name(round_number: int) -> str:
+    """Version *n* holds rounds 1 to *n*."""
+    return f"v{round_number:04d}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    outcome: Literal["published", "announced", "invalid", "empty"]
+    version: str | None = None
+    reason: str = ""
+    event: DatasetExported | None = None
+
+
+class Exporter:
+    def __init__(
+        self,
+        *,
+        state: Callable[[], KeyValue],
+        artifacts: Callable[[], Blobs],
+        publish: Callable[[Event], Awaitable[object]],
+        project: ProjectLookup,
+        datasets: DatasetDirectory,
+        metrics: ExporterMetrics,
+        salt: str | None = None,
+    ) -> None:
+        self._artifacts = artifacts
+        self._publish = publish
+        self._project = project
+        self.datasets = datasets
+        self.catalog = Catalog(state, artifacts)
+        self._metrics = metrics
+        self._salt = salt
+        self.rounds = RoundSequencer("exporter-rounds", state, artifacts, self._export_round)
+        self._labels: dict[tuple[str, int], LabelsReady] = {}
+
+    def salt(self, project: str) -> str:
+        return self._salt or split_salt(project)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def labels_ready(self, event: LabelsReady) -> str:
+        """Keep the round's labels; its version is written in its turn."""
+        await self._artifacts().put(
+            self._round_name(event.project, event.round), event.model_dump_json().encode()
+        )
+        self._metrics.labels.labels(outcome="new").inc(len(event.labels))
+        return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
+
+    async def requested(
+        self, config: ProjectConfig, formats: list[str] | None, request_id: str
+    ) -> ExportOutcome:
+        """An operator asks for the dataset now: the latest version, announced again."""
+        versions = await asyncio.to_thread(self.datasets.versions, config.name)
+        if not versions:
+            return ExportOutcome("empty", reason="no labeling round has finished yet")
+        latest = versions[-1]
+        manifest = await asyncio.to_thread(self.datasets.manifest, config.name, latest)
+        missing = sorted(set(formats or []) - set(manifest.get("formats", [])))
+        if missing:
+            return ExportOutcome(
+                "invalid",
+                version=latest,
+                reason=(
+                    f"{latest} holds {', '.join(manifest.get('formats', []))}; add {missing} to "
+                    "the project's export.formats and the next round's version has them"
+                ),
+            )
+        event = await self._announce(config.name, latest, request_id=request_id)
+        return ExportOutcome("announced", version=latest, event=event)
+
+    # ------------------------------------------------------------------ one round
+
+    @staticmethod
+    def _round_name(project: str, number: int) -> str:
+        return f"exporter/{project}/rounds/{number:06d}.json"
+
+    async def _round(self, project: str, number: int) -> LabelsReady | None:
+        key = (project, number)
+        if key not in self._labels:
+            raw = await self._artifacts().get(self._round_name(project, number))
+            if raw is None:
+                return None
+            self._labels[key] = LabelsReady.model_validate_json(raw)
+        return self._labels[key]
+
+    async def _export_round(self, project: str, number: int, payload: bytes) -> None:
+        event = LabelsReady.model_validate_json(payload)
+        self._labels[(project, number)] = event
+        version = version_name(number)
+        if version in await asyncio.to_thread(self.datasets.versions, project):
+            await self._announce(project, version)  # written before a crash: announce it
+            return
+        config = await self._project(project)
+        started = time.perf_counter()
+        rounds = []
+        for earlier in range(1, number + 1):
+            found = await self._round(project, earlier)
+            if found is None:
+                raise LookupError(f"{project}: labels of round {earlier} are missing")
+            rounds.append(found)
+        items = await self.catalog.load(project)
+        data = {
+            item_id: ItemData(data=record.data, metadata=record.metadata)
+            for item_id, record in items.records.items()
+        }
+        salt = self.salt(project)
+        labels = current_labels(rounds)
+        prepared = await asyncio.to_thread(prepare, labels, data, config, salt=salt)
+        if not prepared.ok:
+            # the project's own formats cannot be written: a configuration error, said loudly
+            raise ValueError(f"{project}: version {version} not written: {prepared.reason()}")
+        for problem in prepared.validation.problems:
+            self._metrics.invalid.labels(reason=problem.code).inc(len(problem.item_ids) or 1)
+            log.warning("%s %s: rows left out: %s", project, version, problem)
+        parent = version_name(number - 1) if number > 1 else None
+        parent_labels = None
+        if parent is not None and parent in await asyncio.to_thread(
+            self.datasets.versions, project
+        ):
+            parent_labels = await asyncio.to_thread(self.datasets.labels_of, project, parent)
+        agreement = {
+            r.batch_id: BatchAgreement(r.percent_agreement, r.krippendorff_alpha, r.n_items)
+            for r in rounds
+        }
+        rendered = await asyncio.to_thread(
+            render,
+            prepared,
+            config,
+            version=version,
+            parent_version=parent,
+            parent_labels=parent_labels,
+            created_at=utc_now(),
+            salt=salt,
+            agreement=agreement,
+            round_number=number,
+        )
+        try:
+            path = await asyncio.to_thread(self.datasets.write, project, version, rendered.files)
+        except VersionExists:
+            # a replica wrote it first (the same rows: versions are a function of their rounds)
+            await self._announce(project, version)
+            return
+        base = await self._share(
+            project, version, rendered.files[DATASET_FILE], rendered.files[MANIFEST_FILE]
+        )
+        announced = dataset_event(
+            rendered.manifest,
+            path=str(path.resolve()),
+            manifest_sha256=rendered.manifest_sha256,
+            dataset_ref=base,
+        )
+        await self._publish(announced)
+        self._metrics.exports.labels(outcome="published").inc()
+        self._metrics.versions.inc()
+        self._metrics.rows.inc(announced.n_rows)
+        self._metrics.duration.observe(time.perf_counter() - started)
+        log.info(
+            "dataset %s/%s written: %d rows (%d new)",
+            project,
+            version,
+            announced.n_rows,
+            announced.n_new_rows,
+        )
+
+    async def _share(self, project: str, version: str, dataset: bytes, manifest: bytes) -> str:
+        """Copy a version to the object store, so a trainer needs no shared volume."""
+        base = f"exporter/{project}/datasets/{version}/"
+        await self._artifacts().put(base + DATASET_FILE, dataset)
+        await self._artifacts().put(base + MANIFEST_FILE, manifest)
+        return base
+
+    async def _announce(
+        self, project: str, version: str, *, request_id: str | None = None
+    ) -> DatasetExported:
+        """Publish a version that is on disk (after a crash, or because an operator asked)."""
+        manifest = await asyncio.to_thread(self.datasets.manifest, project, version)
+        raw = await asyncio.to_thread(self.datasets.manifest_bytes, project, version)
+        path = self.datasets.path(project, version).resolve()
+        data = await asyncio.to_thread((path / DATASET_FILE).read_bytes)
+        base = await self._share(project, version, data, raw)
+        event = dataset_event(
+            manifest,
+            path=str(path),
+            manifest_sha256=sha256(raw),
+            dataset_ref=base,
+            request_id=request_id,
+        )
+        await self._publish(event)
+        return event

@@ -1,0 +1,403 @@
+"""The qa-scorer's use cases: score labeling rounds in their order, settle their reviews.
+
+A completed labeling batch carries its tasks and annotations (``BatchCompleted``), so QA scores it
+from that one event. Round *n* builds on the annotators' history after round *n - 1*, so rounds
+are scored in their order (a :class:`~labelloop.sequencing.RoundSequencer`); a round that
+finishes early waits, parked, for the one before it. Scoring a round publishes its ``QAReport``
+and then either its ``LabelsReady`` (nothing doubtful) or a ``ReviewRequested`` for an expert; the
+review batch's completion settles the held items and publishes the round's ``LabelsReady``. Each
+round gets exactly one ``LabelsReady``, so the exporter knows when a round is done.
+
+Every event id derives from the project and the round, and every record is written before the
+events it leads to: a redelivered message, or a second replica, republishes the same events,
+which JetStream drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from labelloop.events import (
+    Annotation,
+    BatchCompleted,
+    ConsensusLabel,
+    Event,
+    LabelsReady,
+    LabelValue,
+    QAReport,
+    QualityAlertRaised,
+    ReviewItem,
+    ReviewRequested,
+    deterministic_id,
+)
+from labelloop.project import ProjectConfig
+from labelloop.sequencing import RoundSequencer
+from labelloop.stores import Blobs, KeyValue
+from labelloop_qa.domain.annotators import Tally
+from labelloop_qa.domain.review import prediction_contradictions
+from labelloop_qa.domain.scoring import Rating, TaskInfo, project_scores, score_batch
+from labelloop_qa.metrics import QAMetrics
+from labelloop_qa.store import History, QAStore, RoundRecord
+
+__all__ = ["QAScorer", "live_ratings"]
+
+log = logging.getLogger("labelloop.qa")
+
+Publish = Callable[[Event], Awaitable[object]]
+ProjectLookup = Callable[[str], Awaitable[ProjectConfig]]
+
+
+def live_ratings(annotations: Iterable[Annotation]) -> list[Rating]:
+    """Ratings to score: live annotations, the latest one per (item, annotator, expert role)."""
+    latest: dict[tuple[str, str, bool], Annotation] = {}
+    for a in annotations:
+        if a.deleted or a.cancelled or a.value is None:
+            continue
+        key = (a.item_id, a.annotator_id, a.is_expert)
+        cur = latest.get(key)
+        if cur is None or (a.updated_at, a.annotation_id) > (cur.updated_at, cur.annotation_id):
+            latest[key] = a
+    ordered = sorted(latest.values(), key=lambda r: (r.item_id, r.annotator_id, r.is_expert))
+    return [
+        Rating(a.item_id, a.annotator_id, a.value, a.lead_time_seconds, a.is_expert)  # type: ignore[arg-type]
+        for a in ordered
+    ]
+
+
+def _cumulative(history: dict[str, Tally], batch: dict[str, Tally]) -> dict[str, Tally]:
+    out = dict(history)
+    for annotator, tally in batch.items():
+        out[annotator] = history.get(annotator, Tally()).merged(tally)
+    return out
+
+
+class QAScorer:
+    def __init__(
+        self,
+        store: QAStore,
+        *,
+        kv: Callable[[], KeyValue],
+        blobs: Callable[[], Blobs],
+        publish: Publish,
+        project: ProjectLookup,
+        metrics: QAMetrics,
+        bootstrap_samples: int = 200,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._publish = publish
+        self._project = project
+        self.bootstrap_samples = bootstrap_samples
+        self.rounds = RoundSequencer("qa-rounds", kv, blobs, self._score_round)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    async def batch_completed(self, event: BatchCompleted) -> str:
+        """A labeling round is scored in its turn; a review batch settles its round."""
+        if event.kind == "review":
+            await self._settle(event)
+            return "settled"
+        return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
+
+    async def readmit(self, project: str, annotator_id: str) -> None:
+        """An operator re-admits a flagged annotator: their history starts afresh next round."""
+        await self.store.readmit(project, annotator_id)
+        log.info("%s: annotator %s re-admitted from the next round on", project, annotator_id)
+
+    # ------------------------------------------------------------------ scoring a round
+
+    async def _score_round(self, project: str, number: int, payload: bytes) -> None:
+        event = BatchCompleted.model_validate_json(payload)
+        existing = await self.store.round(project, number)
+        if existing is not None:
+            await self._publish_round(existing)  # scored before: the same events again
+            return
+        config = await self._project(project)
+        started = time.perf_counter()
+        history = await self.store.history(project, number - 1)
+        readmitted = await self.store.readmissions(project)
+        for annotator in readmitted:
+            # a fresh start: the old record would flag them again at once
+            history.tallies.pop(annotator, None)
+            history.flagged.discard(annotator)
+        record, after = await asyncio.to_thread(
+            self._decide, config, event, history, await self._earlier_labels(project, number)
+        )
+        await self.store.save_history(project, number, after)
+        await self.store.save_round(project, record)
+        if readmitted:
+            await self.store.clear_readmissions(project, readmitted)
+        self.metrics.duration.observe(time.perf_counter() - started)
+        self._observe(project, record)
+        await self._publish_round(record)
+
+    def _decide(
+        self,
+        config: ProjectConfig,
+        event: BatchCompleted,
+        history: History,
+        earlier: dict[str, ConsensusLabel],
+    ) -> tuple[RoundRecord, History]:
+        """The whole QA decision on one round (pure: the same inputs give the same record)."""
+        project, batch_id, number = event.project, event.batch_id, event.round
+        ratings = live_ratings(event.annotations)
+        tasks = [
+            TaskInfo(t.item_id, t.is_gold, t.gold_label if t.is_gold else None) for t in event.tasks
+        ]
+        outcome = score_batch(
+            batch_id,
+            ratings,
+            tasks,
+            config,
+            history.tallies,
+            n_boot=self.bootstrap_samples,
+            random_state=int(deterministic_id(project, batch_id)[:8], 16),
+        )
+        labels = list(outcome.labels)
+        review = list(outcome.review)
+        origin = {item.item_id: batch_id for item in review}
+        # the model that chose the batch predicted its items: a confident prediction the
+        # consensus contradicts is a label to look at again
+        predictions = {
+            t.item_id: (t.prediction.label, t.prediction.score)
+            for t in event.tasks
+            if t.prediction is not None and t.prediction.score is not None and not t.is_gold
+        }
+        contradicted = prediction_contradictions(
+            {lab.item_id: lab.label for lab in labels if not lab.reviewed and not lab.is_gold},
+            predictions,
+            threshold=config.quality.model_contradiction_threshold,
+        )
+        if contradicted:
+            by_item = {lab.item_id: lab for lab in labels}
+            for item_id, (model_label, probability) in sorted(contradicted.items()):
+                lab = by_item[item_id]
+                review.append(
+                    ReviewItem(
+                        item_id=item_id,
+                        reason="model_contradiction",
+                        candidate_label=lab.label,
+                        confidence=lab.confidence,
+                    )
+                )
+                origin[item_id] = batch_id
+                log.info(
+                    "%s: item %s labeled %s, the model said %s (p=%.2f): review",
+                    project,
+                    item_id,
+                    lab.label,
+                    model_label,
+                    probability,
+                )
+            labels = [lab for lab in labels if lab.item_id not in contradicted]
+        # the annotators over their whole history (not only this batch's crew); once flagged,
+        # an annotator stays flagged (and gets no tasks) until an operator re-admits them
+        tallies = _cumulative(history.tallies, outcome.tallies)
+        flagged = history.flagged | {
+            s.annotator_id for s in project_scores(config, tallies) if s.flagged
+        }
+        scores = project_scores(config, tallies, flagged)
+        # annotators flagged for the first time with this round: labels of earlier rounds that
+        # rest on their word alone go back to an expert
+        newly = flagged - history.flagged
+        in_review = {item.item_id for item in review}
+        for item_id, lab in sorted(earlier.items()):
+            if (
+                newly
+                and lab.annotators
+                and set(lab.annotators) <= newly
+                and not lab.reviewed
+                and not lab.is_gold
+                and item_id not in in_review
+            ):
+                review.append(
+                    ReviewItem(
+                        item_id=item_id,
+                        reason="flagged_annotator",
+                        candidate_label=lab.label,
+                        confidence=lab.confidence,
+                    )
+                )
+                origin[item_id] = lab.batch_id or batch_id
+        lead = [r.lead_time_seconds for r in ratings if r.lead_time_seconds is not None]
+        report_fields = {**outcome.report, "items_flagged": len(review), "annotators": scores}
+        report = QAReport(
+            event_id=deterministic_id("qa.report", project, number),
+            project=project,
+            batch_id=batch_id,
+            round=number,
+            lead_time_seconds=float(sum(lead)),
+            n_lead_times=len(lead),
+            **report_fields,
+        )
+        alert = None
+        if outcome.alert is not None:
+            alert = QualityAlertRaised(
+                event_id=deterministic_id("qa.alert", project, number),
+                project=project,
+                batch_id=batch_id,
+                round=number,
+                **outcome.alert,
+            )
+        request = None
+        final = None
+        if review:
+            request = ReviewRequested(
+                event_id=deterministic_id("qa.review", project, number),
+                project=project,
+                batch_id=batch_id,
+                round=number,
+                items=review,
+            )
+        else:
+            final = self._labels_ready(report, labels, [])
+        record = RoundRecord(
+            round=number,
+            batch_id=batch_id,
+            labels=labels,
+            review=review,
+            origin=origin,
+            report=report,
+            alert=alert,
+            request=request,
+            final=final,
+        )
+        return record, History(tallies, flagged)
+
+    async def _earlier_labels(self, project: str, number: int) -> dict[str, ConsensusLabel]:
+        """Labels released by earlier rounds, the latest per item (for re-reviews)."""
+        out: dict[str, ConsensusLabel] = {}
+        for earlier in range(1, number):
+            record = await self.store.round(project, earlier)
+            if record is None:
+                continue
+            released = record.final.labels if record.final is not None else record.labels
+            for lab in released:
+                out[lab.item_id] = lab
+        return out
+
+    # ------------------------------------------------------------------ settling a review
+
+    async def _settle(self, event: BatchCompleted) -> None:
+        project, number = event.project, event.round
+        lock = self._locks.setdefault(project, asyncio.Lock())
+        async with lock:
+            record = await self.store.round(project, number)
+            if record is None:
+                # the review was requested by the round's record, written before the request
+                raise LookupError(f"{project}: review of round {number} before its scoring")
+            if record.final is None:
+                config = await self._project(project)
+                labels, withdrawn = settle_review(
+                    record, live_ratings(event.annotations), list(config.labels.classes)
+                )
+                final = self._labels_ready(record.report, labels, withdrawn)
+                record = record.model_copy(update={"final": final})
+                await self.store.save_round(project, record)
+                reviewed = sum(1 for lab in labels if lab.reviewed)
+                self.metrics.labels.labels(project, "expert-review").inc(reviewed)
+            assert record.final is not None
+            await self._publish(record.final)
+
+    @staticmethod
+    def _labels_ready(
+        report: QAReport, labels: list[ConsensusLabel], withdrawn: list[str]
+    ) -> LabelsReady:
+        return LabelsReady(
+            event_id=deterministic_id("qa.labels", report.project, report.round),
+            project=report.project,
+            batch_id=report.batch_id,
+            round=report.round,
+            labels=sorted(labels, key=lambda lab: lab.item_id),
+            withdrawn=sorted(withdrawn),
+            percent_agreement=report.percent_agreement,
+            krippendorff_alpha=report.krippendorff_alpha,
+            n_items=report.n_items,
+        )
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _publish_round(self, record: RoundRecord) -> None:
+        await self._publish(record.report)
+        if record.alert is not None:
+            await self._publish(record.alert)
+        if record.request is not None:
+            await self._publish(record.request)
+        if record.final is not None:
+            await self._publish(record.final)
+
+    def _observe(self, project: str, record: RoundRecord) -> None:
+        self.metrics.observe_report(project, record.report.model_dump())
+        for lab in record.labels:
+            self.metrics.labels.labels(project, lab.method).inc()
+        for item in record.review:
+            self.metrics.flagged.labels(project, item.reason).inc()
+        if record.alert is not None:
+            self.metrics.alerts.labels(project, record.alert.metric).inc()
+        for score in record.report.annotators:
+            if score.estimated_accuracy is not None:
+                self.metrics.set_annotator_accuracy(
+                    project, score.annotator_id, score.estimated_accuracy
+                )
+
+
+def settle_review(
+    record: RoundRecord, ratings: list[Rating], classes: list[str]
+) -> tuple[list[ConsensusLabel], list[str]]:
+    """The round's final labels once its review is answered, and the labels withdrawn.
+
+    An item the expert labeled takes the expert's label. An item the expert skipped keeps the
+    crowd's candidate with its (low) confidence, for the export policy to weigh; an earlier label
+    that rested on a flagged annotator alone, skipped too, is withdrawn: nothing stands behind it.
+    """
+    experts: dict[str, LabelValue] = {}
+    for r in ratings:
+        if r.is_expert and _valid(r.value, classes):
+            experts[r.item_id] = r.value
+    who = {r.item_id: r.annotator_id for r in ratings if r.is_expert}
+    labels = list(record.labels)
+    held = {lab.item_id for lab in labels}
+    withdrawn: list[str] = []
+    for item in record.review:
+        batch = record.origin.get(item.item_id, record.batch_id)
+        if item.item_id in experts:
+            label = ConsensusLabel(
+                item_id=item.item_id,
+                label=experts[item.item_id],
+                confidence=1.0,
+                method="expert-review",
+                n_annotations=1,
+                reviewed=True,
+                annotators=[who[item.item_id]],
+                batch_id=batch,
+            )
+        elif item.reason == "flagged_annotator" or item.candidate_label is None:
+            if batch != record.batch_id:
+                withdrawn.append(item.item_id)
+            continue
+        else:
+            label = ConsensusLabel(
+                item_id=item.item_id,
+                label=item.candidate_label,
+                confidence=max(0.0, min(1.0, item.confidence or 0.0)),
+                method="unreviewed",
+                n_annotations=0,
+                batch_id=batch,
+            )
+        if item.item_id in held:
+            labels = [lab for lab in labels if lab.item_id != item.item_id]
+        labels.append(label)
+    return labels, withdrawn
+
+
+def _valid(value: Any, classes: list[str]) -> bool:
+    if isinstance(value, str):
+        return value in classes
+    if isinstance(value, list):
+        return all(v in classes for v in value if isinstance(v, str))
+    return value is not None

@@ -1,0 +1,498 @@
+"""The sampler's use cases: note what happened, then cut every batch the rules now allow.
+
+Every input (items ingested, a batch completed, a model trained, a QA report, a command) first
+changes the project's ledger, then calls :meth:`Sampler.advance`, which cuts the next labeling
+batches while :func:`~labelloop_sampler.domain.rounds.next_batch` allows. Batch *n* is a function
+of the pool, the seed, *n* and what round *n - 1 - max_model_lag* taught: which input triggers the
+cut, and when, changes nothing in it. Its id is derived from the project and *n*, so a replay, a
+second replica or a restarted one produces the very same ``BatchCreated``, which JetStream drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelloop.catalog import Catalog, ProbabilityTable, decode_table
+from labelloop.events import (
+    Annotation,
+    BatchCompleted,
+    BatchCreated,
+    BatchTask,
+    BudgetExhausted,
+    Event,
+    ModelTrained,
+    Prediction,
+    QAReport,
+    ReviewRequested,
+    deterministic_id,
+)
+from labelloop.project import ProjectConfig
+from labelloop.stores import Blobs
+
+from .domain.batching import compose_batch, gold_count
+from .domain.budget import budget_room, budget_used, estimated_cost
+from .domain.ledger import Ledger, ReviewBatch, Round
+from .domain.pool import candidates, proba_rows, strata_of
+from .domain.progress import progress_of
+from .domain.rounds import Verdict, batch_size, next_batch
+from .domain.selection import UNCERTAINTY_STRATEGIES, select
+from .metrics import SamplerMetrics
+from .store import Conflict, LedgerStore
+
+__all__ = ["Sampler", "batch_id_of", "review_batch_id_of"]
+
+log = logging.getLogger("labelloop.sampler")
+
+
+def batch_id_of(project: str, number: int) -> str:
+    return deterministic_id("batch", project, number)
+
+
+def review_batch_id_of(project: str, number: int) -> str:
+    return deterministic_id("review", project, number)
+
+
+def batch_seed(seed: int, number: int) -> int:
+    return (seed * 1_000_003 + number) % (2**31 - 1)
+
+
+@dataclass
+class Sampler:
+    ledgers: LedgerStore
+    catalog: Catalog
+    artifacts: Callable[[], Blobs]
+    publish: Callable[[Event], Awaitable[object]]
+    metrics: SamplerMetrics
+    prefilter_factor: int = 10
+    max_cas_attempts: int = 50
+    _scores: dict[str, ProbabilityTable] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def items_ingested(self, config: ProjectConfig) -> None:
+        if config.sampling.start == "on_ingest":
+            await self.ledgers.change(
+                config.name, lambda ledger: ledger if ledger.started else ledger.with_started()
+            )
+        await self.advance(config)
+
+    async def sampling_requested(self, config: ProjectConfig, action: str) -> None:
+        if action == "start":
+            await self.ledgers.change(config.name, lambda ledger: ledger.with_started())
+        else:
+            await self.ledgers.change(config.name, lambda ledger: ledger.with_paused())
+        log.info("%s: sampling %s", config.name, "started" if action == "start" else "paused")
+        await self.advance(config)
+
+    async def batch_completed(self, config: ProjectConfig, event: BatchCompleted) -> None:
+        await self.ledgers.change(config.name, lambda ledger: ledger.with_completed(event.batch_id))
+        await self.ledgers.forget_progress(config.name, event.batch_id)
+        await self.advance(config)
+
+    async def annotations(self, config: ProjectConfig, annotations: list[Annotation]) -> None:
+        """Follow open batches' progress: with a low watermark, the next batch waits for it."""
+        ledger, _ = await self.ledgers.read(config.name)
+        by_batch: dict[str, list[Annotation]] = {}
+        for a in annotations:
+            number = ledger.round_of(a.batch_id) if a.batch_id else None
+            if number is not None and not ledger.rounds[number].completed:
+                by_batch.setdefault(a.batch_id or "", []).append(a)
+        for batch_id, group in sorted(by_batch.items()):
+            number = ledger.round_of(batch_id)
+            assert number is not None
+            r = ledger.rounds[number]
+            batch = await self.ledgers.batch(config.name, "labeling", number, r.nonce)
+            required = {t.item_id: t.annotations_required for t in batch.tasks}
+            seen = await self.ledgers.merge_seen(config.name, batch_id, group)
+            done = progress_of(required, seen).done
+            await self.ledgers.change(
+                config.name,
+                lambda led, b=batch_id, d=done: led.with_progress(b, d),  # type: ignore[misc]
+            )
+        if by_batch:
+            await self.advance(config)
+
+    async def model_trained(self, config: ProjectConfig, event: ModelTrained) -> None:
+        await self.ledgers.change(
+            config.name,
+            lambda ledger: ledger.with_model(
+                event.round,
+                model_version=event.serving_model_version,
+                scores_ref=event.serving_scores_ref,
+                converged=event.converged,
+            ),
+        )
+        await self.advance(config)
+
+    async def qa_reported(self, config: ProjectConfig, event: QAReport) -> None:
+        flagged = [a.annotator_id for a in event.annotators if a.flagged]
+        await self.ledgers.change(
+            config.name,
+            lambda ledger: ledger.with_qa(
+                event.round,
+                flagged=flagged,
+                lead_seconds=event.lead_time_seconds,
+                lead_count=event.n_lead_times,
+            ),
+        )
+        await self.advance(config)
+
+    # ------------------------------------------------------------------ labeling batches
+
+    async def advance(self, config: ProjectConfig) -> int:
+        """Cut every labeling batch the rules allow now; how many were cut."""
+        lock = self._locks.setdefault(config.name, asyncio.Lock())
+        async with lock:  # handlers of one process queue here; replicas race on the ledger
+            cut = 0
+            for _ in range(self.max_cas_attempts):
+                try:
+                    made = await self._try_advance(config)
+                except Conflict:
+                    self.metrics.conflicts.inc()
+                    continue
+                if not made:
+                    return cut
+                cut += 1
+            raise RuntimeError(f"ledger of {config.name!r} kept changing: retry later")
+
+    async def _try_advance(self, config: ProjectConfig) -> bool:
+        """Cut one batch if allowed; False when there is nothing (more) to do now."""
+        name = config.name
+        ledger, revision = await self.ledgers.read(name)
+        if ledger.unannounced():
+            await self._announce(config, ledger)
+            ledger, revision = await self.ledgers.read(name)
+        uses_model = config.sampling.strategy in UNCERTAINTY_STRATEGIES
+        verdict = next_batch(ledger, config.sampling, uses_model=uses_model)
+        self._observe(config, ledger, verdict)
+        room = budget_room(
+            config.budget,
+            labels_used=ledger.labels_used,
+            annotations_used=ledger.annotations_used,
+            mean_lead_seconds=ledger.mean_lead_seconds(verdict.basis),
+        )
+        # a spent label or annotation budget is a fact now; a money budget depends on the lead
+        # times of the rounds the next batch builds on, known only once it may be cut
+        final = room.exhausted is not None and not room.exhausted.startswith("max_cost")
+        if not verdict.cut and not (final and ledger.started):
+            return False
+        if room.exhausted:
+            if ledger.exhausted != room.exhausted:
+                await self.ledgers.commit(name, ledger.with_exhausted(room.exhausted), revision)
+            # said again on every trigger: a publish lost after the flag was committed is
+            # repaired, and the fixed event id keeps the stream free of duplicates
+            await self.publish(_exhausted_event(config, ledger, room.exhausted))
+            self.metrics.skipped.labels(reason="budget").inc()
+            return False
+        if ledger.exhausted:
+            # the operator raised the budget (`labelloop project apply`): sampling resumes
+            ledger = ledger.with_exhausted(None)
+        started = time.perf_counter()
+        batch = await self._compose(config, ledger, verdict, room.labels, room.annotations)
+        if batch is None:
+            self.metrics.skipped.labels(reason="pool_empty").inc()
+            return False
+        nonce = secrets.token_hex(4)
+        await self.ledgers.save_batch(batch, nonce)
+        regular = sum(1 for t in batch.tasks if not t.is_gold)
+        committed = ledger.with_round(
+            verdict.round,
+            Round(
+                batch_id=batch.batch_id,
+                nonce=nonce,
+                tasks=len(batch.tasks),
+                labels=regular,
+                annotations=sum(t.annotations_required for t in batch.tasks),
+            ),
+        )
+        await self.ledgers.commit(name, committed, revision)
+        self.metrics.selection.labels(strategy=batch.strategy).observe(
+            time.perf_counter() - started
+        )
+        await self._publish_batch(name, batch, "labeling", verdict.round)
+        self.metrics.batches.labels(strategy=batch.strategy, kind="labeling").inc()
+        self._observe_budget(config, committed)
+        log.info(
+            "%s: batch %d cut (%s, %d tasks, model %s of round %d)",
+            name,
+            verdict.round,
+            batch.strategy,
+            len(batch.tasks),
+            batch.model_version or "none",
+            verdict.basis,
+        )
+        return True
+
+    async def _compose(
+        self,
+        config: ProjectConfig,
+        ledger: Ledger,
+        verdict: Verdict,
+        labels_left: int | None,
+        annotations_left: int | None,
+    ) -> BatchCreated | None:
+        sampling, quality = config.sampling, config.quality
+        number, basis = verdict.round, verdict.basis
+        seed = batch_seed(sampling.seed, number)
+        items = await self.catalog.load(config.name)
+        taken, recent_gold = await self._taken(config.name, ledger, recent=sampling.max_model_lag)
+        ids = items.item_ids()
+        pool = candidates(
+            ids,
+            [items.records[i].known_label is not None for i in ids],
+            taken=taken,
+            recent_gold=recent_gold,
+        )
+        size = batch_size(sampling)
+        n_gold = gold_count(size, quality, len(pool.gold_ids))
+        n_items = size - n_gold
+        if labels_left is not None:
+            n_items = min(n_items, labels_left)
+        if n_items <= 0 or not pool.item_ids:
+            return None
+        outcome = ledger.outcomes.get(basis)
+        scores = None
+        if (
+            outcome is not None
+            and outcome.scores_ref
+            and sampling.strategy in UNCERTAINTY_STRATEGIES
+        ):
+            scores = await self._scores_of(outcome.scores_ref)
+        proba = None if scores is None else proba_rows(pool.item_ids, scores.rows(), scores.proba)
+        features = items.matrix(pool.item_ids)
+        strata = None
+        if sampling.stratify_by:
+            strata = strata_of(
+                [items.records[i].metadata for i in pool.item_ids], sampling.stratify_by
+            )
+        chosen = await asyncio.to_thread(
+            select,
+            sampling.strategy,
+            n_items,
+            n_candidates=len(pool.item_ids),
+            X=None if features is None else features[0],
+            proba=proba,
+            strata=strata,
+            random_fraction=sampling.random_fraction,
+            prefilter_factor=self.prefilter_factor,
+            random_state=seed,
+        )
+        rng = np.random.default_rng(seed)
+        gold_ids = (
+            sorted(rng.choice(pool.gold_ids, size=n_gold, replace=False).tolist()) if n_gold else []
+        )
+        picked = [pool.item_ids[i] for i in chosen.indices.tolist()]
+        planned = compose_batch(
+            picked,
+            [None if np.isnan(s) else float(s) for s in chosen.scores],
+            gold_ids,
+            quality,
+            seed=seed,
+            max_annotations=annotations_left,
+        )
+        if not planned:
+            return None
+        rows = scores.rows() if scores is not None else {}
+        tasks = []
+        for t in planned:
+            item = items.records[t.item_id]
+            prediction = item.prediction
+            if scores is not None and t.item_id in rows:
+                p = scores.proba[rows[t.item_id]]
+                best = int(np.argmax(p))
+                prediction = Prediction(
+                    label=scores.classes[best],
+                    score=round(float(p[best]), 6),
+                    model_version=outcome.model_version if outcome else None,
+                )
+            tasks.append(
+                BatchTask(
+                    item_id=t.item_id,
+                    data=item.data,
+                    annotations_required=t.annotations_required,
+                    is_gold=t.is_gold,
+                    score=None if t.score is None else round(t.score, 6),
+                    prediction=prediction,
+                    gold_label=item.known_label if t.is_gold else None,
+                    metadata=item.metadata,
+                )
+            )
+        batch_id = batch_id_of(config.name, number)
+        used_model = proba is not None and chosen.strategy not in ("diversity", "random")
+        return BatchCreated(
+            event_id=deterministic_id("batch-created", batch_id),
+            project=config.name,
+            batch_id=batch_id,
+            round=number,
+            tasks=tasks,
+            strategy=chosen.strategy + ("+random" if chosen.n_random else ""),
+            model_version=outcome.model_version if used_model and outcome else None,
+            model_round=basis if used_model else None,
+            seed=seed,
+            excluded_annotators=list(outcome.flagged) if outcome is not None else [],
+        )
+
+    async def _taken(
+        self, project: str, ledger: Ledger, *, recent: int
+    ) -> tuple[set[str], set[str]]:
+        """Items earlier labeling batches hold, and the gold items of the last ``recent + 1``."""
+        taken: set[str] = set()
+        recent_gold: set[str] = set()
+        last = ledger.next_round - 1
+        for number, r in sorted(ledger.rounds.items()):
+            batch = await self.ledgers.batch(project, "labeling", number, r.nonce)
+            for t in batch.tasks:
+                if not t.is_gold:
+                    taken.add(t.item_id)
+                elif number > last - recent - 1:
+                    recent_gold.add(t.item_id)
+        return taken, recent_gold
+
+    async def _scores_of(self, ref: str) -> ProbabilityTable | None:
+        if ref not in self._scores:
+            raw = await self.artifacts().get(ref)
+            if raw is None:
+                return None
+            if len(self._scores) >= 4:  # the latest rounds' models are all that is used
+                self._scores.pop(next(iter(self._scores)))
+            self._scores[ref] = await asyncio.to_thread(decode_table, raw)
+        return self._scores[ref]
+
+    # ------------------------------------------------------------------ review batches
+
+    async def review(self, config: ProjectConfig, event: ReviewRequested) -> None:
+        """The items QA holds back from round ``event.round`` become its expert review batch."""
+        name = config.name
+        number = event.round
+        for _ in range(self.max_cas_attempts):
+            ledger, revision = await self.ledgers.read(name)
+            if number in ledger.reviews:
+                await self._announce(config, ledger)
+                return
+            items = await self.catalog.load(name)
+            tasks = []
+            for item in sorted(event.items, key=lambda i: i.item_id):
+                record = items.records.get(item.item_id)
+                tasks.append(
+                    BatchTask(
+                        item_id=item.item_id,
+                        data=record.data if record else item.data,
+                        annotations_required=1,
+                        is_review=True,
+                        score=item.confidence,
+                        prediction=None
+                        if item.candidate_label is None
+                        else Prediction(label=item.candidate_label, score=item.confidence),
+                        metadata={
+                            **(record.metadata if record else {}),
+                            "review_reason": item.reason,
+                        },
+                    )
+                )
+            batch_id = review_batch_id_of(name, number)
+            batch = BatchCreated(
+                event_id=deterministic_id("batch-created", batch_id),
+                project=name,
+                batch_id=batch_id,
+                round=number,
+                tasks=tasks,
+                strategy="review",
+                seed=0,
+                kind="review",
+            )
+            nonce = secrets.token_hex(4)
+            await self.ledgers.save_batch(batch, nonce)
+            try:
+                await self.ledgers.commit(
+                    name,
+                    ledger.with_review(
+                        number, ReviewBatch(batch_id=batch_id, nonce=nonce, tasks=len(tasks))
+                    ),
+                    revision,
+                )
+            except Conflict:
+                self.metrics.conflicts.inc()
+                continue
+            await self._publish_batch(name, batch, "review", number)
+            self.metrics.batches.labels(strategy="review", kind="review").inc()
+            return
+        raise RuntimeError(f"ledger of {name!r} kept changing: retry later")
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _publish_batch(
+        self, project: str, batch: BatchCreated, kind: str, number: int
+    ) -> None:
+        await self.publish(batch)
+        await self.ledgers.change(
+            project,
+            lambda ledger: ledger.with_announced(
+                "review" if kind == "review" else "labeling", number
+            ),
+        )
+
+    async def _announce(self, config: ProjectConfig, ledger: Ledger) -> None:
+        """Publish committed batches a crash left unannounced (same batch, same event id)."""
+        for kind, number, _batch_id, nonce in ledger.unannounced():
+            batch = await self.ledgers.batch(config.name, kind, number, nonce)
+            await self._publish_batch(config.name, batch, kind, number)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _observe(self, config: ProjectConfig, ledger: Ledger, verdict: Verdict) -> None:
+        name = config.name
+        self.metrics.open_tasks.labels(project=name).set(ledger.open_tasks())
+        for reason in _WAIT_REASONS:
+            self.metrics.waiting.labels(project=name, reason=reason).set(
+                1.0 if verdict.reason == reason else 0.0
+            )
+        if not verdict.cut:
+            self.metrics.skipped.labels(reason=verdict.reason).inc()
+
+    def _observe_budget(self, config: ProjectConfig, ledger: Ledger) -> None:
+        lead = ledger.mean_lead_seconds(ledger.next_round)
+        used = budget_used(
+            config.budget,
+            labels_used=ledger.labels_used,
+            annotations_used=ledger.annotations_used,
+            mean_lead_seconds=lead,
+        )
+        for limit, share in used.items():
+            self.metrics.budget_used.labels(project=config.name, limit=limit).set(share)
+        if config.budget.hourly_rate > 0:
+            cost = estimated_cost(ledger.annotations_used, lead, config.budget.hourly_rate)
+            self.metrics.cost.labels(project=config.name).set(cost)
+
+
+_WAIT_REASONS = (
+    "not_started",
+    "paused",
+    "full",
+    "above_watermark",
+    "waiting_for_model",
+    "waiting_for_qa",
+)
+
+
+def _exhausted_event(config: ProjectConfig, ledger: Ledger, reason: str) -> BudgetExhausted:
+    # one event per project and limit reached: a raised budget that runs out again says so again
+    lead = ledger.mean_lead_seconds(ledger.next_round)
+    cost = None
+    if config.budget.hourly_rate > 0:
+        cost = estimated_cost(ledger.annotations_used, lead, config.budget.hourly_rate)
+    return BudgetExhausted(
+        event_id=deterministic_id("budget-exhausted", config.name, reason),
+        project=config.name,
+        labels_used=ledger.labels_used,
+        annotations_used=ledger.annotations_used,
+        cost=cost,
+        reason=reason,
+    )

@@ -1,0 +1,428 @@
+"""The training use case: one training round per dataset version, in round order.
+
+Version *n* (rounds 1 to *n*) is trained after version *n - 1* (a
+:class:`~labelloop.sequencing.RoundSequencer`), because its candidate is judged against the model
+that served after round *n - 1*. The round fits a pipeline on every labeled row, judges it out of
+sample, promotes it unless the serving model is significantly better on the rows it never saw,
+scores the unlabeled pool with it and checks convergence. Its ``ModelTrained`` always says which
+model serves after the round (the candidate or the one before), also when no model could be
+trained: the sampler waits for exactly that word.
+
+Model versions are ``m<round>``: the same version always gives the same model, whichever replica
+trains it, and a redelivered version republishes the stored ``ModelTrained``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow.parquet as pq
+
+from labelloop.catalog import Catalog, ProjectItems
+from labelloop.events import (
+    DatasetExported,
+    Event,
+    LabelingConverged,
+    ModelTrained,
+    RequestTraining,
+    deterministic_id,
+)
+from labelloop.project import ProjectConfig, TaskType
+from labelloop.sequencing import RoundSequencer
+from labelloop.stores import Blobs, KeyValue
+from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
+from labelloop_trainer.domain.estimators import InputKind, aligned_proba, make_pipeline
+from labelloop_trainer.domain.retraining import decide_retrain
+from labelloop_trainer.domain.training import (
+    LabeledData,
+    NotEnoughClasses,
+    RoundResult,
+    predict_labels,
+    train_round,
+)
+from labelloop_trainer.metrics import TrainerMetrics
+from labelloop_trainer.store import ModelInfo, ProjectState, TrainerStore
+
+__all__ = ["Trainer", "model_version_of"]
+
+log = logging.getLogger("labelloop.trainer")
+Array = npt.NDArray[Any]
+ProjectLookup = Callable[[str], Awaitable[ProjectConfig]]
+
+_KIND: dict[TaskType, InputKind] = {
+    TaskType.TEXT_CLASSIFICATION: "text",
+    TaskType.IMAGE_CLASSIFICATION: "vectors",
+    TaskType.AUDIO_CLASSIFICATION: "vectors",
+    TaskType.VIDEO_CLASSIFICATION: "vectors",
+}
+_DATASET_FILE = "dataset.parquet"
+
+
+def model_version_of(round_number: int) -> str:
+    return f"m{round_number:04d}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    labeled: LabeledData
+    pool_ids: list[str]
+    pool_x: Array
+    dropped: int
+    """Labeled rows without usable input (no features in the chosen space)."""
+
+
+def _read_dataset(raw: bytes) -> pd.DataFrame:
+    frame: pd.DataFrame = pq.read_table(io.BytesIO(raw)).to_pandas()
+    return frame
+
+
+def _column(frame: pd.DataFrame, field_name: str) -> str:
+    # the exporter prefixes a data field that clashes with its own columns with "data_"
+    prefixed = f"data_{field_name}"
+    return prefixed if prefixed in frame.columns else field_name
+
+
+def _inputs(
+    frame: pd.DataFrame, items: ProjectItems, kind: InputKind, config: ProjectConfig
+) -> _Inputs:
+    """Labeled rows as model input, and the unlabeled pool (sorted by item id)."""
+    ids: Array = frame["item_id"].astype(str).to_numpy()
+    labeled_set = set(ids.tolist())
+    pool_candidates = [i for i in items.item_ids() if i not in labeled_set]
+    keep: Array
+    if kind == "text":
+        field_name = config.primary_field.name
+        x: Array = np.asarray(
+            frame[_column(frame, field_name)].fillna("").astype(str).tolist(), dtype=object
+        )
+        keep = np.ones(len(ids), dtype=bool)
+        texts = {
+            i: value
+            for i in pool_candidates
+            if isinstance(value := items.records[i].data.get(field_name), str)
+        }
+        pool_ids = sorted(texts)
+        pool_x: Array = np.asarray([texts[i] for i in pool_ids], dtype=object)
+        labeled_x = x
+    else:
+        space = items.best_space(ids.tolist())
+        rows = items.spaces[space].rows if space is not None else {}
+        dim = items.spaces[space].dim if space is not None else 0
+        keep = np.array([i in rows for i in ids], dtype=bool)
+        labeled_x = np.asarray([rows[i] for i in ids[keep]], dtype=np.float64).reshape(-1, dim)
+        pool_ids = [i for i in pool_candidates if i in rows]
+        pool_x = np.asarray([rows[i] for i in pool_ids], dtype=np.float64).reshape(-1, dim)
+    labeled = LabeledData(
+        item_ids=ids[keep],
+        x=labeled_x if kind == "vectors" else labeled_x[keep],
+        y=frame["label"].astype(str).to_numpy()[keep],
+        split=frame["split"].astype(str).to_numpy()[keep],
+        weight=frame["weight"].astype(float).to_numpy()[keep],
+    )
+    return _Inputs(labeled, pool_ids, pool_x, int((~keep).sum()))
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        state: Callable[[], KeyValue],
+        artifacts: Callable[[], Blobs],
+        publish: Callable[[Event], Awaitable[object]],
+        project: ProjectLookup,
+        metrics: TrainerMetrics,
+        stop_set_size: int = 2000,
+        oos_folds: int = 5,
+    ) -> None:
+        self._artifacts = artifacts
+        self.catalog = Catalog(state, artifacts)
+        self.store = TrainerStore(state, artifacts)
+        self._publish = publish
+        self._project = project
+        self._metrics = metrics
+        self._stop_set_size = stop_set_size
+        self._oos_folds = oos_folds
+        self.rounds = RoundSequencer("trainer-rounds", state, artifacts, self._train_round)
+        self._train_sets: dict[str, set[str]] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    async def dataset_exported(self, event: DatasetExported) -> str:
+        return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
+
+    async def requested(self, config: ProjectConfig, event: RequestTraining) -> ModelTrained | None:
+        """An operator asks for the model: the round's training outcome, announced again.
+
+        ``None`` when that round is not trained yet (it will be, in its turn)."""
+        number = await self.rounds.next_round(config.name) - 1
+        if event.dataset_version is not None:
+            digits = "".join(ch for ch in event.dataset_version if ch.isdigit())
+            number = int(digits) if digits else 0
+        stored = await self.store.round(config.name, number) if number >= 1 else None
+        if stored is None:
+            return None
+        again = stored.model_copy(
+            update={"event_id": deterministic_id("model-trained", stored.event_id, event.event_id)}
+        )
+        await self._publish(again)
+        return again
+
+    # ------------------------------------------------------------------ one round
+
+    async def _train_round(self, project: str, number: int, payload: bytes) -> None:
+        event = DatasetExported.model_validate_json(payload)
+        stored = await self.store.round(project, number)
+        if stored is not None:
+            await self._publish(stored)  # trained before a crash or by a replica: say it again
+            return
+        config = await self._project(project)
+        state = await self.store.state(project)
+        mv = model_version_of(number)
+        kind = _KIND.get(config.task_type)
+        if kind is None:
+            await self._skip(config, event, state, f"no trainer for {config.task_type.value}")
+            return
+        t = config.training
+        decision = decide_retrain(
+            event.n_rows,
+            state.rows_at_last_model,
+            min_new_labels=t.min_new_labels,
+            min_growth=t.min_growth,
+        )
+        if not decision.train:
+            await self._skip(config, event, state, decision.reason)
+            return
+        frame = await self._dataset(event)
+        items = await self.catalog.load(project)
+        inputs = await asyncio.to_thread(_inputs, frame, items, kind, config)
+        current = await self.store.load_model(state.current.model_ref) if state.current else None
+        fresh = None
+        if state.current is not None:
+            seen = await self._train_set(project, state.current)
+            fresh = np.asarray([i not in seen for i in inputs.labeled.item_ids.tolist()])
+        classes = list(config.labels.classes)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(
+                train_round,
+                make_pipeline(kind, t.estimator, t.random_state),
+                inputs.labeled,
+                classes,
+                current_model=current,
+                fresh=fresh,
+                tolerance=t.promotion_tolerance,
+                random_state=t.random_state,
+                folds=self._oos_folds,
+            )
+        except NotEnoughClasses as exc:
+            await self._skip(config, event, state, str(exc))
+            return
+        self._metrics.training.observe(time.perf_counter() - started)
+        await self._record(config, event, mv, result, inputs, state)
+
+    async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
+        """A version's rows: from the object store when the exporter put them there, else disk."""
+        raw = (
+            await self._artifacts().get(event.dataset_ref + _DATASET_FILE)
+            if event.dataset_ref
+            else None
+        )
+        if raw is None:
+            raw = await asyncio.to_thread((Path(event.path) / _DATASET_FILE).read_bytes)
+        return await asyncio.to_thread(_read_dataset, raw)
+
+    async def _train_set(self, project: str, model: ModelInfo) -> set[str]:
+        """Item ids the model was trained on (the rows of its dataset version)."""
+        key = f"{project}/{model.dataset_version}"
+        if key not in self._train_sets:
+            name = f"exporter/{project}/datasets/{model.dataset_version}/{_DATASET_FILE}"
+            raw = await self._artifacts().get(name)
+            if raw is None:
+                self._train_sets[key] = set()
+            else:
+                frame = await asyncio.to_thread(_read_dataset, raw)
+                self._train_sets[key] = set(frame["item_id"].astype(str))
+        return self._train_sets[key]
+
+    async def _skip(
+        self, config: ProjectConfig, event: DatasetExported, state: ProjectState, reason: str
+    ) -> None:
+        """No model this round: the serving model stays, and the sampler hears so."""
+        self._metrics.retrains.labels(outcome="skipped").inc()
+        log.info("%s: no model on %s: %s", config.name, event.version, reason)
+        outcome = ModelTrained(
+            event_id=deterministic_id("model-trained", config.name, event.round),
+            project=config.name,
+            model_version=model_version_of(event.round),
+            dataset_version=event.version,
+            round=event.round,
+            promoted=False,
+            metrics={},
+            n_train=0,
+            classes=list(config.labels.classes),
+            serving_model_version=state.current.model_version if state.current else None,
+            serving_scores_ref=state.current.scores_ref if state.current else None,
+            skipped=reason,
+            converged=state.converged,
+        )
+        await self.store.save_round(outcome)
+        await self._publish(outcome)
+
+    async def _record(
+        self,
+        config: ProjectConfig,
+        event: DatasetExported,
+        mv: str,
+        result: RoundResult,
+        inputs: _Inputs,
+        before: ProjectState,
+    ) -> None:
+        project = config.name
+        classes = list(config.labels.classes)
+        model_ref = await self.store.save_model(project, mv, result.model)
+        agreement = await self._stability(project, mv, result, inputs, before, classes)
+        scores_ref = None
+        if result.promoted:
+            started = time.perf_counter()
+            proba = await asyncio.to_thread(aligned_proba, result.model, inputs.pool_x, classes)
+            scores_ref = await self.store.save_scores(project, mv, inputs.pool_ids, proba, classes)
+            self._metrics.scoring.observe(time.perf_counter() - started)
+            self._metrics.pool.set(len(inputs.pool_ids))
+        ev = result.evaluation
+        await self.store.save_report(
+            project,
+            mv,
+            {
+                "model_version": mv,
+                "dataset_version": event.version,
+                "round": event.round,
+                "evaluated_on": result.evaluated_on,
+                "evaluation": ev.to_dict(),
+                "current_model": before.current.model_version if before.current else None,
+                "current_evaluation_on_fresh_rows": (
+                    result.current_evaluation.to_dict() if result.current_evaluation else None
+                ),
+                "promoted": result.promoted,
+                "estimator": config.training.estimator,
+                "dropped_rows_without_input": inputs.dropped,
+            },
+        )
+        history = [*before.history(), agreement] if before.last_model is not None else []
+        t = config.training
+        verdict = before.converged
+        if verdict is None and converged(history, t.convergence_rounds, t.convergence_agreement):
+            verdict = (
+                f"stabilising predictions: {t.convergence_rounds} consecutive models agreed on"
+                f" >= {t.convergence_agreement:.1%} of the stop set"
+            )
+        serving = before.current
+        if result.promoted:
+            serving = ModelInfo(
+                model_version=mv,
+                dataset_version=event.version,
+                round=event.round,
+                model_ref=model_ref,
+                scores_ref=scores_ref,
+                accuracy=ev.accuracy,
+                macro_f1=ev.macro_f1,
+            )
+        metrics = {k: v for k, v in ev.metrics().items() if k != "n"}
+        metrics["n_eval"] = float(ev.n)
+        metrics["n_pool"] = float(len(inputs.pool_ids))
+        metrics["evaluated_out_of_sample"] = 1.0
+        if result.current_evaluation is not None:
+            metrics["current_macro_f1_on_fresh"] = result.current_evaluation.macro_f1
+        if agreement is not None:
+            metrics["agreement_with_previous"] = agreement
+        outcome = ModelTrained(
+            event_id=deterministic_id("model-trained", project, event.round),
+            project=project,
+            model_version=mv,
+            dataset_version=event.version,
+            round=event.round,
+            promoted=result.promoted,
+            metrics=metrics,
+            n_train=result.n_train,
+            scores_ref=scores_ref,
+            model_ref=model_ref,
+            classes=classes,
+            serving_model_version=serving.model_version if serving else None,
+            serving_scores_ref=serving.scores_ref if serving else None,
+            converged=verdict,
+        )
+        await self.store.save_round(outcome)
+
+        def finish(s: ProjectState) -> None:
+            s.rows_at_last_model = event.n_rows
+            s.last_model = mv
+            s.agreements[mv] = agreement
+            s.current = serving
+            s.converged = verdict
+
+        await self.store.change(project, finish)
+        await self._publish(outcome)
+        if verdict is not None and before.converged is None:
+            await self._publish(
+                LabelingConverged(
+                    event_id=deterministic_id("labeling-converged", project),
+                    project=project,
+                    model_version=mv,
+                    reason=verdict,
+                    metrics={"rounds": float(t.convergence_rounds)},
+                )
+            )
+            self._metrics.converged.inc()
+        label = "promoted" if result.promoted else "rejected"
+        self._metrics.retrains.labels(outcome=label).inc()
+        self._metrics.accuracy.labels(model="candidate").set(ev.accuracy)
+        self._metrics.macro_f1.labels(model="candidate").set(ev.macro_f1)
+        if serving is not None:
+            self._metrics.accuracy.labels(model="serving").set(serving.accuracy)
+            self._metrics.macro_f1.labels(model="serving").set(serving.macro_f1)
+        log.info(
+            "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f, %s",
+            project,
+            mv,
+            event.version,
+            result.n_train,
+            ev.accuracy,
+            ev.macro_f1,
+            label,
+        )
+
+    async def _stability(
+        self,
+        project: str,
+        mv: str,
+        result: RoundResult,
+        inputs: _Inputs,
+        before: ProjectState,
+        classes: list[str],
+    ) -> float | None:
+        """Predict the stop set, keep the predictions, compare with the previous model's."""
+        chosen = set(stop_set(inputs.pool_ids, self._stop_set_size, salt=project))
+        rows = [k for k, i in enumerate(inputs.pool_ids) if i in chosen]
+        predictions: dict[str, str] = {}
+        if rows:
+            labels = await asyncio.to_thread(
+                predict_labels, result.model, inputs.pool_x[rows], classes
+            )
+            predictions = {inputs.pool_ids[k]: str(v) for k, v in zip(rows, labels, strict=True)}
+        await self.store.save_stop_set(project, mv, predictions)
+        previous = before.last_model
+        if previous is None or previous == mv:
+            return None
+        earlier = await self.store.load_stop_set(project, previous)
+        if earlier is None:
+            return None
+        return compare_predictions(earlier, predictions).share

@@ -1,0 +1,154 @@
+"""The trainer's durable state: the project's training state in KV, model artefacts in the store.
+
+* ``trainer.<project>.state`` (KV, compare-and-swap): the serving model, the last trained one,
+  consecutive-model agreements (convergence);
+* ``trainer/<project>/rounds/<n>.json``: the round's ``ModelTrained`` as published, so that a
+  redelivered dataset version republishes the same event instead of training again;
+* ``trainer/<project>/models/<mv>.pickle`` and ``.json``: the fitted pipeline (a pickle, only
+  ever loaded from our own object store) and its evaluation report;
+* ``trainer/<project>/scores/<mv>.npz``: pool scores of a promoted model (a
+  ``labelloop.catalog`` probability table);
+* ``trainer/<project>/stopset/<mv>.npz``: predicted classes on the stop set (convergence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, Field
+
+from labelloop.catalog import ProbabilityTable, encode_table
+from labelloop.events import ModelTrained
+from labelloop.stores import Blobs, KeyValue, kv_update
+
+__all__ = ["ModelInfo", "ProjectState", "TrainerStore"]
+
+Array = npt.NDArray[Any]
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    dataset_version: str
+    round: int
+    model_ref: str
+    scores_ref: str | None = None
+    accuracy: float
+    macro_f1: float
+
+
+class ProjectState(BaseModel):
+    rows_at_last_model: int | None = None
+    last_model: str | None = None
+    """The most recently trained model, promoted or not (convergence compares consecutive ones)."""
+    current: ModelInfo | None = None
+    """The serving (promoted) model."""
+    agreements: dict[str, float | None] = Field(default_factory=dict)
+    """Model version -> stop-set agreement with the model trained before it."""
+    converged: str | None = None
+
+    def history(self) -> list[float | None]:
+        return [self.agreements[k] for k in sorted(self.agreements)]
+
+
+class TrainerStore:
+    def __init__(self, state: Callable[[], KeyValue], artifacts: Callable[[], Blobs]) -> None:
+        self._state = state
+        self._artifacts = artifacts
+
+    # ------------------------------------------------------------------ project state
+
+    @staticmethod
+    def _key(project: str) -> str:
+        return f"trainer.{project}.state"
+
+    async def state(self, project: str) -> ProjectState:
+        entry = await self._state().get(self._key(project))
+        if entry is None or not entry.value:
+            return ProjectState()
+        return ProjectState.model_validate_json(entry.value)
+
+    async def change(self, project: str, fn: Callable[[ProjectState], None]) -> ProjectState:
+        """Apply ``fn`` to the stored state under compare-and-swap; return the new state."""
+        result: list[ProjectState] = []
+
+        def apply(old: bytes | None) -> bytes:
+            state = ProjectState.model_validate_json(old) if old else ProjectState()
+            fn(state)
+            result[:] = [state]
+            return state.model_dump_json().encode()
+
+        await kv_update(self._state(), self._key(project), apply)
+        return result[0]
+
+    # ------------------------------------------------------------------ rounds
+
+    @staticmethod
+    def name(project: str, kind: str, model_version: str, ext: str) -> str:
+        return f"trainer/{project}/{kind}/{model_version}.{ext}"
+
+    async def round(self, project: str, number: int) -> ModelTrained | None:
+        raw = await self._artifacts().get(f"trainer/{project}/rounds/{number:06d}.json")
+        return None if raw is None else ModelTrained.model_validate_json(raw)
+
+    async def save_round(self, event: ModelTrained) -> None:
+        name = f"trainer/{event.project}/rounds/{event.round:06d}.json"
+        await self._artifacts().put(name, event.model_dump_json().encode())
+
+    # ------------------------------------------------------------------ artefacts
+
+    async def save_model(self, project: str, model_version: str, model: Any) -> str:
+        name = self.name(project, "models", model_version, "pickle")
+        data = await asyncio.to_thread(pickle.dumps, model, pickle.HIGHEST_PROTOCOL)
+        await self._artifacts().put(name, data)
+        return name
+
+    async def load_model(self, ref: str) -> Any | None:
+        raw = await self._artifacts().get(ref)
+        # our own artefact, written by save_model: not untrusted input
+        return None if raw is None else pickle.loads(raw)  # noqa: S301
+
+    async def save_report(self, project: str, model_version: str, report: dict[str, Any]) -> str:
+        name = self.name(project, "models", model_version, "json")
+        await self._artifacts().put(name, json.dumps(report, indent=1, sort_keys=True).encode())
+        return name
+
+    async def save_scores(
+        self,
+        project: str,
+        model_version: str,
+        item_ids: Sequence[str],
+        proba: Array,
+        classes: Sequence[str],
+    ) -> str:
+        name = self.name(project, "scores", model_version, "npz")
+        table = ProbabilityTable(list(item_ids), np.asarray(proba), list(classes))
+        await self._artifacts().put(name, await asyncio.to_thread(encode_table, table))
+        return name
+
+    async def save_stop_set(
+        self, project: str, model_version: str, predictions: dict[str, str]
+    ) -> str:
+        name = self.name(project, "stopset", model_version, "npz")
+        ids = sorted(predictions)
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            item_ids=np.asarray(ids, dtype=np.str_),
+            labels=np.asarray([predictions[i] for i in ids], dtype=np.str_),
+        )
+        await self._artifacts().put(name, buf.getvalue())
+        return name
+
+    async def load_stop_set(self, project: str, model_version: str) -> dict[str, str] | None:
+        raw = await self._artifacts().get(self.name(project, "stopset", model_version, "npz"))
+        if raw is None:
+            return None
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            return dict(zip(map(str, npz["item_ids"]), map(str, npz["labels"]), strict=True))

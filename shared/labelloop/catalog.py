@@ -1,0 +1,238 @@
+"""The item catalog: every ingested item and its features, written once, read by every service.
+
+The ingester writes each accepted chunk of items as one object (``catalog/<project>/<chunk>.npz``:
+the items' records as JSON, their feature matrix and its space) and indexes it in KV
+(``catalog.<project>.chunk.<chunk>``) *before* it announces the chunk with ``ItemsIngested``. So
+anyone who learned of an item from the bus (a batch naming it, a label for it) finds it here: no
+service keeps a copy, and no service waits for another's message to know an item.
+
+This module is also the one place that encodes arrays for the object store: feature chunks
+(:func:`encode_chunk`) and probability tables (:func:`encode_table`, the trainer's pool scores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from labelloop.events import IngestedItem
+from labelloop.stores import Blobs, KeyValue
+
+__all__ = [
+    "Catalog",
+    "Chunk",
+    "FeatureSpace",
+    "ProbabilityTable",
+    "ProjectItems",
+    "chunk_name",
+    "decode_chunk",
+    "decode_table",
+    "encode_chunk",
+    "encode_table",
+]
+
+
+# ----------------------------------------------------------------------------- encodings
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Items ingested together, with the features of those that have some (one space)."""
+
+    items: list[IngestedItem]
+    space: str | None = None
+    """Feature space (``producer-64``, ``text-hash-64``, ``image-px-16``); ``None``: no features."""
+    X: NDArray[np.float32] | None = None
+    """One row per item, in ``items`` order."""
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    buf = io.BytesIO()
+    arrays: dict[str, Any] = {
+        "item_ids": np.asarray([i.item_id for i in chunk.items], dtype=np.str_),
+        "records": np.asarray("\n".join(i.model_dump_json() for i in chunk.items), dtype=np.str_),
+    }
+    if chunk.X is not None and chunk.space is not None:
+        if len(chunk.X) != len(chunk.items):
+            raise ValueError(f"{len(chunk.X)} feature rows for {len(chunk.items)} items")
+        arrays["X"] = np.asarray(chunk.X, dtype=np.float32)
+        arrays["space"] = np.asarray(chunk.space)
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_chunk(raw: bytes) -> Chunk:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        text = str(npz["records"])
+        items = [IngestedItem.model_validate_json(line) for line in text.split("\n") if line]
+        if "X" in npz.files:
+            return Chunk(items, str(npz["space"]), np.asarray(npz["X"], dtype=np.float32))
+    return Chunk(items)
+
+
+@dataclass(frozen=True)
+class ProbabilityTable:
+    """Class probabilities per item: one row per item id, one column per class."""
+
+    item_ids: list[str]
+    proba: NDArray[np.float64]
+    classes: list[str]
+
+    def rows(self) -> dict[str, int]:
+        return {item: row for row, item in enumerate(self.item_ids)}
+
+
+def encode_table(table: ProbabilityTable) -> bytes:
+    if table.proba.shape != (len(table.item_ids), len(table.classes)):
+        raise ValueError(
+            f"probabilities of shape {table.proba.shape} for {len(table.item_ids)} items and "
+            f"{len(table.classes)} classes"
+        )
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        item_ids=np.asarray(table.item_ids, dtype=np.str_),
+        proba=np.asarray(table.proba, dtype=np.float32),
+        classes=np.asarray(table.classes, dtype=np.str_),
+    )
+    return buf.getvalue()
+
+
+def decode_table(raw: bytes) -> ProbabilityTable:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        return ProbabilityTable(
+            [str(i) for i in npz["item_ids"].tolist()],
+            np.asarray(npz["proba"], dtype=np.float64),
+            [str(c) for c in npz["classes"].tolist()],
+        )
+
+
+# ----------------------------------------------------------------------------- the catalog
+
+
+def chunk_name(project: str, chunk_id: str) -> str:
+    return f"catalog/{project}/{chunk_id}.npz"
+
+
+def _index_key(project: str, chunk_id: str = "") -> str:
+    return f"catalog.{project}.chunk.{chunk_id}"
+
+
+@dataclass
+class FeatureSpace:
+    """The feature rows of one space, by item id."""
+
+    dim: int
+    rows: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+
+
+@dataclass
+class ProjectItems:
+    """What the catalog holds for one project, as one process has loaded it so far."""
+
+    records: dict[str, IngestedItem] = field(default_factory=dict)
+    spaces: dict[str, FeatureSpace] = field(default_factory=dict)
+    chunks: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def item_ids(self) -> list[str]:
+        """Every item id, sorted: an order that does not depend on how items were chunked."""
+        return sorted(self.records)
+
+    def best_space(self, item_ids: Iterable[str] | None = None) -> str | None:
+        """The space covering most of ``item_ids`` (all items by default); producer vectors win
+        ties, then the name."""
+        wanted = list(self.records) if item_ids is None else list(item_ids)
+        scored = [
+            (sum(i in s.rows for i in wanted), name.startswith("producer"), name)
+            for name, s in self.spaces.items()
+        ]
+        best = max(scored, default=None)
+        return best[2] if best is not None and best[0] > 0 else None
+
+    def matrix(
+        self, item_ids: Sequence[str], space: str | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]] | None:
+        """Feature rows of ``item_ids`` in one space (the best one by default) and which ids
+        have a row there; missing rows are the mean row (neither favoured nor excluded)."""
+        name = space or self.best_space(item_ids)
+        if name is None:
+            return None
+        found = self.spaces[name]
+        has = np.asarray([i in found.rows for i in item_ids], dtype=bool)
+        out = np.zeros((len(item_ids), found.dim), dtype=np.float32)
+        if has.any():
+            present = [found.rows[i] for i, h in zip(item_ids, has, strict=True) if h]
+            out[has] = np.asarray(present, dtype=np.float32)
+            out[~has] = out[has].mean(axis=0)
+        return out, has
+
+
+class Catalog:
+    """Writes (the ingester) and reads (everyone else) the item catalog of every project.
+
+    Chunks never change once written, so each process reads each one once and keeps it.
+    """
+
+    def __init__(
+        self, kv: KeyValue | Callable[[], KeyValue], blobs: Blobs | Callable[[], Blobs]
+    ) -> None:
+        self._kv = kv
+        self._blobs = blobs
+        self._projects: dict[str, ProjectItems] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def kv(self) -> KeyValue:
+        return self._kv() if callable(self._kv) else self._kv
+
+    @property
+    def blobs(self) -> Blobs:
+        return self._blobs() if callable(self._blobs) else self._blobs
+
+    async def write(self, project: str, chunk_id: str, chunk: Chunk) -> str:
+        """Store a chunk and index it; idempotent (same chunk id, same object). Its name."""
+        name = chunk_name(project, chunk_id)
+        await self.blobs.put(name, encode_chunk(chunk))
+        index = {"ref": name, "n": len(chunk.items), "space": chunk.space}
+        await self.kv.put(_index_key(project, chunk_id), json.dumps(index).encode())
+        return name
+
+    async def chunk_ids(self, project: str) -> list[str]:
+        prefix = _index_key(project)
+        return [k[len(prefix) :] for k in await self.kv.keys(prefix)]
+
+    async def load(self, project: str) -> ProjectItems:
+        """Every item of the project (chunks not read yet are read now)."""
+        lock = self._locks.setdefault(project, asyncio.Lock())
+        async with lock:
+            items = self._projects.setdefault(project, ProjectItems())
+            for chunk_id in await self.chunk_ids(project):
+                if chunk_id in items.chunks:
+                    continue
+                raw = await self.blobs.get(chunk_name(project, chunk_id))
+                if raw is None:  # indexed but deleted by an operator: nothing to read
+                    continue
+                chunk = await asyncio.to_thread(decode_chunk, raw)
+                _add(items, chunk)
+                items.chunks.add(chunk_id)
+            return items
+
+
+def _add(items: ProjectItems, chunk: Chunk) -> None:
+    for item in chunk.items:
+        items.records.setdefault(item.item_id, item)
+    if chunk.X is None or chunk.space is None:
+        return
+    space = items.spaces.setdefault(chunk.space, FeatureSpace(dim=int(chunk.X.shape[1])))
+    for item, row in zip(chunk.items, chunk.X, strict=True):
+        space.rows.setdefault(item.item_id, row)
