@@ -19,7 +19,7 @@ help: ## Show the commands
 $(STAMP): pyproject.toml constraints.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	[ -x $(UV) ] || $(BIN)/pip install --quiet uv
-	$(UV) pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev,bench]"
+	$(UV) pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[console,dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install labelloop with its dev and bench dependencies (idempotent)

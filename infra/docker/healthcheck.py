@@ -2,7 +2,7 @@
 
 The port is ``LABELLOOP_HEALTHCHECK_PORT`` if set, else the one ``LABELLOOP_<SERVICE>_HTTP_PORT``
 in the environment (compose sets exactly one per container), else the default port of the service
-named on the command line of PID 1 (``labelloop run <service>``). Standard library only.
+named on the command line of PID 1 (``labelloop-service <service>``). Standard library only.
 """
 
 from __future__ import annotations

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
-from labelloop.events import BatchCreated
-from labelloop.runtime import PoisonMessage, Service
+from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
-from .handlers import Placement, place_batch
+from .handlers import WEBHOOK_PATH, Parts, register_handlers
 from .importer import BatchImporter
 from .intake import AnnotationIntake
 from .labelstudio import LabelStudioClient, RetryPolicy
@@ -21,23 +19,12 @@ from .provisioning import ProjectProvisioner, WebhookSpec
 from .reconciliation import Reconciler
 from .registry import AnnotatorRegistry
 from .settings import BridgeSettings
-from .simulation import NoSimulationConfig, SimulatedCrew
-from .state import BridgeState
-from .webhook import WebhookReceiver
+from .simulation import SimulatedCrew
+from .store import BridgeState
 
-__all__ = ["WEBHOOK_PATH", "build_app"]
+__all__ = ["SPEC", "WEBHOOK_PATH", "build_app"]
 
 log = logging.getLogger("labelloop.bridge")
-
-WEBHOOK_PATH = "/webhooks/label-studio"
-
-
-@dataclass(frozen=True)
-class _Parts:
-    backend: Placement
-    client: LabelStudioClient | None = None
-    intake: AnnotationIntake | None = None
-    reconciler: Reconciler | None = None
 
 
 def _assemble(
@@ -45,7 +32,7 @@ def _assemble(
     settings: BridgeSettings,
     metrics: BridgeMetrics,
     transport: httpx.AsyncBaseTransport | None,
-) -> _Parts:
+) -> Parts:
     """The adapters; built by a startup hook, once the service's KV is open (before consuming)."""
     state = BridgeState(service.state)
     if settings.backend == "simulated":
@@ -53,7 +40,7 @@ def _assemble(
         crew = SimulatedCrew(
             state, service.publish, metrics, chunk_size=settings.simulation_chunk_size
         )
-        return _Parts(backend=crew)
+        return Parts(backend=crew)
     if settings.label_studio_token is None:
         raise RuntimeError("LABELLOOP_BRIDGE_LABEL_STUDIO_TOKEN is not set")
     retry = RetryPolicy(settings.retry_attempts, settings.retry_base_delay_seconds)
@@ -100,7 +87,7 @@ def _assemble(
         before_pass=provisioner.ensure_webhooks,
     )
     log.info("annotation bridge uses Label Studio at %s", settings.label_studio_url)
-    return _Parts(backend=importer, client=client, intake=intake, reconciler=reconciler)
+    return Parts(backend=importer, client=client, intake=intake, reconciler=reconciler)
 
 
 def build_app(
@@ -111,11 +98,11 @@ def build_app(
 ) -> Service:
     """The bridge service; ``label_studio_transport`` replaces Label Studio's network in tests."""
     settings = settings or BridgeSettings()
-    service = Service("annotation-bridge", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     metrics = BridgeMetrics(service.registry, backend=settings.backend)
-    built: list[_Parts] = []
+    built: list[Parts] = []
 
-    def parts() -> _Parts:
+    def parts() -> Parts:
         if not built:  # startup hooks run before consuming and before HTTP is served
             raise RuntimeError("the annotation bridge is not started")
         return built[0]
@@ -124,39 +111,7 @@ def build_app(
     async def assemble() -> None:
         built[:] = [_assemble(service, settings, metrics, label_studio_transport)]
 
-    # Label Studio restarts and deploys outlast the default 5 deliveries (~25 s of retries):
-    # keep retrying for minutes (the backoff doubles up to 60 s) before dead-lettering a batch
-    @service.handler(BatchCreated, max_deliver=max(settings.max_deliver, 10))
-    async def on_batch_created(event: BatchCreated) -> None:
-        """Put a batch before annotators: Label Studio tasks, or the simulated crew."""
-        try:
-            await place_batch(event, service.project, parts().backend)
-        except NoSimulationConfig as exc:
-            raise PoisonMessage(str(exc)) from exc
-
-    receiver: WebhookReceiver | None = None
-    if settings.backend == "label-studio":
-
-        async def on_webhook(payload: dict[str, Any]) -> int:
-            intake = parts().intake
-            assert intake is not None
-            return await intake.apply_webhook(payload)
-
-        async def reconcile() -> None:
-            reconciler = parts().reconciler
-            assert reconciler is not None
-            await reconciler.run_once()
-
-        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        receiver = WebhookReceiver(
-            on_webhook,
-            secret,
-            metrics,
-            header=settings.webhook_header,
-            answer_within=settings.webhook_answer_within_seconds,
-        )
-        service.mount(WEBHOOK_PATH, receiver)
-        service.every(settings.reconcile_interval_seconds, reconcile)
+    receiver = register_handlers(service, settings, metrics, parts)
 
     @service.on_shutdown
     async def close() -> None:
@@ -168,3 +123,6 @@ def build_app(
         built.clear()
 
     return service
+
+
+SPEC = ServiceSpec(name="annotation-bridge", settings=BridgeSettings, build=build_app)

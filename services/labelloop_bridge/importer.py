@@ -38,7 +38,7 @@ from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
 from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
 from .metrics import BridgeMetrics
 from .provisioning import ProjectProvisioner, project_fields
-from .state import BridgeState
+from .store import BridgeState
 
 __all__ = ["BatchImporter", "ImportLeaseLost", "ls_task"]
 

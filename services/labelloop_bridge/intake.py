@@ -53,7 +53,7 @@ from .domain.ledger import BatchLedger
 from .domain.results import from_ls_result
 from .metrics import BridgeMetrics
 from .registry import AnnotatorRegistry
-from .state import AnnotationRecord, BridgeState
+from .store import AnnotationRecord, BridgeState
 from .webhook import BadPayload
 
 __all__ = ["AnnotationIntake", "Observation", "annotation_wire_id", "observation_from_ls"]

@@ -18,7 +18,7 @@ from labelloop.project import ProjectConfig
 
 from .domain.label_config import build_label_config, guidelines_html
 from .labelstudio import LabelStudioClient
-from .state import BridgeState
+from .store import BridgeState
 
 __all__ = ["ProjectProvisioner", "WebhookSpec", "project_fields"]
 

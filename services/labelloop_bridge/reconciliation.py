@@ -35,7 +35,7 @@ from labelloop.events import AnnotationSource
 from .intake import TASK_BATCH, TASK_ITEM, AnnotationIntake, annotation_wire_id, observation_from_ls
 from .labelstudio import LabelStudioClient
 from .metrics import BridgeMetrics
-from .state import BridgeState, LsProjectRef
+from .store import BridgeState, LsProjectRef
 from .webhook import BadPayload
 
 __all__ = ["Reconciler"]

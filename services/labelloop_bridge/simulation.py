@@ -29,7 +29,7 @@ from .completion import completion_event
 from .domain.crew import answer_batch
 from .domain.ledger import BatchLedger
 from .metrics import BridgeMetrics
-from .state import BridgeState
+from .store import BridgeState
 
 __all__ = ["NoSimulationConfig", "SimulatedCrew", "paced"]
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
-from labelloop_exporter.dataset_dir import DatasetDirectory
 from labelloop_exporter.handlers import register_handlers
 from labelloop_exporter.metrics import ExporterMetrics
 from labelloop_exporter.service import Exporter
 from labelloop_exporter.settings import ExporterSettings
+from labelloop_exporter.store import DatasetDirectory
 
-__all__ = ["build_app"]
+__all__ = ["SPEC", "build_app"]
 
 
 def build_app(
     settings: ExporterSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or ExporterSettings()
-    service = Service("exporter", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     exporter = Exporter(
         # the stores are valid once the service has started: look them up at call time
         state=lambda: service.state,
@@ -30,3 +31,6 @@ def build_app(
     )
     register_handlers(service, exporter)
     return service
+
+
+SPEC = ServiceSpec(name="exporter", settings=ExporterSettings, build=build_app)

@@ -17,7 +17,7 @@ class ExporterMetrics:
         )
         self.exports = Counter(
             "labelloop_exporter_exports_total",
-            "Export attempts by outcome: published, unchanged, invalid, empty",
+            "Dataset versions by outcome: published (written), announced (again, on request)",
             ["outcome"],
             registry=registry,
         )
@@ -32,8 +32,9 @@ class ExporterMetrics:
             registry=registry,
         )
         self.invalid = Counter(
-            "labelloop_exporter_validation_failures_total",
-            "Exports blocked by validation, by problem",
+            "labelloop_exporter_rows_left_out_total",
+            "Rows left out of a dataset version because they failed a check, by problem "
+            "(each version counts the rows it leaves out)",
             ["reason"],
             registry=registry,
         )

@@ -26,7 +26,6 @@ from labelloop.events import DatasetExported, Event, LabelsReady, utc_now
 from labelloop.project import ProjectConfig
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
-from labelloop_exporter.dataset_dir import DatasetDirectory, VersionExists
 from labelloop_exporter.domain.dataset import (
     DATASET_FILE,
     MANIFEST_FILE,
@@ -39,6 +38,7 @@ from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
 from labelloop_exporter.domain.table import ItemData
 from labelloop_exporter.metrics import ExporterMetrics
+from labelloop_exporter.store import DatasetDirectory, VersionExists
 
 __all__ = ["ExportOutcome", "Exporter", "version_name"]
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from labelloop.catalog import Catalog
 from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
 from .claims import ItemClaims
@@ -15,7 +16,7 @@ from .ingest import Ingest, load_media
 from .metrics import IngesterMetrics
 from .settings import IngesterSettings
 
-__all__ = ["build_app"]
+__all__ = ["SPEC", "build_app"]
 
 
 def build_app(
@@ -25,7 +26,7 @@ def build_app(
     load_image: Callable[[str], bytes | None] | None = None,
 ) -> Service:
     settings = settings or IngesterSettings()
-    service = Service("ingester", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     metrics = IngesterMetrics(service.registry)
     limits = Limits(settings.max_item_bytes, settings.text_max_length, settings.max_feature_dim)
     loader = load_image or load_media(settings.media_root)
@@ -53,3 +54,6 @@ def build_app(
 
     register_handlers(service, ingest)
     return service
+
+
+SPEC = ServiceSpec(name="ingester", settings=IngesterSettings, build=build_app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 from labelloop_qa.handlers import register_handlers
 from labelloop_qa.metrics import QAMetrics
@@ -10,12 +11,12 @@ from labelloop_qa.service import QAScorer
 from labelloop_qa.settings import QASettings
 from labelloop_qa.store import QAStore
 
-__all__ = ["build_app"]
+__all__ = ["SPEC", "build_app"]
 
 
 def build_app(settings: QASettings | None = None, *, stores: MemoryStores | None = None) -> Service:
     settings = settings or QASettings()
-    service = Service("qa-scorer", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     metrics = QAMetrics(service.registry, max_annotator_series=settings.max_annotator_series)
     scorer = QAScorer(
         QAStore(lambda: service.artifacts, lambda: service.state),
@@ -28,3 +29,6 @@ def build_app(settings: QASettings | None = None, *, stores: MemoryStores | None
     )
     register_handlers(service, scorer)
     return service
+
+
+SPEC = ServiceSpec(name="qa-scorer", settings=QASettings, build=build_app)

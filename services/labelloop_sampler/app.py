@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labelloop.catalog import Catalog
 from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
 from .handlers import register_handlers
@@ -12,14 +13,14 @@ from .service import Sampler
 from .settings import SamplerSettings
 from .store import LedgerStore
 
-__all__ = ["build_app"]
+__all__ = ["SPEC", "build_app"]
 
 
 def build_app(
     settings: SamplerSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or SamplerSettings()
-    service = Service("sampler", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     # the service's stores exist once it has started: adapters look them up at call time
     sampler = Sampler(
         ledgers=LedgerStore(lambda: service.state, lambda: service.artifacts),
@@ -32,3 +33,6 @@ def build_app(
     )
     register_handlers(service, sampler)
     return service
+
+
+SPEC = ServiceSpec(name="sampler", settings=SamplerSettings, build=build_app)

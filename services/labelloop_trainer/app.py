@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from labelloop.runtime import Service
+from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 from labelloop_trainer.handlers import register_handlers
 from labelloop_trainer.metrics import TrainerMetrics
 from labelloop_trainer.service import Trainer
 from labelloop_trainer.settings import TrainerSettings
 
-__all__ = ["build_app"]
+__all__ = ["SPEC", "build_app"]
 
 
 def build_app(
     settings: TrainerSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or TrainerSettings()
-    service = Service("trainer", settings, stores=stores)
+    service = Service(SPEC.name, settings, stores=stores)
     trainer = Trainer(
         # the stores are valid once the service has started: look them up at call time
         state=lambda: service.state,
@@ -29,3 +30,6 @@ def build_app(
     )
     register_handlers(service, trainer)
     return service
+
+
+SPEC = ServiceSpec(name="trainer", settings=TrainerSettings, build=build_app)

@@ -15,7 +15,8 @@ from nats.js.errors import NotFoundError
 from labelloop.events import Event, ProjectConfigured, deterministic_id
 from labelloop.payloads import wire_form
 from labelloop.project import ProjectConfig, parse_project
-from labelloop.runtime import nats_connect_options, provision
+from labelloop.provisioning import provision
+from labelloop.runtime import nats_connect_options
 from labelloop.settings import ServiceSettings
 from labelloop.stores import Blobs, KeyValue, NatsBlobs, NatsKeyValue
 from labelloop.streams import Namespace

@@ -57,6 +57,7 @@ __all__ = [
     "ProjectConfigured",
     "QAReport",
     "QualityAlertRaised",
+    "ReadmitAnnotator",
     "Rejection",
     "RequestExport",
     "RequestSampling",
@@ -457,6 +458,17 @@ class RequestSampling(Event):
     reason: str = "requested"
 
 
+class ReadmitAnnotator(Event):
+    """Command: let an annotator QA flagged work again (``labelloop annotators readmit``).
+
+    Their history starts afresh with the next round QA scores, so the old record does not flag
+    them again at once; batches cut from then on include them."""
+
+    SUBJECT: ClassVar[str] = "commands.annotators"
+    annotator_id: str = Field(min_length=1, max_length=256)
+    reason: str = "re-admitted by an operator"
+
+
 class RequestTraining(Event):
     """Command: train now on the latest dataset version (``labelloop train``)."""
 
@@ -508,6 +520,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     RequestExport,
     RequestTraining,
     RequestSampling,
+    ReadmitAnnotator,
     DeadLetter,
 )
 

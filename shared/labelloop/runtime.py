@@ -6,84 +6,60 @@ handler should not think about:
 * JetStream streams and buckets are provisioned at start (idempotently, by every replica);
 * each handler is a **durable pull consumer** named after the service and the event, so replicas
   share the work and a restarted replica continues where the last one stopped;
-* acknowledgement is explicit (FastStream's default would drop a message whose handler raised):
+* acknowledgement is explicit and follows one pure policy (``labelloop.delivery.decide``):
   success → ack; invalid payload or ``PoisonMessage`` → dead letter at once; any other exception
   → nak with exponential backoff, dead letter after ``max_deliver`` deliveries. A message whose
   deliveries ran out while no handler could report (a crash, a timeout) is moved by the
   max-deliveries advisory, so nothing is lost either way;
 * long handlers send ``in_progress`` heartbeats so the server does not redeliver them meanwhile;
 * publishing is idempotent: ``Nats-Msg-Id`` is the event id, so a replayed handler's output is
-  dropped by the server inside the stream's duplicate window;
+  dropped by the server inside the stream's duplicate window; an event too large for one message
+  travels by reference (``labelloop.payloads``);
 * ``/metrics`` (FastStream's series and labelloop's), ``/healthz``, ``/readyz``, ``/asyncapi``;
 * JSON logs with one line per handled message; graceful shutdown on SIGTERM.
+
+Where messages come from is a ``labelloop.transport.Transport``: NATS, or memory in unit tests.
 """
 
-# runtime-api: v1
+# runtime-api: v2
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
-from faststream.message import AckStatus, StreamMessage
+from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
-from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
-from pydantic import ValidationError
 
-from labelloop.events import DeadLetter, Event, deterministic_id
+from labelloop.delivery import PoisonMessage, Verdict, build_dead_letter, decide
+from labelloop.events import Event
 from labelloop.logs import configure_logging
-from labelloop.payloads import PAYLOAD_HEADER, PayloadMissing, resolve, wire_form
+from labelloop.payloads import PAYLOAD_HEADER, resolve, wire_form
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.settings import ServiceSettings
-from labelloop.stores import (
-    Blobs,
-    KeyValue,
-    MemoryStores,
-    NatsBlobs,
-    NatsKeyValue,
-    NatsStores,
-    Stores,
-)
-from labelloop.streams import (
-    KV_BUCKETS,
-    OBJECT_BUCKETS,
-    Namespace,
-    StreamSpec,
-    split_subject,
-    subject_matches,
-)
+from labelloop.stores import Blobs, KeyValue, Stores
+from labelloop.streams import Namespace, subject_matches
+from labelloop.transport import MemoryTransport, NatsTransport, Transport
 
-__all__ = ["PoisonMessage", "Service", "ServiceSettings", "nats_connect_options"]
+__all__ = ["PoisonMessage", "Service", "ServiceSettings", "Subscription", "nats_connect_options"]
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
-Hook = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[object]]
 
 log = logging.getLogger("labelloop.runtime")
-
-
-class PoisonMessage(Exception):
-    """Raised by a handler for a message that can never succeed: dead-lettered without retry."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _SpuriousFetchTimeout(logging.Filter):
@@ -112,7 +88,7 @@ class _HandlerFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Subscription:
+class Subscription:
     event: type[Event]
     handler: Callable[[Any], Awaitable[None]]
     durable: str
@@ -216,8 +192,9 @@ class Service:
         name: str,
         settings: ServiceSettings,
         *,
-        stores: MemoryStores | None = None,
+        transport: Transport | None = None,
         registry: CollectorRegistry | None = None,
+        stores: Any = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -227,20 +204,20 @@ class Service:
         self.log = logging.getLogger(f"labelloop.{name}")
         broker_log = logging.getLogger(f"labelloop.{name}.faststream")
         broker_log.addFilter(_SpuriousFetchTimeout())
-        self._stores: Stores | MemoryStores | NatsStores | None = stores
-        self._memory = stores is not None
-        self._subscriptions: dict[str, _Subscription] = {}
+        if transport is None and stores is not None:
+            transport = MemoryTransport(stores=stores)
+        self.transport: Transport = transport or NatsTransport(
+            max_handler_seconds=settings.max_handler_seconds
+        )
+        self._stores: Stores | None = None
+        self._subscriptions: dict[str, Subscription] = {}
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._periodic: list[tuple[float, Hook]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._routes: list[tuple[str, Any]] = []
         self._ready = False
-        self._stopping = False
-        self.sent: list[Event] = []
-        """In memory (tests): every event published, duplicates by event id dropped as NATS does."""
-        self._sent_ids: set[str] = set()
-        self._advisory_sub: Any = None
+        self.stopping = False
         self.broker = NatsBroker(
             **broker_options(settings),
             middlewares=[
@@ -267,7 +244,7 @@ class Service:
 
         def register(fn: Handler[E]) -> Handler[E]:
             spec = self.ns.stream_for(event)
-            sub = _Subscription(
+            sub = Subscription(
                 event=event,
                 handler=fn,
                 durable=self.ns.durable(self.name, event),
@@ -295,6 +272,9 @@ class Service:
 
         return register
 
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions.values())
+
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``hook()`` once connected and provisioned, before the first message is handled."""
         self._startup_hooks.append(hook)
@@ -317,7 +297,7 @@ class Service:
     # ------------------------------------------------------------------ using
 
     @property
-    def stores(self) -> Stores | MemoryStores | NatsStores:
+    def stores(self) -> Stores:
         if self._stores is None:
             raise RuntimeError(f"{self.name} is not started: stores are not available yet")
         return self._stores
@@ -341,15 +321,12 @@ class Service:
             return None
         return parse_project(json.loads(entry.value), source=f"project {name!r}")
 
-    def use_memory(self) -> MemoryStores:
-        """Switch to in-memory stores (for ``labelloop.testing.in_memory``)."""
-        stores = self._stores if isinstance(self._stores, MemoryStores) else MemoryStores()
-        self._stores = stores
-        self._memory = True
-        return stores
-
     async def require_project(self, name: str) -> ProjectConfig:
-        """The project's configuration; a message about an unknown project is a dead letter."""
+        """The project's configuration; a message about an unknown project is a dead letter.
+
+        The one policy of every service: an event naming a project that was never applied can
+        never be handled (no configuration to read), so it goes to the dead letters with the
+        reason, and nothing is created for it."""
         config = await self.project(name)
         if config is None:
             raise PoisonMessage(f"unknown project {name!r}: apply its configuration first")
@@ -360,43 +337,28 @@ class Service:
 
         An event too large for one message travels by reference (``labelloop.payloads``)."""
         cls = type(event)
-        if self._memory:
-            if event.event_id in self._sent_ids:
-                self.metrics.published.labels(event=cls.__name__, duplicate="true").inc()
-                return False
-            self._sent_ids.add(event.event_id)
-            self.sent.append(event)
-        stream = self.ns.stream_name(self.ns.stream_for(cls))
         body, extra = await wire_form(
             event,
             self._stores.artifacts if self._stores is not None else None,
             limit=self.settings.max_inline_payload_bytes,
         )
-        ack = await self.broker.publish(
-            body,
-            self.ns.subject(event),
-            headers={
-                "Nats-Msg-Id": event.event_id,
-                "content-type": "application/json",
-                **extra,
-            },
-            stream=None if self._memory else stream,
-        )
-        duplicate = bool(getattr(ack, "duplicate", False))
-        self.metrics.published.labels(event=cls.__name__, duplicate=str(duplicate).lower()).inc()
-        return not duplicate
+        headers = {"Nats-Msg-Id": event.event_id, "content-type": "application/json", **extra}
+        stream = self.ns.stream_name(self.ns.stream_for(cls))
+        fresh = await self.transport.publish(event, self.ns.subject(event), stream, body, headers)
+        self.metrics.published.labels(event=cls.__name__, duplicate=str(not fresh).lower()).inc()
+        return fresh
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Connect, provision, start consuming and run startup hooks (no HTTP)."""
-        await self._before_broker()
+        await self.open()
         await self.broker.start()
-        await self._after_broker()
+        await self.begin()
 
     async def stop(self) -> None:
         """Stop consuming; in-flight handlers finish (up to the graceful timeout)."""
-        await self._before_stop()
+        await self.end()
         limit = self.settings.graceful_timeout_seconds + 10
         try:
             await asyncio.wait_for(self.broker.stop(), timeout=limit)
@@ -404,9 +366,43 @@ class Service:
             self.log.warning("the broker did not stop within %.0f s: closing the connection", limit)
             with contextlib.suppress(Exception):
                 await self.broker.connection.close()
-        await self._after_stop()
+        await self.close()
 
-    async def _after_stop(self) -> None:
+    async def open(self) -> None:
+        """Before consuming: connect and provision (per transport), open stores, run hooks."""
+        self.stopping = False
+        self._stores = await self.transport.open(self)
+        for hook in self._startup_hooks:
+            await hook()
+
+    async def begin(self) -> None:
+        """Consuming has started: background tasks run, the service is ready."""
+        for seconds, hook in self._periodic:
+            self._tasks.append(asyncio.create_task(self._every(seconds, hook)))
+        for job in self.transport.background(self):
+            self._tasks.append(asyncio.create_task(job))
+        self._ready = True
+        self.metrics.ready.set(1)
+        self.log.info("ready", extra={"handlers": sorted(self._subscriptions)})
+
+    async def end(self) -> None:
+        """Stop background work before consuming stops."""
+        self._ready = False
+        self.stopping = True
+        self.metrics.ready.set(0)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # bounded: a task that ignores its cancellation must not keep the service alive
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in stuck:
+                self.log.warning("background task %s did not stop", task.get_name())
+        self._tasks.clear()
+        await self.transport.close()
+        self.log.info("stopping")
+
+    async def close(self) -> None:
+        """After consuming stopped: shutdown hooks (close clients here)."""
         for hook in self._shutdown_hooks:
             try:
                 await asyncio.wait_for(hook(), timeout=self.settings.graceful_timeout_seconds)
@@ -423,15 +419,15 @@ class Service:
                 ("/readyz", self._readyz()),
                 *self._routes,
             ],
-            on_startup=[self._before_broker],
-            after_startup=[self._after_broker],
-            on_shutdown=[self._before_stop],
-            after_shutdown=[self._after_stop],
+            on_startup=[self.open],
+            after_startup=[self.begin],
+            on_shutdown=[self.end],
+            after_shutdown=[self.close],
             asyncapi_path="/asyncapi",
         )
 
     def run(self) -> None:
-        """Serve until SIGTERM/SIGINT: what ``labelloop run SERVICE`` and the containers call."""
+        """Serve until SIGTERM/SIGINT (``labelloop-service SERVICE``, as the containers run)."""
         import uvicorn
 
         configure_logging(self.name, self.settings.log_level, self.settings.log_format)
@@ -463,72 +459,6 @@ class Service:
 
         return readyz
 
-    async def _before_broker(self) -> None:
-        self._stopping = False
-        if self._memory:
-            return
-        await self.broker.connect()
-        js = self.broker.connection.jetstream()
-        await provision(js, self.ns, replicas=self.settings.stream_replicas)
-        await self._provision_consumers(js)
-        self._stores = await self._open_stores()
-        await self.run_startup_hooks()
-
-    async def run_startup_hooks(self) -> None:
-        for hook in self._startup_hooks:
-            await hook()
-
-    async def _after_broker(self) -> None:
-        for seconds, hook in self._periodic:
-            self._tasks.append(asyncio.create_task(self._every(seconds, hook)))
-        if not self._memory:
-            self._tasks.append(asyncio.create_task(self._move_exhausted()))
-        self._ready = True
-        self.metrics.ready.set(1)
-        self.log.info("ready", extra={"handlers": sorted(self._subscriptions)})
-
-    async def _before_stop(self) -> None:
-        self._ready = False
-        self._stopping = True
-        self.metrics.ready.set(0)
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # bounded: a task that ignores its cancellation must not keep the service alive
-            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in stuck:
-                self.log.warning("background task %s did not stop", task.get_name())
-        self._tasks.clear()
-        if self._advisory_sub is not None:
-            # a pull subscription left to the connection's drain would wait for its queue forever
-            with contextlib.suppress(Exception):
-                await self._advisory_sub.unsubscribe()
-            self._advisory_sub = None
-        self.log.info("stopping")
-
-    async def _provision_consumers(self, js: JetStreamContext) -> None:
-        # FastStream does not change an existing durable's config; this does (STACK_NOTES).
-        for sub in self._subscriptions.values():
-            config = ConsumerConfig(
-                durable_name=sub.durable,
-                filter_subject=sub.subject,
-                max_deliver=sub.max_deliver,
-                ack_wait=sub.ack_wait,
-                ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-            )
-            try:
-                await js.add_consumer(sub.stream, config=config)
-            except BadRequestError as exc:
-                log.warning("consumer %s not updated: %s", sub.durable, exc.description)
-
-    async def _open_stores(self) -> NatsStores:
-        state = await self.broker.key_value(self.ns.kv_bucket("state"), declare=False)
-        projects = await self.broker.key_value(self.ns.kv_bucket("projects"), declare=False)
-        artifacts = await self.broker.object_storage(
-            self.ns.object_bucket("artifacts"), declare=False
-        )
-        return NatsStores(NatsKeyValue(state), NatsKeyValue(projects), NatsBlobs(artifacts))
-
     async def _every(self, seconds: float, hook: Hook) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -539,89 +469,15 @@ class Service:
             except Exception:
                 self.log.exception("periodic task %s failed", getattr(hook, "__name__", hook))
 
-    # ------------------------------------------------------------------ delivery policy
+    # ------------------------------------------------------------------ delivery
 
     def _middleware_factory(self, msg: Any, /, *, context: Any) -> BaseMiddleware:
         return _DeliveryMiddleware(msg, context=context, service=self)
 
-    async def handle_outcome(
-        self, msg: StreamMessage[Any], call_next: Callable[[Any], Awaitable[Any]]
-    ) -> Any:
-        meta = getattr(msg.raw_message, "metadata", None) if not self._memory else None
-        consumer = getattr(meta, "consumer", None)
-        sub = self._subscriptions.get(consumer) if consumer else None
-        if sub is None and self._memory:
-            sub = self._subscription_for_subject(getattr(msg.raw_message, "subject", ""))
-        if sub is None:  # not one of ours (e.g. a plain request): no policy to apply
-            return await call_next(msg)
-        deliveries = int(getattr(meta, "num_delivered", 1) or 1)
-        event_name = sub.event.__name__
-        if deliveries > 1:
-            self.metrics.redeliveries.labels(event=event_name).inc()
-        heartbeat = (
-            None
-            if self._memory
-            else asyncio.create_task(
-                _heartbeat(msg, sub.ack_wait, self.settings.max_handler_seconds)
-            )
-        )
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            await self._resolve_payload(msg)
-            await call_next(msg)
-        except PayloadMissing as exc:
-            outcome = "dead_lettered"
-            await self._dead_letter(msg, sub, "invalid", str(exc), deliveries)
-        except ValidationError as exc:
-            outcome = "dead_lettered"
-            await self._dead_letter(msg, sub, "invalid", _validation_reason(exc), deliveries)
-        except _HandlerFailed as failed:
-            err = failed.original
-            if isinstance(err, PoisonMessage):
-                outcome = "dead_lettered"
-                await self._dead_letter(msg, sub, "failed", err.reason, deliveries)
-            elif deliveries >= sub.max_deliver or self._memory:
-                outcome = "dead_lettered"
-                self.log.error(
-                    "handler failed on its last delivery",
-                    exc_info=err,
-                    extra={"event": event_name, "deliveries": deliveries},
-                )
-                await self._dead_letter(msg, sub, "failed", _reason(err), deliveries)
-            else:
-                outcome = "retried"
-                self.log.warning(
-                    "handler failed, will retry: %s",
-                    _reason(err),
-                    extra={"event": event_name, "deliveries": deliveries},
-                )
-                delay = self.settings.retry_backoff_seconds * 2 ** (deliveries - 1)
-                await msg.raw_message.nak(delay=min(delay, 60.0))
-                msg.committed = AckStatus.NACKED
-        else:
-            await _ack(msg)
-        finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-            elapsed = time.perf_counter() - started
-            self.metrics.duration.labels(event=event_name).observe(elapsed)
-            self.metrics.messages.labels(event=event_name, outcome=outcome).inc()
-            self.log.info(
-                "handled",
-                extra={
-                    "event": event_name,
-                    "event_id": _event_id(msg.body),
-                    "subject": sub.subject,
-                    "outcome": outcome,
-                    "deliveries": deliveries,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
-        return None
-
-    def _subscription_for_subject(self, subject: str) -> _Subscription | None:
-        relative = self.ns.relative(subject)
+    def _subscription(self, msg: StreamMessage[Any], consumer: str | None) -> Subscription | None:
+        if consumer is not None:
+            return self._subscriptions.get(consumer)
+        relative = self.ns.relative(getattr(msg.raw_message, "subject", "") or "")
         return next(
             (
                 s
@@ -630,6 +486,72 @@ class Service:
             ),
             None,
         )
+
+    async def handle_outcome(
+        self, msg: StreamMessage[Any], call_next: Callable[[Any], Awaitable[Any]]
+    ) -> Any:
+        delivery = self.transport.delivery(msg)
+        sub = self._subscription(msg, delivery.consumer)
+        if sub is None:  # not one of ours (e.g. a plain request): no policy to apply
+            return await call_next(msg)
+        event_name = sub.event.__name__
+        if delivery.deliveries > 1:
+            self.metrics.redeliveries.labels(event=event_name).inc()
+        heartbeat = self.transport.heartbeat(msg, sub.ack_wait)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            await self._resolve_payload(msg)
+            await call_next(msg)
+        except _HandlerFailed as failed:
+            error = failed.original
+        except Exception as exc:  # validation of the payload, a body by reference gone
+            error = exc
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+        verdict = decide(
+            error,
+            deliveries=delivery.deliveries,
+            max_deliver=sub.max_deliver,
+            backoff_seconds=self.settings.retry_backoff_seconds,
+            redelivers=self.transport.redelivers,
+        )
+        outcome = {"ack": "ok", "retry": "retried", "dead_letter": "dead_lettered"}[verdict.action]
+        if verdict.action == "dead_letter":
+            if (
+                error is not None
+                and verdict.kind == "failed"
+                and not isinstance(error, PoisonMessage)
+            ):
+                self.log.error(
+                    "handler failed on its last delivery",
+                    exc_info=error,
+                    extra={"event": event_name, "deliveries": delivery.deliveries},
+                )
+            await self._dead_letter(msg, sub, verdict, delivery.deliveries, delivery)
+        elif verdict.action == "retry":
+            self.log.warning(
+                "handler failed, will retry: %s",
+                verdict.reason,
+                extra={"event": event_name, "deliveries": delivery.deliveries},
+            )
+        await self.transport.settle(msg, verdict)
+        elapsed = time.perf_counter() - started
+        self.metrics.duration.labels(event=event_name).observe(elapsed)
+        self.metrics.messages.labels(event=event_name, outcome=outcome).inc()
+        self.log.info(
+            "handled",
+            extra={
+                "event": event_name,
+                "event_id": _event_id(msg.body),
+                "subject": getattr(msg.raw_message, "subject", sub.subject),
+                "outcome": outcome,
+                "deliveries": delivery.deliveries,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
+        return None
 
     async def _resolve_payload(self, msg: StreamMessage[Any]) -> None:
         """Swap an envelope for the event body it names (before the body is validated)."""
@@ -643,89 +565,33 @@ class Service:
     async def _dead_letter(
         self,
         msg: StreamMessage[Any],
-        sub: _Subscription,
-        kind: Literal["invalid", "failed", "max_deliveries"],
-        reason: str,
+        sub: Subscription,
+        verdict: Verdict,
         deliveries: int,
+        delivery: Any,
     ) -> None:
-        meta = None if self._memory else msg.raw_message.metadata
-        seq = getattr(getattr(meta, "sequence", None), "stream", None)
-        body: bytes = msg.body
+        assert verdict.kind is not None
         letter = build_dead_letter(
-            body,
-            subject=sub.subject,
-            stream=sub.stream if seq is not None else None,
-            sequence=seq,
+            msg.body,
+            subject=getattr(msg.raw_message, "subject", None) or sub.subject,
+            stream=delivery.stream if delivery.sequence is not None else None,
+            sequence=delivery.sequence,
             consumer=sub.durable,
-            kind=kind,
-            reason=reason,
+            kind=verdict.kind,
+            reason=verdict.reason,
             deliveries=deliveries,
             headers=dict(msg.headers or {}),
         )
         await self.publish(letter)
-        self.metrics.dead_letters.labels(event=sub.event.__name__, kind=kind).inc()
+        self.metrics.dead_letters.labels(event=sub.event.__name__, kind=verdict.kind).inc()
         self.log.warning(
             "dead-lettered",
-            extra={"event": sub.event.__name__, "kind": kind, "reason": reason[:500]},
+            extra={
+                "event": sub.event.__name__,
+                "kind": verdict.kind,
+                "reason": verdict.reason[:500],
+            },
         )
-        if not self._memory:
-            await msg.reject()  # TERM: the server stops redelivering it
-
-    async def _move_exhausted(self) -> None:
-        """Move messages whose deliveries ran out without a verdict (crash, timeout) to the DLQ."""
-        js = self.broker.connection.jetstream()
-        advisories = f"{self.ns.prefix.upper().replace('-', '_')}_ADVISORIES"
-        durable = f"{self.ns.prefix}_deadletter_mover".replace("-", "_")
-        try:
-            psub = await js.pull_subscribe("", durable=durable, stream=advisories)
-            self._advisory_sub = psub
-        except Exception:
-            self.log.exception("cannot watch max-delivery advisories")
-            return
-        while not self._stopping:
-            try:
-                msgs = await psub.fetch(10, timeout=1.0)
-            except TimeoutError:  # nothing to move (nats-py raises asyncio's, an alias)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("reading max-delivery advisories failed")
-                await asyncio.sleep(1.0)
-                continue
-            for adv in msgs:
-                try:
-                    await self._move_one(js, adv)
-                except Exception:  # one bad advisory must not stop the mover; it comes back
-                    self.log.exception("moving an exhausted message to the dead letters failed")
-
-    async def _move_one(self, js: JetStreamContext, adv: Any) -> None:
-        data = json.loads(adv.data)
-        stream, seq, consumer = data.get("stream"), data.get("stream_seq"), data.get("consumer")
-        try:
-            original = await js.get_msg(stream, seq)
-        except NotFoundError:
-            await adv.ack()  # already gone (expired or purged): nothing left to keep
-            return
-        subject = original.subject or ""
-        letter = build_dead_letter(
-            original.data or b"",
-            subject=subject,
-            stream=stream,
-            sequence=seq,
-            consumer=consumer or "?",
-            kind="max_deliveries",
-            reason=(
-                f"delivered {data.get('deliveries')} times without an acknowledgement "
-                "(the handler crashed or exceeded its ack wait)"
-            ),
-            deliveries=int(data.get("deliveries") or 0),
-            headers={k: v for k, v in (original.headers or {}).items() if isinstance(v, str)},
-        )
-        await self.publish(letter)
-        event_name, _ = split_subject(self.ns.relative(subject))
-        self.metrics.dead_letters.labels(event=event_name, kind="max_deliveries").inc()
-        await adv.ack()
 
 
 class _DeliveryMiddleware(BaseMiddleware):
@@ -755,38 +621,6 @@ def _consumer_for(event: type[E], fn: Handler[E]) -> Callable[..., Awaitable[Non
     return consume
 
 
-async def _ack(msg: StreamMessage[Any]) -> None:
-    raw = msg.raw_message
-    if hasattr(raw, "ack_sync"):
-        await raw.ack_sync()  # double ack: the server confirms, so a lost ack cannot redeliver
-        msg.committed = AckStatus.ACKED
-    else:
-        await msg.ack()
-
-
-async def _heartbeat(msg: StreamMessage[Any], ack_wait: float, max_seconds: float) -> None:
-    """Tell the server the handler is alive, up to ``max_seconds``: then let it redeliver."""
-    deadline = time.monotonic() + max_seconds
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        while time.monotonic() < deadline:
-            await asyncio.sleep(max(ack_wait / 3, 0.5))
-            await msg.raw_message.in_progress()
-        log.warning("a handler exceeded max_handler_seconds: its message will be redelivered")
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"[:2000]
-
-
-def _validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:10]:
-        loc = ".".join(str(p) for p in error["loc"] if p != "body") or "(payload)"
-        parts.append(f"{loc}: {error['msg']}")
-    more = f" (+{exc.error_count() - 10} more)" if exc.error_count() > 10 else ""
-    return "invalid payload: " + "; ".join(parts) + more
-
-
 def _event_id(body: bytes) -> str | None:
     try:
         value = json.loads(body).get("event_id")
@@ -804,136 +638,3 @@ def _redact(url: str) -> str:
             rest = "***@" + rest.split("@", 1)[1]
         out.append(f"{scheme}{sep}{rest}")
     return ",".join(out)
-
-
-_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-
-_MAX_KEPT_PAYLOAD = 256 * 1024
-"""Bytes of the original payload a dead letter keeps: base64 of it must fit in a NATS message
-(1 MB by default), or the dead letter itself could not be published. The whole payload stays in its
-original stream at ``original_sequence``; ``payload_size`` is always the full size."""
-
-
-def build_dead_letter(
-    body: bytes,
-    *,
-    subject: str,
-    stream: str | None,
-    sequence: int | None,
-    consumer: str,
-    kind: Literal["invalid", "failed", "max_deliveries"],
-    reason: str,
-    deliveries: int,
-    headers: dict[str, str],
-) -> DeadLetter:
-    """The dead-letter record of a message. Its id is stable per original message."""
-    project = "-"
-    try:
-        parsed = json.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("project"), str):
-            candidate = parsed["project"]
-            # the project becomes a subject token of the dead letter: only a valid name will do
-            if _PROJECT_NAME.fullmatch(candidate) and len(candidate) <= 64:
-                project = candidate
-    except ValueError:
-        pass
-    natural = (stream, sequence) if sequence is not None else (subject, body)
-    return DeadLetter(
-        event_id=deterministic_id("dead-letter", consumer, *natural),
-        project=project,
-        original_subject=subject,
-        original_stream=stream,
-        original_sequence=sequence,
-        consumer=consumer,
-        reason=reason,
-        kind=kind,
-        deliveries=deliveries,
-        headers={k: v for k, v in headers.items() if k.lower() != "authorization"},
-        payload_b64=base64.b64encode(body[:_MAX_KEPT_PAYLOAD]).decode(),
-        payload_size=len(body),
-    )
-
-
-# ---------------------------------------------------------------------- provisioning
-
-
-async def provision(js: JetStreamContext, ns: Namespace, *, replicas: int = 1) -> None:
-    """Create or update every stream and bucket of a namespace. Safe to run from every replica."""
-    for spec in ns.streams:
-        await _ensure_stream(js, _stream_config(ns, spec, replicas))
-    await _ensure_stream(js, _advisory_config(ns, replicas))
-    for bucket in KV_BUCKETS:
-        name = ns.kv_bucket(bucket.name)
-        try:
-            await js.key_value(name)
-        except (NotFoundError, nats.js.errors.BucketNotFoundError):
-            await js.create_key_value(
-                bucket=name,
-                description=bucket.description,
-                history=bucket.history,
-                replicas=replicas,
-            )
-    for bucket in OBJECT_BUCKETS:
-        name = ns.object_bucket(bucket.name)
-        try:
-            await js.object_store(name)
-        except (NotFoundError, nats.js.errors.BucketNotFoundError):
-            await js.create_object_store(
-                bucket=name,
-                config=nats.js.api.ObjectStoreConfig(
-                    bucket=name, description=bucket.description, replicas=replicas
-                ),
-            )
-
-
-def _stream_config(ns: Namespace, spec: StreamSpec, replicas: int) -> StreamConfig:
-    return StreamConfig(
-        name=ns.stream_name(spec),
-        description=spec.description,
-        subjects=ns.stream_subjects(spec),
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=spec.max_age_seconds,
-        duplicate_window=spec.duplicate_window_seconds,
-        num_replicas=replicas,
-    )
-
-
-def _advisory_config(ns: Namespace, replicas: int) -> StreamConfig:
-    """Captures max-delivery advisories of our streams: core advisories are lost if unheard."""
-    subjects = [
-        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ns.stream_name(spec)}.*"
-        for spec in ns.streams
-        if spec.name != "DLQ"
-    ]
-    return StreamConfig(
-        name=f"{ns.prefix.upper().replace('-', '_')}_ADVISORIES",
-        description="Max-delivery advisories, moved to the dead letters by the runtime",
-        subjects=subjects,
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=7 * 24 * 3600.0,
-        num_replicas=replicas,
-    )
-
-
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    assert config.name is not None
-    try:
-        info = await js.stream_info(config.name)
-    except NotFoundError:
-        with contextlib.suppress(BadRequestError):  # a racing replica created it first
-            await js.add_stream(config=config)
-        return
-    current = info.config
-    if (
-        sorted(current.subjects or []) != sorted(config.subjects or [])
-        or current.duplicate_window != config.duplicate_window
-        or current.max_age != config.max_age
-    ):
-        await js.update_stream(config=config)
-
-
-def subjects_of(events: Sequence[type[Event]], ns: Namespace) -> list[str]:
-    """Absolute subjects of some events (for permissions and docs)."""
-    return [ns.subject(e) for e in events]

@@ -296,9 +296,12 @@ class MemoryBlobs:
 
 
 class Stores(Protocol):
-    state: KeyValue
-    projects: KeyValue
-    artifacts: Blobs
+    @property
+    def state(self) -> KeyValue: ...
+    @property
+    def projects(self) -> KeyValue: ...
+    @property
+    def artifacts(self) -> Blobs: ...
 
 
 @dataclass

@@ -17,9 +17,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from labelloop.events import Event
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig
-from labelloop.runtime import Service, provision
-from labelloop.stores import KeyValue, MemoryStores, NatsBlobs
+from labelloop.provisioning import provision
+from labelloop.runtime import Service
+from labelloop.stores import KeyValue, NatsBlobs
 from labelloop.streams import Namespace
+from labelloop.transport import MemoryTransport
 
 __all__ = ["EventCollector", "InMemoryBus", "apply_project", "in_memory", "started", "wait_until"]
 
@@ -34,10 +36,10 @@ async def apply_project(projects: KeyValue, config: ProjectConfig) -> None:
 class InMemoryBus:
     """A service on FastStream's in-memory broker: publish in, see what it published."""
 
-    def __init__(self, service: Service, stores: MemoryStores) -> None:
+    def __init__(self, service: Service, transport: MemoryTransport) -> None:
         self.service = service
-        self.stores = stores
-        self._seen: set[str] = set()
+        self.transport = transport
+        self.stores = transport.stores
 
     async def publish(self, event: Event) -> None:
         """Deliver an event to the service's handlers (inline, like a real delivery)."""
@@ -53,7 +55,7 @@ class InMemoryBus:
 
     def published(self, event: type[E]) -> list[E]:
         """Events of a type the service published (duplicates by event id dropped, as NATS does)."""
-        return [e for e in self.service.sent if isinstance(e, event)]
+        return [e for e in self.transport.sent if isinstance(e, event)]
 
     async def apply_project(self, config: ProjectConfig) -> None:
         await apply_project(self.stores.projects, config)
@@ -62,15 +64,18 @@ class InMemoryBus:
 @asynccontextmanager
 async def in_memory(service: Service) -> AsyncIterator[InMemoryBus]:
     """Run ``service`` on FastStream's ``TestNatsBroker`` with in-memory stores. No sockets."""
-    stores = service.use_memory()
-    await service.run_startup_hooks()
+    transport = service.transport
+    if not isinstance(transport, MemoryTransport):
+        transport = MemoryTransport()
+        service.transport = transport
+    await service.open()
     async with TestNatsBroker(service.broker):
-        await service._after_broker()
+        await service.begin()
         try:
-            yield InMemoryBus(service, stores)
+            yield InMemoryBus(service, transport)
         finally:
-            await service._before_stop()
-    await service._after_stop()
+            await service.end()
+    await service.close()
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """Fixtures of the end-to-end tests: the six services in process, and a real Label Studio.
 
 ``nats_url`` and ``namespace`` come from ``tests/conftest.py``. The services as separate processes
-are ``labelloop.processes.Supervisor``'s job; nothing here duplicates it.
+are ``labelloop_console.processes.Supervisor``'s job; nothing here duplicates it.
 """
 
 from __future__ import annotations

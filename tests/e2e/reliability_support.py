@@ -26,7 +26,6 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from labelloop.demo import DEFAULT_PROJECT, digits_items, load_digits_data
 from labelloop.events import (
     BatchCreated,
     BatchTask,
@@ -40,9 +39,10 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.natsserver import EmbeddedNats, free_port
-from labelloop.processes import ServiceProcess, Supervisor
 from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.streams import Namespace
+from labelloop_console.demo import DEFAULT_PROJECT, digits_items, load_digits_data
+from labelloop_console.processes import ServiceProcess, Supervisor
 from labelloop_exporter.domain.table import LABEL_COLUMNS
 
 E = TypeVar("E", bound=Event)

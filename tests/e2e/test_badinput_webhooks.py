@@ -21,7 +21,7 @@ from labelloop.project import parse_project
 from labelloop.testing import EventCollector, apply_project, started, wait_until
 from labelloop_bridge.app import WEBHOOK_PATH, build_app
 from labelloop_bridge.settings import BridgeSettings
-from labelloop_bridge.state import BridgeState
+from labelloop_bridge.store import BridgeState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

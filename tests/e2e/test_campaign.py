@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labelloop.demo import DemoOptions, run_demo
+from labelloop_console.demo import DemoOptions, run_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

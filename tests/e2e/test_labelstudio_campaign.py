@@ -18,7 +18,6 @@ import httpx
 import pytest
 from reliability_support import sign_up_users
 
-from labelloop.campaign import CampaignView, CampaignWatcher
 from labelloop.client import connect
 from labelloop.events import (
     AnnotationSource,
@@ -31,10 +30,11 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.natsserver import EmbeddedNats, free_port
-from labelloop.processes import Supervisor
 from labelloop.project import parse_project
 from labelloop.settings import ServiceSettings
 from labelloop.testing import EventCollector
+from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.processes import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.slow]
 

@@ -29,8 +29,6 @@ from reliability_support import (
     read_dataset,
 )
 
-from labelloop.campaign import CampaignView, CampaignWatcher
-from labelloop.demo import DemoOptions, digits_items, load_digits_data, run_campaign
 from labelloop.events import (
     AnnotationsSubmitted,
     BatchCompleted,
@@ -42,7 +40,9 @@ from labelloop.events import (
     LabelsReady,
     QAReport,
 )
-from labelloop.processes import SERVICES
+from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.demo import DemoOptions, digits_items, load_digits_data, run_campaign
+from labelloop_console.processes import SERVICES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

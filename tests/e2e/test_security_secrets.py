@@ -29,12 +29,12 @@ from nats.errors import TimeoutError as NatsTimeout
 from labelloop.client import connect
 from labelloop.events import ItemIn, ItemsIngested, ItemsSubmitted
 from labelloop.natsserver import EmbeddedNats, free_port
-from labelloop.processes import Supervisor
 from labelloop.project import parse_project
 from labelloop.settings import ServiceSettings
 from labelloop_bridge.labelstudio import LabelStudioClient
 from labelloop_bridge.settings import BridgeSettings
 from labelloop_bridge.webhook import WebhookReceiver
+from labelloop_console.processes import Supervisor
 
 pytestmark = [pytest.mark.e2e]
 

@@ -25,7 +25,7 @@ from labelloop_bridge.metrics import BridgeMetrics
 from labelloop_bridge.provisioning import ProjectProvisioner
 from labelloop_bridge.registry import AnnotatorRegistry
 from labelloop_bridge.settings import BridgeSettings
-from labelloop_bridge.state import BridgeState
+from labelloop_bridge.store import BridgeState
 
 pytestmark = [pytest.mark.integration, pytest.mark.labelstudio]
 

@@ -18,8 +18,8 @@ from labelloop.events import (
 )
 from labelloop.runtime import Service
 from labelloop.testing import EventCollector, configure_project, publish_events, started
+from labelloop_console.commands.ingest import submissions
 from labelloop_ingester.app import build_app as build_ingester
-from labelloop_ingester.cli import submissions
 from labelloop_ingester.settings import IngesterSettings
 from labelloop_sampler.app import build_app as build_sampler
 from labelloop_sampler.settings import SamplerSettings

@@ -38,7 +38,7 @@ from labelloop_bridge.metrics import BridgeMetrics
 from labelloop_bridge.provisioning import ProjectProvisioner, WebhookSpec
 from labelloop_bridge.reconciliation import Reconciler
 from labelloop_bridge.registry import AnnotatorRegistry
-from labelloop_bridge.state import BridgeState
+from labelloop_bridge.store import BridgeState
 from labelloop_bridge.webhook import BadPayload
 
 TOKEN = "fake-token"
@@ -145,7 +145,13 @@ def _batch(
         for i in range(n)
     ]
     return BatchCreated(
-        project="reviews", batch_id=batch_id, tasks=tasks, strategy="margin", seed=1, kind=kind
+        project="reviews",
+        batch_id=batch_id,
+        round=1,
+        tasks=tasks,
+        strategy="margin",
+        seed=1,
+        kind=kind,
     )  # type: ignore[arg-type]
 
 

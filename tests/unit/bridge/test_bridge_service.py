@@ -50,7 +50,9 @@ def _batch(n: int = 6) -> BatchCreated:
         )
         for i in range(n)
     ]
-    return BatchCreated(project="sentiment", batch_id="b-1", tasks=tasks, strategy="random", seed=0)
+    return BatchCreated(
+        project="sentiment", batch_id="b-1", round=1, tasks=tasks, strategy="random", seed=0
+    )
 
 
 async def test_simulated_backend_answers_and_completes_once() -> None:

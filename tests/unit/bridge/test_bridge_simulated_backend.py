@@ -19,7 +19,7 @@ from labelloop.events import (
 from labelloop.project import ProjectConfig
 from labelloop_bridge.metrics import BridgeMetrics
 from labelloop_bridge.simulation import NoSimulationConfig, SimulatedCrew
-from labelloop_bridge.state import BridgeState
+from labelloop_bridge.store import BridgeState
 
 CONFIG = ProjectConfig.model_validate(
     {
@@ -51,7 +51,13 @@ def _batch(kind: str = "labeling", n: int = 30) -> BatchCreated:
         for i in range(n)
     ]
     return BatchCreated(
-        project="digits", batch_id=f"{kind}-7", tasks=tasks, strategy="random", seed=0, kind=kind
+        project="digits",
+        batch_id=f"{kind}-7",
+        round=7,
+        tasks=tasks,
+        strategy="random",
+        seed=0,
+        kind=kind,
     )  # type: ignore[arg-type]
 
 
@@ -127,3 +133,60 @@ async def test_a_project_without_a_crew_is_refused(kv: Any) -> None:
     crew, _, _ = _crew(kv)
     with pytest.raises(NoSimulationConfig):
         await crew.place(_batch(), CONFIG.model_copy(update={"simulation": None}))
+
+
+async def test_the_completion_carries_the_tasks_and_the_annotations(kv: Any) -> None:
+    crew, published, _ = _crew(kv)
+    batch = _batch()
+    gold = batch.tasks[7].model_copy(update={"is_gold": True, "gold_label": "7"})
+    batch = batch.model_copy(update={"tasks": [*batch.tasks[:7], gold, *batch.tasks[8:]]})
+    await crew.place(batch, CONFIG)
+    (done,) = [e for e in published if isinstance(e, BatchCompleted)]
+    sent = [a for e in published if isinstance(e, AnnotationsSubmitted) for a in e.annotations]
+    assert done.round == 7
+    assert sorted(a.annotation_id for a in done.annotations) == sorted(
+        a.annotation_id for a in sent
+    )
+    assert [t.item_id for t in done.tasks] == [t.item_id for t in batch.tasks]
+    (carried,) = [t for t in done.tasks if t.is_gold]
+    assert (carried.item_id, carried.gold_label) == ("d7", "7")
+
+
+async def test_excluded_annotators_get_no_task(kv: Any) -> None:
+    crew, published, _ = _crew(kv)
+    batch = _batch().model_copy(update={"excluded_annotators": ["spam"]})
+    await crew.place(batch, CONFIG)
+    sent = [a for e in published if isinstance(e, AnnotationsSubmitted) for a in e.annotations]
+    assert {a.annotator_id for a in sent} == {"good-1", "good-2"}
+    # three wanted on d0..d4, two left: answered by both (short-handed, said in the log)
+    assert {len({a.annotator_id for a in sent if a.item_id == f"d{i}"}) for i in range(5)} == {2}
+
+
+def test_a_paced_crew_answers_in_order_of_each_annotators_lead_times() -> None:
+    from datetime import UTC, datetime
+
+    from labelloop.events import Annotation
+    from labelloop_bridge.simulation import paced
+
+    def ann(aid: str, who: str, lead: float) -> Annotation:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        return Annotation(
+            annotation_id=aid,
+            item_id=aid,
+            annotator_id=who,
+            value="1",
+            lead_time_seconds=lead,
+            created_at=now,
+            updated_at=now,
+            source=AnnotationSource.SIMULATION,
+        )
+
+    schedule = paced(
+        [ann("a1", "ada", 10), ann("a2", "ada", 10), ann("b1", "ben", 15)], 0.01, window=0.0
+    )
+    # ada answers at 0.1 s and 0.2 s, ben at 0.15 s (each works through their own tasks)
+    assert [(round(due, 3), [a.annotation_id for a in group]) for due, group in schedule] == [
+        (0.1, ["a1"]),
+        (0.15, ["b1"]),
+        (0.2, ["a2"]),
+    ]

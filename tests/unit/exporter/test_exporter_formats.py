@@ -35,7 +35,7 @@ def _rows(labels: list[object], data: list[object]) -> pd.DataFrame:
             "reviewed": [False] * n,
             "annotators": [["u1", "u2"]] * n,
             "batch_id": ["b"] * n,
-            "labeled_at": ["2026-01-01T00:00:00+00:00"] * n,
+            "round": [1] * n,
             "image": data,
         }
     )

@@ -1,24 +1,23 @@
-"""The exporter on the in-memory bus: labels in, dataset versions on disk and events out."""
+"""The exporter on the in-memory bus: a version per settled round, written in round order."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from labelloop.catalog import Catalog, Chunk
 from labelloop.events import (
     ConsensusLabel,
     DatasetExported,
+    DeadLetter,
     IngestedItem,
-    ItemsIngested,
     LabelsReady,
-    QAReport,
     RequestExport,
 )
 from labelloop.project import parse_project
-from labelloop.testing import in_memory
+from labelloop.testing import InMemoryBus, in_memory
 from labelloop_exporter.app import build_app
 from labelloop_exporter.settings import ExporterSettings
 
@@ -28,22 +27,30 @@ CONFIG: dict[str, Any] = {
     "task_type": "text_classification",
     "labels": {"classes": ["pos", "neg"]},
     "data_fields": [{"name": "text", "kind": "text"}],
-    "export": {"every_n_labels": 10, "min_confidence": 0.5},
+    "export": {"min_confidence": 0.5},
 }
 
 
-def _items(n: int) -> ItemsIngested:
-    return ItemsIngested(
-        project=PROJECT,
-        submission_id="s1",
-        items=[IngestedItem(item_id=f"i{k:03d}", data={"text": f"text {k}"}) for k in range(n)],
-    )
+async def _catalog(bus: InMemoryBus, n: int = 40) -> None:
+    items = [IngestedItem(item_id=f"i{k:03d}", data={"text": f"text {k}"}) for k in range(n)]
+    await Catalog(bus.stores.state, bus.stores.artifacts).write(PROJECT, "c1", Chunk(items))
 
 
-def _labels(batch: str, ids: range, label: str = "pos", confidence: float = 0.9) -> LabelsReady:
+def _labels(
+    number: int,
+    ids: range,
+    label: str = "pos",
+    confidence: float = 0.9,
+    withdrawn: list[str] | None = None,
+) -> LabelsReady:
     return LabelsReady(
         project=PROJECT,
-        batch_id=batch,
+        batch_id=f"b{number}",
+        round=number,
+        percent_agreement=0.8,
+        krippendorff_alpha=0.7,
+        n_items=len(ids),
+        withdrawn=withdrawn or [],
         labels=[
             ConsensusLabel(
                 item_id=f"i{k:03d}",
@@ -52,6 +59,7 @@ def _labels(batch: str, ids: range, label: str = "pos", confidence: float = 0.9)
                 method="majority",
                 n_annotations=3,
                 annotators=["a1", "a2", "a3"],
+                batch_id=f"b{number}",
             )
             for k in ids
         ],
@@ -62,118 +70,126 @@ def _sample(service: Any, name: str, **labels: str) -> float:
     return service.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_versions_follow_the_policy_and_requests(tmp_path: Path) -> None:
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+async def test_each_round_is_a_version_holding_every_round_up_to_it(tmp_path: Path) -> None:
     service = build_app(ExporterSettings(export_dir=tmp_path))
     async with in_memory(service) as bus:
         await bus.apply_project(parse_project(CONFIG))
-        await bus.publish(_items(40))
-        await bus.publish(
-            QAReport(
-                project=PROJECT,
-                batch_id="b1",
-                n_items=10,
-                n_annotations=30,
-                consensus_method="majority",
-                percent_agreement=0.8,
-            )
-        )
-        first = _labels("b1", range(6))
-        await bus.publish(first)
-        assert bus.published(DatasetExported) == []  # 6 pending < every_n_labels
-        await bus.publish(_labels("b2", range(6, 10), "neg"))
+        await _catalog(bus)
+        await bus.publish(_labels(1, range(6)))
         (v1,) = bus.published(DatasetExported)
-        assert v1.version == "v0001"
-        assert v1.n_rows == v1.n_new_rows == 10
-        assert v1.class_counts == {"pos": 6, "neg": 4}
-        assert v1.parent_version is None
+        assert (v1.version, v1.round, v1.parent_version) == ("v0001", 1, None)
+        assert v1.n_rows == v1.n_new_rows == 6
         path = Path(v1.path)
         assert path == (tmp_path / PROJECT / "v0001").resolve()
         manifest = json.loads((path / "manifest.json").read_bytes())
+        assert manifest["round"] == 1
         assert manifest["mean_percent_agreement"] == 0.8
         assert {"dataset.jsonl", "dataset.csv", "dataset.parquet"} <= set(manifest["files"])
-
-        # a redelivered message changes nothing and counts nothing
-        await bus.publish(first)
-        await bus.publish(_labels("b3", range(10, 19)))  # 9 new: under the policy
-        assert len(bus.published(DatasetExported)) == 1
-
-        await bus.publish(RequestExport(project=PROJECT, formats=["csv"]))
+        # round 2 relabels i000 and withdraws i001
+        await bus.publish(_labels(2, range(6, 10), "neg", withdrawn=["i001"]))
+        await bus.publish(_labels(2, range(6, 10), "neg", withdrawn=["i001"]))  # redelivered
         v2 = bus.published(DatasetExported)[-1]
-        assert (v2.version, v2.parent_version, v2.n_rows, v2.n_new_rows) == (
-            "v0002",
-            "v0001",
-            19,
-            9,
-        )
-        assert v2.formats == ["csv", "parquet"]
-
-        # nothing new since v0002: a repeated request writes nothing
-        await bus.publish(RequestExport(project=PROJECT))
+        assert (v2.version, v2.round, v2.parent_version) == ("v0002", 2, "v0001")
+        assert (v2.n_rows, v2.n_new_rows) == (9, 4)
+        assert v2.class_counts == {"pos": 5, "neg": 4}
         assert len(bus.published(DatasetExported)) == 2
-        assert sorted(p.name for p in (tmp_path / PROJECT).iterdir()) == ["v0001", "v0002"]
+        rows = [
+            json.loads(line) for line in (Path(v2.path) / "dataset.jsonl").read_text().splitlines()
+        ]
+        assert {r["item_id"]: r["round"] for r in rows}["i006"] == 2
+        assert "i001" not in {r["item_id"] for r in rows}
         assert _sample(service, "labelloop_exporter_dataset_versions_total") == 2
-        assert _sample(service, "labelloop_exporter_rows_exported_total") == 29
-        assert _sample(service, "labelloop_exporter_exports_total", outcome="unchanged") == 1
 
 
-async def test_invalid_labels_publish_nothing_and_say_why(tmp_path: Path) -> None:
+async def _export_rounds(root: Path, order: list[int]) -> dict[str, str]:
+    service = build_app(ExporterSettings(export_dir=root))
+    async with in_memory(service) as bus:
+        await bus.apply_project(parse_project(CONFIG))
+        await _catalog(bus)
+        rounds = {
+            1: _labels(1, range(8)),
+            2: _labels(2, range(8, 16), "neg"),
+            3: _labels(3, range(4, 12), "pos", withdrawn=["i015"]),
+        }
+        for number in order:
+            await bus.publish(rounds[number])
+        assert [e.round for e in bus.published(DatasetExported)] == [1, 2, 3]
+    return _files(root)
+
+
+async def test_versions_are_the_same_files_whatever_order_rounds_arrive_in(tmp_path: Path) -> None:
+    in_order = await _export_rounds(tmp_path / "a", [1, 2, 3])
+    reversed_ = await _export_rounds(tmp_path / "b", [3, 2, 1])
+    assert in_order == reversed_
+    assert len(in_order) == 9  # three versions, three data files each
+
+
+async def test_a_bad_label_is_left_out_and_later_versions_still_come(tmp_path: Path) -> None:
     service = build_app(ExporterSettings(export_dir=tmp_path))
     async with in_memory(service) as bus:
         await bus.apply_project(parse_project(CONFIG))
-        await bus.publish(_items(20))
-        await bus.publish(_labels("b1", range(5)))
-        await bus.publish(_labels("b2", range(5, 10), label="meh"))  # unknown class
-        assert bus.published(DatasetExported) == []
-        assert not (tmp_path / PROJECT).exists() or not any((tmp_path / PROJECT).iterdir())
-        failure = await bus.stores.state.get(f"exporter.{PROJECT}.last_failure")
-        assert failure is not None
-        assert "unknown_class" in json.loads(failure.value)["reason"]
-        assert (
-            _sample(service, "labelloop_exporter_validation_failures_total", reason="unknown_class")
-            == 1
+        await _catalog(bus, n=10)
+        bad = _labels(1, range(3)).model_copy(
+            update={
+                "labels": [
+                    *_labels(1, range(3)).labels,
+                    ConsensusLabel(
+                        item_id="i004", label="cow", confidence=0.9, method="m", n_annotations=1
+                    ),
+                    ConsensusLabel(
+                        item_id="forged", label="pos", confidence=0.9, method="m", n_annotations=1
+                    ),
+                ]
+            }
         )
-        # (a refused RequestExport goes to the dead letters: see the integration test)
+        await bus.publish(bad)
+        (v1,) = bus.published(DatasetExported)
+        assert v1.n_rows == 3
+        manifest = json.loads((Path(v1.path) / "manifest.json").read_bytes())
+        assert {e["reason"]: e["item_ids"] for e in manifest["excluded_rows"]} == {
+            "unknown_class": ["i004"],
+            "missing_item_data": ["forged"],
+        }
+        await bus.publish(_labels(2, range(5, 7)))
+        assert [e.version for e in bus.published(DatasetExported)] == ["v0001", "v0002"]
+        # the label stays bad: each version leaves it out again, and counts it
+        reason = {"reason": "unknown_class"}
+        assert _sample(service, "labelloop_exporter_rows_left_out_total", **reason) == 2
 
 
 async def test_low_confidence_labels_are_left_out(tmp_path: Path) -> None:
     service = build_app(ExporterSettings(export_dir=tmp_path))
     async with in_memory(service) as bus:
         await bus.apply_project(parse_project(CONFIG))
-        await bus.publish(_items(20))
-        await bus.publish(_labels("b1", range(8)))
-        await bus.publish(_labels("b2", range(8, 12), confidence=0.3))
-        (v1,) = bus.published(DatasetExported)
-        assert v1.n_rows == 8
-        manifest = json.loads((Path(v1.path) / "manifest.json").read_bytes())
-        assert manifest["confidence"]["excluded"] == 4
+        await _catalog(bus)
+        await bus.publish(_labels(1, range(12), confidence=0.3))
+        await bus.publish(_labels(2, range(12, 22), confidence=0.9))
+        first, second = bus.published(DatasetExported)
+        assert (first.n_rows, second.n_rows) == (0, 10)
+        manifest = json.loads((Path(second.path) / "manifest.json").read_bytes())
+        assert manifest["confidence"]["excluded"] == 12
 
 
-async def test_labels_of_items_not_seen_yet_are_retried_not_refused(tmp_path: Path) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from labelloop.stores import MemoryStores
-    from labelloop_exporter.dataset_dir import DatasetDirectory
-    from labelloop_exporter.exporting import Exporter, ItemsNotSeenYet
-    from labelloop_exporter.metrics import ExporterMetrics
-
-    stores = MemoryStores()
-    sent: list[Any] = []
-
-    async def publish(event: Any) -> None:
-        sent.append(event)
-
-    exporter = Exporter(
-        state=lambda: stores.state,
-        artifacts=lambda: stores.artifacts,
-        publish=publish,
-        datasets=DatasetDirectory(tmp_path),
-        metrics=ExporterMetrics(CollectorRegistry()),
-    )
-    config = parse_project(CONFIG)
-    await exporter.on_items(_items(5))
-    with pytest.raises(ItemsNotSeenYet, match="missing_item_data"):
-        await exporter.on_labels(_labels("b1", range(10)), config)  # items 5..9 not seen yet
-    assert sent == []
-    await exporter.on_items(_items(10))
-    await exporter.on_labels(_labels("b1", range(10)), config)  # the redelivery succeeds
-    assert [e.version for e in sent] == ["v0001"]
+async def test_a_request_announces_the_latest_version_again(tmp_path: Path) -> None:
+    service = build_app(ExporterSettings(export_dir=tmp_path))
+    async with in_memory(service) as bus:
+        await bus.apply_project(parse_project(CONFIG))
+        await _catalog(bus)
+        await bus.publish(RequestExport(project=PROJECT))  # no round finished yet
+        (letter,) = bus.published(DeadLetter)
+        assert "no labeling round has finished yet" in letter.reason
+        await bus.publish(_labels(1, range(4)))
+        await bus.publish(RequestExport(project=PROJECT))
+        first, again = bus.published(DatasetExported)
+        assert (again.version, again.round) == (first.version, first.round)
+        assert again.event_id != first.event_id  # the operator gets an answer of their own
+        await bus.publish(RequestExport(project=PROJECT, formats=["coco"]))
+        assert "add ['coco']" in bus.published(DeadLetter)[-1].reason

@@ -1,4 +1,4 @@
-"""Folding LabelsReady messages into the current label per item."""
+"""Folding the rounds' LabelsReady into the current label per item, in round order."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ from labelloop_exporter.domain.labels import current_labels, label_classes, labe
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _event(batch: str, labels: dict[str, str], at: datetime, gold: bool = False) -> LabelsReady:
+def _event(
+    batch: str,
+    labels: dict[str, str],
+    number: int,
+    gold: bool = False,
+    withdrawn: list[str] | None = None,
+) -> LabelsReady:
     return LabelsReady(
         project="p",
         batch_id=batch,
-        occurred_at=at,
+        round=number,
+        # a later round may well be announced earlier: only the round number counts
+        occurred_at=T0 - timedelta(minutes=number),
+        withdrawn=withdrawn or [],
         labels=[
             ConsensusLabel(
                 item_id=i, label=v, confidence=0.9, method="mv", n_annotations=3, is_gold=gold
@@ -25,23 +34,31 @@ def _event(batch: str, labels: dict[str, str], at: datetime, gold: bool = False)
 
 
 def test_redelivered_message_counts_once() -> None:
-    event = _event("b1", {"a": "x", "b": "y"}, T0)
+    event = _event("b1", {"a": "x", "b": "y"}, 1)
     assert current_labels([event, event]) == current_labels([event])
     assert len(current_labels([event, event])) == 2
 
 
-def test_latest_label_wins_whatever_the_arrival_order() -> None:
-    first = _event("b1", {"a": "x"}, T0)
-    review = _event("b2", {"a": "y"}, T0 + timedelta(minutes=5))
+def test_the_later_round_wins_whatever_the_arrival_order() -> None:
+    first = _event("b1", {"a": "x"}, 1)
+    review = _event("b2", {"a": "y"}, 2)
     for order in ([first, review], [review, first]):
         got = current_labels(order)["a"]
         assert got.label.label == "y"
-        assert got.batch_id == "b2"
+        assert (got.batch_id, got.round) == ("b2", 2)
+
+
+def test_a_withdrawn_label_is_gone_but_gold_is_not() -> None:
+    first = _event("b1", {"a": "x", "g": "y"}, 1)
+    gold = _event("b1", {"g": "y"}, 1, gold=True)
+    later = _event("b2", {"c": "x"}, 2, withdrawn=["a", "g"])
+    folded = current_labels([first, gold, later])
+    assert set(folded) == {"g", "c"}
 
 
 def test_gold_is_sticky() -> None:
-    gold = _event("b1", {"a": "x"}, T0, gold=True)
-    later = _event("b2", {"a": "x"}, T0 + timedelta(minutes=1))
+    gold = _event("b1", {"a": "x"}, 1, gold=True)
+    later = _event("b2", {"a": "x"}, 2)
     assert current_labels([gold, later])["a"].is_gold
 
 

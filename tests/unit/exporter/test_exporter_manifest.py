@@ -39,6 +39,7 @@ def _event(batch: str, labels: dict[str, str], at: datetime, **kw: Any) -> Label
     return LabelsReady(
         project="reviews",
         batch_id=batch,
+        round=kw.get("round", 1 + int((at - T0).total_seconds() // 3600)),
         occurred_at=at,
         labels=[
             ConsensusLabel(
@@ -65,7 +66,7 @@ def _labels(start: int, stop: int, cls: str) -> dict[str, str]:
 
 def _build(events: list[LabelsReady], config: ProjectConfig, **kw: Any) -> Any:
     prepared = prepare(current_labels(events), _items(100), config, salt="salt")
-    assert prepared.ok, prepared.validation.reason()
+    assert prepared.ok, prepared.reason()
     return prepared, render(
         prepared,
         config,
@@ -166,7 +167,7 @@ def test_imbalance_against_expected_distribution_is_flagged() -> None:
     assert uniform_flags == ["c"]
 
 
-def test_failed_validation_renders_nothing() -> None:
+def test_a_bad_row_is_left_out_and_named_in_the_manifest() -> None:
     config = _config()
     prepared = prepare(
         current_labels([_event("b1", {"i000": "pos", "i001": "cow"}, T0)]),
@@ -174,9 +175,35 @@ def test_failed_validation_renders_nothing() -> None:
         config,
         salt="s",
     )
-    assert not prepared.ok
+    assert prepared.ok
     assert "unknown_class" in prepared.validation.reason()
-    with pytest.raises(ValueError, match="failed validation"):
+    out = render(
+        prepared,
+        config,
+        version="v0001",
+        parent_version=None,
+        parent_labels=None,
+        created_at=T0,
+        salt="s",
+        agreement={},
+    )
+    assert out.manifest["n_rows"] == 1
+    (excluded,) = out.manifest["excluded_rows"]
+    assert (excluded["reason"], excluded["item_ids"]) == ("unknown_class", ["i001"])
+
+
+def test_formats_the_project_cannot_have_render_nothing() -> None:
+    config = _config()
+    prepared = prepare(
+        current_labels([_event("b1", {"i000": "pos"}, T0)]),
+        _items(5),
+        config,
+        salt="s",
+        formats=["coco"],
+    )
+    assert not prepared.ok
+    assert "unsupported_format" in prepared.reason()
+    with pytest.raises(ValueError, match="cannot render"):
         render(
             prepared,
             config,

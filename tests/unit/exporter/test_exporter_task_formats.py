@@ -20,6 +20,7 @@ def _version(config: dict[str, Any], labels: dict[str, Any], data: dict[str, Any
     event = LabelsReady(
         project=project.name,
         batch_id="b1",
+        round=1,
         occurred_at=T0,
         labels=[
             ConsensusLabel(item_id=i, label=v, confidence=1.0, method="expert", n_annotations=1)
@@ -28,7 +29,7 @@ def _version(config: dict[str, Any], labels: dict[str, Any], data: dict[str, Any
     )
     items = {i: ItemData(data=d) for i, d in data.items()}
     prepared = prepare(current_labels([event]), items, project, salt="s")
-    assert prepared.ok, prepared.validation.reason()
+    assert prepared.ok, prepared.reason()
     return render(
         prepared,
         project,

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from labelloop.events import ALL_EVENTS, BatchCreated, Event, ItemsSubmitted, schema_of
-from labelloop.streams import STREAMS, Namespace, _matches
+from labelloop.streams import STREAMS, Namespace, split_subject, subject_matches
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "event_schemas.json"
 
@@ -31,7 +31,8 @@ def test_every_event_subclass_is_listed() -> None:
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: e.__name__)
 def test_every_subject_is_captured_by_exactly_one_stream(event: type[Event]) -> None:
-    capturing = [s.name for s in STREAMS if any(_matches(p, event.SUBJECT) for p in s.subjects)]
+    probe = f"{event.SUBJECT}.some-project"
+    capturing = [s.name for s in STREAMS if any(subject_matches(p, probe) for p in s.subjects)]
     assert len(capturing) == 1, f"{event.SUBJECT} captured by {capturing}"
 
 
@@ -39,13 +40,19 @@ def test_streams_do_not_overlap() -> None:
     patterns = [(s.name, p) for s in STREAMS for p in s.subjects]
     for name, pattern in patterns:
         probe = pattern.replace("*", "x").replace(">", "x")
-        owners = {n for n, p in patterns if _matches(p, probe)}
+        owners = {n for n, p in patterns if subject_matches(p, probe)}
         assert owners == {name}, f"{pattern} overlaps {owners}"
 
 
 def test_namespace_prefixes_subjects_streams_and_buckets() -> None:
     ns = Namespace("acme")
-    assert ns.subject(BatchCreated) == "acme.batches.created"
+    assert ns.subject(BatchCreated) == "acme.batches.created.*"
+    assert ns.subject(BatchCreated, "digits") == "acme.batches.created.digits"
+    event = ItemsSubmitted(project="digits", items=[{"data": {"text": "hi"}}])  # type: ignore[list-item]
+    assert ns.subject(event) == "acme.items.submitted.digits"
+    assert ns.parse("acme.items.submitted.digits") == (ItemsSubmitted, "digits")
+    assert ns.parse("acme.nothing.here.p") == (None, "p")
+    assert split_subject("batches.completed") == ("batches.completed", None)
     assert ns.stream_name(ns.stream_for(BatchCreated)) == "ACME_BATCHES"
     assert ns.kv_bucket("state") == "acme_state"
     with pytest.raises(ValueError, match="namespace"):
@@ -53,10 +60,10 @@ def test_namespace_prefixes_subjects_streams_and_buckets() -> None:
 
 
 def test_subject_matching_follows_nats_wildcards() -> None:
-    assert _matches("items.*", "items.submitted")
-    assert not _matches("items.*", "items.submitted.extra")
-    assert _matches("items.>", "items.submitted.extra")
-    assert not _matches("items.>", "items")
+    assert subject_matches("items.*", "items.submitted")
+    assert not subject_matches("items.*", "items.submitted.extra")
+    assert subject_matches("items.>", "items.submitted.extra")
+    assert not subject_matches("items.>", "items")
 
 
 def test_events_are_frozen_and_ignore_unknown_fields() -> None:
@@ -77,7 +84,8 @@ def test_event_schemas_match_the_snapshot() -> None:
     current = {
         cls.__name__: {"subject": cls.SUBJECT, "schema": schema_of(cls)} for cls in ALL_EVENTS
     }
-    if os.environ.get("LABELLOOP_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+    if os.environ.get("LABELLOOP_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing: the contract cannot be compared"
     stored = json.loads(SNAPSHOT.read_text())
     assert current == stored, "event schemas changed: review, then update the snapshot"

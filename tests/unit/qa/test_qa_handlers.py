@@ -1,8 +1,7 @@
-"""qa-scorer handlers on the in-memory bus: events in, events out, state in memory stores."""
+"""qa-scorer handlers on the in-memory bus: completed batches in, rounds scored in order."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,25 +12,22 @@ import pytest
 from labelloop.events import (
     Annotation,
     AnnotationSource,
-    AnnotationsSubmitted,
     BatchCompleted,
-    BatchCreated,
-    BatchTask,
+    CompletedTask,
+    DeadLetter,
     LabelsReady,
-    ModelTrained,
+    Prediction,
     QAReport,
     QualityAlertRaised,
+    ReadmitAnnotator,
     ReviewRequested,
 )
 from labelloop.runtime import Service
 from labelloop.stores import MemoryStores
-from labelloop.testing import in_memory
+from labelloop.testing import InMemoryBus, in_memory
 from labelloop_qa.app import build_app
 from labelloop_qa.domain import agreement as ag
 from labelloop_qa.domain.ratings import Ratings
-from labelloop_qa.domain.scoring import Rating
-from labelloop_qa.ledger import Ledger
-from labelloop_qa.scorer import AnnotationsPending, BatchNotKnown, QAScorer
 from labelloop_qa.settings import QASettings
 
 PROJECT = "qa-demo"
@@ -47,10 +43,10 @@ CONFIG: dict[str, Any] = {
 
 
 def annotation(
-    item: str, who: str, value: str | None, *, batch: str | None = "b1", n: int = 0, **kw: Any
+    item: str, who: str, value: str | None, *, batch: str = "b1", n: int = 0, **kw: Any
 ) -> Annotation:
     return Annotation(
-        annotation_id=kw.pop("annotation_id", f"{item}-{who}"),
+        annotation_id=kw.pop("annotation_id", f"{batch}-{item}-{who}"),
         item_id=item,
         annotator_id=who,
         value=value,
@@ -71,59 +67,86 @@ VOTES["i9"] = ["neu", "pos", "neg"]
 WHO = ["ann-a", "ann-b", "ann-c"]
 
 
-def crew_annotations(batch: str = "b1") -> list[Annotation]:
+def crew_annotations(batch: str = "b1", votes: dict[str, list[str]] = VOTES) -> list[Annotation]:
     return [
         annotation(item, who, v, batch=batch)
-        for item, votes in VOTES.items()
-        for who, v in zip(WHO, votes, strict=True)
+        for item, item_votes in votes.items()
+        for who, v in zip(WHO, item_votes, strict=True)
     ]
 
 
-def batch_created(batch: str = "b1") -> BatchCreated:
-    return BatchCreated(
+def completed(
+    batch: str = "b1",
+    number: int = 1,
+    annotations: list[Annotation] | None = None,
+    tasks: list[CompletedTask] | None = None,
+    kind: str = "labeling",
+) -> BatchCompleted:
+    anns = crew_annotations(batch) if annotations is None else annotations
+    items = sorted({a.item_id for a in anns})
+    return BatchCompleted(
         project=PROJECT,
         batch_id=batch,
-        tasks=[BatchTask(item_id=i, data={"text": i}, annotations_required=3) for i in VOTES],
-        strategy="random",
-        seed=0,
+        round=number,
+        n_tasks=len(items),
+        n_annotations=len(anns),
+        kind=kind,  # type: ignore[arg-type]
+        tasks=tasks
+        if tasks is not None
+        else [CompletedTask(item_id=i, annotations_required=3) for i in items],
+        annotations=anns,
     )
 
 
-async def configure(svc: Service) -> None:
+def review_completed(number: int, answers: dict[str, str | None]) -> BatchCompleted:
+    anns = [
+        annotation(item, "expert-1", value, batch=f"review-{number}", is_expert=True)
+        for item, value in answers.items()
+    ]
+    return BatchCompleted(
+        project=PROJECT,
+        batch_id=f"review-{number}",
+        round=number,
+        n_tasks=len(answers),
+        n_annotations=len(anns),
+        kind="review",
+        tasks=[CompletedTask(item_id=i, annotations_required=1, is_review=True) for i in answers],
+        annotations=anns,
+    )
+
+
+async def configure(svc: Service, config: dict[str, Any] = CONFIG) -> None:
     """Store the project config where ``Service.project`` reads it (``labelloop project apply``)."""
-    await svc.stores.projects.put(PROJECT, json.dumps(CONFIG).encode())
+    await svc.stores.projects.put(PROJECT, json.dumps(config).encode())
 
 
 def service() -> Service:
     return build_app(QASettings(bootstrap_samples=50), stores=MemoryStores())
 
 
-async def run_batch(bus: Any, batch: str = "b1") -> None:
-    await bus.publish(batch_created(batch))
-    await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=crew_annotations(batch)))
-    await bus.publish(BatchCompleted(project=PROJECT, batch_id=batch, n_tasks=10, n_annotations=30))
+def labels_of(bus: InMemoryBus, number: int) -> dict[str, Any]:
+    (ready,) = [e for e in bus.published(LabelsReady) if e.round == number]
+    return {lab.item_id: lab for lab in ready.labels}
 
 
-async def test_batch_gives_labels_report_and_reviews_equal_to_the_pure_functions() -> None:
+async def test_a_round_gives_the_pure_functions_figures_and_holds_doubtful_items() -> None:
     svc = service()
     async with in_memory(svc) as bus:
         await configure(svc)
-        await run_batch(bus)
-        labels = [lab for e in bus.published(LabelsReady) for lab in e.labels]
+        await bus.publish(completed())
         (report,) = bus.published(QAReport)
         (review,) = bus.published(ReviewRequested)
+        # the round waits for its review: no labels yet
+        assert bus.published(LabelsReady) == []
 
-    ratings = [
-        Rating(a.item_id, a.annotator_id, a.value, 4.0)  # type: ignore[arg-type]
-        for a in crew_annotations()
-    ]
     r = Ratings.from_records(
-        [x.item_id for x in ratings],
-        [x.annotator_id for x in ratings],
-        [x.value for x in ratings],
+        [a.item_id for a in crew_annotations()],
+        [a.annotator_id for a in crew_annotations()],
+        [a.value for a in crew_annotations()],
         classes=CLASSES,
     )
     summary = ag.summarize(r, n_boot=0)
+    assert report.round == 1
     assert report.krippendorff_alpha == summary.krippendorff_alpha
     assert report.fleiss_kappa == summary.fleiss_kappa
     assert report.cohen_kappa_mean == summary.cohen_kappa_mean
@@ -132,93 +155,138 @@ async def test_batch_gives_labels_report_and_reviews_equal_to_the_pure_functions
     assert report.n_annotations == 30
     assert report.n_items == 10
     assert report.items_flagged == 2
+    assert report.lead_time_seconds == pytest.approx(120.0)
+    assert report.n_lead_times == 30
     assert report.krippendorff_alpha_ci is not None
     assert {s.annotator_id for s in report.annotators} == set(WHO)
+    assert review.round == 1
     assert {item.item_id for item in review.items} == {"i8", "i9"}
     assert {item.reason for item in review.items} == {"disagreement"}
-    released = {lab.item_id: lab for lab in labels}
-    assert set(released) == {f"i{k}" for k in range(8)}
+
+
+async def test_the_expert_review_settles_the_round_in_one_labels_ready() -> None:
+    svc = service()
+    async with in_memory(svc) as bus:
+        await configure(svc)
+        await bus.publish(completed())
+        await bus.publish(review_completed(1, {"i8": "neu", "i9": None}))
+        released = labels_of(bus, 1)
+        # settling again (a redelivery) changes nothing
+        await bus.publish(review_completed(1, {"i8": "pos", "i9": "pos"}))
+        assert labels_of(bus, 1) == released
+    assert set(released) == {f"i{k}" for k in range(10)}
     assert released["i1"].label == "neg"
     assert released["i1"].confidence == pytest.approx(2 / 3)
     assert released["i0"].annotators == WHO
-    assert all(lab.batch_id == "b1" and lab.method == "majority" for lab in labels)
+    assert released["i8"].label == "neu"
+    assert released["i8"].reviewed
+    assert released["i8"].method == "expert-review"
+    assert released["i8"].batch_id == "b1"
+    # the expert skipped i9: the crowd's candidate stands with its confidence, unreviewed
+    assert released["i9"].method == "unreviewed"
+    assert not released["i9"].reviewed
+    assert released["i9"].confidence < 0.6
 
 
-async def test_replayed_batch_completed_publishes_identical_events() -> None:
+async def test_a_round_with_nothing_doubtful_is_released_at_once() -> None:
+    svc = service()
+    clear = {f"i{k}": [CLASSES[k % 3]] * 3 for k in range(6)}
+    async with in_memory(svc) as bus:
+        await configure(svc)
+        await bus.publish(completed(annotations=crew_annotations(votes=clear)))
+        assert bus.published(ReviewRequested) == []
+        released = labels_of(bus, 1)
+    assert set(released) == set(clear)
+    assert all(lab.batch_id == "b1" and lab.method == "majority" for lab in released.values())
+
+
+async def _rounds_in(order: list[int]) -> list[LabelsReady]:
+    """Three rounds of a Dawid-Skene project, completed in ``order``."""
+    config = {**CONFIG, "quality": {**CONFIG["quality"], "consensus": "dawid-skene"}}
+    rng = np.random.default_rng(3)
+    rounds = {}
+    for number in (1, 2, 3):
+        votes = {
+            f"r{number}-{k}": [CLASSES[int(v)] for v in rng.integers(0, 3, size=3)]
+            for k in range(12)
+        }
+        rounds[number] = completed(f"b{number}", number, crew_annotations(f"b{number}", votes))
+    svc = service()
+    async with in_memory(svc) as bus:
+        await configure(svc, config)
+        for number in order:
+            await bus.publish(rounds[number])
+        reports = bus.published(QAReport)
+        assert [r.round for r in reports] == [1, 2, 3], "rounds are scored in their order"
+        for number in (1, 2, 3):
+            (request,) = [e for e in bus.published(ReviewRequested) if e.round == number]
+            answers: dict[str, str | None] = {i.item_id: "pos" for i in request.items}
+            await bus.publish(review_completed(number, answers))
+        return sorted(bus.published(LabelsReady), key=lambda e: e.round)
+
+
+async def test_rounds_that_finish_out_of_order_are_scored_as_if_in_order() -> None:
+    in_order = await _rounds_in([1, 2, 3])
+    reversed_ = await _rounds_in([3, 2, 1])
+    shuffled = await _rounds_in([2, 3, 1])
+    assert [e.model_dump(exclude={"occurred_at"}) for e in reversed_] == [
+        e.model_dump(exclude={"occurred_at"}) for e in in_order
+    ]
+    assert [e.labels for e in shuffled] == [e.labels for e in in_order]
+
+
+async def test_a_round_parked_for_an_earlier_one_publishes_nothing_yet() -> None:
     svc = service()
     async with in_memory(svc) as bus:
         await configure(svc)
-        await run_batch(bus)
+        await bus.publish(completed("b2", 2, crew_annotations("b2")))
+        assert bus.published(QAReport) == []
+        assert await svc.state.get("seq.qa-rounds.qa-demo.queued.2") is not None
+        await bus.publish(completed("b1", 1))
+        assert [r.round for r in bus.published(QAReport)] == [1, 2]
+        assert await svc.state.get("seq.qa-rounds.qa-demo.queued.2") is None
+
+
+async def test_replayed_completion_publishes_identical_events() -> None:
+    svc = service()
+    async with in_memory(svc) as bus:
+        await configure(svc)
+        await bus.publish(completed())
         (first,) = bus.published(QAReport)
         stored = dict(svc.stores.artifacts._data)  # type: ignore[attr-defined]
-        completed = BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=10, n_annotations=30)
-        await bus.publish(completed)
-        await bus.publish(completed)
-        # the replays published the very same events (same ids), which NATS drops as duplicates
+        await bus.publish(completed())
+        await bus.publish(completed())
+        # the replays published nothing new: the round is done
         assert bus.published(QAReport) == [first]
-        dupes = svc.registry.get_sample_value(
-            "labelloop_runtime_published_total", {"event": "QAReport", "duplicate": "true"}
-        )
-        assert dupes == 2
         assert dict(svc.stores.artifacts._data) == stored  # type: ignore[attr-defined]
-        # annotator history counted the batch once
-        keys = await svc.state.keys("qa.qa-demo.annotator.")
-        assert len(keys) == 3
-        for key in keys:
-            entry = await svc.state.get(key)
-            assert entry is not None
-            assert json.loads(entry.value)["batches"] == ["b1"]
 
 
-async def test_expert_answer_releases_a_held_item() -> None:
+async def test_the_latest_state_of_each_annotation_counts() -> None:
     svc = service()
+    changes = [
+        # i8: ann-b changes their mind to pos (newer), then a stale older copy arrives
+        annotation("i8", "ann-b", "pos", n=10, annotation_id="x1"),
+        annotation("i8", "ann-b", "neu", n=5, annotation_id="x2"),
+        # i9: ann-a deletes, ann-b cancels -> one rating left
+        annotation("i9", "ann-a", "neu", n=10, deleted=True, annotation_id="b1-i9-ann-a"),
+        annotation("i9", "ann-b", None, n=10, cancelled=True, annotation_id="b1-i9-ann-b"),
+    ]
+    base = [
+        a
+        for a in crew_annotations()
+        if (a.item_id, a.annotator_id) not in {("i8", "ann-b"), ("i9", "ann-a"), ("i9", "ann-b")}
+    ]
     async with in_memory(svc) as bus:
         await configure(svc)
-        await run_batch(bus)
-        expert = annotation("i8", "expert-1", "neu", batch="review-1", is_expert=True)
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=[expert]))
-        released = [lab for e in bus.published(LabelsReady) for lab in e.labels]
-        (override,) = [lab for lab in released if lab.item_id == "i8"]
-        assert override.label == "neu"
-        assert override.reviewed
-        assert override.method == "expert-review"
-        assert override.batch_id == "b1"
-        # a second expert answer for a closed review does not release again
-        again = annotation("i8", "expert-2", "pos", batch="review-1", is_expert=True)
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=[again]))
-        assert sum(lab.item_id == "i8" for e in bus.published(LabelsReady) for lab in e.labels) == 1
-
-
-async def test_updates_supersede_and_deleted_or_cancelled_do_not_count() -> None:
-    svc = service()
-    async with in_memory(svc) as bus:
-        await configure(svc)
-        await bus.publish(batch_created())
-        base = crew_annotations()
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=base))
-        changes = [
-            # i8: ann-b changes their mind to pos (newer), then a stale older copy arrives
-            annotation("i8", "ann-b", "pos", n=10),
-            annotation("i8", "ann-b", "neu", n=5),
-            # i9: ann-a deletes, ann-b cancels -> one rating left
-            annotation("i9", "ann-a", "neu", n=10, deleted=True),
-            annotation("i9", "ann-b", None, n=10, cancelled=True),
-        ]
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=changes))
-        await bus.publish(
-            BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=10, n_annotations=30)
-        )
-        released = {lab.item_id: lab for e in bus.published(LabelsReady) for lab in e.labels}
+        await bus.publish(completed(annotations=base + changes))
         (report,) = bus.published(QAReport)
+        assert bus.published(ReviewRequested) == []  # i8 2-1 for pos, i9 one rating: clear
+        released = labels_of(bus, 1)
     assert released["i8"].label == "pos"
     assert released["i8"].n_annotations == 3
     assert released["i9"].label == "neg"
     assert released["i9"].n_annotations == 1
     assert report.n_annotations == 28
-    assert (
-        svc.registry.get_sample_value("labelloop_qa_annotations_stored_total", {"outcome": "stale"})
-        == 1
-    )
 
 
 async def test_low_alpha_raises_an_alert_and_metrics() -> None:
@@ -231,21 +299,12 @@ async def test_low_alpha_raises_an_alert_and_metrics() -> None:
     ]
     async with in_memory(svc) as bus:
         await configure(svc)
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=noisy))
-        await bus.publish(
-            BatchCompleted(
-                project=PROJECT,
-                batch_id="b2",
-                n_tasks=20,
-                n_annotations=60,
-                # no BatchCreated was ever seen: an old completion is scored without its tasks
-                occurred_at=datetime.now(UTC) - timedelta(hours=1),
-            )
-        )
+        await bus.publish(completed("b2", 1, noisy))
         (alert,) = bus.published(QualityAlertRaised)
         (report,) = bus.published(QAReport)
     assert report.passed is False
     assert alert.metric == "krippendorff_alpha"
+    assert alert.round == 1
     assert alert.value == report.krippendorff_alpha
     assert alert.threshold == 0.3
     reg = svc.registry
@@ -271,64 +330,43 @@ async def test_low_alpha_raises_an_alert_and_metrics() -> None:
     assert reg.get_sample_value("labelloop_qa_scoring_duration_seconds_count") == 1
 
 
-async def test_model_contradiction_requests_re_review() -> None:
+async def test_a_confident_prediction_the_consensus_contradicts_goes_to_review() -> None:
     svc = service()
+    clear = {f"i{k}": [CLASSES[k % 3]] * 3 for k in range(4)}
+    predictions = {
+        "i0": Prediction(label="neg", score=0.97),  # labelled pos: contradicted, confident
+        "i1": Prediction(label="pos", score=0.6),  # labelled neg: not confident enough
+        "i2": Prediction(label="neu", score=0.99),  # agrees
+    }
+    tasks = [
+        CompletedTask(item_id=i, annotations_required=3, prediction=predictions.get(i))
+        for i in clear
+    ]
     async with in_memory(svc) as bus:
         await configure(svc)
-        await run_batch(bus)
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            item_ids=np.array(["i0", "i3", "i4", "unknown"]),
-            proba=np.array([[0.01, 0.97, 0.02], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4], [1, 0, 0]]),
-            classes=np.array(CLASSES),
-        )
-        await svc.artifacts.put("models/m1/oos.npz", buf.getvalue())
-        trained = ModelTrained(
-            project=PROJECT,
-            model_version="m1",
-            dataset_version="d1",
-            promoted=True,
-            metrics={},
-            n_train=8,
-            oos_ref="models/m1/oos.npz",
-        )
-        await bus.publish(trained)
-        reviews = [e for e in bus.published(ReviewRequested) if e.batch_id is None]
-    (req,) = reviews
-    # i0 was labelled pos; the model says neg with 0.97 (> default 0.9); i3 agrees (pos, 0.9)
-    assert [(i.item_id, i.reason, i.candidate_label) for i in req.items] == [
+        await bus.publish(completed(annotations=crew_annotations(votes=clear), tasks=tasks))
+        (request,) = bus.published(ReviewRequested)
+    assert [(i.item_id, i.reason, i.candidate_label) for i in request.items] == [
         ("i0", "model_contradiction", "pos")
     ]
-    assert req.items[0].confidence == pytest.approx(0.97)
 
 
-async def test_gold_answers_come_from_batch_tasks() -> None:
+async def test_gold_answers_come_from_the_completed_tasks() -> None:
     svc = service()
-    created = BatchCreated(
-        project=PROJECT,
-        batch_id="b1",
-        tasks=[
-            BatchTask(
-                item_id=i,
-                data={"text": i},
-                annotations_required=3,
-                is_gold=i == "i0",
-                gold_label="neu" if i == "i0" else None,
-            )
-            for i in VOTES
-        ],
-        strategy="random",
-        seed=0,
-    )
+    clear = {f"i{k}": [CLASSES[k % 3]] * 3 for k in range(8)}
+    tasks = [
+        CompletedTask(
+            item_id=i,
+            annotations_required=3,
+            is_gold=i == "i0",
+            gold_label="neu" if i == "i0" else None,
+        )
+        for i in clear
+    ]
     async with in_memory(svc) as bus:
         await configure(svc)
-        await bus.publish(created)
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=crew_annotations()))
-        await bus.publish(
-            BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=10, n_annotations=30)
-        )
-        released = {lab.item_id: lab for e in bus.published(LabelsReady) for lab in e.labels}
+        await bus.publish(completed(annotations=crew_annotations(votes=clear), tasks=tasks))
+        released = labels_of(bus, 1)
         (report,) = bus.published(QAReport)
     # everyone said "pos" on i0, whose known answer is "neu"
     assert released["i0"].label == "neu"
@@ -338,58 +376,76 @@ async def test_gold_answers_come_from_batch_tasks() -> None:
     assert {s.gold_accuracy for s in report.annotators} == {0.0}
 
 
-async def test_annotations_without_batch_id_use_the_item_index() -> None:
+SPAM_CONFIG: dict[str, Any] = {
+    **CONFIG,
+    "quality": {"consensus": "dawid-skene", "min_alpha": 0.0, "min_confidence": 0.0},
+}
+
+
+def _spam_round(number: int, spammer_alone: list[str], n_items: int = 12) -> BatchCompleted:
+    """Three good annotators agree on ``n_items`` items; the spammer answers all of them at
+    random, and alone on ``spammer_alone``."""
+    rng = np.random.default_rng(number)
+    anns = []
+    for k in range(n_items):
+        item = f"r{number}-{k}"
+        truth = CLASSES[k % 3]
+        for who in WHO:
+            anns.append(annotation(item, who, truth, batch=f"b{number}"))
+        anns.append(annotation(item, "spam", CLASSES[int(rng.integers(3))], batch=f"b{number}"))
+    for item in spammer_alone:
+        anns.append(annotation(item, "spam", CLASSES[int(rng.integers(3))], batch=f"b{number}"))
+    return completed(f"b{number}", number, anns)
+
+
+async def test_a_flagged_annotator_stays_flagged_and_their_lone_labels_are_reviewed() -> None:
     svc = service()
     async with in_memory(svc) as bus:
-        await configure(svc)
-        await bus.publish(batch_created())
-        anns = [
-            a.model_copy(update={"batch_id": None}) if a.item_id == "i0" else a
-            for a in crew_annotations()
-        ]
-        await bus.publish(AnnotationsSubmitted(project=PROJECT, annotations=anns))
-        await bus.publish(
-            BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=10, n_annotations=30)
-        )
-        released = {lab.item_id: lab for e in bus.published(LabelsReady) for lab in e.labels}
-        assert released["i0"].n_annotations == 3
+        await configure(svc, SPAM_CONFIG)
+        # round 1: too little evidence to flag anyone; "lone-1" rests on the spammer alone
+        await bus.publish(_spam_round(1, ["lone-1"], n_items=6))
+        (first,) = bus.published(QAReport)
+        assert not any(s.flagged for s in first.annotators)
+        labels_of(bus, 1)  # nothing doubtful at min_confidence 0: released at once
+        # round 2: the spammer is caught; their earlier lone label goes back to an expert
+        await bus.publish(_spam_round(2, []))
+        second = next(r for r in bus.published(QAReport) if r.round == 2)
+        assert {s.annotator_id for s in second.annotators if s.flagged} == {"spam"}
+        (request,) = bus.published(ReviewRequested)
+        assert [(i.item_id, i.reason) for i in request.items] == [("lone-1", "flagged_annotator")]
+        # the expert skips it: the label is withdrawn
+        await bus.publish(review_completed(2, {"lone-1": None}))
+        (ready,) = [e for e in bus.published(LabelsReady) if e.round == 2]
+        assert ready.withdrawn == ["lone-1"]
+        # round 3, without the spammer (excluded): still flagged, and listed
+        clean = completed("b3", 3, crew_annotations("b3"))
+        await bus.publish(clean)
+        third = next(r for r in bus.published(QAReport) if r.round == 3)
+        assert {s.annotator_id for s in third.annotators if s.flagged} == {"spam"}
 
 
-def _scorer() -> QAScorer:
-    from prometheus_client import CollectorRegistry
-
-    from labelloop_qa.metrics import QAMetrics
-
-    stores = MemoryStores()
-
-    async def no_project(name: str) -> None:
-        return None
-
-    return QAScorer(
-        Ledger(stores.state, stores.artifacts), QAMetrics(CollectorRegistry()), no_project
-    )
-
-
-async def test_an_annotation_for_an_unknown_item_is_retried() -> None:
-    # the runtime retries it with backoff, then dead-letters it with this reason
-    stray = annotation("nowhere", "ann-a", "pos", batch=None)
-    with pytest.raises(BatchNotKnown, match="nowhere"):
-        await _scorer().annotations_submitted(
-            AnnotationsSubmitted(project=PROJECT, annotations=[stray])
-        )
+async def test_a_readmitted_annotator_starts_afresh() -> None:
+    svc = service()
+    scorer_app = svc
+    async with in_memory(scorer_app) as bus:
+        await configure(svc, SPAM_CONFIG)
+        await bus.publish(_spam_round(1, []))
+        await bus.publish(_spam_round(2, []))
+        report = next(r for r in bus.published(QAReport) if r.round == 2)
+        assert any(s.annotator_id == "spam" and s.flagged for s in report.annotators)
+        await bus.publish(ReadmitAnnotator(project=PROJECT, annotator_id="spam"))
+        await bus.publish(completed("b3", 3, crew_annotations("b3")))
+        third = next(r for r in bus.published(QAReport) if r.round == 3)
+        assert "spam" not in {s.annotator_id for s in third.annotators}
 
 
-async def test_completion_that_overtakes_its_annotations_is_retried() -> None:
-    scorer = _scorer()
-    await scorer.batch_created(batch_created())
-    completed = BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=10, n_annotations=30)
-    with pytest.raises(AnnotationsPending, match="0 of 30"):
-        await scorer.batch_completed(completed)
-    await scorer.annotations_submitted(
-        AnnotationsSubmitted(project=PROJECT, annotations=crew_annotations())
-    )
-    events = await scorer.batch_completed(completed)
-    assert sum(isinstance(e, QAReport) for e in events) == 1
+async def test_a_completion_for_an_unknown_project_is_a_dead_letter() -> None:
+    svc = service()
+    async with in_memory(svc) as bus:
+        await bus.publish(completed())
+        (letter,) = bus.published(DeadLetter)
+        assert "unknown project" in letter.reason
+        assert bus.published(QAReport) == []
 
 
 def test_annotator_accuracy_series_are_capped() -> None:

@@ -1,9 +1,8 @@
-"""The trainer on the in-memory bus: datasets in, models, pool scores and convergence out."""
+"""The trainer on the in-memory bus: a training round per dataset version, in round order."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,10 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_digits
 
+from labelloop.catalog import Catalog, Chunk, decode_table
 from labelloop.events import (
     DatasetExported,
     IngestedItem,
-    ItemsIngested,
     LabelingConverged,
     ModelTrained,
     RequestTraining,
@@ -51,30 +50,18 @@ def _digits() -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 async def _ingest(bus: Any, ids: list[str], x: np.ndarray) -> None:
-    """What the ingester does: features in the object store, announced per chunk."""
+    """What the ingester does: the items and their features in the catalog."""
+    catalog = Catalog(bus.stores.state, bus.stores.artifacts)
     for start in range(0, len(ids), 600):
         chunk = ids[start : start + 600]
-        buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            item_ids=np.asarray(chunk, dtype=np.str_),
-            X=x[start : start + 600].astype(np.float32),
-            space=np.asarray("producer-64"),
-        )
-        ref = f"features/{PROJECT}/s-{start:04d}.npz"
-        await bus.stores.artifacts.put(ref, buf.getvalue())
-        await bus.publish(
-            ItemsIngested(
-                project=PROJECT,
-                submission_id="s",
-                features_ref=ref,
-                items=[IngestedItem(item_id=i, data={"image": f"img/{i}.png"}) for i in chunk],
-            )
-        )
+        items = [IngestedItem(item_id=i, data={"image": f"img/{i}.png"}) for i in chunk]
+        block = x[start : start + 600].astype(np.float32)
+        await catalog.write(PROJECT, f"s-{start:04d}", Chunk(items, "producer-64", block))
 
 
-def _dataset(root: Path, version: str, ids: list[str], y: np.ndarray, n: int) -> DatasetExported:
+def _dataset(root: Path, number: int, ids: list[str], y: np.ndarray, n: int) -> DatasetExported:
     """A dataset version as the exporter writes it (only the columns the trainer reads)."""
+    version = f"v{number:04d}"
     frame = pd.DataFrame(
         {
             "item_id": ids[:n],
@@ -91,6 +78,7 @@ def _dataset(root: Path, version: str, ids: list[str], y: np.ndarray, n: int) ->
         project=PROJECT,
         event_id=f"exported-{version}",
         version=version,
+        round=number,
         path=str(path),
         n_rows=n,
         n_new_rows=n,
@@ -101,63 +89,92 @@ def _dataset(root: Path, version: str, ids: list[str], y: np.ndarray, n: int) ->
     )
 
 
-def _npz(raw: bytes | None) -> dict[str, np.ndarray]:
-    assert raw is not None
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+def _outcome(bus: Any, number: int) -> ModelTrained:
+    (found,) = [m for m in bus.published(ModelTrained) if m.round == number]
+    return found  # type: ignore[no-any-return]
 
 
-async def test_dataset_to_model_to_pool_scores(tmp_path: Path) -> None:
+async def test_a_round_trains_on_every_label_and_scores_the_pool(tmp_path: Path) -> None:
     ids, x, y = _digits()
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config(min_new_labels=50, min_growth=0.5))
         await _ingest(bus, ids, x)
-        await bus.publish(_dataset(tmp_path, "v0001", ids, y, 400))
-        (model,) = bus.published(ModelTrained)
-        assert model.model_version == "m0001"
-        assert model.dataset_version == "v0001"
+        await bus.publish(_dataset(tmp_path, 1, ids, y, 400))
+        model = _outcome(bus, 1)
+        assert (model.model_version, model.dataset_version, model.round) == ("m0001", "v0001", 1)
         assert model.promoted
+        assert (model.serving_model_version, model.serving_scores_ref) == (
+            "m0001",
+            model.scores_ref,
+        )
         assert model.classes == CLASSES
-        assert model.metrics["accuracy"] > 0.85
-        assert model.n_train == sum(_split(i) != "test" for i in ids[:400])
-        scores = _npz(await bus.stores.artifacts.get(model.scores_ref or ""))
-        assert scores["item_ids"].tolist() == ids[400:]  # the unlabeled pool
-        assert scores["proba"].shape == (len(ids) - 400, 10)
-        assert scores["classes"].tolist() == CLASSES
-        assert np.allclose(scores["proba"].sum(axis=1), 1.0, atol=1e-4)
-        oos = _npz(await bus.stores.artifacts.get(model.oos_ref or ""))
-        assert oos["item_ids"].tolist() == ids[:400]
-        assert oos["proba"].shape == (400, 10)
+        assert model.metrics["accuracy"] > 0.85  # out of sample
+        assert model.metrics["evaluated_out_of_sample"] == 1.0
+        assert model.n_train == 400  # every label, the test split too
+        raw = await bus.stores.artifacts.get(model.scores_ref or "")
+        assert raw is not None
+        scores = decode_table(raw)
+        assert scores.item_ids == ids[400:]  # the unlabeled pool
+        assert scores.proba.shape == (len(ids) - 400, 10)
+        assert scores.classes == CLASSES
+        assert np.allclose(scores.proba.sum(axis=1), 1.0, atol=1e-4)
 
-        # 20 more labels: under min_new_labels (50) and min_growth (50 %): no retraining
-        await bus.publish(_dataset(tmp_path, "v0002", ids, y, 420))
-        assert len(bus.published(ModelTrained)) == 1
-        # ... unless someone asks
-        await bus.publish(RequestTraining(project=PROJECT))
-        second = bus.published(ModelTrained)[-1]
-        assert (second.model_version, second.dataset_version) == ("m0002", "v0002")
-        assert "agreement_with_previous" in second.metrics
+        # 20 more labels: under min_new_labels (50) and min_growth (50 %): no model this round,
+        # and the round says which model still serves
+        await bus.publish(_dataset(tmp_path, 2, ids, y, 420))
+        skipped = _outcome(bus, 2)
+        assert skipped.model_ref is None
+        assert not skipped.promoted
+        assert skipped.skipped is not None
+        assert "min_new_labels" in skipped.skipped
+        assert skipped.serving_model_version == "m0001"
+        assert skipped.serving_scores_ref == model.scores_ref
         value = service.registry.get_sample_value(
             "labelloop_trainer_retrains_total", {"outcome": "skipped"}
         )
         assert value == 1
+        # an operator's request announces the round's outcome again
+        await bus.publish(RequestTraining(project=PROJECT, dataset_version="v0001"))
+        again = bus.published(ModelTrained)[-1]
+        assert (again.round, again.model_version) == (1, "m0001")
+        assert again.event_id != model.event_id
 
 
-async def test_redelivered_dataset_reuses_the_model_version(tmp_path: Path) -> None:
+async def test_versions_are_trained_in_round_order_whatever_their_arrival(tmp_path: Path) -> None:
+    ids, x, y = _digits()
+
+    async def rounds(order: list[int], root: Path) -> list[tuple[int, str | None, float]]:
+        service = build_app(TrainerSettings())
+        async with in_memory(service) as bus:
+            await bus.apply_project(_config(min_new_labels=1))
+            await _ingest(bus, ids, x)
+            events = {k: _dataset(root, k, ids, y, n) for k, n in ((1, 150), (2, 300), (3, 450))}
+            for number in order:
+                await bus.publish(events[number])
+            return [
+                (m.round, m.serving_model_version, m.metrics.get("accuracy", 0.0))
+                for m in bus.published(ModelTrained)
+            ]
+
+    in_order = await rounds([1, 2, 3], tmp_path / "a")
+    assert await rounds([3, 1, 2], tmp_path / "b") == in_order
+    assert [r for r, _, _ in in_order] == [1, 2, 3]
+
+
+async def test_redelivered_dataset_republishes_the_same_outcome(tmp_path: Path) -> None:
     ids, x, y = _digits()
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, x)
-        event = _dataset(tmp_path, "v0001", ids, y, 300)
+        event = _dataset(tmp_path, 1, ids, y, 300)
         await bus.publish(event)
         await bus.publish(event)
-        versions = {m.model_version for m in bus.published(ModelTrained)}
-        assert versions == {"m0001"}
+        assert len(bus.published(ModelTrained)) == 1  # the copy had the same event id
 
 
-async def test_convergence_is_announced_once(tmp_path: Path) -> None:
+async def test_convergence_is_announced_once_and_carried_by_the_round(tmp_path: Path) -> None:
     ids, x, y = _digits()
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
@@ -166,22 +183,25 @@ async def test_convergence_is_announced_once(tmp_path: Path) -> None:
         )
         await _ingest(bus, ids, x)
         for k, n in enumerate(range(600, 1100, 100), start=1):
-            await bus.publish(_dataset(tmp_path, f"v{k:04d}", ids, y, n))
-        assert len(bus.published(ModelTrained)) == 5
+            await bus.publish(_dataset(tmp_path, k, ids, y, n))
+        models = bus.published(ModelTrained)
+        assert len(models) == 5
         (done,) = bus.published(LabelingConverged)
-        assert done.metrics["min_agreement"] >= 0.9
         assert "stabilising predictions" in done.reason
+        said = [m.round for m in models if m.converged]
+        assert said
+        assert said == list(range(said[0], 6))
 
 
-async def test_cold_start_with_one_class_trains_nothing(tmp_path: Path) -> None:
+async def test_cold_start_with_one_class_trains_nothing_and_says_so(tmp_path: Path) -> None:
     ids, x, _ = _digits()
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, x)
-        await bus.publish(_dataset(tmp_path, "v0001", ids, np.array(["3"] * len(ids)), 50))
-        assert bus.published(ModelTrained) == []
-        value = service.registry.get_sample_value(
-            "labelloop_trainer_retrains_total", {"outcome": "too_few_classes"}
-        )
-        assert value == 1
+        await bus.publish(_dataset(tmp_path, 1, ids, np.array(["3"] * len(ids)), 50))
+        outcome = _outcome(bus, 1)
+        assert outcome.model_ref is None
+        assert outcome.serving_model_version is None
+        assert outcome.skipped is not None
+        assert "at least two" in outcome.skipped

@@ -1,12 +1,14 @@
-"""The ``labelloop`` command: kernel commands here, service commands found by entry point."""
+"""The ``labelloop`` command: projects, campaigns, dead letters here; the rest in ``commands``.
+
+Heavy libraries (pandas, scikit-learn, FastStream) are imported by the command that needs them,
+when it runs: ``labelloop --help`` loads none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
-import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,21 +75,19 @@ def nats_command(
 # ---------------------------------------------------------------------- services
 
 
-def _service_factories() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group="labelloop.services")}
-
-
 @app.command("run")
 def run_command(
     service: Annotated[str, typer.Argument(help="ingester, sampler, annotation-bridge, ...")],
 ) -> None:
-    """Run one service until SIGTERM (what the containers and `make demo` run)."""
-    factories = _service_factories()
-    if service not in factories:
-        err_console.print(f"unknown service {service!r}; known: {', '.join(sorted(factories))}")
-        raise typer.Exit(2)
-    build = factories[service].load()
-    build().run()
+    """Run one service until SIGTERM (as `labelloop-service SERVICE` does in a container)."""
+    from labelloop.services import service_spec
+
+    try:
+        spec = service_spec(service)
+    except KeyError as exc:
+        err_console.print(exc.args[0])
+        raise typer.Exit(2) from None
+    spec.build().run()
 
 
 @app.command("docs")
@@ -98,11 +98,13 @@ def docs_command(
     from faststream.specification import AsyncAPI
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, ep in sorted(_service_factories().items()):
-        service = ep.load()()
-        spec = AsyncAPI(service.broker, title=f"labelloop {name}", schema_version="3.0.0")
+    from labelloop.services import service_specs
+
+    for name, spec in service_specs().items():
+        service = spec.build()
+        document = AsyncAPI(service.broker, title=f"labelloop {name}", schema_version="3.0.0")
         path = out / f"{name}.json"
-        path.write_text(spec.to_specification().to_json(), encoding="utf-8")
+        path.write_text(document.to_specification().to_json(), encoding="utf-8")
         console.print(f"wrote {path}")
 
 
@@ -269,9 +271,12 @@ def demo_command(
         float | None,
         typer.Option(help="Simulated crew: wall seconds per second of lead time (0: at once)"),
     ] = None,
+    project: Annotated[
+        Path | None, typer.Option(help="Project file (default: examples/digits/project.yaml)")
+    ] = None,
 ) -> None:
     """Run a whole active-learning campaign on scikit-learn's digits and summarise it."""
-    from labelloop.demo import DemoOptions, print_summary, run_demo
+    from labelloop_console.demo import DemoOptions, print_summary, run_demo
 
     if backend not in ("simulated", "label-studio"):
         err_console.print("backend is simulated or label-studio")
@@ -290,6 +295,8 @@ def demo_command(
         max_model_lag=max_model_lag,
         time_scale=time_scale,
     )
+    if project is not None:
+        options.project_file = project
     summary = run_demo(options)
     print_summary(summary)
     run_dir = runs_dir / summary["run_id"]
@@ -304,29 +311,25 @@ def status_command(
     watch: Annotated[bool, typer.Option(help="Keep refreshing until Ctrl-C")] = False,
 ) -> None:
     """A live view per project: pool, open tasks, throughput, agreement, budget, ETA, model."""
-    from labelloop.status import show_status
+    from labelloop_console.status import show_status
 
     _run(show_status(project, watch=watch, console=console))
 
 
-# ---------------------------------------------------------------------- plugins
+# ---------------------------------------------------------------------- the rest
 
 
-def _register_plugins() -> None:
-    for ep in entry_points(group="labelloop.commands"):
-        try:
-            register = ep.load()
-        except (ImportError, AttributeError) as exc:  # a service installed without its CLI
-            err_console.print(f"[dim]labelloop: commands of {ep.name} unavailable: {exc}[/]")
-            continue
-        register(app)
+def _register_commands() -> None:
+    from labelloop_console.commands import bridge, datasets, ingest, quality, training
+
+    for module in (ingest, quality, datasets, training, bridge):
+        module.register(app)
 
 
 def main() -> None:
-    _register_plugins()
+    _register_commands()
     app(prog_name="labelloop")
 
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

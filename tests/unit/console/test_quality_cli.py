@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from labelloop_qa.cli import register
+from labelloop_console.commands.quality import register
 from labelloop_qa.domain import agreement as ag
 from labelloop_qa.domain.aggregation import aggregate
 from labelloop_qa.domain.crowd import simulate_crew

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from labelloop.campaign import CampaignView, fold
 from labelloop.events import (
     Annotation,
     AnnotationSource,
@@ -19,10 +18,12 @@ from labelloop.events import (
     IngestedItem,
     ItemsIngested,
     LabelsReady,
+    ModelTrained,
     QAReport,
 )
-from labelloop.project import parse_project
-from labelloop.status import render
+from labelloop.project import ProjectConfig, parse_project
+from labelloop_console.campaign import CampaignView, fold
+from labelloop_console.status import render
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,6 +52,7 @@ def _events() -> list[object]:
         BatchCreated(
             project="p",
             batch_id="b1",
+            round=1,
             strategy="random",
             seed=0,
             tasks=[
@@ -78,7 +80,7 @@ def test_open_tasks_follow_annotations_and_completion() -> None:
     assert view.open_tasks == 1  # 4 required, 3 received
     assert view.annotations_used == 3
     assert view.cost(hourly_rate=36.0) == (30 + 90 + 60) / 3600 * 36
-    fold(view, BatchCompleted(project="p", batch_id="b1", n_tasks=3, n_annotations=4))
+    fold(view, BatchCompleted(project="p", batch_id="b1", round=1, n_tasks=3, n_annotations=4))
     assert view.open_batches == []
     assert view.open_tasks == 0
 
@@ -90,6 +92,7 @@ def test_labels_exclude_gold_and_replays_change_nothing() -> None:
     ready = LabelsReady(
         project="p",
         batch_id="b1",
+        round=1,
         labels=[
             ConsensusLabel(item_id="i0", label="a", confidence=0.9, method="mv", n_annotations=2),
             ConsensusLabel(
@@ -114,6 +117,7 @@ def test_status_table_shows_budget_state_and_agreement() -> None:
         QAReport(
             project="p",
             batch_id="b1",
+            round=1,
             n_items=2,
             n_annotations=3,
             krippendorff_alpha=0.71,
@@ -137,3 +141,46 @@ def test_status_table_shows_budget_state_and_agreement() -> None:
     assert "0/10" in text
     assert "budget spent" in text
     assert "USD" in text
+
+
+def _config(**sampling: object) -> ProjectConfig:
+    return parse_project(
+        {
+            "name": "p",
+            "task_type": "text_classification",
+            "labels": {"classes": ["a", "b"]},
+            "data_fields": [{"name": "text", "kind": "text"}],
+            "sampling": {"batch_size": 3, "max_model_lag": 0, **sampling},
+            "budget": {"max_labels": 10},
+        }
+    )
+
+
+def _trained(number: int, serving: str | None) -> ModelTrained:
+    return ModelTrained(
+        project="p",
+        model_version=f"m{number:04d}",
+        dataset_version=f"v{number:04d}",
+        round=number,
+        promoted=serving is not None,
+        metrics={},
+        n_train=2,
+        serving_model_version=serving,
+    )
+
+
+def test_the_view_says_what_the_next_batch_waits_for() -> None:
+    view = CampaignView("p")
+    for event in _events():
+        fold(view, event)  # type: ignore[arg-type]
+    config = _config()
+    assert view.next_batch(config) == "batch 2 waits for the model of round 1"
+    fold(view, _trained(1, "m0001"))
+    assert view.next_batch(config) == "batch 2 waits for QA of round 1"
+    assert view.next_batch(_config(strategy="random")) == "batch 2 waits for QA of round 1"
+    assert view.round_models()[1].serving_model_version == "m0001"
+    assert view.labels_by_round() == {1: 2}
+    assert not view.settled
+    fold(view, BatchCompleted(project="p", batch_id="b1", round=1, n_tasks=3, n_annotations=4))
+    fold(view, BudgetExhausted(project="p", labels_used=2, annotations_used=3, reason="max"))
+    assert view.settled  # sampling stopped, every batch answered, the last round trained

@@ -24,18 +24,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labelloop.campaign import CampaignView, CampaignWatcher
 from labelloop.client import BusClient, connect
-from labelloop.events import ItemIn, ItemsSubmitted, RequestSampling, deterministic_id
+from labelloop.events import ItemIn, RequestSampling, deterministic_id
 from labelloop.natsserver import EmbeddedNats
-from labelloop.processes import Supervisor
 from labelloop.project import ProjectConfig, SamplingStrategy, load_project, parse_project
 from labelloop.settings import ServiceSettings
+from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.commands.ingest import submissions
+from labelloop_console.processes import Supervisor
 
 __all__ = ["DemoOptions", "DigitsData", "load_digits_data", "run_demo"]
 
-_REPO = Path(__file__).resolve().parents[2]
-DEFAULT_PROJECT = _REPO / "examples" / "digits" / "project.yaml"
+_EXAMPLE = Path("examples") / "digits" / "project.yaml"
+
+
+def default_project() -> Path:
+    """The digits example: under the working directory (a checkout, the console image's
+    ``/work``), else beside the installed package of an editable install."""
+    here = Path.cwd() / _EXAMPLE
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parents[2] / _EXAMPLE
+
+
+DEFAULT_PROJECT = default_project()
 
 Array = npt.NDArray[Any]
 
@@ -166,17 +178,10 @@ class ArmResult:
     confusion: list[list[int]] | None
 
 
-async def _submit(bus: BusClient, project: str, items: list[ItemIn], chunk: int = 200) -> None:
-    for start in range(0, len(items), chunk):
-        part = items[start : start + chunk]
-        await bus.publish(
-            ItemsSubmitted(
-                event_id=deterministic_id("demo-submit", project, start, len(part)),
-                project=project,
-                source="demo:sklearn-digits",
-                items=part,
-            )
-        )
+async def _submit(bus: BusClient, project: str, items: list[ItemIn]) -> None:
+    """Submit items as ``labelloop ingest`` does (the same messages, the same ids)."""
+    for message in submissions(items, project, source="demo:sklearn-digits"):
+        await bus.publish(message)
 
 
 def _arm_done(view: CampaignView) -> bool:
@@ -347,7 +352,7 @@ async def run_campaign(
         results, options, run_dir, started=started, finished=finished, n_test=len(data.test_index)
     )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    from labelloop.report import write_report
+    from labelloop_console.report import write_report
 
     write_report(summary, run_dir / "report.html")
     return summary

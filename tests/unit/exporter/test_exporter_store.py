@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labelloop_exporter.dataset_dir import DatasetDirectory, VersionExists
+from labelloop_exporter.store import DatasetDirectory, VersionExists
 
 
 def _files(n: int) -> dict[str, bytes]:

@@ -18,8 +18,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the Label Studio labeling config (XML) generated for a project."""
         from labelloop.project import load_project
-
-        from .domain.label_config import build_label_config
+        from labelloop_bridge.domain.label_config import build_label_config
 
         typer.echo(build_label_config(load_project(project_file)))
 
@@ -29,8 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the HTML instructions Label Studio shows, made from the project's guidelines."""
         from labelloop.project import load_project
-
-        from .domain.label_config import guidelines_html
+        from labelloop_bridge.domain.label_config import guidelines_html
 
         typer.echo(guidelines_html(load_project(project_file).guidelines_text))
 
@@ -47,10 +45,9 @@ def register(app: typer.Typer) -> None:
         import httpx
 
         from labelloop.project import load_project
-
-        from .labelstudio import LabelStudioClient
-        from .registry import AnnotatorRegistry
-        from .settings import BridgeSettings
+        from labelloop_bridge.labelstudio import LabelStudioClient
+        from labelloop_bridge.registry import AnnotatorRegistry
+        from labelloop_bridge.settings import BridgeSettings
 
         config = load_project(project_file)
         settings = BridgeSettings()

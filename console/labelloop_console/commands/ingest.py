@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 
 from labelloop.events import ItemIn, ItemsSubmitted, deterministic_id
-
-from .domain.intake import chunk_by_size
-from .settings import IngesterSettings
-from .sources import BadRow, read_items
+from labelloop_ingester.domain.intake import chunk_by_size
+from labelloop_ingester.settings import IngesterSettings
+from labelloop_ingester.sources import BadRow, read_items
 
 __all__ = ["register", "submissions"]
 

@@ -1,7 +1,8 @@
 """Running the six services as separate processes, exactly as the containers run them.
 
 Used by ``labelloop demo``, the end-to-end and chaos tests and the benchmarks. Each process is
-``labelloop run <service>`` with its settings in the environment and its logs in a file.
+``labelloop-service <service>`` with its settings in the environment and its logs in a file; the
+names come from the services' specs (``labelloop.services``).
 """
 
 from __future__ import annotations
@@ -17,38 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelloop.natsserver import free_port
+from labelloop.services import service_spec, service_specs
 
-__all__ = ["SERVICES", "ServiceProcess", "Supervisor", "env_prefix"]
+__all__ = ["ServiceProcess", "Supervisor", "env_prefix", "service_names"]
 
-SERVICES: tuple[str, ...] = (
-    "ingester",
-    "sampler",
-    "annotation-bridge",
-    "qa-scorer",
-    "exporter",
-    "trainer",
-)
 
-_PREFIX = {
-    "ingester": "INGESTER",
-    "sampler": "SAMPLER",
-    "annotation-bridge": "BRIDGE",
-    "qa-scorer": "QA",
-    "exporter": "EXPORTER",
-    "trainer": "TRAINER",
-}
+def service_names() -> tuple[str, ...]:
+    """Every installed service, upstream first."""
+    return tuple(service_specs())
 
 
 def env_prefix(service: str) -> str:
     """The environment prefix of a service's own settings, e.g. ``LABELLOOP_SAMPLER_``."""
-    return f"LABELLOOP_{_PREFIX[service]}_"
+    return service_spec(service).env_prefix
 
 
 def _command() -> list[str]:
-    script = Path(sys.executable).parent / "labelloop"
+    script = Path(sys.executable).parent / "labelloop-service"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "labelloop.cli"]
+    return [sys.executable, "-m", "labelloop.services"]
 
 
 @dataclass
@@ -111,7 +100,7 @@ class Supervisor:
         log_path = logs / f"{service}-{replica}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child process from here on
         process = subprocess.Popen(
-            [*_command(), "run", service],
+            [*_command(), service],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -123,8 +112,8 @@ class Supervisor:
         self.processes.append(proc)
         return proc
 
-    def start_all(self, services: tuple[str, ...] = SERVICES) -> list[ServiceProcess]:
-        return [self.start(s) for s in services]
+    def start_all(self, services: tuple[str, ...] | None = None) -> list[ServiceProcess]:
+        return [self.start(s) for s in (services or service_names())]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until every live process answers /readyz; fail with the log tail otherwise."""

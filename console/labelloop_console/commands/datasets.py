@@ -10,8 +10,8 @@ import typer
 
 from labelloop.client import connect
 from labelloop.events import Event, RequestExport
-from labelloop_exporter.dataset_dir import DatasetDirectory
 from labelloop_exporter.settings import ExporterSettings
+from labelloop_exporter.store import DatasetDirectory
 
 __all__ = ["register"]
 

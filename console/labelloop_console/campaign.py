@@ -36,23 +36,34 @@ from labelloop.events import (
     ProjectConfigured,
     QAReport,
     QualityAlertRaised,
+    ReadmitAnnotator,
     RequestExport,
     RequestSampling,
     RequestTraining,
     ReviewRequested,
 )
 from labelloop.payloads import PayloadMissing, resolve
+from labelloop.project import ProjectConfig
 from labelloop.stores import Blobs, NatsBlobs
 from labelloop.streams import Namespace
 
 __all__ = ["BatchView", "CampaignView", "CampaignWatcher", "fold"]
+
+_MODEL_STRATEGIES = frozenset({"least_confidence", "margin", "entropy", "hybrid"})
 
 WATCHED: tuple[type[Event], ...] = tuple(
     cls
     for cls in ALL_EVENTS
     # inputs and commands say what was asked for, not what happened
     if cls
-    not in (ProjectConfigured, ItemsSubmitted, RequestExport, RequestTraining, RequestSampling)
+    not in (
+        ProjectConfigured,
+        ItemsSubmitted,
+        RequestExport,
+        RequestTraining,
+        RequestSampling,
+        ReadmitAnnotator,
+    )
 )
 
 
@@ -161,6 +172,29 @@ class CampaignView:
         for m in self.models:
             out.setdefault(m.round, m)
         return out
+
+    def next_batch(self, config: ProjectConfig | None) -> str:
+        """What the next labeling batch waits for, in words (from the bus and the config)."""
+        if self.converged is not None:
+            return "converged"
+        if self.budget_exhausted is not None:
+            return "budget spent"
+        if config is None:
+            return "-"
+        labeling = self.labeling_batches()
+        if not labeling:
+            return "waiting for items" if not self.items_ingested else "not started"
+        number = labeling[-1].round + 1
+        basis = number - 1 - config.sampling.max_model_lag
+        if basis >= 1:
+            uses_model = config.sampling.strategy.value in _MODEL_STRATEGIES
+            if uses_model and basis not in self.round_models():
+                return f"batch {number} waits for the model of round {basis}"
+            if basis not in {r.round for r in self.reports}:
+                return f"batch {number} waits for QA of round {basis}"
+        if self.open_tasks + config.sampling.batch_size > config.sampling.max_open_tasks:
+            return f"batch {number} waits for open tasks to be done"
+        return "labeling" if self.open_batches else "idle"
 
     @property
     def settled(self) -> bool:

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from labelloop.campaign import CampaignView, CampaignWatcher
 from labelloop.client import BusClient, connect
 from labelloop.project import ProjectConfig
+from labelloop_console.campaign import CampaignView, CampaignWatcher
 
 __all__ = ["render", "show_status"]
 
@@ -54,15 +54,7 @@ def render(views: dict[str, CampaignView], configs: dict[str, ProjectConfig | No
         remaining = max(max_labels - view.labels_used, 0) if max_labels else None
         alpha = view.reports[-1].krippendorff_alpha if view.reports else None
         model = view.latest_model
-        state = (
-            "converged"
-            if view.converged
-            else "budget spent"
-            if view.budget_exhausted
-            else "labeling"
-            if view.open_batches
-            else "idle"
-        )
+        state = view.next_batch(config)
         cost = view.cost(budget.hourly_rate) if budget else None
         table.add_row(
             name,

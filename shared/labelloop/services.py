@@ -1,0 +1,106 @@
+"""Which services exist, and how to run one: a ``ServiceSpec`` per service, found by entry point.
+
+Each service package declares one spec in its composition root (``labelloop_qa.app:SPEC``) and
+registers it under the ``labelloop.services`` entry point group. Everything that needs a service's
+names reads them from its spec: the name it runs under (``qa-scorer``), its package
+(``labelloop_qa``), its settings' environment prefix (``LABELLOOP_QA_``) and its default HTTP
+port. Nobody maps them by hand.
+
+``labelloop-service NAME`` (``main``) is what a service container runs: the kernel alone, without
+the operator console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from labelloop.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from labelloop.runtime import Service
+
+__all__ = ["ServiceSpec", "main", "service_spec", "service_specs"]
+
+_GROUP = "labelloop.services"
+
+ORDER = ("ingester", "sampler", "annotation-bridge", "qa-scorer", "exporter", "trainer")
+"""The order services start and are listed in: upstream first."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    """What the service runs and is known as: ``labelloop-service qa-scorer``, metrics, logs."""
+    settings: type[ServiceSettings]
+    build: Callable[..., Service]
+    """The composition root: settings (and test doubles) in, a runnable ``Service`` out."""
+
+    @property
+    def package(self) -> str:
+        return self.build.__module__.split(".")[0]
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of the service's own settings, e.g. ``LABELLOOP_QA_``."""
+        return str(self.settings.model_config.get("env_prefix", "LABELLOOP_"))
+
+    @property
+    def default_port(self) -> int:
+        return int(self.settings.model_fields["http_port"].default)
+
+    def env(self, field: str) -> str:
+        """The environment variable of one of the service's own settings."""
+        return f"{self.env_prefix}{field.upper()}"
+
+
+@cache
+def service_specs() -> dict[str, ServiceSpec]:
+    """Every installed service, upstream first."""
+    found: dict[str, ServiceSpec] = {}
+    for ep in entry_points(group=_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, ServiceSpec):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a ServiceSpec")
+        if spec.name != ep.name:
+            raise ValueError(f"entry point {ep.name} names the service {spec.name!r}")
+        found[spec.name] = spec
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+def service_spec(name: str) -> ServiceSpec:
+    specs = service_specs()
+    if name not in specs:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(specs)}")
+    return specs[name]
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """``labelloop-service NAME``: run one service until SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="labelloop-service", description="Run one labelloop service until SIGTERM."
+    )
+    parser.add_argument("service", nargs="?", help="the service to run")
+    parser.add_argument("--list", action="store_true", help="list the installed services")
+    args = parser.parse_args(argv)
+    if args.list or not args.service:
+        for spec in service_specs().values():
+            print(f"{spec.name}\t{spec.package}\t{spec.env_prefix}\t{spec.default_port}")
+        return 0 if args.list else 2
+    try:
+        spec = service_spec(args.service)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    spec.build().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

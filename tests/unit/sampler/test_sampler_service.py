@@ -1,0 +1,221 @@
+"""The sampler on the in-memory bus: numbered batches, cut when the round they build on is known."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from labelloop.catalog import Catalog, Chunk, ProbabilityTable, encode_table
+from labelloop.events import (
+    AnnotatorScore,
+    BatchCompleted,
+    BatchCreated,
+    BudgetExhausted,
+    IngestedItem,
+    ItemsIngested,
+    ModelTrained,
+    QAReport,
+    RequestSampling,
+    ReviewItem,
+    ReviewRequested,
+)
+from labelloop.stores import MemoryStores
+from labelloop.testing import InMemoryBus, in_memory
+from labelloop_sampler.app import build_app
+from labelloop_sampler.settings import SamplerSettings
+
+PROJECT = "pool"
+CONFIG: dict[str, Any] = {
+    "name": PROJECT,
+    "task_type": "image_classification",
+    "labels": {"classes": ["a", "b"]},
+    "data_fields": [{"name": "image", "kind": "image"}],
+    "sampling": {
+        "strategy": "hybrid",
+        "batch_size": 10,
+        "max_open_tasks": 100,
+        "max_model_lag": 1,
+        "start": "on_command",
+        "seed": 5,
+    },
+    "quality": {"gold_fraction": 0.1, "overlap_fraction": 0.2},
+    "budget": {"max_labels": 27},
+}
+
+
+async def _setup(bus: InMemoryBus, n: int = 200, config: dict[str, Any] = CONFIG) -> list[str]:
+    """Apply the project and put ``n`` items (5 of them gold) into the catalog, announced."""
+    await bus.stores.projects.put(PROJECT, json.dumps(config).encode())
+    rng = np.random.default_rng(0)
+    items = [
+        IngestedItem(
+            item_id=f"item-{k:03d}",
+            data={"image": f"img-{k}"},
+            known_label=("a" if k % 2 else "b") if k < 5 else None,
+            metadata={"k": k},
+        )
+        for k in range(n)
+    ]
+    catalog = Catalog(bus.stores.state, bus.stores.artifacts)
+    ref = await catalog.write(
+        PROJECT, "c1", Chunk(items, "producer-4", rng.random((n, 4)).astype(np.float32))
+    )
+    await bus.publish(
+        ItemsIngested(project=PROJECT, items=items, chunk_ref=ref, submission_id="s1")
+    )
+    return [i.item_id for i in items]
+
+
+def _report(number: int, flagged: list[str] | None = None) -> QAReport:
+    return QAReport(
+        project=PROJECT,
+        batch_id=f"b{number}",
+        round=number,
+        n_items=10,
+        n_annotations=12,
+        consensus_method="majority",
+        annotators=[
+            AnnotatorScore(annotator_id=who, n_annotations=5, flagged=who in (flagged or []))
+            for who in ("ann-a", "ann-eve")
+        ],
+        lead_time_seconds=120.0,
+        n_lead_times=12,
+    )
+
+
+async def _model(bus: InMemoryBus, number: int, item_ids: list[str]) -> None:
+    proba = np.tile([0.5, 0.5], (len(item_ids), 1))
+    proba[: len(item_ids) // 2] = [0.95, 0.05]
+    table = ProbabilityTable(item_ids, proba, ["a", "b"])
+    ref = f"trainer/{PROJECT}/scores/m{number:04d}.npz"
+    await bus.stores.artifacts.put(ref, encode_table(table))
+    await bus.publish(
+        ModelTrained(
+            project=PROJECT,
+            model_version=f"m{number:04d}",
+            dataset_version=f"v{number:04d}",
+            round=number,
+            promoted=True,
+            metrics={},
+            n_train=10,
+            scores_ref=ref,
+            serving_model_version=f"m{number:04d}",
+            serving_scores_ref=ref,
+        )
+    )
+
+
+def _batches(bus: InMemoryBus, kind: str = "labeling") -> list[BatchCreated]:
+    return sorted((b for b in bus.published(BatchCreated) if b.kind == kind), key=lambda b: b.round)
+
+
+async def test_sampling_waits_for_its_start_then_cuts_up_to_the_lag() -> None:
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        ids = await _setup(bus)
+        assert _batches(bus) == []  # on_command: the pool is in, the campaign not started
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        first, second = _batches(bus)
+        assert (first.round, second.round) == (1, 2)
+        assert first.strategy == second.strategy == "diversity"  # no model yet: cold start
+        assert first.model_version is None
+        assert sum(t.is_gold for t in first.tasks) == 1
+        regular = {t.item_id for b in (first, second) for t in b.tasks if not t.is_gold}
+        assert len(regular) == 18  # no item twice
+        # batch 3 needs round 1's model and QA verdict: the model alone is not enough
+        await _model(bus, 1, [i for i in ids if i not in regular])
+        assert len(_batches(bus)) == 2
+        await bus.publish(_report(1, flagged=["ann-eve"]))
+        third = _batches(bus)[2]
+        assert third.round == 3
+        assert third.model_version == "m0001"
+        assert third.model_round == 1
+        assert third.strategy == "hybrid"
+        assert third.excluded_annotators == ["ann-eve"]
+        # the budget (27 labels) trims the third batch and stops sampling
+        assert sum(not t.is_gold for t in third.tasks) == 9
+        predicted = [t for t in third.tasks if not t.is_gold and t.prediction is not None]
+        assert predicted
+        assert all(t.prediction.model_version == "m0001" for t in predicted)
+        (exhausted,) = bus.published(BudgetExhausted)
+        assert exhausted.labels_used == 27
+
+
+async def _campaign(order: list[str]) -> list[BatchCreated]:
+    """The same inputs delivered in ``order``: which arrives first must not matter."""
+    config = {**CONFIG, "budget": {"max_labels": 100}}
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        ids = await _setup(bus, config=config)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        taken = {t.item_id for b in _batches(bus) for t in b.tasks}
+        pool = [i for i in ids if i not in taken]
+        steps = {
+            "model": lambda: _model(bus, 1, pool),
+            "qa": lambda: bus.publish(_report(1)),
+            "done1": lambda: bus.publish(
+                BatchCompleted(
+                    project=PROJECT,
+                    batch_id=_batches(bus)[0].batch_id,
+                    round=1,
+                    n_tasks=10,
+                    n_annotations=12,
+                )
+            ),
+        }
+        for step in order:
+            await steps[step]()
+        return _batches(bus)
+
+
+async def test_a_batch_does_not_depend_on_which_input_came_first() -> None:
+    runs = [
+        await _campaign(["model", "qa", "done1"]),
+        await _campaign(["done1", "qa", "model"]),
+        await _campaign(["qa", "done1", "model"]),
+    ]
+    fingerprints = [
+        [(b.round, b.batch_id, [t.item_id for t in b.tasks], b.model_version) for b in run]
+        for run in runs
+    ]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+    assert [b.round for b in runs[0]] == [1, 2, 3]
+
+
+async def test_review_requests_become_one_review_batch_per_round() -> None:
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        ids = await _setup(bus)
+        request = ReviewRequested(
+            project=PROJECT,
+            batch_id="b1",
+            round=1,
+            items=[
+                ReviewItem(
+                    item_id=ids[10], reason="disagreement", candidate_label="a", confidence=0.4
+                ),
+                ReviewItem(item_id=ids[11], reason="low_confidence"),
+            ],
+        )
+        await bus.publish(request)
+        await bus.publish(request)  # a redelivery: the same batch, once
+        (review,) = _batches(bus, "review")
+    assert review.round == 1
+    assert [t.item_id for t in review.tasks] == [ids[10], ids[11]]
+    assert all(t.is_review and t.annotations_required == 1 for t in review.tasks)
+    assert review.tasks[0].data == {"image": "img-10"}  # from the catalog
+    assert review.tasks[0].prediction is not None
+    assert review.tasks[0].metadata["review_reason"] == "disagreement"
+
+
+async def test_events_of_an_unknown_project_are_dead_letters() -> None:
+    from labelloop.events import DeadLetter
+
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        await bus.publish(RequestSampling(project="nosuch", action="start"))
+        (letter,) = bus.published(DeadLetter)
+    assert "unknown project 'nosuch'" in letter.reason
+    assert await svc.state.keys("sampler.nosuch.") == []
