@@ -82,6 +82,7 @@ def _batch() -> BatchCreated:
         event_id=deterministic_id("ls-outage-batch", 1),
         project=PROJECT,
         batch_id="ls-outage-1",
+        round=1,
         tasks=tasks,
         strategy="fixed",
         seed=1,

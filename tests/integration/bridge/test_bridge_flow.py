@@ -59,6 +59,7 @@ def _batch() -> BatchCreated:
     return BatchCreated(
         project="tickets",
         batch_id="batch-0001",
+        round=1,
         strategy="margin",
         seed=0,
         model_version="m1",

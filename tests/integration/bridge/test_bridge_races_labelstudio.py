@@ -50,6 +50,7 @@ def _batch(batch_id: str, n: int, required: int = 1) -> BatchCreated:
     return BatchCreated(
         project="races",
         batch_id=batch_id,
+        round=1,
         strategy="random",
         seed=0,
         tasks=[

@@ -50,6 +50,7 @@ def _batch(event_id: str) -> BatchCreated:
         event_id=event_id,
         project="iris",
         batch_id="sim-batch",
+        round=1,
         tasks=tasks,
         strategy="random",
         seed=0,

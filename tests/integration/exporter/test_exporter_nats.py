@@ -1,19 +1,18 @@
-"""The exporter on a real nats-server: a refused export request is dead-lettered with its reason."""
+"""The exporter on a real nats-server: rounds that arrive out of order give versions in order;
+a request for a dataset before any round is dead-lettered with its reason."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
+from labelloop.catalog import Catalog, Chunk
 from labelloop.events import (
     ConsensusLabel,
     DatasetExported,
     DeadLetter,
     IngestedItem,
-    ItemsIngested,
     LabelsReady,
     RequestExport,
 )
@@ -30,14 +29,14 @@ CONFIG = {
     "task_type": "text_classification",
     "labels": {"classes": ["cat", "dog"]},
     "data_fields": [{"name": "text", "kind": "text"}],
-    "export": {"every_n_labels": 1000},
 }
 
 
-def _labels(batch: str, values: dict[str, str]) -> LabelsReady:
+def _labels(number: int, values: dict[str, str]) -> LabelsReady:
     return LabelsReady(
         project=PROJECT,
-        batch_id=batch,
+        batch_id=f"b{number}",
+        round=number,
         labels=[
             ConsensusLabel(item_id=i, label=v, confidence=0.9, method="majority", n_annotations=2)
             for i, v in values.items()
@@ -45,7 +44,7 @@ def _labels(batch: str, values: dict[str, str]) -> LabelsReady:
     )
 
 
-async def test_request_export_writes_then_refuses_bad_labels(
+async def test_rounds_out_of_order_give_versions_in_order(
     nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
     settings = ExporterSettings(nats_url=nats_url, namespace=namespace, export_dir=tmp_path)
@@ -54,29 +53,18 @@ async def test_request_export_writes_then_refuses_bad_labels(
     dead = EventCollector(nats_url, namespace, DeadLetter)
     async with started(service), exported, dead:
         await apply_project(service.stores.projects, parse_project(CONFIG))
+        await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
+        (letter,) = await dead.wait_for(1, timeout=30)
+        assert "no labeling round has finished yet" in letter.reason
         items = [IngestedItem(item_id=f"i{k}", data={"text": f"animal {k}"}) for k in range(10)]
+        await Catalog(service.state, service.artifacts).write(PROJECT, "c", Chunk(items))
         await publish_events(
             nats_url,
             namespace,
-            ItemsIngested(project=PROJECT, submission_id="s", items=items),
-            _labels("b1", {f"i{k}": ("cat", "dog")[k % 2] for k in range(6)}),
+            _labels(2, {"i6": "dog", "i7": "cat"}),
+            _labels(1, {f"i{k}": ("cat", "dog")[k % 2] for k in range(6)}),
         )
-        deadline = time.monotonic() + 30
-        while len(await service.artifacts.list(f"exporter/{PROJECT}/labels/")) < 1:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
-        (v1,) = await exported.wait_for(1, timeout=30)
-        assert v1.version == "v0001"
-        assert (Path(v1.path) / "manifest.json").is_file()
-        await publish_events(nats_url, namespace, _labels("b2", {"i7": "cow"}))
-        deadline = time.monotonic() + 30
-        while len(await service.artifacts.list(f"exporter/{PROJECT}/labels/")) < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
-        (letter,) = await dead.wait_for(1, timeout=30)
-        assert "unknown_class" in letter.reason
-        assert "cow" in letter.reason
-        assert len(exported.events) == 1
-        assert [p.name for p in (tmp_path / PROJECT).iterdir()] == ["v0001"]
+        v1, v2 = await exported.wait_for(2, timeout=30)
+        assert (v1.version, v1.n_rows, v2.version, v2.n_rows) == ("v0001", 6, "v0002", 8)
+        assert (Path(v2.path) / "manifest.json").is_file()
+        assert sorted(p.name for p in (tmp_path / PROJECT).iterdir()) == ["v0001", "v0002"]

@@ -3,12 +3,13 @@
 Docker is not available on these machines, so the files are checked statically where only Docker
 could run them, and for real where something else can:
 
-* the compose file parses, every labelloop container runs ``labelloop run <entry point>``, only
+* the compose file parses, every labelloop container runs ``labelloop-service <name>`` from the
+  service image (no operator console in it), only
   the UIs publish ports, every ``LABELLOOP_*`` variable it sets is a real setting of that service
   and every secret comes from ``.env`` (documented in ``.env.example``);
 * ``promtool`` checks the Prometheus config and rules and runs the rules' unit tests, and
   ``nats-server -t`` checks the production NATS config;
-* the six services run as ``labelloop run <service>`` subprocesses with the environment the
+* the six services run as ``labelloop-service <service>`` subprocesses with the environment the
   compose file gives them, each as its own NATS user of ``infra/nats/accounts.conf``: a whole
   labeling round (items -> batch -> simulated annotations -> QA -> dataset -> model) passes without
   one permission violation, and every metric the dashboards and alerts use is on their /metrics
@@ -31,8 +32,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from labelloop.events import (
 from labelloop.natsserver import EmbeddedNats, find_binary, free_port
 from labelloop.project import parse_project
 from labelloop.runtime import ServiceSettings
+from labelloop.services import service_specs
 from labelloop.testing import EventCollector, configure_project, started
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
 DASHBOARDS = ROOT / "infra" / "grafana" / "dashboards"
 NATS_DIR = ROOT / "infra" / "nats"
 
-SERVICES = {ep.name: ep for ep in entry_points(group="labelloop.services")}
+SERVICES = service_specs()
 UI_PORTS = {"label-studio": 8080, "grafana": 3000, "prometheus": 9090}
 """Services that may publish a port (Prometheus on the loopback interface only)."""
 
@@ -136,9 +136,12 @@ def _labelloop_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _dockerfile_entrypoint() -> list[str]:
-    match = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.MULTILINE)
-    assert match, "the Dockerfile has no exec-form ENTRYPOINT"
+def _dockerfile_entrypoint(target: str = "service") -> list[str]:
+    """The exec-form ENTRYPOINT of one build stage of the Dockerfile."""
+    stages = re.split(r"^FROM\s+", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    (stage,) = [s for s in stages if re.match(rf"\S+\s+AS\s+{target}\s*$", s.splitlines()[0])]
+    match = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", stage, re.MULTILINE)
+    assert match, f"the Dockerfile's {target} stage has no exec-form ENTRYPOINT"
     value = json.loads(match.group(1))
     assert isinstance(value, list)
     return [str(v) for v in value]
@@ -164,14 +167,7 @@ def _interpolate(value: str, env: dict[str, str]) -> str:
 
 
 def _settings_class(service: str) -> type[ServiceSettings]:
-    module = import_module(SERVICES[service].module.rsplit(".", 1)[0] + ".settings")
-    classes = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, ServiceSettings) and obj is not ServiceSettings
-    ]
-    assert len(classes) == 1, f"{module.__name__} should define one settings class"
-    return classes[0]
+    return SERVICES[service].settings
 
 
 def _env_names(cls: type[ServiceSettings]) -> set[str]:
@@ -197,13 +193,15 @@ def _env_names(cls: type[ServiceSettings]) -> set[str]:
 def test_compose_runs_every_service_from_the_one_image_with_its_real_command() -> None:
     compose = _compose()
     services = _labelloop_services(compose)
-    entrypoint = _dockerfile_entrypoint()
-    assert entrypoint == ["labelloop"]
+    entrypoint = _dockerfile_entrypoint("service")
+    assert entrypoint == ["labelloop-service"]
+    assert _dockerfile_entrypoint("console") == ["labelloop"]
     assert set(services) == set(SERVICES), "one compose service per labelloop entry point"
     for name, spec in services.items():
         argv = [*entrypoint, *spec["command"]]
-        assert argv == ["labelloop", "run", name], f"{name}: runs {argv}"
+        assert argv == ["labelloop-service", name], f"{name}: runs {argv}"
         assert spec["build"]["dockerfile"] == "infra/docker/Dockerfile"
+        assert spec["build"]["target"] == "service", f"{name}: the image without the console"
         grace = int(str(spec["stop_grace_period"]).rstrip("s"))
         graceful = float(spec["environment"]["LABELLOOP_GRACEFUL_TIMEOUT_SECONDS"])
         assert grace > graceful, f"{name}: docker would kill in-flight handlers"
@@ -451,7 +449,7 @@ def deployment() -> Iterator[Deployment]:
                 os.environ[key] = value
     exports = tmp / "exports"
     compose = _compose()
-    binary = str(Path(sys.executable).parent / "labelloop")
+    binary = str(Path(sys.executable).parent / "labelloop-service")
     ports, logs, processes = {}, {}, {}
     try:
         for name, spec in _labelloop_services(compose).items():
@@ -481,7 +479,7 @@ def _wait_ready(deployment: Deployment, timeout: float) -> None:
             process = deployment.processes[name]
             if process.poll() is not None:
                 log = deployment.logs[name].read_text(errors="replace")[-3000:]
-                pytest.fail(f"`labelloop run {name}` exited with {process.returncode}:\n{log}")
+                pytest.fail(f"`labelloop-service {name}` exited with {process.returncode}:\n{log}")
             try:
                 status, _ = _get(f"http://127.0.0.1:{deployment.ports[name]}/readyz")
             except OSError:
@@ -523,11 +521,11 @@ async def test_dashboards_and_alerts_use_only_metrics_that_exist(
     """Every service started for real; their registries are what /metrics serves."""
     exposed = set(PROMETHEUS_BUILTIN) | NATS_JSZ_FAMILIES
     async with contextlib.AsyncExitStack() as stack:
-        for name, ep in SERVICES.items():
+        for name, spec in SERVICES.items():
             options: dict[str, Any] = {"nats_url": nats_server.url, "namespace": namespace}
             if name == "annotation-bridge":
                 options["backend"] = "simulated"  # no Label Studio here; same metric families
-            service = ep.load()(_settings_class(name)(**options))
+            service = spec.build(spec.settings(**options))
             await stack.enter_async_context(started(service))
             exposed |= _families(generate_latest(service.registry).decode())
     _, varz = _get(f"http://127.0.0.1:{nats_server.http_port}/varz")
@@ -570,7 +568,6 @@ PROJECT = {
     "data_fields": [{"name": "text", "kind": "text"}],
     "quality": {"overlap_fraction": 0.2, "annotators_per_overlapped_item": 2, "gold_fraction": 0.0},
     "sampling": {"strategy": "random", "batch_size": 30, "seed": 3},
-    "export": {"every_n_labels": 20},
     "training": {"min_new_labels": 20},
     "simulation": {
         "seed": 5,
@@ -634,7 +631,7 @@ async def test_a_labeling_round_passes_under_the_production_permissions(
         }
         assert "LABELLOOP_DLQ" in streams
         consumers = {c["name"] for s in streams.values() for c in s.get("consumer_detail", [])}
-        assert "labelloop_qa_scorer_annotations_submitted" in consumers
+        assert "labelloop_qa_scorer_batches_completed" in consumers
     finally:
         for collector in collectors.values():
             await collector.__aexit__(None, None, None)

@@ -1,4 +1,5 @@
-"""qa-scorer against a real nats-server: annotations in; labels, report and reviews out."""
+"""qa-scorer against a real nats-server: a completed batch in; its report, review and, once the
+review is answered, the round's labels out."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import pytest
 from labelloop.events import (
     Annotation,
     AnnotationSource,
-    AnnotationsSubmitted,
     BatchCompleted,
-    BatchCreated,
-    BatchTask,
+    CompletedTask,
     LabelsReady,
     QAReport,
     QualityAlertRaised,
@@ -88,17 +87,44 @@ async def test_annotations_to_labels_report_reviews_and_alert(
             EventCollector(nats_url, namespace, ReviewRequested) as reviews,
             EventCollector(nats_url, namespace, QualityAlertRaised) as alerts,
         ):
-            tasks = [BatchTask(item_id=i, data={"text": i}, annotations_required=3) for i in VOTES]
-            await service.publish(
-                BatchCreated(project=PROJECT, batch_id="b1", strategy="random", seed=0, tasks=tasks)
+            tasks = [CompletedTask(item_id=i, annotations_required=3) for i in VOTES]
+            completed = BatchCompleted(
+                project=PROJECT,
+                batch_id="b1",
+                round=1,
+                n_tasks=6,
+                n_annotations=18,
+                tasks=tasks,
+                annotations=_annotations(),
             )
-            await service.publish(AnnotationsSubmitted(project=PROJECT, annotations=_annotations()))
-            completed = BatchCompleted(project=PROJECT, batch_id="b1", n_tasks=6, n_annotations=18)
             await service.publish(completed)
             (report,) = await reports.wait_for(1, timeout=30)
-            label_events = await labels.wait_for(1, timeout=10)
             (review,) = await reviews.wait_for(1, timeout=10)
             (alert,) = await alerts.wait_for(1, timeout=10)
+            expert = Annotation(
+                annotation_id="e1",
+                item_id="i5",
+                annotator_id="expert",
+                value="neu",
+                batch_id="r1",
+                created_at=T0,
+                updated_at=T0,
+                source=AnnotationSource.SIMULATION,
+                is_expert=True,
+            )
+            await service.publish(
+                BatchCompleted(
+                    project=PROJECT,
+                    batch_id="r1",
+                    round=1,
+                    kind="review",
+                    n_tasks=1,
+                    n_annotations=1,
+                    tasks=[CompletedTask(item_id="i5", annotations_required=1, is_review=True)],
+                    annotations=[expert],
+                )
+            )
+            label_events = await labels.wait_for(1, timeout=30)
             # a redelivered completion republishes the same events, which the server drops
             await service.publish(completed.model_copy(update={"event_id": "again"}))
             await wait_until(lambda: _handled(service, "BatchCompleted") >= 2, timeout=20)
@@ -129,9 +155,10 @@ async def test_annotations_to_labels_report_reviews_and_alert(
     )
     mv = majority_vote(r)
     released = {lab.item_id: lab for e in label_events for lab in e.labels}
-    assert set(released) == {"i0", "i1", "i2", "i3", "i4"}
+    assert set(released) == {"i0", "i1", "i2", "i3", "i4", "i5"}
+    assert (released["i5"].label, released["i5"].method) == ("neu", "expert-review")
     for i, item in enumerate(r.item_ids.tolist()):
-        if item in released:
+        if item != "i5":
             assert released[item].label == CLASSES[mv.label[i]]
             assert released[item].confidence == pytest.approx(mv.confidence[i])
     assert [(item.item_id, item.reason) for item in review.items] == [("i5", "disagreement")]

@@ -1,5 +1,5 @@
-"""The ingester and sampler against a real nats-server: 10k items to a first batch, re-ingest,
-rejections, and a sampler killed mid-stream that neither repeats nor loses an item."""
+"""The ingester and sampler against a real nats-server: 10k items to the first batches, re-ingest,
+rejections, and a sampler stopped mid-campaign that neither repeats nor loses an item."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from labelloop.events import (
     ItemIn,
     ItemsIngested,
     ItemsRejected,
+    ModelTrained,
+    QAReport,
 )
 from labelloop.runtime import Service
 from labelloop.testing import EventCollector, configure_project, publish_events, started
@@ -67,7 +69,8 @@ async def test_ten_thousand_items_to_a_first_batch_and_reingest_adds_nothing(
         items = [*_items(10000), ItemIn(data={"text": 42}), ItemIn(data={"title": "no text"})]
         messages = submissions(items, "reviews", source="test")
         await publish_events(nats_url, namespace, *messages)
-        (first,) = await batches.wait_for(1, timeout=60)
+        first, second = sorted(await batches.wait_for(2, timeout=60), key=lambda b: b.round)
+        assert (first.round, second.round) == (1, 2)  # max_model_lag 1: two without a model
         assert len(first.tasks) == 50
         assert sum(t.is_gold for t in first.tasks) == 5
         assert all(t.gold_label is not None for t in first.tasks if t.is_gold)
@@ -95,10 +98,45 @@ async def test_ten_thousand_items_to_a_first_batch_and_reingest_adds_nothing(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
         assert n_items() == 10_000
-        assert len(batches.events) == 1
+        # batch 3 waits for what round 1 teaches: new items alone cut nothing more
+        assert len(batches.events) == 2
 
 
-async def test_a_killed_sampler_neither_repeats_nor_loses_items(
+def _round_outcomes(number: int) -> list[Any]:
+    """What the trainer and QA would say after a round: no model yet, nobody flagged."""
+    return [
+        ModelTrained(
+            project="reviews",
+            model_version=f"m{number:04d}",
+            dataset_version=f"v{number:04d}",
+            round=number,
+            promoted=False,
+            metrics={},
+            n_train=0,
+            skipped="test",
+        ),
+        QAReport(
+            project="reviews",
+            batch_id=f"b{number}",
+            round=number,
+            n_items=50,
+            n_annotations=60,
+            consensus_method="majority",
+        ),
+    ]
+
+
+def _completed(batch: BatchCreated) -> BatchCompleted:
+    return BatchCompleted(
+        project="reviews",
+        batch_id=batch.batch_id,
+        round=batch.round,
+        n_tasks=len(batch.tasks),
+        n_annotations=len(batch.tasks),
+    )
+
+
+async def test_a_stopped_sampler_neither_repeats_nor_loses_items(
     nats_url: str, namespace: str
 ) -> None:
     ingester = build_ingester(IngesterSettings(nats_url=nats_url, namespace=namespace))
@@ -111,32 +149,14 @@ async def test_a_killed_sampler_neither_repeats_nor_loses_items(
             await publish_events(
                 nats_url, namespace, *submissions(_items(400), "reviews", source="t")
             )
-            await batches.wait_for(1, timeout=60)
-            completions = [
-                BatchCompleted(
-                    project="reviews", batch_id=b.batch_id, n_tasks=len(b.tasks), n_annotations=0
-                )
-                for b in batches.events[:1]
-            ]
-            await publish_events(nats_url, namespace, *completions)
-            await batches.wait_for(2, timeout=30)
-        # the sampler is gone; work arrives while it is down; a new one takes over
-        done = {b.batch_id for b in batches.events}
-        await publish_events(
-            nats_url,
-            namespace,
-            *[
-                BatchCompleted(
-                    project="reviews", batch_id=b.batch_id, n_tasks=len(b.tasks), n_annotations=0
-                )
-                for b in batches.events
-            ],
-        )
+            await batches.wait_for(2, timeout=60)
+        # the sampler is gone; round 1 finishes while it is down; a new one takes over
+        first = next(b for b in batches.events if b.round == 1)
+        await publish_events(nats_url, namespace, _completed(first), *_round_outcomes(1))
         async with started(build_sampler(settings)) as _:
-            await _configure(nats_url, namespace, ingester)
             await batches.wait_for(3, timeout=60)
             unique = {b.batch_id: b for b in batches.events}
-            assert set(unique) >= done
+            assert sorted(b.round for b in unique.values()) == [1, 2, 3]
             handed = [t.item_id for b in unique.values() for t in b.tasks if not t.is_gold]
             assert len(handed) == len(set(handed)), "an item was handed out twice"
             assert len(handed) == 45 * len(unique)
@@ -164,24 +184,13 @@ async def test_budget_stops_sampling_once_and_a_raised_budget_resumes_it(
         )
         [first] = await batches.wait_for(1, timeout=30)
         assert len(first.tasks) == 10
-
-        def completed(batch: BatchCreated) -> BatchCompleted:
-            return BatchCompleted(
-                project="reviews", batch_id=batch.batch_id, n_tasks=10, n_annotations=10
-            )
-
-        await publish_events(nats_url, namespace, completed(first))
         [stop] = await spent.wait_for(1, timeout=30)
         assert stop.labels_used == 10
         # another trigger while spent: the same event again, dropped as a duplicate
-        await publish_events(
-            nats_url, namespace, completed(first).model_copy(update={"event_id": "again"})
-        )
+        await publish_events(nats_url, namespace, _completed(first))
         await configure_project(nats_url, namespace, {**small, "budget": {"max_labels": 20}})
-        await publish_events(
-            nats_url, namespace, completed(first).model_copy(update={"event_id": "raised"})
-        )
-        second = (await batches.wait_for(2, timeout=30))[1]
+        second = sorted(await batches.wait_for(2, timeout=30), key=lambda b: b.round)[1]
+        assert second.round == 2
         assert len(second.tasks) == 10
         assert not {t.item_id for t in second.tasks} & {t.item_id for t in first.tasks}
         assert len(spent.events) == 1

@@ -1,8 +1,8 @@
-"""Exporter and trainer on a real nats-server: labels -> dataset on disk -> model -> pool scores."""
+"""Exporter and trainer on a real nats-server: rounds of labels -> dataset versions on disk ->
+one model per round -> pool scores."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labelloop.catalog import Catalog, Chunk, decode_table
 from labelloop.events import (
     ConsensusLabel,
     DatasetExported,
     IngestedItem,
-    ItemsIngested,
     LabelsReady,
     ModelTrained,
 )
@@ -33,7 +33,6 @@ CONFIG = {
     "task_type": "text_classification",
     "labels": {"classes": ["pos", "neg", "neu"]},
     "data_fields": [{"name": "text", "kind": "text"}],
-    "export": {"every_n_labels": 60},
     "training": {"min_new_labels": 20},
 }
 _POS = ["good", "great", "excellent", "lovely", "superb", "nice"]
@@ -64,19 +63,13 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
     models = EventCollector(nats_url, namespace, ModelTrained)
     async with started(exporter), started(trainer), datasets, models:
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
-        await publish_events(
-            nats_url,
-            namespace,
-            ItemsIngested(
-                project=PROJECT,
-                submission_id="s1",
-                items=[IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus],
-            ),
-        )
+        items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
+        await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
         labels = [
             LabelsReady(
                 project=PROJECT,
                 batch_id=f"b{b}",
+                round=b + 1,
                 labels=[
                     ConsensusLabel(
                         item_id=i,
@@ -91,9 +84,15 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
             )
             for b in range(3)
         ]
-        await publish_events(nats_url, namespace, *labels, labels[0])  # one redelivered
-        (dataset,) = await datasets.wait_for(1, timeout=60)
-        assert (dataset.version, dataset.n_rows) == ("v0001", 60)
+        # round 3 first, round 1 twice: versions still come in round order, once each
+        await publish_events(nats_url, namespace, labels[2], labels[0], labels[1], labels[0])
+        found = await datasets.wait_for(3, timeout=60)
+        assert [(d.version, d.round, d.n_rows) for d in found] == [
+            ("v0001", 1, 20),
+            ("v0002", 2, 40),
+            ("v0003", 3, 60),
+        ]
+        dataset = found[-1]
         path = Path(dataset.path)
         manifest = json.loads((path / "manifest.json").read_bytes())
         assert manifest["n_rows"] == 60
@@ -102,19 +101,24 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
         for name in ("dataset.jsonl", "dataset.csv", "dataset.parquet"):
             assert (path / name).is_file()
 
-        (model,) = await models.wait_for(1, timeout=120)
-        assert model.dataset_version == "v0001"
-        assert model.promoted
-        assert model.scores_ref is not None
-        raw = await trainer.artifacts.get(model.scores_ref)
+        trained = await models.wait_for(3, timeout=120)
+        assert [m.round for m in trained] == [1, 2, 3]
+        model = trained[-1]
+        assert model.dataset_version == "v0003"
+        assert model.serving_model_version is not None
+        assert model.serving_scores_ref is not None
+        raw = await trainer.artifacts.get(model.serving_scores_ref)
         assert raw is not None
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            assert npz["classes"].tolist() == ["pos", "neg", "neu"]
-            assert sorted(npz["item_ids"].tolist()) == sorted(i for i, _, _ in corpus[60:])
-            proba = npz["proba"]
+        table = decode_table(raw)
+        assert table.classes == ["pos", "neg", "neu"]
+        if model.promoted:
+            assert sorted(table.item_ids) == sorted(i for i, _, _ in corpus[60:])
+        proba = table.proba[[k for k, i in enumerate(table.item_ids) if i >= "item0060"]]
         assert proba.shape == (140, 3)
         assert np.all(proba[:, 2] == 0.0)  # "neu" was never labeled: zero, not shifted
+        rows = {i: k for k, i in enumerate(table.item_ids)}
         truth = np.array([y for _, _, y in corpus[60:]])
-        predicted = np.array(["pos", "neg", "neu"])[proba.argmax(axis=1)]
+        ordered = table.proba[[rows[i] for i, _, _ in corpus[60:]]]
+        predicted = np.array(["pos", "neg", "neu"])[ordered.argmax(axis=1)]
         assert np.mean(predicted == truth) > 0.8
-        assert len(datasets.events) == 1  # the redelivered message made no second version
+        assert len(datasets.events) == 3  # the redelivered round made no fourth version
