@@ -73,6 +73,10 @@ class DemoOptions:
     """Override the project's ``sampling.max_model_lag``."""
     time_scale: float | None = None
     """Override the simulated crew's ``time_scale`` (0: answers at once)."""
+    variants: dict[str, dict[str, Any]] | None = None
+    """Instead of the active-learning project and its random arm: one project per entry, named
+    ``<project>-<key>``, the value's sections merged into the project (``{"quality":
+    {"consensus": "majority"}}``)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,15 @@ def arm_configs(base: ProjectConfig, options: DemoOptions) -> list[ProjectConfig
         raw["sampling"]["max_model_lag"] = options.max_model_lag
     if options.time_scale is not None and raw.get("simulation"):
         raw["simulation"] = {**raw["simulation"], "time_scale": options.time_scale}
+    if options.variants is not None:
+        out = []
+        for key, changes in options.variants.items():
+            variant = json.loads(json.dumps(raw))
+            variant["name"] = f"{base.name}-{key}"
+            for section, values in changes.items():
+                variant[section] = {**variant.get(section, {}), **values}
+            out.append(parse_project(variant))
+        return out
     arms = [parse_project(raw)]
     if options.random_arm:
         rnd = json.loads(json.dumps(raw))

@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,36 +27,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from labelloop.events import (
-    BatchCreated,
-    BatchTask,
-    DatasetExported,
     DeadLetter,
     Event,
-    IngestedItem,
-    ItemsIngested,
-    LabelsReady,
-    RequestExport,
-    deterministic_id,
 )
 from labelloop.natsserver import EmbeddedNats, free_port
-from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.streams import Namespace
-from labelloop_console.demo import DEFAULT_PROJECT, digits_items, load_digits_data
 from labelloop_console.processes import ServiceProcess, Supervisor
-from labelloop_exporter.domain.table import LABEL_COLUMNS
 
 E = TypeVar("E", bound=Event)
-
-DATASET_COLUMNS = tuple(c for c in LABEL_COLUMNS if c != "labeled_at")
-"""Dataset columns that must not depend on timing (``labeled_at`` is QA's clock: left out)."""
-
-SERVICE_EVENTS: dict[str, tuple[str, ...]] = {
-    "annotation-bridge": ("BatchCreated",),
-    "qa-scorer": ("BatchCreated", "AnnotationsSubmitted", "BatchCompleted", "ModelTrained"),
-    "exporter": ("LabelsReady", "RequestExport", "ItemsIngested", "QAReport"),
-    "ingester": ("ItemsSubmitted",),
-}
-
 
 # --------------------------------------------------------------------------- polling
 
@@ -311,98 +289,6 @@ async def kill_when_busy(
     return in_flight
 
 
-# --------------------------------------------------------------------------- chaos inputs
-
-
-BASE_TIME = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class ChaosInputs:
-    """A fixed, seeded workload: the project, its items as the exporter sees them, the batches."""
-
-    project: ProjectConfig
-    ingested: list[ItemsIngested]
-    batches: list[BatchCreated]
-
-    @property
-    def expected_items(self) -> set[str]:
-        return {t.item_id for b in self.batches for t in b.tasks}
-
-
-def chaos_project(name: str = "chaos", consensus: str = "majority") -> ProjectConfig:
-    raw = load_project(DEFAULT_PROJECT).model_dump(mode="json")
-    raw["name"] = name
-    raw["title"] = "Chaos: digits through bridge, QA and exporter"
-    raw["quality"] = {**raw["quality"], "consensus": consensus}
-    raw["export"] = {**raw["export"], "every_n_labels": 40}
-    return parse_project(raw)
-
-
-def chaos_inputs(
-    *,
-    n_batches: int = 8,
-    tasks_per_batch: int = 30,
-    n_gold: int = 3,
-    overlap_every: int = 3,
-    seed: int = 20,
-    consensus: str = "majority",
-) -> ChaosInputs:
-    """``n_batches`` batches of distinct digits; every ``overlap_every``-th task wants three
-    annotators (agreement), ``n_gold`` tasks per batch are gold (three annotators too)."""
-    project = chaos_project(consensus=consensus)
-    data = load_digits_data(seed, 0.3)
-    items = digits_items(data, n_gold=0, seed=seed)[: n_batches * tasks_per_batch]
-    ids = [deterministic_id("chaos-item", it.external_id) for it in items]
-    ingested = [
-        ItemsIngested(
-            event_id=deterministic_id("chaos-ingested", project.name, start),
-            project=project.name,
-            items=[
-                IngestedItem(
-                    item_id=ids[i],
-                    data=items[i].data,
-                    metadata=items[i].metadata,
-                    external_id=items[i].external_id,
-                )
-                for i in range(start, min(start + 100, len(items)))
-            ],
-            submission_id=deterministic_id("chaos-submission", start),
-        )
-        for start in range(0, len(items), 100)
-    ]
-    batches = []
-    for b in range(n_batches):
-        tasks = []
-        for k in range(tasks_per_batch):
-            i = b * tasks_per_batch + k
-            truth = str(items[i].metadata["simulation_truth"])
-            gold = k < n_gold
-            tasks.append(
-                BatchTask(
-                    item_id=ids[i],
-                    data=items[i].data,
-                    annotations_required=3 if gold or k % overlap_every == 0 else 1,
-                    is_gold=gold,
-                    gold_label=truth if gold else None,
-                    metadata=items[i].metadata,
-                )
-            )
-        batch_id = f"chaos-{b:02d}"
-        batches.append(
-            BatchCreated(
-                event_id=deterministic_id("chaos-batch", project.name, batch_id),
-                occurred_at=BASE_TIME + timedelta(minutes=b),
-                project=project.name,
-                batch_id=batch_id,
-                tasks=tasks,
-                strategy="fixed",
-                seed=seed + b,
-            )
-        )
-    return ChaosInputs(project, ingested, batches)
-
-
 async def dead_letters(nc: NatsClient, ns: Namespace) -> list[DeadLetter]:
     return await events_of(nc, ns, DeadLetter)
 
@@ -414,31 +300,6 @@ def read_dataset(path: str | Path) -> list[dict[str, Any]]:
             if line.strip():
                 rows.append(json.loads(line))
     return rows
-
-
-def comparable(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Dataset rows by item id, with only the columns that must not depend on timing."""
-    return {r["item_id"]: {c: r.get(c) for c in DATASET_COLUMNS} for r in rows}
-
-
-def diff_datasets(
-    a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], tol: float = 1e-9
-) -> list[str]:
-    """Human-readable differences between two datasets (empty when they are the same)."""
-    problems = []
-    for item in sorted(a.keys() - b.keys()):
-        problems.append(f"{item}: only in the undisturbed run")
-    for item in sorted(b.keys() - a.keys()):
-        problems.append(f"{item}: only in the run under faults")
-    for item in sorted(a.keys() & b.keys()):
-        for column in DATASET_COLUMNS:
-            x, y = a[item][column], b[item][column]
-            if column in ("confidence", "weight") and x is not None and y is not None:
-                if abs(float(x) - float(y)) > tol:
-                    problems.append(f"{item}.{column}: {x!r} != {y!r}")
-            elif x != y:
-                problems.append(f"{item}.{column}: {x!r} != {y!r}")
-    return problems
 
 
 def now_iso() -> str:
@@ -504,50 +365,6 @@ class LabelStudioProcess:
             capture_output=True,
             timeout=60,
         )
-
-
-# --------------------------------------------------------------------------- the final export
-
-
-async def final_export(
-    nc: NatsClient, ns: Namespace, project: str, *, timeout: float = 180.0
-) -> tuple[DatasetExported, set[str]]:
-    """Ask for the final dataset once the exporter has applied every label on the bus.
-
-    A label message held by a killed exporter comes back only after the ack wait; an export
-    requested before that misses it. So: wait until the exporter's LabelsReady consumer has
-    nothing pending or unacknowledged, request an export, and wait for a version holding every
-    labeled item (asking again while none does: "unchanged" publishes nothing).
-    """
-
-    async def drained() -> bool:
-        state = await consumer_state(nc, ns, "exporter", LabelsReady)
-        return state["pending"] == 0 and state["ack_pending"] == 0
-
-    deadline = time.monotonic() + timeout
-    while True:
-        await poll(drained, timeout=timeout, interval=0.5, what="the exporter applying all labels")
-        labeled = {lab.item_id for e in await events_of(nc, ns, LabelsReady) for lab in e.labels}
-        js = nc.jetstream()
-        request = RequestExport(project=project, reason="reliability test: final export")
-        await js.publish(
-            ns.subject(RequestExport),
-            request.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": request.event_id},
-        )
-
-        async def complete(labeled: set[str] = labeled) -> DatasetExported | None:
-            found = [d for d in await events_of(nc, ns, DatasetExported) if d.project == project]
-            latest = max(found, key=lambda d: d.version, default=None)
-            return latest if latest is not None and latest.n_rows == len(labeled) else None
-
-        try:
-            exported = await poll(complete, timeout=30, interval=0.5, what="the final version")
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
-            continue  # labels arrived after the request: drain and ask again
-        return exported, labeled
 
 
 async def sign_up_users(http: httpx.AsyncClient, names: Sequence[str]) -> dict[str, int]:

@@ -6,7 +6,7 @@ once, then every (message, consumer) pair is checked against its verdict:
 
 * a payload the event's schema rejects -> a ``DeadLetter`` of kind ``invalid`` for every consumer
   of the subject, with the reason, counted in ``labelloop_runtime_dead_letters_total``;
-* a valid event of a project nobody configured -> the decision written in ``UNKNOWN_PROJECT``;
+* a valid event of a project nobody configured -> a dead letter saying so, from every consumer;
 * valid events with absurd values -> handled or dead-lettered with a reason, never a crash loop;
 * oversized: items over the ingester's limits are rejected per item (``ItemsRejected``), garbage
   near NATS' max payload is dead-lettered (its payload kept truncated), over it the client refuses.
@@ -52,8 +52,11 @@ from labelloop.events import (
     LabelingConverged,
     LabelsReady,
     ModelTrained,
+    ProjectConfigured,
     QAReport,
+    ReadmitAnnotator,
     RequestExport,
+    RequestSampling,
     RequestTraining,
     ReviewItem,
     ReviewRequested,
@@ -123,20 +126,23 @@ def valid_event(cls: type[Event], project: str) -> Event:
             **p, items=[IngestedItem(item_id="i-1", data={"text": "hello"})], submission_id="s-1"
         ),
         BatchCreated: lambda: BatchCreated(
-            **p, batch_id="b-1", tasks=[task], strategy="random", seed=1
+            **p, batch_id="b-1", round=1, tasks=[task], strategy="random", seed=1
         ),
         AnnotationsSubmitted: lambda: AnnotationsSubmitted(**p, annotations=[_annotation()]),
-        BatchCompleted: lambda: BatchCompleted(**p, batch_id="b-1", n_tasks=1, n_annotations=1),
-        LabelsReady: lambda: LabelsReady(**p, batch_id="b-1", labels=[label]),
+        BatchCompleted: lambda: BatchCompleted(
+            **p, batch_id="b-1", round=1, n_tasks=1, n_annotations=1, annotations=[_annotation()]
+        ),
+        LabelsReady: lambda: LabelsReady(**p, batch_id="b-1", round=1, labels=[label]),
         QAReport: lambda: QAReport(
-            **p, batch_id="b-1", n_items=1, n_annotations=2, consensus_method="majority"
+            **p, batch_id="b-1", round=1, n_items=1, n_annotations=2, consensus_method="majority"
         ),
         ReviewRequested: lambda: ReviewRequested(
-            **p, items=[ReviewItem(item_id="i-1", reason="low_confidence")]
+            **p, batch_id="b-1", round=1, items=[ReviewItem(item_id="i-1", reason="low_confidence")]
         ),
         DatasetExported: lambda: DatasetExported(
             **p,
             version="v0001",
+            round=1,
             path="/nonexistent/v0001",
             n_rows=1,
             n_new_rows=1,
@@ -149,6 +155,7 @@ def valid_event(cls: type[Event], project: str) -> Event:
             **p,
             model_version="m-1",
             dataset_version="v0001",
+            round=1,
             promoted=True,
             metrics={"accuracy": 0.5},
             n_train=1,
@@ -156,6 +163,9 @@ def valid_event(cls: type[Event], project: str) -> Event:
         LabelingConverged: lambda: LabelingConverged(**p, model_version="m-1", reason="plateau"),
         RequestExport: lambda: RequestExport(**p),
         RequestTraining: lambda: RequestTraining(**p, dataset_version="v0001"),
+        RequestSampling: lambda: RequestSampling(**p, action="start"),
+        ReadmitAnnotator: lambda: ReadmitAnnotator(**p, annotator_id="ann"),
+        ProjectConfigured: lambda: ProjectConfigured(**p, revision=1, config={}),
     }
     return builders[cls]()
 
@@ -179,6 +189,7 @@ def absurd_events(project: str) -> list[Event]:
         BatchCreated(
             **p,
             batch_id=weird_id,
+            round=huge,
             strategy="🙂" * 100,
             seed=-huge,
             tasks=[
@@ -206,10 +217,11 @@ def absurd_events(project: str) -> list[Event]:
                 )
             ],
         ),
-        BatchCompleted(**p, batch_id=weird_id, n_tasks=-huge, n_annotations=huge),
+        BatchCompleted(**p, batch_id=weird_id, round=huge, n_tasks=-huge, n_annotations=huge),
         LabelsReady(
             **p,
             batch_id=weird_id,
+            round=huge,
             labels=[
                 ConsensusLabel(
                     item_id=weird_id,
@@ -223,6 +235,7 @@ def absurd_events(project: str) -> list[Event]:
         QAReport(
             **p,
             batch_id=weird_id,
+            round=huge,
             n_items=-1,
             n_annotations=huge,
             consensus_method="?",
@@ -232,11 +245,13 @@ def absurd_events(project: str) -> list[Event]:
         ReviewRequested(
             **p,
             batch_id=weird_id,
+            round=huge,
             items=[ReviewItem(item_id=f"r{i}", reason="?") for i in range(2000)],
         ),
         DatasetExported(
             **p,
             version=weird_id,
+            round=huge,
             path="/etc",
             n_rows=-1,
             n_new_rows=huge,
@@ -250,44 +265,22 @@ def absurd_events(project: str) -> list[Event]:
             **p,
             model_version=weird_id,
             dataset_version=weird_id,
+            round=huge,
             promoted=True,
             metrics={"accuracy": 1e308},
             n_train=-1,
             scores_ref="no/such/scores.npz",
-            oos_ref="no/such/oos.npz",
+            serving_scores_ref="no/such/scores.npz",
         ),
         RequestExport(**p, formats=["exe", "../../etc/passwd"]),
         RequestTraining(**p, dataset_version=weird_id),
+        ReadmitAnnotator(**p, annotator_id=weird_id[:256]),
     ]
 
 
-ANY = "either handled or dead-lettered"
-
-# Decisions for a valid event of a project nobody configured: the reason its dead letter carries,
-# or None where taking it is a harmless no-op (state kept per project, nothing published).
-UNKNOWN_PROJECT: dict[tuple[str, str], str | None] = {
-    ("ingester", "ItemsSubmitted"): "unknown project",
-    ("sampler", "ItemsIngested"): "unknown project",
-    ("sampler", "BatchCompleted"): "unknown project",
-    ("sampler", "AnnotationsSubmitted"): "unknown project",
-    ("sampler", "ModelTrained"): "unknown project",
-    ("sampler", "ReviewRequested"): "unknown project",
-    ("sampler", "LabelingConverged"): None,  # remembers the project converged
-    ("annotation-bridge", "BatchCreated"): "has no configuration yet",  # retried, then dead
-    ("qa-scorer", "BatchCreated"): None,  # keeps the tasks for when annotations come
-    ("qa-scorer", "AnnotationsSubmitted"): None,  # keeps the annotation in its batch
-    # scored with the default quality settings once its annotations are stored (QA needs no
-    # config; the exporter then dead-letters the labels); dead after retries if they are not
-    ("qa-scorer", "BatchCompleted"): ANY,
-    ("qa-scorer", "ModelTrained"): None,  # no out-of-sample probabilities: nothing to check
-    ("exporter", "LabelsReady"): "unknown project",
-    ("exporter", "RequestExport"): "unknown project",
-    ("exporter", "ItemsIngested"): None,  # keeps the items for a later export
-    ("exporter", "QAReport"): None,  # keeps the agreement figures
-    ("trainer", "ItemsIngested"): "unknown project",
-    ("trainer", "DatasetExported"): "unknown project",
-    ("trainer", "RequestTraining"): "unknown project",
-}
+UNKNOWN_PROJECT = "unknown project"
+"""One policy in every service: a valid event of a project nobody configured is a dead letter
+with this reason, and nothing is created for it."""
 
 
 # ---------------------------------------------------------------------- hypothesis strategies
@@ -349,6 +342,7 @@ def garbage_for(cls: type[Event]) -> list[bytes]:
 @dataclass
 class Sent:
     cls: type[Event]
+    subject: str
     seq: int
     payload: bytes
     kind: str  # garbage, unknown_project, absurd, oversized
@@ -422,24 +416,27 @@ async def test_garbage_on_every_consumed_subject_is_dead_lettered_or_harmless(
         js = nc.jetstream()
         try:
             await configure_project(nats_url, namespace, parse_project(_project(ABSURD)))
-            consumers = await _consumers(js, ns)
-            consumed = sorted({event_type(ns.relative(s)) for s in consumers}, key=str)  # type: ignore[arg-type]
-            assert len(consumed) == 13, consumers  # every handler of the six services
-            owner = {d: s for s, svc in services.items() for d in svc._subscriptions}
+            filters = await _consumers(js, ns)
+            consumers = {event_type(ns.relative(s)): names for s, names in filters.items()}
+            consumed = sorted(consumers, key=str)  # type: ignore[arg-type]
+            handled = {s.event for svc in services.values() for s in svc.subscriptions()}
+            assert set(consumed) == handled, filters  # every handler of the six services
+            owner = {s.durable: n for n, svc in services.items() for s in svc.subscriptions()}
 
             sent: list[Sent] = []
 
-            async def send(cls: type[Event], payload: bytes, kind: str) -> None:
-                ack = await js.publish(ns.subject(cls), payload)
-                sent.append(Sent(cls, ack.seq, payload, kind))
+            async def send(cls: type[Event], payload: bytes, kind: str, project: str) -> None:
+                subject = ns.subject(cls, project)
+                ack = await js.publish(subject, payload)
+                sent.append(Sent(cls, subject, ack.seq, payload, kind))
 
             for cls in consumed:
                 for payload in garbage_for(cls):
-                    await send(cls, payload, "garbage")
+                    await send(cls, payload, "garbage", ABSURD)
                 ghost = valid_event(cls, GHOST)
-                await send(cls, ghost.model_dump_json().encode(), "unknown_project")
+                await send(cls, ghost.model_dump_json().encode(), "unknown_project", GHOST)
             for event in absurd_events(ABSURD):
-                await send(type(event), event.model_dump_json().encode(), "absurd")
+                await send(type(event), event.model_dump_json().encode(), "absurd", ABSURD)
 
             # oversized: over the ingester's limits (rejected per item), near and over max payload
             max_payload = nc.max_payload
@@ -449,12 +446,12 @@ async def test_garbage_on_every_consumed_subject_is_dead_lettered_or_harmless(
                 project=ABSURD,
                 items=[ItemIn(data={"text": f"{i}{long_text}"}) for i in range(n_long)],
             )
-            await send(ItemsSubmitted, big.model_dump_json().encode(), "oversized")
+            await send(ItemsSubmitted, big.model_dump_json().encode(), "oversized", ABSURD)
             for cls in (ItemsSubmitted, BatchCreated, ItemsIngested):
-                await send(cls, os.urandom(max_payload - 64 * 1024), "oversized")
+                await send(cls, os.urandom(max_payload - 64 * 1024), "oversized", ABSURD)
             items_stream, subject = (
                 ns.stream_name(ns.stream_for(ItemsSubmitted)),
-                ns.subject(ItemsSubmitted),
+                ns.subject(ItemsSubmitted, ABSURD),
             )
             before = (await js.stream_info(items_stream, subjects_filter=subject)).state.subjects
             with pytest.raises(nats.errors.MaxPayloadError):
@@ -475,8 +472,8 @@ async def test_garbage_on_every_consumed_subject_is_dead_lettered_or_harmless(
             verdicts: dict[str, str] = {}
             problems: list[str] = []
             for s in sent:
-                subject = ns.subject(s.cls)
-                for durable in consumers[subject]:
+                subject = s.subject
+                for durable in consumers[s.cls]:
                     service = owner[durable]
                     found = by_key.get((subject, durable, s.seq), [])
                     shown = f"{service}/{s.cls.__name__} {s.kind} {s.payload[:80]!r}"
@@ -501,16 +498,10 @@ async def test_garbage_on_every_consumed_subject_is_dead_lettered_or_harmless(
                             problems.append(f"{shown}: invalid payload not dead-lettered: {letter}")
                         elif not letter.reason.startswith("invalid payload"):
                             problems.append(f"{shown}: reason {letter.reason!r}")
-                    elif s.kind == "unknown_project":
-                        expected = UNKNOWN_PROJECT[(service, s.cls.__name__)]
-                        if expected is ANY:
-                            continue
-                        if expected is None and letter is not None:
-                            problems.append(f"{shown}: expected a no-op, got {letter.reason!r}")
-                        if expected is not None and (
-                            letter is None or expected not in letter.reason
-                        ):
-                            problems.append(f"{shown}: expected {expected!r}, got {letter}")
+                    elif s.kind == "unknown_project" and (
+                        letter is None or UNKNOWN_PROJECT not in letter.reason
+                    ):
+                        problems.append(f"{shown}: expected {UNKNOWN_PROJECT!r}, got {letter}")
             assert not problems, "\n".join(problems)
 
             # every dead letter is counted where it happened, and only those
@@ -541,7 +532,7 @@ async def test_garbage_on_every_consumed_subject_is_dead_lettered_or_harmless(
             assert {r.reason.split(":")[0] for r in mass[0].rejections} == {"too_long"}
 
             print(  # the figures for the report (pytest -s)
-                f"\n{len(sent)} messages, {sum(len(consumers[ns.subject(s.cls)]) for s in sent)}"
+                f"\n{len(sent)} messages, {sum(len(consumers[s.cls]) for s in sent)}"
                 f" deliveries decided; {len(letters)} dead letters; flood {flood - started:.1f}s,"
                 f" decided {decided - flood:.1f}s; outcomes {dict(sorted(outcomes.items()))}"
                 f"\nabsurd values: {json.dumps(verdicts, indent=1)}"

@@ -25,7 +25,7 @@ from reliability_support import Cluster, connect, events_of, metric_value, poll
 from labelloop.client import BusClient
 from labelloop.events import BatchCreated, ItemsIngested, ItemsRejected, deterministic_id
 from labelloop.project import parse_project
-from labelloop.runtime import provision
+from labelloop.provisioning import provision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3 * 3600)]
 
@@ -44,7 +44,6 @@ def _project() -> Any:
             "labels": {"classes": ["a", "b", "c"]},
             "data_fields": [{"name": "text", "kind": "text", "max_length": 200}],
             "sampling": {"strategy": "random", "batch_size": 50, "max_open_tasks": MAX_OPEN_TASKS},
-            "export": {"every_n_labels": 1_000_000},
         }
     )
 
@@ -111,7 +110,7 @@ class _RssSampler:
 async def _flood(bus: BusClient, n: int) -> float:
     """Publish ``n`` items in pipelined messages; seconds until the server acknowledged all."""
     ns, js = bus.ns, bus.js
-    subject = f"{ns.prefix}.items.submitted"
+    subject = f"{ns.prefix}.items.submitted.flood"
     stream = ns.stream_name(ns.stream_for(ItemsIngested))
     started = time.monotonic()
     now = "2025-01-06T09:00:00+00:00"

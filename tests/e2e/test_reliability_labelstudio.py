@@ -40,7 +40,7 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.project import parse_project
-from labelloop.runtime import provision
+from labelloop.provisioning import provision
 
 pytestmark = [
     pytest.mark.e2e,

@@ -194,7 +194,7 @@ async def test_no_secret_reaches_logs_metrics_or_asyncapi(
 async def test_a_service_user_cannot_publish_another_services_events(
     secured_nats: EmbeddedNats,
 ) -> None:
-    subject = f"{NS}.{ItemsIngested.SUBJECT}"  # the ingester's event
+    subject = f"{NS}.{ItemsIngested.SUBJECT}.some-project"  # the ingester's event
     operator = ServiceSettings(nats_url=_url(secured_nats, "operator"), namespace=NS)
     async with connect(operator):  # the streams exist, as after any service's start
         pass
