@@ -3,9 +3,9 @@
 A whole campaign runs through the six services as processes (the demo's driver: ingest the pool,
 start sampling, the simulated crew answers, QA, exports, models), twice undisturbed and once under
 faults: a second qa-scorer replica competing for the work, a restart of nats-server, and kill -9 of
-the sampler, a qa-scorer replica, the exporter and the trainer, each while it holds a message. Two projects run side
-by side, one with ``consensus: auto`` (Dawid-Skene, whose annotator history carries from round to
-round) and one with ``majority``.
+the sampler, a qa-scorer replica, the exporter and the trainer, each while it holds a message.
+Two projects run side by side, one with ``consensus: auto`` (Dawid-Skene, whose annotator history
+carries from round to round) and one with ``majority``.
 
 What must be equal across the three runs: every labeling batch (its round, items, gold, the model
 that chose it), every dataset version's files byte for byte (the manifest's ``created_at`` apart)
