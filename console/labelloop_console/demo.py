@@ -33,7 +33,17 @@ from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.commands.ingest import submissions
 from labelloop_console.processes import Supervisor
 
-__all__ = ["DemoOptions", "DigitsData", "load_digits_data", "run_demo"]
+__all__ = [
+    "DemoOptions",
+    "DigitsData",
+    "digits_items",
+    "evaluate_models",
+    "load_digits_data",
+    "run_campaign",
+    "run_demo",
+    "submit_items",
+    "wait_for",
+]
 
 _EXAMPLE = Path("examples") / "digits" / "project.yaml"
 
@@ -191,7 +201,7 @@ class ArmResult:
     confusion: list[list[int]] | None
 
 
-async def _submit(bus: BusClient, project: str, items: list[ItemIn]) -> None:
+async def submit_items(bus: BusClient, project: str, items: list[ItemIn]) -> None:
     """Submit items as ``labelloop ingest`` does (the same messages, the same ids)."""
     for message in submissions(items, project, source="demo:sklearn-digits"):
         await bus.publish(message)
@@ -202,7 +212,7 @@ def _arm_done(view: CampaignView) -> bool:
     return view.settled
 
 
-async def _wait(
+async def wait_for(
     watcher: CampaignWatcher,
     done: Callable[[], bool],
     *,
@@ -230,7 +240,7 @@ async def _wait(
     return True
 
 
-async def _evaluate(
+async def evaluate_models(
     bus: BusClient, view: CampaignView, data: DigitsData
 ) -> tuple[list[tuple[int, float]], float | None, str | None, list[list[int]] | None]:
     """Held-out accuracy of the model serving after each round, at the labels spent by then."""
@@ -289,12 +299,12 @@ async def run_campaign(
         for arm in arms:
             await bus.apply_project(arm)
         for arm in arms:
-            await _submit(bus, arm.name, items)
+            await submit_items(bus, arm.name, items)
         console.print(
             f"ingesting {len(items)} digit images ({options.n_gold} gold) into "
             f"{', '.join(a.name for a in arms)}; {len(data.test_index)} held out for testing"
         )
-        ingested = await _wait(
+        ingested = await wait_for(
             watcher,
             lambda: all(watcher.view(a.name).items_ingested >= len(items) for a in arms),
             timeout=options.timeout_seconds,
@@ -339,7 +349,7 @@ async def run_campaign(
                 )
 
         with progress:
-            finished = await _wait(
+            finished = await wait_for(
                 watcher,
                 lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
                 timeout=options.timeout_seconds,
@@ -354,7 +364,7 @@ async def run_campaign(
         results = []
         for arm in arms:
             view = watcher.view(arm.name)
-            curve, accuracy, model_version, confusion = await _evaluate(bus, view, data)
+            curve, accuracy, model_version, confusion = await evaluate_models(bus, view, data)
             results.append(
                 ArmResult(
                     arm, view, label_accuracy(view, data), curve, accuracy, model_version, confusion

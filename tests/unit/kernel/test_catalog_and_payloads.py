@@ -1,0 +1,81 @@
+"""The item catalog's encodings, and events that travel by reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelloop.catalog import (
+    Catalog,
+    Chunk,
+    ProbabilityTable,
+    decode_chunk,
+    decode_table,
+    encode_chunk,
+    encode_table,
+)
+from labelloop.events import IngestedItem, ItemIn, ItemsSubmitted
+from labelloop.payloads import PAYLOAD_HEADER, PayloadMissing, resolve, wire_form
+from labelloop.stores import MemoryBlobs, MemoryKeyValue
+
+
+def _items(n: int, start: int = 0) -> list[IngestedItem]:
+    return [
+        IngestedItem(item_id=f"i{k:03d}", data={"text": f"item {k}"}, metadata={"k": k})
+        for k in range(start, start + n)
+    ]
+
+
+def test_chunks_and_tables_round_trip() -> None:
+    chunk = Chunk(_items(3), "producer-2", np.arange(6, dtype=np.float32).reshape(3, 2))
+    back = decode_chunk(encode_chunk(chunk))
+    assert back.items == chunk.items
+    assert back.space == "producer-2"
+    assert back.X is not None
+    assert back.X.tolist() == chunk.X.tolist()  # type: ignore[union-attr]
+    bare = decode_chunk(encode_chunk(Chunk(_items(2))))
+    assert (bare.space, bare.X) == (None, None)
+    with pytest.raises(ValueError, match="feature rows"):
+        encode_chunk(Chunk(_items(2), "s", np.zeros((3, 2), dtype=np.float32)))
+    table = ProbabilityTable(["a", "b"], np.array([[0.25, 0.75], [1.0, 0.0]]), ["x", "y"])
+    again = decode_table(encode_table(table))
+    assert again.item_ids == ["a", "b"]
+    assert again.classes == ["x", "y"]
+    assert again.rows() == {"a": 0, "b": 1}
+    assert np.allclose(again.proba, table.proba)
+
+
+async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
+    kv, blobs = MemoryKeyValue(), MemoryBlobs()
+    writer = Catalog(kv, blobs)
+    await writer.write("p", "c1", Chunk(_items(3), "producer-2", np.ones((3, 2), np.float32)))
+    await writer.write("p", "c2", Chunk(_items(2, start=3)))
+    await writer.write("q", "c1", Chunk(_items(1, start=9)))
+    reader = Catalog(kv, blobs)
+    items = await reader.load("p")
+    assert items.item_ids() == ["i000", "i001", "i002", "i003", "i004"]
+    assert items.best_space() == "producer-2"
+    found = items.matrix(["i004", "i001"])
+    assert found is not None
+    matrix, has = found
+    assert has.tolist() == [False, True]
+    assert matrix.tolist() == [[1.0, 1.0], [1.0, 1.0]]  # missing rows get the mean row
+    await writer.write("p", "c3", Chunk(_items(1, start=20)))
+    assert len(await reader.load("p")) == 6
+    assert len(await reader.load("q")) == 1
+
+
+async def test_a_large_event_travels_by_reference() -> None:
+    blobs = MemoryBlobs()
+    small = ItemsSubmitted(project="p", items=[ItemIn(data={"text": "hi"})])
+    body, headers = await wire_form(small, blobs, limit=4096)
+    assert headers == {}
+    assert await resolve(body, headers, blobs) == body
+    big = ItemsSubmitted(project="p", items=[ItemIn(data={"text": "x" * 10_000})])
+    body, headers = await wire_form(big, blobs, limit=4096)
+    assert len(body) < 1024
+    assert headers[PAYLOAD_HEADER] == f"payloads/items.submitted/p/{big.event_id}.json"
+    assert ItemsSubmitted.model_validate_json(await resolve(body, headers, blobs)) == big
+    await blobs.delete(headers[PAYLOAD_HEADER])
+    with pytest.raises(PayloadMissing, match="not in the object store"):
+        await resolve(body, headers, blobs)
