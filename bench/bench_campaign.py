@@ -20,7 +20,6 @@ Checked: the hybrid mean above the random mean at every checkpoint from 100 labe
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -103,9 +102,7 @@ async def _campaign(
             await submit_items(bus, config.name, pools[config.name])
         await wait_for(
             watcher,
-            lambda: all(
-                watcher.view(c.name).items_ingested >= len(pools[c.name]) for c, _ in arms
-            ),
+            lambda: all(watcher.view(c.name).items_ingested >= len(pools[c.name]) for c, _ in arms),
             timeout=timeout,
             stall=120,
         )
@@ -229,9 +226,7 @@ def run(quick: bool) -> dict[str, Any]:
             if replays:
                 offline = _mean_curve(replays)
                 gaps = [
-                    round(a - b, 4)
-                    for (n, a), (m, b) in zip(offline, mean, strict=False)
-                    if n == m
+                    round(a - b, 4) for (n, a), (m, b) in zip(offline, mean, strict=False) if n == m
                 ]
                 per[strategy]["offline_mean_curve"] = offline
                 per[strategy]["offline_minus_live"] = gaps

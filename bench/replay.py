@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labelloop.events import BatchTask, ItemIn, LabelValue, deterministic_id
+from labelloop.events import BatchTask, ItemIn, LabelValue, Prediction, deterministic_id
 from labelloop.project import ProjectConfig, SamplingStrategy
 from labelloop_bridge.domain.crew import answer_batch
 from labelloop_ingester.domain.identity import item_id
@@ -79,7 +79,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
     while spent < budget:
         number += 1
         basis = max(0, number - 1 - lag)
-        model, rows, proba_all = serving[basis]
+        _, rows, proba_all = serving[basis]
         taken = {t.item_id for b in batches.values() for t in b if not t.is_gold}
         recent = {
             t.item_id
@@ -97,7 +97,9 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
             break
         seed = (sampling.seed * 1_000_003 + number) % (2**31 - 1)
         uses_model = sampling.strategy in UNCERTAINTY_STRATEGIES and proba_all is not None
-        proba = proba_rows(pool.item_ids, rows, proba_all) if uses_model and proba_all is not None else None
+        proba = None
+        if uses_model and proba_all is not None:
+            proba = proba_rows(pool.item_ids, rows, proba_all)
         X = np.stack([features[i] for i in pool.item_ids])
         chosen = select(
             SamplingStrategy(sampling.strategy),
@@ -109,18 +111,20 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
             random_state=seed,
         )
         rng = np.random.default_rng(seed)
-        gold = sorted(rng.choice(pool.gold_ids, size=n_gold, replace=False).tolist()) if n_gold else []
-        picked = [pool.item_ids[i] for i in chosen.indices.tolist()]
-        planned = compose_batch(
-            picked, [None if np.isnan(s) else float(s) for s in chosen.scores], gold, quality, seed=seed
+        gold = (
+            sorted(rng.choice(pool.gold_ids, size=n_gold, replace=False).tolist()) if n_gold else []
         )
+        picked = [pool.item_ids[i] for i in chosen.indices.tolist()]
+        scores = [None if np.isnan(s) else float(s) for s in chosen.scores]
+        planned = compose_batch(picked, scores, gold, quality, seed=seed)
         tasks = []
         for t in planned:
             record = records[t.item_id]
             prediction = None
             if uses_model and proba_all is not None and t.item_id in rows:
                 p = proba_all[rows[t.item_id]]
-                prediction = {"label": classes[int(np.argmax(p))], "score": round(float(p.max()), 6)}
+                best = int(np.argmax(p))
+                prediction = Prediction(label=classes[best], score=round(float(p[best]), 6))
             tasks.append(
                 BatchTask(
                     item_id=t.item_id,
@@ -129,7 +133,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
                     is_gold=t.is_gold,
                     gold_label=record.known_label if t.is_gold else None,
                     metadata=record.metadata,
-                    prediction=prediction,  # type: ignore[arg-type]
+                    prediction=prediction,
                 )
             )
         batches[number] = tasks
@@ -175,7 +179,10 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
         if held:
             review_tasks = [
                 BatchTask(
-                    item_id=i, data=records[i].data, annotations_required=1, is_review=True,
+                    item_id=i,
+                    data=records[i].data,
+                    annotations_required=1,
+                    is_review=True,
                     metadata=records[i].metadata,
                 )
                 for i in sorted(set(held))

@@ -127,7 +127,9 @@ class QualityConfig(_Section):
     """A batch whose Krippendorff's alpha falls under this raises a QA alert."""
     min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
     """Consensus labels under this posterior confidence go to expert review."""
-    consensus: Literal["auto", "majority", "dawid-skene", "one-coin", "gold-dawid-skene"] = "auto"
+    consensus: Literal[
+        "auto", "majority", "dawid-skene", "shrunk-dawid-skene", "one-coin", "gold-dawid-skene"
+    ] = "auto"
     spammer_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     """Annotators whose spammer score exceeds this are flagged."""
     model_contradiction_threshold: float = Field(default=0.9, gt=0.5, le=1.0)

@@ -240,11 +240,7 @@ def _score_single(
     reason = "configured"
     prior = _history_prior(r, history, classes) if r.n_ratings else None
     if method == "auto":
-        method, reason = choose_method(r, known)
-        if method == "one-coin" and prior is not None:
-            per = (prior.sum() + r.n_ratings) / max(r.n_annotators, 1)
-            if per >= 10 * len(classes):
-                method, reason = "dawid-skene", "annotator history supports full matrices"
+        method, reason = choose_method(r, known, prior_counts=prior, random_state=random_state)
     consensus = aggregate(r, method, known=known, prior_counts=prior)
     level: agreement.Level = "ordinal" if config and config.labels.ordinal else "nominal"
     summary = agreement.summarize(r, level, n_boot=n_boot, random_state=random_state)

@@ -156,14 +156,51 @@ def test_single_annotator_and_single_class_do_not_crash() -> None:
 def test_auto_choice() -> None:
     single = Ratings.from_records(["A", "B"], ["x", "y"], ["p", "q"])
     assert choose_method(single)[0] == "majority"
-    crew = simulate_crew(n_items=20, n_classes=3, behaviours=["good"] * 5, random_state=0)
-    assert choose_method(crew.ratings)[0] == "one-coin"
-    big = simulate_crew(n_items=600, n_classes=3, behaviours=["good"] * 5, random_state=0)
-    assert choose_method(big.ratings)[0] == "dawid-skene"
-    gold = np.where(np.arange(20) < 5, crew.truth, -1)
-    assert choose_method(crew.ratings, gold)[0] == "gold-dawid-skene"
+    small = simulate_crew(n_items=20, n_classes=3, behaviours=["good"] * 5, random_state=0)
+    assert choose_method(small.ratings)[0] == "shrunk-dawid-skene"  # too few to compare on
+    # uniform spammers: one annotator accuracy explains the data best
+    spam = simulate_crew(
+        n_items=600,
+        n_classes=5,
+        behaviours=["good"] * 7 + ["spammer"] * 3,
+        accuracies=[0.7] * 10,
+        random_state=0,
+    )
+    method, reason = choose_method(spam.ratings)
+    assert method == "one-coin", reason
+    assert "held-out log-likelihood" in reason
+    # systematic confusions: the full (shrunk) matrices
+    confused = simulate_crew(
+        n_items=600,
+        n_classes=5,
+        behaviours=["good"] * 7 + ["confuser"] * 3,
+        accuracies=[0.7] * 7 + [0.6] * 3,
+        random_state=0,
+    )
+    assert choose_method(confused.ratings)[0] == "shrunk-dawid-skene"
     with pytest.raises(ValueError, match="unknown consensus method"):
-        aggregate(crew.ratings, "wisdom")
+        aggregate(small.ratings, "wisdom")
+
+
+def test_a_few_gold_items_do_not_turn_a_unanimous_crew_around() -> None:
+    # 5 annotators agree on everything; on the 2 gold items the known answer differs from theirs
+    items = [f"i{k}" for k in range(8)]
+    ratings = Ratings.from_records(
+        [i for i in items for _ in range(5)],
+        [f"a{n}" for _ in items for n in range(5)],
+        ["b" if k != 5 else "c" for k in range(8) for _ in range(5)],
+        classes=["a", "b", "c"],
+    )
+    known = np.array([0, 0, -1, -1, -1, -1, -1, -1])  # gold: "a", where everyone said "b"
+    full = aggregate(ratings, "dawid-skene", known=known)
+    shrunk = aggregate(ratings, "shrunk-dawid-skene", known=known)
+    unanimous = [2, 3, 4, 6, 7]
+    # full matrices learn "they say b when it is a" from two items, and overrule 5 of 5
+    assert (full.label[unanimous] == 0).all()
+    assert (shrunk.label[unanimous] == 1).all()  # shrunk: the crew's "b" stands
+    assert shrunk.label[5] == 2
+    assert (shrunk.confidence[unanimous] < 1.0).all()
+    assert aggregate(ratings, "auto", known=known).label[unanimous].tolist() == [1] * 5
 
 
 def test_history_prior_identifies_a_spammer_in_a_tiny_batch() -> None:

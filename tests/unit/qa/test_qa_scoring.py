@@ -174,7 +174,7 @@ def test_history_flags_a_spammer_seen_before() -> None:
     assert not scores["ann-000"].flagged
     assert scores["ann-003"].n_annotations > 300  # cumulative
     assert out.tallies["ann-003"].n_annotations < 30  # the batch's own contribution
-    assert out.report["consensus_method"] == "dawid-skene"
+    assert out.report["consensus_method"] == "shrunk-dawid-skene"  # a small batch
 
 
 def test_invalid_and_unknown_labels_are_counted_not_fatal() -> None:
