@@ -73,7 +73,7 @@ soak: install ## The full 1M-item flood test (long)
 	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q -s
 
 docs: install ## AsyncAPI specification of every service into docs/asyncapi/
-	$(BIN)/labelloop docs --out docs/asyncapi
+	$(BIN)/labelloop docs --out docs/asyncapi --readme README.md
 
 clean: ## Remove caches and local run state (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis runs exports .nats

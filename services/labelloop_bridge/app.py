@@ -6,6 +6,7 @@ import logging
 
 import httpx
 
+from labelloop.events import AnnotationsSubmitted, BatchCompleted
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -125,4 +126,12 @@ def build_app(
     return service
 
 
-SPEC = ServiceSpec(name="annotation-bridge", settings=BridgeSettings, build=build_app)
+SPEC = ServiceSpec(
+    name="annotation-bridge",
+    settings=BridgeSettings,
+    build=build_app,
+    publishes=(
+        AnnotationsSubmitted,
+        BatchCompleted,
+    ),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labelloop.events import DatasetExported
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -33,4 +34,9 @@ def build_app(
     return service
 
 
-SPEC = ServiceSpec(name="exporter", settings=ExporterSettings, build=build_app)
+SPEC = ServiceSpec(
+    name="exporter",
+    settings=ExporterSettings,
+    build=build_app,
+    publishes=(DatasetExported,),
+)

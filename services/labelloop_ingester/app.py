@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from labelloop.catalog import Catalog
+from labelloop.events import ItemsIngested, ItemsRejected
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -56,4 +57,12 @@ def build_app(
     return service
 
 
-SPEC = ServiceSpec(name="ingester", settings=IngesterSettings, build=build_app)
+SPEC = ServiceSpec(
+    name="ingester",
+    settings=IngesterSettings,
+    build=build_app,
+    publishes=(
+        ItemsIngested,
+        ItemsRejected,
+    ),
+)

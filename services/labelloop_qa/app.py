@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labelloop.events import LabelsReady, QAReport, QualityAlertRaised, ReviewRequested
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -31,4 +32,14 @@ def build_app(settings: QASettings | None = None, *, stores: MemoryStores | None
     return service
 
 
-SPEC = ServiceSpec(name="qa-scorer", settings=QASettings, build=build_app)
+SPEC = ServiceSpec(
+    name="qa-scorer",
+    settings=QASettings,
+    build=build_app,
+    publishes=(
+        QAReport,
+        QualityAlertRaised,
+        ReviewRequested,
+        LabelsReady,
+    ),
+)

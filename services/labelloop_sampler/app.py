@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labelloop.catalog import Catalog
+from labelloop.events import BatchCreated, BudgetExhausted
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -35,4 +36,12 @@ def build_app(
     return service
 
 
-SPEC = ServiceSpec(name="sampler", settings=SamplerSettings, build=build_app)
+SPEC = ServiceSpec(
+    name="sampler",
+    settings=SamplerSettings,
+    build=build_app,
+    publishes=(
+        BatchCreated,
+        BudgetExhausted,
+    ),
+)

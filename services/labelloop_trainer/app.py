@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labelloop.events import LabelingConverged, ModelTrained
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -32,4 +33,12 @@ def build_app(
     return service
 
 
-SPEC = ServiceSpec(name="trainer", settings=TrainerSettings, build=build_app)
+SPEC = ServiceSpec(
+    name="trainer",
+    settings=TrainerSettings,
+    build=build_app,
+    publishes=(
+        ModelTrained,
+        LabelingConverged,
+    ),
+)

@@ -20,6 +20,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from labelloop.events import Event
 from labelloop.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class ServiceSpec:
     settings: type[ServiceSettings]
     build: Callable[..., Service]
     """The composition root: settings (and test doubles) in, a runnable ``Service`` out."""
+    publishes: tuple[type[Event], ...] = ()
+    """The events the service produces (besides dead letters, which every service publishes).
+    The docs' routing table and the production NATS permissions are checked against it."""
 
     @property
     def package(self) -> str:
