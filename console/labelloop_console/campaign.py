@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from labelloop.project import ProjectConfig
 from labelloop.stores import Blobs, NatsBlobs
 from labelloop.streams import Namespace
 
-__all__ = ["BatchView", "CampaignView", "CampaignWatcher", "fold"]
+__all__ = ["AnnotatorFeedback", "BatchView", "CampaignView", "CampaignWatcher", "fold"]
 
 _MODEL_STRATEGIES = frozenset({"least_confidence", "margin", "entropy", "hybrid"})
 
@@ -82,6 +82,21 @@ class BatchView:
     completed: float | None = None
     annotations: set[str] = field(default_factory=set)
     report: QAReport | None = None
+
+
+@dataclass(frozen=True)
+class AnnotatorFeedback:
+    annotator_id: str
+    annotations: int
+    gold_accuracy: float | None
+    gold_n: int
+    estimated_accuracy: float | None
+    agreement: float | None
+    trend: list[tuple[int, float]]
+    """(round, estimated accuracy after it)."""
+    confusions: list[tuple[str, str, float]]
+    """(truth, given, soft count), most frequent first."""
+    flagged: bool
 
 
 @dataclass
@@ -196,6 +211,38 @@ class CampaignView:
             return f"batch {number} waits for open tasks to be done"
         return "labeling" if self.open_batches else "idle"
 
+    def annotator_feedback(self) -> list[AnnotatorFeedback]:
+        """What each annotator should hear: their standing after the last round, how it moved
+        over the rounds, their most frequent mistakes; worst estimated accuracy last."""
+        reports = sorted(self.reports, key=lambda r: r.round)
+        if not reports:
+            return []
+        trends: dict[str, list[tuple[int, float]]] = {}
+        for report in reports:
+            for score in report.annotators:
+                if score.estimated_accuracy is not None:
+                    trends.setdefault(score.annotator_id, []).append(
+                        (report.round, round(score.estimated_accuracy, 4))
+                    )
+        spent: dict[str, int] = {}
+        for who, _, _ in self.annotations.values():
+            spent[who] = spent.get(who, 0) + 1
+        out = [
+            AnnotatorFeedback(
+                annotator_id=s.annotator_id,
+                annotations=spent.get(s.annotator_id, s.n_annotations),
+                gold_accuracy=s.gold_accuracy,
+                gold_n=s.gold_n,
+                estimated_accuracy=s.estimated_accuracy,
+                agreement=s.agreement_with_consensus,
+                trend=trends.get(s.annotator_id, []),
+                confusions=[(c.truth, c.given, c.weight) for c in s.confusions],
+                flagged=s.flagged,
+            )
+            for s in reports[-1].annotators
+        ]
+        return sorted(out, key=lambda f: (-(f.estimated_accuracy or 0.0), f.annotator_id))
+
     @property
     def settled(self) -> bool:
         """Sampling stopped, every batch answered, and the last round trained: nothing is left
@@ -298,6 +345,8 @@ class CampaignWatcher:
         self._only = set(projects) if projects is not None else None
         self.views: dict[str, CampaignView] = {}
         self._subs: list[Any] = []
+        self._backlog: list[int] = []
+        self._done: dict[int, int] = {}
         self._blobs: Blobs | None = None
         self.changed = asyncio.Event()
 
@@ -309,17 +358,38 @@ class CampaignWatcher:
     async def start(self) -> None:
         js = self._nc.jetstream()
         self._blobs = NatsBlobs(await js.object_store(self._ns.object_bucket("artifacts")))
-        for cls in WATCHED:
+        for index, cls in enumerate(WATCHED):
             stream = self._ns.stream_name(self._ns.stream_for(cls))
-            self._subs.append(
-                await js.subscribe(
-                    self._ns.subject(cls),
-                    stream=stream,
-                    ordered_consumer=True,
-                    cb=self._on_message,
-                    config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-                )
+            sub = await js.subscribe(
+                self._ns.subject(cls),
+                stream=stream,
+                ordered_consumer=True,
+                cb=self._callback(index),
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
             )
+            info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            self._backlog.append((delivered or 0) + (info.num_pending or 0))
+            self._subs.append(sub)
+
+    async def caught_up(self, timeout: float = 30.0) -> bool:
+        """Wait until every event that was on the bus at ``start`` is folded into the views
+        (False if that takes longer than ``timeout``: the views are then a partial picture)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(self._done.get(i, 0) < n for i, n in enumerate(self._backlog)):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _callback(self, index: int) -> Callable[[Any], Awaitable[None]]:
+        async def on_message(msg: Any) -> None:
+            try:
+                await self._on_message(msg)
+            finally:
+                self._done[index] = max(self._done.get(index, 0), msg.metadata.sequence.consumer)
+
+        return on_message
 
     async def stop(self) -> None:
         for sub in self._subs:

@@ -337,9 +337,9 @@ def status_command(
 
 
 def _register_commands() -> None:
-    from labelloop_console.commands import bridge, datasets, ingest, quality, training
+    from labelloop_console.commands import bridge, crew, datasets, ingest, quality, training
 
-    for module in (ingest, quality, datasets, training, bridge):
+    for module in (ingest, crew, quality, datasets, training, bridge):
         module.register(app)
 
 

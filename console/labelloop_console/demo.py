@@ -32,6 +32,7 @@ from labelloop.settings import ServiceSettings
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.commands.ingest import submissions
 from labelloop_console.processes import Supervisor
+from labelloop_console.report import verdict_line
 
 __all__ = [
     "DemoOptions",
@@ -393,18 +394,25 @@ def build_summary(
     main = results[0]
     view = main.view
     annotators: dict[str, dict[str, Any]] = {}
-    for report in view.reports:  # later reports carry the cumulative picture: they win
-        for score in report.annotators:
-            annotators[score.annotator_id] = {
-                "id": score.annotator_id,
-                "n_annotations": score.n_annotations,
-                "estimated_accuracy": score.estimated_accuracy,
-                "gold_accuracy": score.gold_accuracy,
-                "agreement_with_consensus": score.agreement_with_consensus,
-                "spammer_score": score.spammer_score,
-                "mean_lead_time_seconds": score.mean_lead_time_seconds,
-                "flagged": score.flagged,
-            }
+    last = max(view.reports, key=lambda r: r.round) if view.reports else None
+    feedback = {f.annotator_id: f for f in view.annotator_feedback()}
+    for score in last.annotators if last else []:  # the last report is cumulative
+        f = feedback.get(score.annotator_id)
+        annotators[score.annotator_id] = {
+            "id": score.annotator_id,
+            "n_annotations": f.annotations if f else score.n_annotations,
+            "estimated_accuracy": score.estimated_accuracy,
+            "gold_accuracy": score.gold_accuracy,
+            "gold_n": score.gold_n,
+            "agreement_with_consensus": score.agreement_with_consensus,
+            "spammer_score": score.spammer_score,
+            "mean_lead_time_seconds": score.mean_lead_time_seconds,
+            "flagged": score.flagged,
+            "trend": [list(p) for p in f.trend] if f else [],
+            "confusions": [list(c) for c in f.confusions] if f else [],
+        }
+    flagged = {a for a, v in annotators.items() if v["flagged"]}
+    spent = [who for who, _, _ in view.annotations.values()]
     dataset = view.datasets[-1] if view.datasets else None
     budget = main.config.budget
     random_arm = results[1] if len(results) > 1 else None
@@ -447,6 +455,9 @@ def build_summary(
         "annotators": sorted(annotators.values(), key=lambda a: -(a["estimated_accuracy"] or 0.0)),
         "review_items": view.review_items,
         "quality_alerts": len(view.alerts),
+        "spam_share": round(sum(w in flagged for w in spent) / len(spent), 4) if spent else 0.0,
+        "labels_per_item": round(view.annotations_used / max(view.labels_used, 1), 3),
+        "max_model_lag": main.config.sampling.max_model_lag,
         "dataset_version": dataset.version if dataset else None,
         "dataset_path": dataset.path if dataset else None,
         "export_dir": str((run_dir / "exports").resolve()),
@@ -485,6 +496,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         if acc is not None
         else "no model was trained"
     )
+    console.print(f"[bold]{verdict_line(summary)}[/]")
+    console.print(
+        f"{summary['labels_per_item']} annotations per label, "
+        f"{summary['spam_share'] * 100:.1f} % of them by annotators QA flagged, "
+        f"{len(summary['review_items'])} items sent to expert review, "
+        f"{summary['quality_alerts']} quality alerts, {summary['dead_letters']} dead letters"
+    )
     curve = Table(
         "labels", summary["strategy"], "random", title="learning curve (held-out accuracy)"
     )
@@ -505,14 +523,23 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     console.print(batches)
     board = Table(
-        "annotator", "annotations", "est. accuracy", "gold accuracy", "flagged", title="annotators"
+        "annotator",
+        "annotations",
+        "est. accuracy",
+        "gold",
+        "trend",
+        "most frequent confusions",
+        "flagged",
+        title="annotators",
     )
     for a in summary["annotators"]:
         board.add_row(
             a["id"],
             str(a["n_annotations"]),
             f"{a['estimated_accuracy']:.3f}" if a["estimated_accuracy"] is not None else "-",
-            f"{a['gold_accuracy']:.3f}" if a["gold_accuracy"] is not None else "-",
+            f"{a['gold_accuracy']:.2f} of {a['gold_n']}" if a["gold_accuracy"] is not None else "-",
+            " → ".join(f"{acc:.2f}" for _, acc in a["trend"][-4:]) or "-",
+            ", ".join(f"{t}→{g} ({w:.1f})" for t, g, w in a["confusions"]) or "-",
             "[red]yes[/]" if a["flagged"] else "",
         )
     console.print(board)

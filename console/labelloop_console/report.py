@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report"]
+__all__ = ["verdict_line", "write_report"]
 
 
 def _figure_png(draw: Any) -> str:
@@ -118,6 +118,11 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         ("annotations from", "a SIMULATED crew" if summary["simulation"] else "Label Studio"),
         ("labels used", f"{summary['labels_used']} of {summary['budget_labels']}"),
         ("annotations", summary["annotations_used"]),
+        ("annotations per label", summary.get("labels_per_item", "-")),
+        ("share of annotations by flagged annotators", _pct(summary.get("spam_share"))),
+        ("items sent to expert review", len(summary.get("review_items") or [])),
+        ("quality alerts", summary.get("quality_alerts", 0)),
+        ("dead letters", summary.get("dead_letters", 0)),
         ("held-out accuracy", f"{acc:.3f}" if acc is not None else "-"),
         ("random sampling, same budget", f"{rnd:.3f}" if rnd is not None else "-"),
         ("dataset", f"{summary['dataset_version']} at {summary['dataset_path']}"),
@@ -130,12 +135,21 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     people = "".join(
         "<tr>"
         + "".join(
-            f"<td>{html.escape(_fmt(a[key]))}</td>"
-            for key in ("id", "n_annotations", "estimated_accuracy", "gold_accuracy", "flagged")
+            f"<td>{html.escape(cell)}</td>"
+            for cell in (
+                a["id"],
+                _fmt(a["n_annotations"]),
+                _fmt(a["estimated_accuracy"]),
+                _gold(a),
+                _trend(a.get("trend") or []),
+                _confusions(a.get("confusions") or []),
+                "flagged: no new tasks" if a["flagged"] else "",
+            )
         )
         + "</tr>"
         for a in summary["annotators"]
     )
+    verdict = html.escape(verdict_line(summary))
     title = f"labelloop campaign {html.escape(summary['run_id'])}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -146,11 +160,13 @@ th, td {{ padding: .25rem .75rem; border-bottom: 1px solid #ddd; text-align: lef
 img {{ max-width: 48%; margin: .5%; border: 1px solid #eee; }}
 </style></head><body>
 <h1>labelloop campaign {html.escape(summary["run_id"])}</h1>
+<p><strong>{verdict}</strong></p>
 <table>{rows}</table>
 {images}
 <h2>Annotators</h2>
-<table><tr><th>annotator</th><th>annotations</th><th>estimated accuracy</th><th>gold accuracy</th>
-<th>flagged</th></tr>{people}</table>
+<table><tr><th>annotator</th><th>annotations</th><th>estimated accuracy</th><th>gold</th>
+<th>estimated accuracy over the last rounds</th><th>most frequent confusions (truth → given)</th>
+<th>status</th></tr>{people}</table>
 </body></html>
 """
     path.write_text(page, encoding="utf-8")
@@ -166,3 +182,46 @@ def _fmt(value: Any) -> str:
     if value is False:
         return ""
     return str(value)
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """One sentence: did the chosen strategy beat random sampling at the same budget?"""
+    acc = summary.get("final_test_accuracy")
+    rnd = summary.get("random_baseline_final_accuracy")
+    strategy = summary["strategy"]
+    if acc is None:
+        return "no model was trained"
+    if rnd is None:
+        return f"{strategy}: held-out accuracy {acc:.3f} at {summary['labels_used']} labels"
+    gap = acc - rnd
+    if abs(gap) < 0.005:
+        how = "as good as"
+    elif gap > 0:
+        how = f"{gap * 100:.1f} points better than"
+    else:
+        how = f"{-gap * 100:.1f} points worse than"
+    return (
+        f"{strategy} is {how} random sampling at {summary['labels_used']} labels "
+        f"({acc:.3f} vs {rnd:.3f}, one seed)"
+    )
+
+
+def _pct(value: Any) -> str:
+    return f"{value * 100:.1f} %" if isinstance(value, float | int) else "-"
+
+
+def _gold(a: dict[str, Any]) -> str:
+    if a.get("gold_accuracy") is None:
+        return "-"
+    return f"{a['gold_accuracy']:.2f} of {a.get('gold_n', 0)}"
+
+
+def _trend(points: list[Any]) -> str:
+    if not points:
+        return "-"
+    shown = points[-5:]
+    return " → ".join(f"{acc:.2f}" for _, acc in shown)
+
+
+def _confusions(cells: list[Any]) -> str:
+    return ", ".join(f"{t} → {g} ({w:.1f})" for t, g, w in cells) or "-"

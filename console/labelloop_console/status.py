@@ -80,12 +80,13 @@ async def _configs(bus: BusClient, names: list[str]) -> dict[str, ProjectConfig 
 
 
 async def show_status(
-    projects: list[str] | None, *, watch: bool, console: Console, settle: float = 1.0
+    projects: list[str] | None, *, watch: bool, console: Console
 ) -> None:
     async with connect() as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, projects)
         await watcher.start()
-        await asyncio.sleep(settle)  # let the ordered consumers replay the streams
+        if not await watcher.caught_up():
+            console.print("[yellow]the bus is slow to replay: the table may be incomplete[/]")
         configs: dict[str, Any] = await _configs(bus, list(watcher.views))
         if not watch:
             console.print(render(watcher.views, configs))

@@ -40,6 +40,7 @@ __all__ = [
     "BatchTask",
     "BudgetExhausted",
     "CompletedTask",
+    "Confusion",
     "ConsensusLabel",
     "DatasetExported",
     "DeadLetter",
@@ -209,15 +210,28 @@ class ConsensusLabel(_Frozen):
     batch_id: str | None = None
 
 
+class Confusion(_Frozen):
+    """How often an annotator gave ``given`` where the consensus (or gold) says ``truth``."""
+
+    truth: str
+    given: str
+    weight: float = Field(ge=0.0)
+    """Soft count: each rating weighs the consensus posterior of ``truth``."""
+
+
 class AnnotatorScore(_Frozen):
     annotator_id: str
     n_annotations: int
     agreement_with_consensus: float | None = None
     gold_accuracy: float | None = None
+    gold_n: int = 0
+    """Gold items the annotator answered (``gold_accuracy`` is over these)."""
     estimated_accuracy: float | None = None
     spammer_score: float | None = None
     mean_lead_time_seconds: float | None = None
     flagged: bool = False
+    confusions: list[Confusion] = Field(default_factory=list)
+    """The annotator's most frequent mistakes, largest first (feedback for the annotator)."""
 
 
 class ReviewItem(_Frozen):

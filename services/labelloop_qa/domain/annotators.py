@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from labelloop.events import AnnotatorScore
+from labelloop.events import AnnotatorScore, Confusion
 from labelloop_qa.domain.aggregation import Consensus
 from labelloop_qa.domain.ratings import FloatArray, IntArray, Ratings
 
-__all__ = ["Tally", "score_annotators", "spammer_score", "tally_batch"]
+__all__ = ["Tally", "score_annotators", "spammer_score", "tally_batch", "top_confusions"]
 
 MIN_EVIDENCE = 10
 """Informative ratings needed before an annotator gets a spammer score or can be flagged."""
@@ -183,6 +183,18 @@ def spammer_score(confusion: FloatArray, smoothing: float = 0.1) -> float | None
     return float(1.0 - (tv * w).sum() / w.sum())
 
 
+def top_confusions(tally: Tally, n: int = 3, min_weight: float = 0.5) -> list[Confusion]:
+    """The ``n`` heaviest off-diagonal cells of an annotator's soft confusion counts."""
+    cells = [
+        (w, truth, given)
+        for truth, row in tally.confusion.items()
+        for given, w in row.items()
+        if given != truth and w >= min_weight
+    ]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [Confusion(truth=t, given=g, weight=round(w, 3)) for w, t, g in cells[:n]]
+
+
 def score_annotators(
     tallies: dict[str, Tally],
     classes: list[str],
@@ -210,6 +222,8 @@ def score_annotators(
                 n_annotations=t.n_annotations,
                 agreement_with_consensus=t.n_agree / t.n_informative if t.n_informative else None,
                 gold_accuracy=t.gold_correct / t.gold_n if t.gold_n else None,
+                gold_n=t.gold_n,
+                confusions=top_confusions(t),
                 estimated_accuracy=estimated,
                 spammer_score=spam,
                 mean_lead_time_seconds=t.lead_time_sum / t.lead_time_n if t.lead_time_n else None,

@@ -56,3 +56,95 @@ def test_project_apply_ingest_dlq_and_status(nats_url: str, namespace: str, tmp_
 
     status = run("status", "--project", "reviews")
     assert status.returncode == 0, status.stderr
+
+
+def test_annotators_feedback_readmit_and_sampling_commands(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The crew commands read QA's reports from the bus and publish the operator's commands."""
+    import asyncio
+
+    import nats
+
+    from labelloop.client import connect
+    from labelloop.events import (
+        AnnotatorScore,
+        Confusion,
+        QAReport,
+        ReadmitAnnotator,
+        RequestSampling,
+    )
+    from labelloop.settings import ServiceSettings
+    from labelloop.streams import Namespace
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return _labelloop(*args, nats_url=nats_url, namespace=namespace, cwd=tmp_path)
+
+    def report(number: int, spam_accuracy: float, flagged: bool) -> QAReport:
+        return QAReport(
+            project="crew",
+            batch_id=f"b{number}",
+            round=number,
+            n_items=20,
+            n_annotations=60,
+            consensus_method="dawid-skene",
+            annotators=[
+                AnnotatorScore(
+                    annotator_id="careful",
+                    n_annotations=20 * number,
+                    estimated_accuracy=0.95,
+                    gold_accuracy=1.0,
+                    gold_n=4,
+                ),
+                AnnotatorScore(
+                    annotator_id="spam",
+                    n_annotations=20 * number,
+                    estimated_accuracy=spam_accuracy,
+                    flagged=flagged,
+                    confusions=[Confusion(truth="a", given="b", weight=6.5)],
+                ),
+            ],
+        )
+
+    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
+
+    async def publish_reports() -> None:
+        async with connect(settings) as bus:
+            await bus.publish(report(1, 0.6, False))
+            await bus.publish(report(2, 0.4, True))
+
+    asyncio.run(publish_reports())
+    shown = run("annotators", "--project", "crew", "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [r["annotator_id"] for r in rows] == ["careful", "spam"]  # worst last
+    assert rows[1]["flagged"] is True
+    assert rows[1]["trend"] == [[1, 0.6], [2, 0.4]]
+    assert rows[1]["confusions"] == [["a", "b", 6.5]]
+    table = run("annotators", "--project", "crew")
+    assert "flagged" in table.stdout
+    missing = run("annotators")
+    assert missing.returncode != 0
+
+    assert run("annotators", "readmit", "spam", "--project", "crew").returncode == 0
+    assert run("sampling", "pause", "--project", "crew").returncode == 0
+    assert run("sampling", "start", "--project", "crew").returncode == 0
+
+    async def commands() -> list[object]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        ns = Namespace(namespace)
+        out: list[object] = []
+        for cls in (ReadmitAnnotator, RequestSampling):
+            sub = await js.subscribe(ns.subject(cls, "crew"), ordered_consumer=True)
+            for _ in range(1 if cls is ReadmitAnnotator else 2):
+                msg = await sub.next_msg(timeout=30)
+                out.append(cls.model_validate_json(msg.data))
+            await sub.unsubscribe()
+        await nc.close()
+        return out
+
+    readmit, pause, start = asyncio.run(commands())
+    assert isinstance(readmit, ReadmitAnnotator)
+    assert readmit.annotator_id == "spam"
+    assert [pause.action, start.action] == ["pause", "start"]  # type: ignore[attr-defined]
