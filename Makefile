@@ -19,7 +19,7 @@ help: ## Show the commands
 $(STAMP): pyproject.toml constraints.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	[ -x $(UV) ] || $(BIN)/pip install --quiet uv
-	$(UV) pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[console,dev,bench]"
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e ".[console,dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install labelloop with its dev and bench dependencies (idempotent)
@@ -35,8 +35,8 @@ labelstudio-install: ## Install Label Studio 1.23 into its own cached venv (~1 G
 test: install labelstudio-install ## Run the whole test suite (unit, integration with real NATS and Label Studio, e2e)
 	$(BIN)/pytest
 
-test-fast: install ## Unit tests only (no sockets, seconds)
-	$(BIN)/pytest tests/unit -q
+test-fast: install ## Unit tests only (no sockets, no ML experiments: seconds)
+	$(BIN)/pytest tests/unit -q -m "not slow"
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -79,9 +79,7 @@ async def _configs(bus: BusClient, names: list[str]) -> dict[str, ProjectConfig 
     return {name: await bus.project(name) for name in names}
 
 
-async def show_status(
-    projects: list[str] | None, *, watch: bool, console: Console
-) -> None:
+async def show_status(projects: list[str] | None, *, watch: bool, console: Console) -> None:
     async with connect() as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, projects)
         await watcher.start()

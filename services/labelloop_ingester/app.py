@@ -10,12 +10,12 @@ from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
-from .claims import ItemClaims
 from .domain.validation import Limits
 from .handlers import register_handlers
-from .ingest import Ingest, load_media
 from .metrics import IngesterMetrics
+from .service import Ingest, load_media
 from .settings import IngesterSettings
+from .store import ItemClaims
 
 __all__ = ["SPEC", "build_app"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from labelloop.events import ItemsSubmitted
 from labelloop.runtime import Service
 
-from .ingest import Ingest
+from .service import Ingest
 
 __all__ = ["register_handlers"]
 

@@ -82,6 +82,10 @@ class ConflictError(RuntimeError):
     """A compare-and-swap loop lost too many races in a row."""
 
 
+MAX_BACKOFF_SECONDS = 0.1
+"""Longest pause between two conflicting attempts of ``kv_update``."""
+
+
 async def kv_update(
     kv: KeyValue,
     key: str,
@@ -108,7 +112,7 @@ async def kv_update(
                 return new
         elif await kv.update(key, new, current.revision) is not None:
             return new
-        await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
+        await asyncio.sleep(min(0.001 * 2**attempt, MAX_BACKOFF_SECONDS))
     raise ConflictError(f"gave up updating {key!r} after {attempts} conflicting attempts")
 
 

@@ -562,7 +562,12 @@ class _AlwaysConflicting(MemoryKeyValue):
         return await super().update(key, value, revision)
 
 
-async def test_a_ledger_change_under_endless_conflicts_gives_up() -> None:
+async def test_a_ledger_change_under_endless_conflicts_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import labelloop.stores
+
+    monkeypatch.setattr(labelloop.stores, "MAX_BACKOFF_SECONDS", 0.0)  # the count, not the pause
     state = BridgeState(_AlwaysConflicting())
     await state.create_ledger("p", BatchLedger.new("b", "labeling", {"i": 1}))
     with pytest.raises(ConflictError):

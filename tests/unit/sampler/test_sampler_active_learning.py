@@ -1,4 +1,8 @@
-"""Active learning on digits with a perfect oracle: hybrid and margin beat random."""
+"""Active learning on digits with a perfect oracle: hybrid and margin beat random.
+
+An ML experiment (seconds of training), so ``slow``: ``make test`` runs it, ``make test-fast``
+does not; ``bench/bench_active_learning.py`` measures the same curves in full.
+"""
 
 # ruff: noqa: N806  (X is scikit-learn's name for a feature matrix)
 
@@ -15,6 +19,8 @@ from sklearn.model_selection import train_test_split
 
 from labelloop.project import SamplingStrategy as S
 from labelloop_sampler.domain.selection import select
+
+pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2, 3)
 TARGET = 0.90

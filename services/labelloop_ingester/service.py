@@ -19,11 +19,11 @@ from labelloop.events import (
 )
 from labelloop.project import ProjectConfig
 
-from .claims import ItemClaims
 from .domain.featurize import FeatureBlock, decode_data_uri, featurize
 from .domain.intake import Accepted, chunk_by_size, take_in
 from .domain.validation import Limits
 from .metrics import IngesterMetrics
+from .store import ItemClaims
 
 __all__ = ["Ingest", "chunk_id", "load_media"]
 
