@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/bench_latency.py [--quick]
 
-Starts an embedded nats-server and ``labelloop run qa-scorer`` as a subprocess. For each of many
-small batches (5 items x 3 annotators, one batch in flight at a time) it publishes
-``BatchCreated``, then, with the clock started, ``AnnotationsSubmitted`` and ``BatchCompleted``,
-and stops the clock when the batch's ``LabelsReady`` arrives. p50 and p99 over the batches.
+Starts an embedded nats-server and ``labelloop-service qa-scorer`` as a subprocess. For each of
+many small batches (5 items x 3 annotators, one batch in flight at a time, one round each) it
+does what the annotation-bridge does when a batch's last annotation comes in: with the clock
+started, it publishes ``AnnotationsSubmitted`` and the ``BatchCompleted`` that carries the batch's
+tasks and annotations, and stops the clock when the round's ``LabelsReady`` arrives. p50 and p99
+over the batches.
 Checked: every released label equals the (unanimous) simulated answer. Anchor in the same run:
 the bare JetStream round trip (acknowledged publish, then delivery to a subscriber) on the
 same server, the floor any service on this bus pays.
@@ -30,8 +32,7 @@ from labelloop.events import (
     AnnotationSource,
     AnnotationsSubmitted,
     BatchCompleted,
-    BatchCreated,
-    BatchTask,
+    CompletedTask,
     LabelsReady,
     deterministic_id,
 )
@@ -67,25 +68,10 @@ async def raw_round_trip(url: str, n: int) -> list[float]:
         await nc.close()
 
 
-def _batch(
-    ns: str, b: int
-) -> tuple[BatchCreated, AnnotationsSubmitted, BatchCompleted, dict[str, str]]:
+def _batch(ns: str, b: int) -> tuple[str, AnnotationsSubmitted, BatchCompleted, dict[str, str]]:
     batch_id = f"{ns}-b{b:05d}"
     truth = {f"{batch_id}-i{i}": CLASSES[(b + i) % len(CLASSES)] for i in range(ITEMS)}
     now = datetime.now(UTC)
-    created = BatchCreated(
-        event_id=deterministic_id("bench-batch", batch_id),
-        project=PROJECT,
-        batch_id=batch_id,
-        tasks=[
-            BatchTask(
-                item_id=item, data={"text": f"text of {item}"}, annotations_required=ANNOTATORS
-            )
-            for item in truth
-        ],
-        strategy="random",
-        seed=0,
-    )
     annotations = AnnotationsSubmitted(
         event_id=deterministic_id("bench-ann", batch_id),
         project=PROJECT,
@@ -109,10 +95,13 @@ def _batch(
         event_id=deterministic_id("bench-done", batch_id),
         project=PROJECT,
         batch_id=batch_id,
+        round=b + 1,
         n_tasks=ITEMS,
         n_annotations=ITEMS * ANNOTATORS,
+        tasks=[CompletedTask(item_id=item, annotations_required=ANNOTATORS) for item in truth],
+        annotations=annotations.annotations,
     )
-    return created, annotations, completed, truth
+    return batch_id, annotations, completed, truth
 
 
 async def qa_latency(url: str, n_batches: int) -> dict[str, Any]:
@@ -139,14 +128,13 @@ async def qa_latency(url: str, n_batches: int) -> dict[str, Any]:
         wrong = missing = 0
         with service_process("qa-scorer", url, ns):
             for b in range(n_batches + 1):  # batch 0 warms the service up, not counted
-                created, annotations, completed, truth = _batch(ns, b)
-                waiting[created.batch_id] = asyncio.Event()
-                await bus.publish(created)
+                batch_id, annotations, completed, truth = _batch(ns, b)
+                waiting[batch_id] = asyncio.Event()
                 start = time.perf_counter()
                 await bus.publish(annotations)
                 await bus.publish(completed)
-                await asyncio.wait_for(waiting[created.batch_id].wait(), timeout=60)
-                arrived, labels = ready[created.batch_id]
+                await asyncio.wait_for(waiting[batch_id].wait(), timeout=60)
+                arrived, labels = ready[batch_id]
                 if b > 0:
                     latencies.append(arrived - start)
                     missing += len(set(truth) - set(labels))

@@ -1,7 +1,8 @@
 """A throwaway labelloop bus for the bus benchmarks: nats-server, namespace, project, services.
 
-Services run as real subprocesses (``labelloop run <service>``), as in production: the benchmark
-process, the service and nats-server then share the machine's cores the way a deployment would.
+Services run as real subprocesses (``labelloop-service <service>``, what a container runs), as in
+production: the benchmark process, the service and nats-server then share the machine's cores the
+way a deployment would.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from labelloop.natsserver import EmbeddedNats, free_port
+from labelloop.services import service_spec
 
-LABELLOOP = str(Path(sys.executable).parent / "labelloop")
-
-# the service names' env prefixes for their HTTP port (each service has its own settings class)
-_PORT_ENV = {"ingester": "LABELLOOP_INGESTER_HTTP_PORT", "qa-scorer": "LABELLOOP_QA_HTTP_PORT"}
+SERVICE = str(Path(sys.executable).parent / "labelloop-service")
 
 
 def namespace(prefix: str) -> str:
@@ -44,17 +43,17 @@ def nats_server() -> Iterator[EmbeddedNats]:
 def service_process(
     name: str, nats_url: str, ns: str, *, extra_env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``labelloop run NAME`` against ``nats_url`` in namespace ``ns``, ready when yielded."""
+    """``labelloop-service NAME`` against ``nats_url`` in namespace ``ns``, ready when yielded."""
     port = free_port()
     env = {
         **os.environ,
         "LABELLOOP_NATS_URL": nats_url,
         "LABELLOOP_NAMESPACE": ns,
-        _PORT_ENV[name]: str(port),
+        service_spec(name).env("http_port"): str(port),
         **(extra_env or {}),
     }
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([LABELLOOP, "run", name], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([SERVICE, name], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_ready(proc, port, Path(log.name))
         yield proc

@@ -30,7 +30,7 @@ from labelloop_qa.domain.scoring import Rating, TaskInfo, project_scores, score_
 from labelloop_sampler.domain.batching import compose_batch, gold_count
 from labelloop_sampler.domain.pool import candidates, proba_rows
 from labelloop_sampler.domain.selection import UNCERTAINTY_STRATEGIES, select
-from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline
+from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline, regularization_grid
 from labelloop_trainer.domain.training import LabeledData, NotEnoughClasses, train_round
 
 Array = npt.NDArray[Any]
@@ -220,6 +220,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
                 fresh=fresh,
                 tolerance=config.training.promotion_tolerance,
                 random_state=config.training.random_state,
+                grid=regularization_grid(config.training),
             )
         except NotEnoughClasses:
             serving[number] = (current, current_rows, current_proba)

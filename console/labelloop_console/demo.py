@@ -500,7 +500,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(
         f"{summary['labels_per_item']} annotations per label, "
         f"{summary['spam_share'] * 100:.1f} % of them by annotators QA flagged, "
-        f"{len(summary['review_items'])} items sent to expert review, "
+        f"{summary['review_items']} items sent to expert review, "
         f"{summary['quality_alerts']} quality alerts, {summary['dead_letters']} dead letters"
     )
     curve = Table(

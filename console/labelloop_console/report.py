@@ -120,7 +120,7 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         ("annotations", summary["annotations_used"]),
         ("annotations per label", summary.get("labels_per_item", "-")),
         ("share of annotations by flagged annotators", _pct(summary.get("spam_share"))),
-        ("items sent to expert review", len(summary.get("review_items") or [])),
+        ("items sent to expert review", summary.get("review_items", 0)),
         ("quality alerts", summary.get("quality_alerts", 0)),
         ("dead letters", summary.get("dead_letters", 0)),
         ("held-out accuracy", f"{acc:.3f}" if acc is not None else "-"),

@@ -125,9 +125,12 @@ class QAScorer:
             # a fresh start: the old record would flag them again at once
             history.tallies.pop(annotator, None)
             history.flagged.discard(annotator)
-        record, after = await asyncio.to_thread(
-            self._decide, config, event, history, await self._earlier_labels(project, number)
-        )
+        decided = await asyncio.to_thread(self._decide, config, event, history, None)
+        if decided is None:  # someone is flagged for the first time: look at their earlier labels
+            earlier = await self._earlier_labels(project, number)
+            decided = await asyncio.to_thread(self._decide, config, event, history, earlier)
+        assert decided is not None
+        record, after = decided
         await self.store.save_history(project, number, after)
         await self.store.save_round(project, record)
         if readmitted:
@@ -141,9 +144,14 @@ class QAScorer:
         config: ProjectConfig,
         event: BatchCompleted,
         history: History,
-        earlier: dict[str, ConsensusLabel],
-    ) -> tuple[RoundRecord, History]:
-        """The whole QA decision on one round (pure: the same inputs give the same record)."""
+        earlier: dict[str, ConsensusLabel] | None,
+    ) -> tuple[RoundRecord, History] | None:
+        """The whole QA decision on one round (pure: the same inputs give the same record).
+
+        ``earlier`` (the labels earlier rounds released) is read only when an annotator is
+        flagged for the first time: ``None`` from a call without them means "call again with
+        them" (reading every earlier round for every round would make a round's cost grow with
+        the campaign)."""
         project, batch_id, number = event.project, event.batch_id, event.round
         ratings = live_ratings(event.annotations)
         tasks = [
@@ -205,8 +213,10 @@ class QAScorer:
         # annotators flagged for the first time with this round: labels of earlier rounds that
         # rest on their word alone go back to an expert
         newly = flagged - history.flagged
+        if newly and earlier is None:
+            return None
         in_review = {item.item_id for item in review}
-        for item_id, lab in sorted(earlier.items()):
+        for item_id, lab in sorted((earlier or {}).items()):
             if (
                 newly
                 and lab.annotators

@@ -71,6 +71,8 @@ class QAStore:
         self._blobs = blobs
         self._kv = kv
         self._rounds: dict[tuple[str, int], RoundRecord] = {}
+        self._latest_history: dict[str, tuple[int, bytes]] = {}
+        """Per project, the last history this replica wrote or read (histories never change)."""
 
     @staticmethod
     def _round_name(project: str, number: int) -> str:
@@ -102,9 +104,14 @@ class QAStore:
         """The annotators' history after round ``number`` (empty before the first)."""
         if number < 1:
             return History()
-        raw = await self._blobs().get(self._history_name(project, number))
+        cached = self._latest_history.get(project)
+        if cached is not None and cached[0] == number:
+            raw: bytes | None = cached[1]
+        else:
+            raw = await self._blobs().get(self._history_name(project, number))
         if raw is None:
             raise LookupError(f"QA history of {project} after round {number} is missing")
+        self._latest_history[project] = (number, raw)
         data = json.loads(raw)
         return History(
             {a: Tally.from_json(t) for a, t in data["tallies"].items()}, set(data["flagged"])
@@ -115,9 +122,9 @@ class QAStore:
             "tallies": {a: t.to_json() for a, t in sorted(history.tallies.items())},
             "flagged": sorted(history.flagged),
         }
-        await self._blobs().put(
-            self._history_name(project, number), json.dumps(data, sort_keys=True).encode()
-        )
+        raw = json.dumps(data, sort_keys=True).encode()
+        await self._blobs().put(self._history_name(project, number), raw)
+        self._latest_history[project] = (number, raw)
 
     # ------------------------------------------------------------------ re-admissions
 

@@ -41,7 +41,12 @@ from labelloop.project import ProjectConfig, TaskType
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
 from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
-from labelloop_trainer.domain.estimators import InputKind, aligned_proba, make_pipeline
+from labelloop_trainer.domain.estimators import (
+    InputKind,
+    aligned_proba,
+    make_pipeline,
+    regularization_grid,
+)
 from labelloop_trainer.domain.retraining import decide_retrain
 from labelloop_trainer.domain.training import (
     LabeledData,
@@ -223,6 +228,7 @@ class Trainer:
                 tolerance=t.promotion_tolerance,
                 random_state=t.random_state,
                 folds=self._oos_folds,
+                grid=regularization_grid(t),
             )
         except NotEnoughClasses as exc:
             await self._skip(config, event, state, str(exc))
@@ -314,6 +320,7 @@ class Trainer:
                 ),
                 "promoted": result.promoted,
                 "estimator": config.training.estimator,
+                "regularization": result.params,
                 "dropped_rows_without_input": inputs.dropped,
             },
         )
@@ -340,6 +347,8 @@ class Trainer:
         metrics["n_eval"] = float(ev.n)
         metrics["n_pool"] = float(len(inputs.pool_ids))
         metrics["evaluated_out_of_sample"] = 1.0
+        for name, value in result.params.items():  # e.g. clf__C -> regularization_C
+            metrics[f"regularization_{name.split('__')[-1]}"] = float(value)
         if result.current_evaluation is not None:
             metrics["current_macro_f1_on_fresh"] = result.current_evaluation.macro_f1
         if agreement is not None:

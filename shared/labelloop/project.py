@@ -201,6 +201,10 @@ class TrainingConfig(_Section):
     """Retrain when labels grew by this fraction since the last model (or min_new_labels)."""
     promotion_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
     """A new model is promoted unless its macro-F1 is worse than the current one's by more."""
+    tune_regularization: bool = True
+    """Choose the estimator's regularization strength by cross-validation over the labels
+    (logistic regression's ``C``, the linear SVM's ``alpha``) instead of scikit-learn's default:
+    crowd labels are noisy, and the default fits the noise (``bench/README.md``)."""
     convergence_rounds: int = Field(default=3, ge=2)
     convergence_agreement: float = Field(default=0.99, ge=0.5, le=1.0)
     """Converged when consecutive models agree on this share of the pool for convergence_rounds."""

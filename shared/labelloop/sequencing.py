@@ -71,7 +71,7 @@ class RoundSequencer:
         if number < current:
             return "done"
         if number > current:
-            await self._park(project, number, payload)
+            await self._park(project, number, payload, waiting_for=current)
             # the round before may have been applied meanwhile, by a replica that did not see
             # this one parked yet: look again, now that it is
             if await self.next_round(project) != number:
@@ -131,14 +131,20 @@ class RoundSequencer:
     def _blob(self, project: str, number: int) -> str:
         return f"seq/{self.name}/{project}/{number:08d}.json"
 
-    async def _park(self, project: str, number: int, payload: bytes) -> None:
+    async def _park(self, project: str, number: int, payload: bytes, *, waiting_for: int) -> None:
         value = payload
         if len(payload) > _INLINE:
             name = self._blob(project, number)
             await self.blobs().put(name, payload)
             value = _REF + name.encode()
         await self.kv().put(self._key(project, "queued", str(number)), value)
-        log.info("%s: round %d of %s parked until round %d", self.name, number, project, number)
+        log.info(
+            "%s: round %d of %s parked until round %d is applied",
+            self.name,
+            number,
+            project,
+            waiting_for,
+        )
 
     async def _parked(self, project: str, number: int) -> bytes | None:
         entry = await self.kv().get(self._key(project, "queued", str(number)))

@@ -193,10 +193,28 @@ class NatsBlobs:
                 return None
             if not info.size:
                 return b""
-            data = await self._chunks(info)
+            data = await (self._one_chunk(info) if info.chunks == 1 else self._chunks(info))
             if data is not None:
                 return data
         raise TimeoutError(f"object {name!r} kept changing while it was read")
+
+    async def _one_chunk(self, info: Any) -> bytes | None:
+        """A one-chunk object (most state: up to the chunk size, 128 KiB) in one request."""
+        store = self._store
+        try:
+            msg = await store._js.get_last_msg(store._stream, f"$O.{store._name}.C.{info.nuid}")
+        except NotFoundError:
+            return None  # replaced and purged since its info was read: read it again
+        data = msg.data or b""
+        return data if self._intact(info, hashlib.sha256(data)) else None
+
+    @staticmethod
+    def _intact(info: Any, digest: Any) -> bool:
+        expected = (info.digest or "").split("=", 1)[-1]
+        return (
+            not expected
+            or base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)) == digest.digest()
+        )
 
     async def _chunks(self, info: Any) -> bytes | None:
         """The object's chunks, or ``None`` if they stopped coming (the object was replaced)."""
@@ -218,10 +236,7 @@ class NatsBlobs:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        expected = (info.digest or "").split("=", 1)[-1]
-        if expected and base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)) != (
-            digest.digest()
-        ):
+        if not self._intact(info, digest):
             return None  # a mix of two versions' chunks cannot be: read it again
         return b"".join(parts)
 

@@ -15,9 +15,11 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from labelloop.project import TrainingConfig
+
 Array = npt.NDArray[Any]
 
-__all__ = ["InputKind", "aligned_proba", "fit_pipeline", "make_pipeline"]
+__all__ = ["InputKind", "aligned_proba", "fit_pipeline", "make_pipeline", "regularization_grid"]
 
 InputKind = Literal["text", "vectors"]
 Estimator = Literal["logistic_regression", "linear_svm", "random_forest"]
@@ -32,6 +34,22 @@ def _estimator(name: Estimator, random_state: int) -> ClassifierMixin:
     if name == "random_forest":
         return RandomForestClassifier(n_estimators=200, random_state=random_state, n_jobs=1)
     raise ValueError(f"unknown estimator {name!r}")
+
+
+def regularization_grid(training: TrainingConfig) -> list[dict[str, float]]:
+    """Candidate regularization strengths of the project's estimator, strongest first (pipeline
+    params); one candidate, the defaults, when tuning is off.
+
+    Logistic regression's ``C`` from 0.01 to 3 (scikit-learn's default, 1, is in the middle), the
+    linear SVM's ``alpha`` around its default 1e-4; the random forest is not tuned."""
+    estimator = training.estimator
+    if not training.tune_regularization:
+        return [{}]
+    if estimator == "logistic_regression":
+        return [{"clf__C": c} for c in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)]
+    if estimator == "linear_svm":
+        return [{"clf__alpha": a} for a in (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)]
+    return [{}]
 
 
 def make_pipeline(kind: InputKind, estimator: Estimator, random_state: int) -> Pipeline:

@@ -150,3 +150,55 @@ def test_out_of_sample_handles_a_class_with_one_row() -> None:
     )
     assert proba.shape == (21, 3)
     assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_tuning_keeps_the_regularization_cross_validation_prefers() -> None:
+    """Of a crippling C (the model can only guess the prior) and a sane one, the sane one wins;
+    the round reports the choice and its out-of-sample figures are the chosen candidate's."""
+    from labelloop_trainer.domain.training import tune
+
+    data, classes = _digits()
+    some = data.where(np.arange(len(data.y)) < 300)
+    pipeline = make_pipeline("vectors", "logistic_regression", 0)
+    grid = [{"clf__C": 1e-6}, {"clf__C": 0.1}]
+    chosen, oos, params = tune(pipeline, some, classes, grid, random_state=0)
+    assert params == {"clf__C": 0.1}
+    assert chosen.get_params()["clf__C"] == 0.1
+    alone = out_of_sample_proba(pipeline.set_params(clf__C=0.1), some, classes, random_state=0)
+    np.testing.assert_allclose(oos, alone)
+    result = train_round(
+        make_pipeline("vectors", "logistic_regression", 0),
+        some,
+        classes,
+        current_model=None,
+        fresh=None,
+        tolerance=0.01,
+        random_state=0,
+        grid=grid,
+    )
+    assert result.params == {"clf__C": 0.1}
+    assert result.model.get_params()["clf__C"] == 0.1
+    untuned = train_round(
+        make_pipeline("vectors", "logistic_regression", 0),
+        some,
+        classes,
+        current_model=None,
+        fresh=None,
+        tolerance=0.01,
+        random_state=0,
+    )
+    assert untuned.params == {}
+    assert untuned.model.get_params()["clf__C"] == 1.0
+
+
+def test_every_estimator_has_a_grid_its_pipeline_accepts() -> None:
+    from labelloop.project import TrainingConfig
+    from labelloop_trainer.domain.estimators import regularization_grid
+
+    for estimator in ("logistic_regression", "linear_svm", "random_forest"):
+        pipeline = make_pipeline("vectors", estimator, 0)  # type: ignore[arg-type]
+        training = TrainingConfig(estimator=estimator)  # type: ignore[arg-type]
+        for params in regularization_grid(training):
+            pipeline.set_params(**params)
+        off = TrainingConfig(estimator=estimator, tune_regularization=False)  # type: ignore[arg-type]
+        assert regularization_grid(off) == [{}]
