@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labelloop.events import BatchTask, ItemIn, LabelValue, Prediction, deterministic_id
+from labelloop.events import (
+    BatchTask,
+    ItemIn,
+    LabelValue,
+    Prediction,
+    SuspectLabel,
+    deterministic_id,
+)
 from labelloop.project import ProjectConfig, SamplingStrategy
 from labelloop_bridge.domain.crew import answer_batch
 from labelloop_ingester.domain.identity import item_id
@@ -31,6 +38,7 @@ from labelloop_sampler.domain.batching import compose_batch, gold_count
 from labelloop_sampler.domain.pool import candidates, proba_rows
 from labelloop_sampler.domain.selection import UNCERTAINTY_STRATEGIES, select
 from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline, regularization_grid
+from labelloop_trainer.domain.suspects import suspect_labels
 from labelloop_trainer.domain.training import LabeledData, NotEnoughClasses, train_round
 
 Array = npt.NDArray[Any]
@@ -73,6 +81,11 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
     serving: dict[int, tuple[Any | None, dict[str, int], Array | None]] = {0: (None, {}, None)}
     batches: dict[int, list[BatchTask]] = {}
     trained_on: set[str] = set()
+    suspects: dict[int, list[SuspectLabel]] = {}
+    rechecked: set[str] = set()
+    reviewed: set[str] = set()
+    gold_ids = {i for i in ids if records[i].known_label is not None}
+    kept = quality.max_rechecks_per_round * (lag + 2)
     spent = 0
     out: list[ReplayRound] = []
     number = 0
@@ -137,6 +150,9 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
                 )
             )
         batches[number] = tasks
+        rechecks = [x for x in suspects.pop(basis, []) if x.item_id not in rechecked]
+        rechecks = rechecks[: quality.max_rechecks_per_round]
+        rechecked |= {x.item_id for x in rechecks}
         spent += sum(1 for t in tasks if not t.is_gold)
         batch_id = deterministic_id("batch", config.name, number)
         plan = answer_batch(
@@ -171,6 +187,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
             threshold=quality.model_contradiction_threshold,
         )
         held += sorted(contradicted)
+        held += [x.item_id for x in rechecks if x.item_id not in held]
         for item in contradicted:
             released.pop(item, None)
         history = _cumulative(history, outcome.tallies)
@@ -197,6 +214,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
             )
             for a in experts.answers:
                 released[a.item_id] = a.value
+                reviewed.add(a.item_id)
         for item, value in released.items():
             labels[item] = (value, number)
         # the trainer's round on every label so far (gold included, as the dataset has it)
@@ -225,6 +243,14 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
         except NotEnoughClasses:
             serving[number] = (current, current_rows, current_proba)
         else:
+            suspects[number] = suspect_labels(
+                labeled,
+                [str(labels[i][0]) for i in labeled],
+                result.oos_proba,
+                classes,
+                threshold=quality.model_contradiction_threshold,
+                settled=gold_ids | reviewed,
+            )[:kept]
             if result.promoted:
                 pool_ids = [i for i in ids if i not in labels]
                 pool_x = np.stack([features[i] for i in pool_ids]).astype(np.float64)

@@ -202,7 +202,10 @@ class CampaignView:
         number = labeling[-1].round + 1
         basis = number - 1 - config.sampling.max_model_lag
         if basis >= 1:
-            uses_model = config.sampling.strategy.value in _MODEL_STRATEGIES
+            uses_model = (
+                config.sampling.strategy.value in _MODEL_STRATEGIES
+                or config.quality.max_rechecks_per_round > 0
+            )
             if uses_model and basis not in self.round_models():
                 return f"batch {number} waits for the model of round {basis}"
             if basis not in {r.round for r in self.reports}:

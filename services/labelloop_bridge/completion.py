@@ -23,4 +23,5 @@ def completion_event(
         kind=ledger.kind,
         tasks=list(ledger.info),
         annotations=sorted(annotations, key=lambda a: (a.item_id, a.annotator_id, a.annotation_id)),
+        rechecks=list(ledger.rechecks),
     )

@@ -203,6 +203,22 @@ class QAScorer:
                     probability,
                 )
             labels = [lab for lab in labels if lab.item_id not in contradicted]
+        # earlier labels the retrained model contradicts out of sample (carried by the batch
+        # from the sampler): an expert looks at them with this round's review
+        held = {item.item_id for item in review}
+        for suspect in event.rechecks:
+            if suspect.item_id in held:
+                continue
+            held.add(suspect.item_id)
+            review.append(
+                ReviewItem(
+                    item_id=suspect.item_id,
+                    reason="model_recheck",
+                    candidate_label=suspect.label,
+                    confidence=round(1.0 - suspect.probability, 6),
+                )
+            )
+            origin[suspect.item_id] = suspect.batch_id or batch_id
         # the annotators over their whole history (not only this batch's crew); once flagged,
         # an annotator stays flagged (and gets no tasks) until an operator re-admits them
         tallies = _cumulative(history.tallies, outcome.tallies)
@@ -363,7 +379,8 @@ def settle_review(
 
     An item the expert labeled takes the expert's label. An item the expert skipped keeps the
     crowd's candidate with its (low) confidence, for the export policy to weigh; an earlier label
-    that rested on a flagged annotator alone, skipped too, is withdrawn: nothing stands behind it.
+    that rested on a flagged annotator alone, skipped too, is withdrawn: nothing stands behind it;
+    an earlier label the model doubted, skipped, stands as it was.
     """
     experts: dict[str, LabelValue] = {}
     for r in ratings:
@@ -386,6 +403,8 @@ def settle_review(
                 annotators=[who[item.item_id]],
                 batch_id=batch,
             )
+        elif item.reason == "model_recheck":
+            continue  # skipped: the earlier label stands as it was released
         elif item.reason == "flagged_annotator" or item.candidate_label is None:
             if batch != record.batch_id:
                 withdrawn.append(item.item_id)

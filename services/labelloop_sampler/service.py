@@ -128,6 +128,7 @@ class Sampler:
                 model_version=event.serving_model_version,
                 scores_ref=event.serving_scores_ref,
                 converged=event.converged,
+                suspects=event.suspect_labels[: _kept_suspects(config)],
             ),
         )
         await self.advance(config)
@@ -170,8 +171,7 @@ class Sampler:
         if ledger.unannounced():
             await self._announce(config, ledger)
             ledger, revision = await self.ledgers.read(name)
-        uses_model = config.sampling.strategy in UNCERTAINTY_STRATEGIES
-        verdict = next_batch(ledger, config.sampling, uses_model=uses_model)
+        verdict = next_batch(ledger, config.sampling, uses_model=waits_for_model(config))
         self._observe(config, ledger, verdict)
         room = budget_room(
             config.budget,
@@ -211,8 +211,9 @@ class Sampler:
                 tasks=len(batch.tasks),
                 labels=regular,
                 annotations=sum(t.annotations_required for t in batch.tasks),
+                rechecks=[s.item_id for s in batch.rechecks],
             ),
-        )
+        ).with_suspects_used(verdict.basis)
         await self.ledgers.commit(name, committed, revision)
         self.metrics.selection.labels(strategy=batch.strategy).observe(
             time.perf_counter() - started
@@ -327,6 +328,8 @@ class Sampler:
             )
         batch_id = batch_id_of(config.name, number)
         used_model = proba is not None and chosen.strategy not in ("diversity", "random")
+        done = ledger.rechecked()
+        rechecks = [] if outcome is None else [s for s in outcome.suspects if s.item_id not in done]
         return BatchCreated(
             event_id=deterministic_id("batch-created", batch_id),
             project=config.name,
@@ -338,6 +341,7 @@ class Sampler:
             model_round=basis if used_model else None,
             seed=seed,
             excluded_annotators=list(outcome.flagged) if outcome is not None else [],
+            rechecks=rechecks[: quality.max_rechecks_per_round],
         )
 
     async def _taken(
@@ -480,6 +484,21 @@ _WAIT_REASONS = (
     "waiting_for_model",
     "waiting_for_qa",
 )
+
+
+def waits_for_model(config: ProjectConfig) -> bool:
+    """Whether batch *n* waits for the model of its basis round: to rank the pool by it, or to
+    carry its rechecks (a batch cut before the model came would carry none: not reproducible)."""
+    return (
+        config.sampling.strategy in UNCERTAINTY_STRATEGIES
+        or config.quality.max_rechecks_per_round > 0
+    )
+
+
+def _kept_suspects(config: ProjectConfig) -> int:
+    """Suspects kept per round: enough to fill a batch's rechecks after the ones a batch cut in
+    between took (each round's model may doubt the same labels)."""
+    return config.quality.max_rechecks_per_round * (config.sampling.max_model_lag + 2)
 
 
 def _exhausted_event(config: ProjectConfig, ledger: Ledger, reason: str) -> BudgetExhausted:

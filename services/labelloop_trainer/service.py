@@ -35,6 +35,7 @@ from labelloop.events import (
     LabelingConverged,
     ModelTrained,
     RequestTraining,
+    SuspectLabel,
     deterministic_id,
 )
 from labelloop.project import ProjectConfig, TaskType
@@ -48,6 +49,7 @@ from labelloop_trainer.domain.estimators import (
     regularization_grid,
 )
 from labelloop_trainer.domain.retraining import decide_retrain
+from labelloop_trainer.domain.suspects import suspect_labels
 from labelloop_trainer.domain.training import (
     LabeledData,
     NotEnoughClasses,
@@ -135,6 +137,35 @@ def _inputs(
         weight=frame["weight"].astype(float).to_numpy()[keep],
     )
     return _Inputs(labeled, pool_ids, pool_x, int((~keep).sum()))
+
+
+def _suspects(
+    frame: pd.DataFrame, inputs: _Inputs, oos: Array, config: ProjectConfig
+) -> list[SuspectLabel]:
+    """The round's suspect labels (gold and expert-reviewed rows are settled)."""
+    settled = set()
+    batches: dict[str, str | None] = {}
+    ids = frame["item_id"].astype(str).tolist()
+    gold = frame["is_gold"].astype(bool).tolist() if "is_gold" in frame else [False] * len(ids)
+    reviewed = (
+        frame["reviewed"].fillna(False).astype(bool).tolist()
+        if "reviewed" in frame
+        else [False] * len(ids)
+    )
+    origin = frame["batch_id"].tolist() if "batch_id" in frame else [None] * len(ids)
+    for item, g, r, b in zip(ids, gold, reviewed, origin, strict=True):
+        if g or r:
+            settled.add(item)
+        batches[item] = None if b is None or (isinstance(b, float) and np.isnan(b)) else str(b)
+    return suspect_labels(
+        inputs.labeled.item_ids.tolist(),
+        inputs.labeled.y.tolist(),
+        oos,
+        list(config.labels.classes),
+        threshold=config.quality.model_contradiction_threshold,
+        settled=settled,
+        batches=batches,
+    )
 
 
 class Trainer:
@@ -234,7 +265,8 @@ class Trainer:
             await self._skip(config, event, state, str(exc))
             return
         self._metrics.training.observe(time.perf_counter() - started)
-        await self._record(config, event, mv, result, inputs, state)
+        suspects = await asyncio.to_thread(_suspects, frame, inputs, result.oos_proba, config)
+        await self._record(config, event, mv, result, inputs, state, suspects)
 
     async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
         """A version's rows: from the object store when the exporter put them there, else disk."""
@@ -292,6 +324,7 @@ class Trainer:
         result: RoundResult,
         inputs: _Inputs,
         before: ProjectState,
+        suspects: list[SuspectLabel],
     ) -> None:
         project = config.name
         classes = list(config.labels.classes)
@@ -368,6 +401,7 @@ class Trainer:
             serving_model_version=serving.model_version if serving else None,
             serving_scores_ref=serving.scores_ref if serving else None,
             converged=verdict,
+            suspect_labels=suspects,
         )
         await self.store.save_round(outcome)
 

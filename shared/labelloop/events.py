@@ -65,6 +65,7 @@ __all__ = [
     "RequestTraining",
     "ReviewItem",
     "ReviewRequested",
+    "SuspectLabel",
     "deterministic_id",
     "utc_now",
 ]
@@ -234,6 +235,19 @@ class AnnotatorScore(_Frozen):
     """The annotator's most frequent mistakes, largest first (feedback for the annotator)."""
 
 
+class SuspectLabel(_Frozen):
+    """A released label the retrained model contradicts out of sample (confident learning)."""
+
+    item_id: str
+    label: LabelValue
+    """The label the dataset holds."""
+    model_label: LabelValue
+    probability: float = Field(ge=0.0, le=1.0)
+    """The model's out-of-sample probability of ``model_label``."""
+    batch_id: str | None = None
+    """The batch the label came from."""
+
+
 class ReviewItem(_Frozen):
     item_id: str
     reason: str
@@ -299,6 +313,9 @@ class BatchCreated(Event):
     kind: Literal["labeling", "review"] = "labeling"
     excluded_annotators: list[str] = Field(default_factory=list)
     """Annotators QA flagged (spammers, adversaries): they get no task of this batch."""
+    rechecks: list[SuspectLabel] = Field(default_factory=list)
+    """Earlier labels the model of ``model_round`` doubts: QA sends them to an expert with this
+    round's review (they are not tasks of this batch and cost no label budget)."""
 
 
 class AnnotationsSubmitted(Event):
@@ -322,6 +339,8 @@ class BatchCompleted(Event):
     kind: Literal["labeling", "review"] = "labeling"
     tasks: list[CompletedTask] = Field(default_factory=list)
     annotations: list[Annotation] = Field(default_factory=list)
+    rechecks: list[SuspectLabel] = Field(default_factory=list)
+    """The batch's ``BatchCreated.rechecks``, carried to QA."""
 
 
 class LabelsReady(Event):
@@ -432,6 +451,10 @@ class ModelTrained(Event):
     converged: str | None = None
     """Set when the learning curve has plateaued with this round: sampling stops (the same
     verdict is also announced as ``LabelingConverged``)."""
+    suspect_labels: list[SuspectLabel] = Field(default_factory=list)
+    """Labels (not gold, not expert-reviewed) whose class this round's model, out of sample,
+    gives at most ``1 - quality.model_contradiction_threshold``, and another class at least the
+    threshold; most confident first. The sampler sends some back to an expert."""
 
 
 class LabelingConverged(Event):

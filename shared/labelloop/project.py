@@ -132,8 +132,14 @@ class QualityConfig(_Section):
     ] = "auto"
     spammer_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     """Annotators whose spammer score exceeds this are flagged."""
-    model_contradiction_threshold: float = Field(default=0.9, gt=0.5, le=1.0)
-    """Out-of-sample probability of another class above which a label is sent to re-review."""
+    model_contradiction_threshold: float = Field(default=0.8, gt=0.5, le=1.0)
+    """A model's probability of another class above which a label goes to an expert: the
+    choosing model's prediction shown with the task, and the retrained model's out-of-sample
+    prediction of a released label (``max_rechecks_per_round``)."""
+    max_rechecks_per_round: int = Field(default=10, ge=0)
+    """Released labels the retrained model contradicts that go back to an expert with each
+    round's review, most confident contradiction first (0: none). Each costs one expert
+    annotation and no label budget."""
 
 
 class SamplingConfig(_Section):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from labelloop.events import BatchCreated, BatchTask, CompletedTask
+from labelloop.events import BatchCreated, BatchTask, CompletedTask, SuspectLabel
 
 __all__ = ["Answer", "BatchLedger", "TaskLedger", "completed_task"]
 
@@ -81,6 +81,8 @@ class BatchLedger:
     """The tasks as QA needs them (gold answers, predictions), carried by ``BatchCompleted``."""
     excluded: list[str] = field(default_factory=list)
     """Annotators QA flagged before this batch was cut: their answers do not count."""
+    rechecks: list[SuspectLabel] = field(default_factory=list)
+    """Earlier labels the batch carries to QA for an expert (``BatchCreated.rechecks``)."""
 
     @classmethod
     def new(
@@ -93,6 +95,7 @@ class BatchLedger:
         round: int = 1,
         info: list[CompletedTask] | None = None,
         excluded: list[str] | None = None,
+        rechecks: list[SuspectLabel] | None = None,
     ) -> BatchLedger:
         tasks = {item: TaskLedger(required=max(1, r)) for item, r in required.items()}
         return cls(
@@ -103,6 +106,7 @@ class BatchLedger:
             round=round,
             info=list(info or []),
             excluded=sorted(excluded or []),
+            rechecks=list(rechecks or []),
         )
 
     @classmethod
@@ -122,6 +126,7 @@ class BatchLedger:
             round=batch.round,
             info=[completed_task(t) for t in batch.tasks],
             excluded=list(batch.excluded_annotators),
+            rechecks=list(batch.rechecks),
         )
 
     def record(
@@ -183,6 +188,7 @@ class BatchLedger:
                 "round": self.round,
                 "info": [t.model_dump(mode="json", exclude_defaults=True) for t in self.info],
                 "excluded": self.excluded,
+                "rechecks": [r.model_dump(mode="json") for r in self.rechecks],
                 "tasks": {
                     item: [t.required, {a: _answer_json(x) for a, x in t.answers.items()}]
                     for item, t in self.tasks.items()
@@ -212,6 +218,7 @@ class BatchLedger:
             round=int(data.get("round") or 1),
             info=[CompletedTask.model_validate(t) for t in data.get("info") or []],
             excluded=list(data.get("excluded") or []),
+            rechecks=[SuspectLabel.model_validate(r) for r in data.get("rechecks") or []],
         )
 
 

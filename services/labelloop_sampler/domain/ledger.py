@@ -17,6 +17,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from labelloop.events import SuspectLabel
+
 __all__ = ["Ledger", "Outcome", "ReviewBatch", "Round"]
 
 
@@ -39,6 +41,8 @@ class Round(_Model):
     completed: bool = False
     announced: bool = False
     """``BatchCreated`` was published (a crash between commit and publish is repaired)."""
+    rechecks: list[str] = Field(default_factory=list)
+    """Items whose earlier label this batch sent back to an expert (``BatchCreated.rechecks``)."""
 
 
 class ReviewBatch(_Model):
@@ -59,6 +63,8 @@ class Outcome(_Model):
     model_version: str | None = None
     scores_ref: str | None = None
     converged: str | None = None
+    suspects: list[SuspectLabel] = Field(default_factory=list)
+    """The round's model's doubts about released labels, until the batch built on it is cut."""
     qa_known: bool = False
     """``QAReport`` of the round arrived."""
     flagged: list[str] = Field(default_factory=list)
@@ -126,6 +132,10 @@ class Ledger(_Model):
                 count += outcome.lead_count
         return seconds / count if count else None
 
+    def rechecked(self) -> set[str]:
+        """Items some batch already sent back to an expert."""
+        return {item for r in self.rounds.values() for item in r.rechecks}
+
     def unannounced(self) -> list[tuple[Literal["labeling", "review"], int, str, str]]:
         """Committed batches whose ``BatchCreated`` may not have gone out: (kind, round, id,
         nonce)."""
@@ -153,6 +163,14 @@ class Ledger(_Model):
                 "annotations_used": self.annotations_used + batch.annotations,
             }
         )
+
+    def with_suspects_used(self, basis: int) -> Self:
+        """Forget the suspects of round ``basis``: the batch built on it took what it could."""
+        old = self.outcomes.get(basis)
+        if old is None or not old.suspects:
+            return self
+        new = old.model_copy(update={"suspects": []})
+        return self.model_copy(update={"outcomes": {**self.outcomes, basis: new}})
 
     def with_review(self, number: int, batch: ReviewBatch) -> Self:
         return self.model_copy(update={"reviews": {**self.reviews, number: batch}})
@@ -195,6 +213,7 @@ class Ledger(_Model):
         model_version: str | None,
         scores_ref: str | None,
         converged: str | None,
+        suspects: list[SuspectLabel] | None = None,
     ) -> Self:
         old = self.outcomes.get(number, Outcome())
         if old.model_known:
@@ -205,6 +224,7 @@ class Ledger(_Model):
                 "model_version": model_version,
                 "scores_ref": scores_ref,
                 "converged": converged,
+                "suspects": list(suspects or []),
             }
         )
         return self.model_copy(update={"outcomes": {**self.outcomes, number: new}})

@@ -75,3 +75,23 @@ def test_ledgers_written_before_updated_at_was_kept_still_load() -> None:
     assert ledger.tasks["i1"].answers["ls-1"].updated_at is None
     assert ledger.record("i1", "ls-1", "ann", cancelled=True, deleted=False, updated_at=_at(1))
     assert BatchLedger.from_json(ledger.to_json()) == ledger
+
+
+def test_a_batchs_rechecks_survive_the_ledger_and_reach_its_completion() -> None:
+    from labelloop.events import BatchCreated, BatchTask, SuspectLabel
+    from labelloop_bridge.completion import completion_event
+    from labelloop_bridge.domain.ledger import BatchLedger
+
+    doubt = SuspectLabel(item_id="old", label="a", model_label="b", probability=0.96, batch_id="b0")
+    batch = BatchCreated(
+        project="p",
+        batch_id="b1",
+        round=2,
+        tasks=[BatchTask(item_id="i", data={}, annotations_required=1)],
+        strategy="random",
+        seed=0,
+        rechecks=[doubt],
+    )
+    ledger = BatchLedger.from_json(BatchLedger.of_batch(batch).to_json())
+    assert ledger.rechecks == [doubt]
+    assert completion_event("p", ledger, []).rechecks == [doubt]

@@ -470,3 +470,36 @@ def test_annotator_accuracy_series_are_capped() -> None:
         is None
     )
     assert registry.get_sample_value("labelloop_qa_annotator_series_dropped_total") == 1
+
+
+async def test_labels_the_model_doubts_go_to_the_expert_with_the_next_round() -> None:
+    """Round 2 carries two of round 1's labels the retrained model contradicts: they are
+    reviewed with round 2; the expert's answer replaces one, a skip leaves the other as it was."""
+    from labelloop.events import SuspectLabel
+
+    svc = service()
+    clear = {f"i{k}": [CLASSES[k % 3]] * 3 for k in range(6)}
+    later = {f"j{k}": [CLASSES[k % 3]] * 3 for k in range(6)}
+    doubts = [
+        SuspectLabel(item_id="i0", label="pos", model_label="neg", probability=0.97, batch_id="b1"),
+        SuspectLabel(item_id="i1", label="neg", model_label="neu", probability=0.93, batch_id="b1"),
+    ]
+    async with in_memory(svc) as bus:
+        await configure(svc)
+        await bus.publish(completed(annotations=crew_annotations(votes=clear)))
+        assert labels_of(bus, 1)["i0"].label == "pos"
+        round2 = completed("b2", 2, annotations=crew_annotations("b2", votes=later))
+        await bus.publish(round2.model_copy(update={"rechecks": doubts}))
+        (review,) = bus.published(ReviewRequested)
+        assert review.round == 2
+        assert [(i.item_id, i.reason, i.candidate_label) for i in review.items] == [
+            ("i0", "model_recheck", "pos"),
+            ("i1", "model_recheck", "neg"),
+        ]
+        assert [e for e in bus.published(LabelsReady) if e.round == 2] == []  # held for review
+        await bus.publish(review_completed(2, {"i0": "neg", "i1": None}))
+        released = labels_of(bus, 2)
+    assert set(released) == set(later) | {"i0"}  # i1 skipped: round 1's label stands
+    assert released["i0"].label == "neg"
+    assert released["i0"].reviewed
+    assert released["i0"].batch_id == "b1"

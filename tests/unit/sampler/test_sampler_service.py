@@ -219,3 +219,62 @@ async def test_events_of_an_unknown_project_are_dead_letters() -> None:
         (letter,) = bus.published(DeadLetter)
     assert "unknown project 'nosuch'" in letter.reason
     assert await svc.state.keys("sampler.nosuch.") == []
+
+
+async def test_a_batch_carries_the_doubts_of_the_model_it_builds_on_once() -> None:
+    """The model of round 1 doubts three labels: batch 3 (built on round 1) carries them, capped
+    by ``max_rechecks_per_round``, without spending label budget; a later model's doubt about an
+    item already sent back is not sent again. A random-sampling project waits for the model
+    too, so that which batch carries a doubt does not depend on timing."""
+    from labelloop.events import SuspectLabel
+
+    config = {
+        **CONFIG,
+        "sampling": {**CONFIG["sampling"], "strategy": "random"},
+        "quality": {**CONFIG["quality"], "max_rechecks_per_round": 2},
+        "budget": {"max_labels": 100},
+    }
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        ids = await _setup(bus, config=config)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        assert len(_batches(bus)) == 2
+        await bus.publish(_report(1))
+        assert len(_batches(bus)) == 2  # random, but the batch would carry round 1's doubts
+
+        def doubt(item: str, p: float) -> SuspectLabel:
+            return SuspectLabel(item_id=item, label="a", model_label="b", probability=p)
+
+        first_labels = [t.item_id for t in _batches(bus)[0].tasks if not t.is_gold]
+        trained = ModelTrained(
+            project=PROJECT,
+            model_version="m0001",
+            dataset_version="v0001",
+            round=1,
+            promoted=True,
+            metrics={},
+            n_train=9,
+            suspect_labels=[
+                doubt(first_labels[0], 0.99),
+                doubt(first_labels[1], 0.95),
+                doubt(first_labels[2], 0.91),
+            ],
+        )
+        await bus.publish(trained)
+        third = _batches(bus)[2]
+        assert [s.item_id for s in third.rechecks] == first_labels[:2]
+        assert sum(not t.is_gold for t in third.tasks) == 9  # rechecks are not tasks
+        assert not {s.item_id for s in third.rechecks} & {t.item_id for t in third.tasks}
+        await bus.publish(_report(2))
+        again = trained.model_copy(
+            update={
+                "round": 2,
+                "model_version": "m0002",
+                "dataset_version": "v0002",
+                "suspect_labels": [doubt(first_labels[0], 0.99)],
+            }
+        )
+        await bus.publish(again)
+        fourth = _batches(bus)[3]
+        assert fourth.rechecks == []
+    assert ids
