@@ -20,6 +20,7 @@ Checked: the hybrid mean above the random mean at every checkpoint from 100 labe
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -195,9 +196,13 @@ def run(quick: bool) -> dict[str, Any]:
             for seed in seeds
             for strategy in STRATEGIES
         ]
-        with tempfile.TemporaryDirectory(prefix="bench-campaign-") as tmp:
-            live = _deployment(Path(tmp), arms, timeout=1800)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-campaign-"))
+        live = _deployment(workdir, arms, timeout=1800)
         per: dict[str, Any] = {"wall_seconds": live["wall_seconds"], "finished": live["finished"]}
+        if live["finished"]:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:  # the services' logs and the NATS store say why: keep them
+            per["kept_workdir"] = str(workdir)
         for strategy in STRATEGIES:
             names = [f"s{seed}-{strategy}" for seed in seeds]
             curves = [live["arms"][n]["curve"] for n in names]
@@ -251,8 +256,9 @@ def run(quick: bool) -> dict[str, Any]:
                 f"campaign K={lag}: hybrid above random >=100",
                 "yes" if above else "no",
                 "",
-                f"max gap to offline replay {within:.3f}",
-                above and within <= 0.02,
+                f"max gap to offline replay {within:.3f}"
+                + ("" if live["finished"] else f"; UNFINISHED, logs in {workdir}"),
+                above and within <= 0.02 and live["finished"],
             ),
             row(
                 f"campaign K={lag}: spam share, labels/item",

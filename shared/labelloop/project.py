@@ -376,7 +376,10 @@ quality:
   gold_fraction: 0.05            # honeypots with known labels mixed into each batch
   min_alpha: 0.6                 # Krippendorff's alpha under this raises a QA alert
   min_confidence: 0.7            # consensus under this goes to expert review
-  consensus: auto                # auto | majority | dawid-skene | one-coin | gold-dawid-skene
+  consensus: auto                # auto | majority | dawid-skene | shrunk-dawid-skene | one-coin
+                                 # | gold-dawid-skene
+  model_contradiction_threshold: 0.8  # a model this sure of another class sends a label to review
+  max_rechecks_per_round: 10     # released labels the retrained model doubts, back to an expert
 sampling:
   strategy: hybrid               # random | stratified | diversity | least_confidence | margin
                                  # | entropy | hybrid
@@ -384,6 +387,8 @@ sampling:
   random_fraction: 0.0           # random control slice, to measure active learning honestly
   seed: 0
   max_open_tasks: 200
+  max_model_lag: 1               # batch n is chosen by the model of round n-1-lag (0: synchronous)
+  start: on_ingest               # on_ingest | on_command (wait for `labelloop sampling start`)
 export:
   formats: [jsonl, csv, parquet]
   every_n_labels: 100
@@ -391,6 +396,7 @@ export:
 training:
   estimator: logistic_regression
   min_new_labels: 20
+  tune_regularization: true      # regularization chosen by cross-validation over the labels
 budget:
   max_labels: 1000
   hourly_rate: 20.0
