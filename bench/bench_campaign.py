@@ -138,6 +138,8 @@ async def _campaign(
                 "flagged": sorted(flagged),
                 "spam_share": round(_spam_share(view, flagged), 4),
                 "rounds": len(view.labeling_batches()),
+                "dead_letters": view.dead_letters,
+                "settled": view.settled,
             }
         await watcher.stop()
     return out

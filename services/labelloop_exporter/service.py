@@ -28,11 +28,13 @@ from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
 from labelloop_exporter.domain.dataset import (
     DATASET_FILE,
+    LABELS_FILE,
     MANIFEST_FILE,
     dataset_event,
     prepare,
     render,
 )
+from labelloop_exporter.domain.formats import labels_only
 from labelloop_exporter.domain.labels import current_labels
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
@@ -212,9 +214,11 @@ class Exporter:
         )
 
     async def _share(self, project: str, version: str, dataset: bytes, manifest: bytes) -> str:
-        """Copy a version to the object store, so a trainer needs no shared volume."""
+        """Put a version's labels and manifest in the object store, so a trainer needs no shared
+        volume; the items' data stays in the catalog, where the ingester wrote it once."""
         base = f"exporter/{project}/datasets/{version}/"
-        await self._artifacts().put(base + DATASET_FILE, dataset)
+        labels = await asyncio.to_thread(labels_only, dataset)
+        await self._artifacts().put(base + LABELS_FILE, labels)
         await self._artifacts().put(base + MANIFEST_FILE, manifest)
         return base
 

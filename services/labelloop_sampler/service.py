@@ -447,7 +447,16 @@ class Sampler:
         """Publish committed batches a crash left unannounced (same batch, same event id)."""
         for kind, number, _batch_id, nonce in ledger.unannounced():
             batch = await self.ledgers.batch(config.name, kind, number, nonce)
-            await self._publish_batch(config.name, batch, kind, number)
+            items = await self.catalog.load(config.name)
+            tasks = [
+                t.model_copy(update={"data": items.records[t.item_id].data})
+                if t.item_id in items.records
+                else t
+                for t in batch.tasks
+            ]
+            await self._publish_batch(
+                config.name, batch.model_copy(update={"tasks": tasks}), kind, number
+            )
 
     # ------------------------------------------------------------------ metrics
 

@@ -3,8 +3,8 @@
 * ``sampler.<project>.ledger`` (KV): the :class:`~labelloop_sampler.domain.ledger.Ledger`,
   changed only by compare-and-swap;
 * ``sampler/<project>/batches/<kind>-<round>.<nonce>.json`` (object store): each batch as
-  published. Written before the ledger commit names it; a replica that lost the race leaves an
-  unnamed artefact behind;
+  published, without its items' data (the catalog has it). Written before the ledger commit
+  names it; a replica that lost the race leaves an unnamed artefact behind;
 * ``sampler.<project>.progress.<batch>`` (KV): annotations seen per open batch (backpressure).
 """
 
@@ -67,9 +67,14 @@ class LedgerStore:
         return f"sampler/{project}/batches/{kind}-{number:06d}.{nonce}.json"
 
     async def save_batch(self, batch: BatchCreated, nonce: str) -> None:
+        """Keep a committed batch without its items' data (that is in the catalog, once):
+        :meth:`batch` returns it so; the sampler fills the data in before publishing it again."""
         name = self.batch_name(batch.project, batch.kind, batch.round, nonce)
-        await self._blobs().put(name, batch.model_dump_json().encode())
-        self._batches[name] = batch
+        slim = batch.model_copy(
+            update={"tasks": [t.model_copy(update={"data": {}}) for t in batch.tasks]}
+        )
+        await self._blobs().put(name, slim.model_dump_json().encode())
+        self._batches[name] = slim
 
     async def batch(self, project: str, kind: Kind, number: int, nonce: str) -> BatchCreated:
         name = self.batch_name(project, kind, number, nonce)

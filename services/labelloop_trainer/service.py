@@ -72,7 +72,10 @@ _KIND: dict[TaskType, InputKind] = {
     TaskType.AUDIO_CLASSIFICATION: "vectors",
     TaskType.VIDEO_CLASSIFICATION: "vectors",
 }
+_LABELS_FILE = "labels.parquet"
+"""The label columns the exporter shares in the object store (item data is in the catalog)."""
 _DATASET_FILE = "dataset.parquet"
+"""The full version on the exporter's volume (read when the object store has no copy)."""
 
 
 def model_version_of(round_number: int) -> str:
@@ -99,6 +102,10 @@ def _column(frame: pd.DataFrame, field_name: str) -> str:
     return prefixed if prefixed in frame.columns else field_name
 
 
+def _text(value: object, fallback: str) -> str:
+    return value if isinstance(value, str) else fallback
+
+
 def _inputs(
     frame: pd.DataFrame, items: ProjectItems, kind: InputKind, config: ProjectConfig
 ) -> _Inputs:
@@ -109,8 +116,19 @@ def _inputs(
     keep: Array
     if kind == "text":
         field_name = config.primary_field.name
+        # the texts come from the catalog; a dataset read from the volume also has them
+        column = _column(frame, field_name)
+        fallback = (
+            frame[column].fillna("").astype(str).tolist()
+            if column in frame.columns
+            else [""] * len(ids)
+        )
         x: Array = np.asarray(
-            frame[_column(frame, field_name)].fillna("").astype(str).tolist(), dtype=object
+            [
+                _text(items.records[i].data.get(field_name) if i in items.records else None, f)
+                for i, f in zip(ids.tolist(), fallback, strict=True)
+            ],
+            dtype=object,
         )
         keep = np.ones(len(ids), dtype=bool)
         texts = {
@@ -271,7 +289,7 @@ class Trainer:
     async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
         """A version's rows: from the object store when the exporter put them there, else disk."""
         raw = (
-            await self._artifacts().get(event.dataset_ref + _DATASET_FILE)
+            await self._artifacts().get(event.dataset_ref + _LABELS_FILE)
             if event.dataset_ref
             else None
         )
@@ -283,7 +301,7 @@ class Trainer:
         """Item ids the model was trained on (the rows of its dataset version)."""
         key = f"{project}/{model.dataset_version}"
         if key not in self._train_sets:
-            name = f"exporter/{project}/datasets/{model.dataset_version}/{_DATASET_FILE}"
+            name = f"exporter/{project}/datasets/{model.dataset_version}/{_LABELS_FILE}"
             raw = await self._artifacts().get(name)
             if raw is None:
                 self._train_sets[key] = set()

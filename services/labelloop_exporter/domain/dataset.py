@@ -31,6 +31,7 @@ from labelloop_exporter.domain.validation import Problem, ValidationResult, vali
 __all__ = [
     "ALWAYS",
     "DATASET_FILE",
+    "LABELS_FILE",
     "MANIFEST_FILE",
     "Prepared",
     "Rendered",
@@ -42,6 +43,9 @@ __all__ = [
 
 DATASET_FILE = "dataset.parquet"
 MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.parquet"
+"""The label columns of a version, shared in the object store for the trainer (no item data:
+that is in the item catalog, once)."""
 ALWAYS = ("parquet",)
 """Parquet is always written: the trainer and ``labelloop datasets`` read it."""
 

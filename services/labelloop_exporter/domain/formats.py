@@ -27,6 +27,7 @@ from labelloop_exporter.domain.table import LABEL_COLUMNS
 
 __all__ = [
     "flat_rows",
+    "labels_only",
     "render_coco",
     "render_conll",
     "render_csv",
@@ -113,6 +114,15 @@ def render_csv(rows: pd.DataFrame, data_columns: Sequence[str]) -> bytes:
 
 def render_parquet(rows: pd.DataFrame, data_columns: Sequence[str]) -> bytes:
     table = _arrow_table(flat_rows(rows, data_columns), data_columns)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def labels_only(parquet: bytes) -> bytes:
+    """A dataset's Parquet file without the items' data: the label columns, for consumers that
+    read the item data from the catalog (the trainer). Item data then lives once on the bus."""
+    table = pq.read_table(io.BytesIO(parquet), columns=list(LABEL_COLUMNS))
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()

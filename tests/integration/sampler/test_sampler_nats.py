@@ -33,7 +33,7 @@ PROJECT: dict[str, Any] = {
     "task_type": "text_classification",
     "labels": {"classes": ["pos", "neg"]},
     "data_fields": [{"name": "text", "kind": "text", "max_length": 500}],
-    "sampling": {"strategy": "hybrid", "batch_size": 50, "max_open_tasks": 100},
+    "sampling": {"strategy": "hybrid", "batch_size": 50, "max_open_tasks": 100, "max_model_lag": 1},
     "quality": {"gold_fraction": 0.1, "overlap_fraction": 0.2},
 }
 

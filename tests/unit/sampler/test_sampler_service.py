@@ -278,3 +278,37 @@ async def test_a_batch_carries_the_doubts_of_the_model_it_builds_on_once() -> No
         fourth = _batches(bus)[3]
         assert fourth.rechecks == []
     assert ids
+
+
+async def test_a_batch_a_crash_left_unannounced_goes_out_again_whole() -> None:
+    """The committed artefact holds no item data (the catalog does); the repair publishes the
+    same batch, its tasks' data filled in from the catalog."""
+    from labelloop.stores import kv_update
+    from labelloop_sampler.domain.ledger import Ledger
+
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        await _setup(bus)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        first = _batches(bus)[0]
+        names = await bus.stores.artifacts.list(f"sampler/{PROJECT}/batches/labeling-000001")
+        (name,) = names
+        stored = BatchCreated.model_validate_json(await bus.stores.artifacts.get(name) or b"")
+        assert all(t.data == {} for t in stored.tasks)
+        assert all(t.data for t in first.tasks)
+
+        def unannounce(raw: bytes | None) -> bytes:
+            ledger = Ledger.decode(raw)
+            r = ledger.rounds[1].model_copy(update={"announced": False})
+            return ledger.model_copy(update={"rounds": {**ledger.rounds, 1: r}}).encode()
+
+        await kv_update(bus.stores.state, f"sampler.{PROJECT}.ledger", unannounce)
+        # the crash: the publish never reached the server
+        bus.transport.sent.remove(first)
+        bus.transport._ids.discard(first.event_id)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        again = [b for b in bus.published(BatchCreated) if b.round == 1 and b.kind == "labeling"]
+        assert len(again) == 1
+        assert again[0].model_dump(exclude={"occurred_at"}) == first.model_dump(
+            exclude={"occurred_at"}
+        )
