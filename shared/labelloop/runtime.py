@@ -529,7 +529,20 @@ class Service:
                     exc_info=error,
                     extra={"event": event_name, "deliveries": delivery.deliveries},
                 )
-            await self._dead_letter(msg, sub, verdict, delivery.deliveries, delivery)
+            try:
+                await self._dead_letter(msg, sub, verdict, delivery.deliveries, delivery)
+            except Exception as exc:  # the bus is in trouble: keep the message, try later
+                verdict = Verdict(
+                    "retry",
+                    f"could not publish its dead letter: {exc!r}",
+                    delay=self.settings.retry_backoff_seconds,
+                )
+                outcome = "retried"
+                self.log.warning(
+                    "dead letter not published, the message comes back: %r",
+                    exc,
+                    extra={"event": event_name, "deliveries": delivery.deliveries},
+                )
         elif verdict.action == "retry":
             self.log.warning(
                 "handler failed, will retry: %s",

@@ -25,7 +25,10 @@ def test_a_short_campaign_learns_catches_the_spammer_and_exports(tmp_path: Path)
     assert summary["simulation"] is True
     assert summary["finished"], "the campaign stopped on its own (budget or convergence)"
     assert summary["budget_exhausted"] or summary["converged"]
-    assert 350 <= summary["labels_used"] <= 400
+    if summary["converged"]:  # the trainer saw the model stop changing: the rest is saved
+        assert 150 <= summary["labels_used"] <= 400
+    else:
+        assert 350 <= summary["labels_used"] <= 400
     assert summary["annotations_used"] > summary["labels_used"]  # overlap for agreement
     assert summary["final_test_accuracy"] >= 0.9
     assert summary["label_accuracy"] >= 0.95

@@ -169,7 +169,12 @@ async def test_budget_stops_sampling_once_and_a_raised_budget_resumes_it(
 
     small = {
         **PROJECT,
-        "sampling": {"strategy": "random", "batch_size": 10, "max_open_tasks": 100},
+        "sampling": {
+            "strategy": "random",
+            "batch_size": 10,
+            "max_open_tasks": 100,
+            "max_model_lag": 1,
+        },
         "quality": {"gold_fraction": 0.0, "overlap_fraction": 0.0},
         "budget": {"max_labels": 10},
     }

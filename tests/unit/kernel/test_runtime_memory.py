@@ -52,3 +52,33 @@ async def test_invalid_payload_and_poison_become_dead_letters() -> None:
         )
         == 1
     )
+
+
+async def test_a_dead_letter_that_cannot_be_published_keeps_the_message_for_later() -> None:
+    """Publishing the dead letter fails (the bus is in trouble): the message is not settled as
+    dead-lettered but retried, and counted so; nothing is lost."""
+    from labelloop.delivery import Verdict
+    from labelloop.transport import MemoryTransport
+
+    settled: list[Verdict] = []
+
+    class Flaky(MemoryTransport):
+        async def publish(self, event, subject, stream, body, headers):  # type: ignore[no-untyped-def]
+            if isinstance(event, DeadLetter):
+                raise TimeoutError("nats: timeout")
+            return await super().publish(event, subject, stream, body, headers)
+
+        async def settle(self, msg, verdict):  # type: ignore[no-untyped-def]
+            settled.append(verdict)
+
+    service = _service()
+    service.transport = Flaky()
+    async with in_memory(service) as bus:
+        await bus.publish(RequestExport(project="p", reason="poison"))
+        assert bus.published(DeadLetter) == []
+    assert [v.action for v in settled] == ["retry"]
+    assert "dead letter" in settled[0].reason
+    retried = service.registry.get_sample_value(
+        "labelloop_runtime_messages_total", {"event": "RequestExport", "outcome": "retried"}
+    )
+    assert retried == 1
