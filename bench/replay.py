@@ -38,6 +38,7 @@ from labelloop_sampler.domain.batching import compose_batch, gold_count
 from labelloop_sampler.domain.pool import candidates, proba_rows
 from labelloop_sampler.domain.selection import UNCERTAINTY_STRATEGIES, select
 from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline, regularization_grid
+from labelloop_trainer.domain.retraining import decide_retrain
 from labelloop_trainer.domain.suspects import suspect_labels
 from labelloop_trainer.domain.training import LabeledData, NotEnoughClasses, train_round
 
@@ -86,6 +87,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
     reviewed: set[str] = set()
     gold_ids = {i for i in ids if records[i].known_label is not None}
     kept = quality.max_rechecks_per_round * (lag + 2)
+    rows_at_last_model: int | None = None
     spent = 0
     out: list[ReplayRound] = []
     number = 0
@@ -229,6 +231,16 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
         )
         current, current_rows, current_proba = serving[number - 1]
         fresh = np.asarray([i not in trained_on for i in labeled]) if current is not None else None
+        decision = decide_retrain(
+            len(labeled),
+            rows_at_last_model,
+            min_new_labels=config.training.min_new_labels,
+            min_growth=config.training.min_growth,
+        )
+        if not decision.train:  # the trainer skips the round: the serving model stays
+            serving[number] = (current, current_rows, current_proba)
+            out.append(ReplayRound(number, spent, serving[number][0]))
+            continue
         try:
             result = train_round(
                 pipeline,
@@ -243,6 +255,7 @@ def replay(config: ProjectConfig, items: Sequence[ItemIn]) -> list[ReplayRound]:
         except NotEnoughClasses:
             serving[number] = (current, current_rows, current_proba)
         else:
+            rows_at_last_model = len(labeled)
             suspects[number] = suspect_labels(
                 labeled,
                 [str(labels[i][0]) for i in labeled],

@@ -203,22 +203,6 @@ class QAScorer:
                     probability,
                 )
             labels = [lab for lab in labels if lab.item_id not in contradicted]
-        # earlier labels the retrained model contradicts out of sample (carried by the batch
-        # from the sampler): an expert looks at them with this round's review
-        held = {item.item_id for item in review}
-        for suspect in event.rechecks:
-            if suspect.item_id in held:
-                continue
-            held.add(suspect.item_id)
-            review.append(
-                ReviewItem(
-                    item_id=suspect.item_id,
-                    reason="model_recheck",
-                    candidate_label=suspect.label,
-                    confidence=round(1.0 - suspect.probability, 6),
-                )
-            )
-            origin[suspect.item_id] = suspect.batch_id or batch_id
         # the annotators over their whole history (not only this batch's crew); once flagged,
         # an annotator stays flagged (and gets no tasks) until an operator re-admits them
         tallies = _cumulative(history.tallies, outcome.tallies)
@@ -250,6 +234,24 @@ class QAScorer:
                     )
                 )
                 origin[item_id] = lab.batch_id or batch_id
+        # earlier labels the retrained model contradicts out of sample (carried by the batch
+        # from the sampler): an expert looks at them with this round's review. After the
+        # flagged annotators' labels: a label resting on a spammer alone is withdrawn if the
+        # expert skips it, a doubted one stands
+        held = {item.item_id for item in review}
+        for suspect in event.rechecks:
+            if suspect.item_id in held:
+                continue
+            held.add(suspect.item_id)
+            review.append(
+                ReviewItem(
+                    item_id=suspect.item_id,
+                    reason="model_recheck",
+                    candidate_label=suspect.label,
+                    confidence=round(1.0 - suspect.probability, 6),
+                )
+            )
+            origin[suspect.item_id] = suspect.batch_id or batch_id
         lead = [r.lead_time_seconds for r in ratings if r.lead_time_seconds is not None]
         report_fields = {**outcome.report, "items_flagged": len(review), "annotators": scores}
         report = QAReport(

@@ -3,8 +3,8 @@
 * ``sampler.<project>.ledger`` (KV): the :class:`~labelloop_sampler.domain.ledger.Ledger`,
   changed only by compare-and-swap;
 * ``sampler/<project>/batches/<kind>-<round>.<nonce>.json`` (object store): each batch as
-  published, without its items' data (the catalog has it). Written before the ledger commit
-  names it; a replica that lost the race leaves an unnamed artefact behind;
+  published, a labeling batch without its items' data (the catalog has it). Written before
+  the ledger commit names it; a replica that lost the race leaves an unnamed artefact behind;
 * ``sampler.<project>.progress.<batch>`` (KV): annotations seen per open batch (backpressure).
 """
 
@@ -67,12 +67,16 @@ class LedgerStore:
         return f"sampler/{project}/batches/{kind}-{number:06d}.{nonce}.json"
 
     async def save_batch(self, batch: BatchCreated, nonce: str) -> None:
-        """Keep a committed batch without its items' data (that is in the catalog, once):
-        :meth:`batch` returns it so; the sampler fills the data in before publishing it again."""
+        """Keep a committed labeling batch without its items' data (that is in the catalog,
+        once): :meth:`batch` returns it so; the sampler fills the data in before publishing it
+        again. A review batch is kept whole: it is small, and may name items the catalog does
+        not hold (their data came with the review request)."""
         name = self.batch_name(batch.project, batch.kind, batch.round, nonce)
-        slim = batch.model_copy(
-            update={"tasks": [t.model_copy(update={"data": {}}) for t in batch.tasks]}
-        )
+        slim = batch
+        if batch.kind == "labeling":
+            slim = batch.model_copy(
+                update={"tasks": [t.model_copy(update={"data": {}}) for t in batch.tasks]}
+            )
         await self._blobs().put(name, slim.model_dump_json().encode())
         self._batches[name] = slim
 

@@ -102,7 +102,7 @@ def _column(frame: pd.DataFrame, field_name: str) -> str:
     return prefixed if prefixed in frame.columns else field_name
 
 
-def _text(value: object, fallback: str) -> str:
+def _text(value: object, fallback: str | None) -> str | None:
     return value if isinstance(value, str) else fallback
 
 
@@ -118,19 +118,15 @@ def _inputs(
         field_name = config.primary_field.name
         # the texts come from the catalog; a dataset read from the volume also has them
         column = _column(frame, field_name)
-        fallback = (
-            frame[column].fillna("").astype(str).tolist()
-            if column in frame.columns
-            else [""] * len(ids)
-        )
-        x: Array = np.asarray(
-            [
-                _text(items.records[i].data.get(field_name) if i in items.records else None, f)
-                for i, f in zip(ids.tolist(), fallback, strict=True)
-            ],
-            dtype=object,
-        )
-        keep = np.ones(len(ids), dtype=bool)
+        fallback: list[str | None] = [None] * len(ids)
+        if column in frame.columns:
+            fallback = [str(v) for v in frame[column].fillna("").astype(str)]
+        found = [
+            _text(items.records[i].data.get(field_name) if i in items.records else None, f)
+            for i, f in zip(ids.tolist(), fallback, strict=True)
+        ]
+        keep = np.array([t is not None for t in found], dtype=bool)
+        x: Array = np.asarray([t if t is not None else "" for t in found], dtype=object)
         texts = {
             i: value
             for i in pool_candidates
@@ -288,21 +284,25 @@ class Trainer:
 
     async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
         """A version's rows: from the object store when the exporter put them there, else disk."""
-        raw = (
-            await self._artifacts().get(event.dataset_ref + _LABELS_FILE)
-            if event.dataset_ref
-            else None
-        )
+        raw = await self._shared(event.dataset_ref) if event.dataset_ref else None
         if raw is None:
             raw = await asyncio.to_thread((Path(event.path) / _DATASET_FILE).read_bytes)
         return await asyncio.to_thread(_read_dataset, raw)
+
+    async def _shared(self, base: str) -> bytes | None:
+        """A version's label columns from the object store (a version shared before the
+        exporter shared labels only has the whole dataset there)."""
+        for name in (_LABELS_FILE, _DATASET_FILE):
+            raw = await self._artifacts().get(base + name)
+            if raw is not None:
+                return raw
+        return None
 
     async def _train_set(self, project: str, model: ModelInfo) -> set[str]:
         """Item ids the model was trained on (the rows of its dataset version)."""
         key = f"{project}/{model.dataset_version}"
         if key not in self._train_sets:
-            name = f"exporter/{project}/datasets/{model.dataset_version}/{_LABELS_FILE}"
-            raw = await self._artifacts().get(name)
+            raw = await self._shared(f"exporter/{project}/datasets/{model.dataset_version}/")
             if raw is None:
                 self._train_sets[key] = set()
             else:

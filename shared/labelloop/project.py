@@ -139,7 +139,8 @@ class QualityConfig(_Section):
     max_rechecks_per_round: int = Field(default=10, ge=0)
     """Released labels the retrained model contradicts that go back to an expert with each
     round's review, most confident contradiction first (0: none). Each costs one expert
-    annotation and no label budget."""
+    annotation and no label budget. Above 0 every strategy, random too, waits for the model of
+    the round a batch builds on (it carries that model's doubts)."""
 
 
 class SamplingConfig(_Section):

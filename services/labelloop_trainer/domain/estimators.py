@@ -73,11 +73,6 @@ def fit_pipeline(
         model.fit(x, y, clf__sample_weight=sample_weight)
     else:
         model.fit(x, y)
-    tfidf = model.named_steps.get("tfidf")
-    if tfidf is not None and hasattr(tfidf, "stop_words_"):
-        # the terms min_df/max_df dropped: only for introspection, and as large as the corpus's
-        # rare words (scikit-learn's docs: safe to delete before pickling)
-        delattr(tfidf, "stop_words_")
     return model
 
 

@@ -503,3 +503,23 @@ async def test_labels_the_model_doubts_go_to_the_expert_with_the_next_round() ->
     assert released["i0"].label == "neg"
     assert released["i0"].reviewed
     assert released["i0"].batch_id == "b1"
+
+
+async def test_a_doubted_label_that_rests_on_a_newly_flagged_spammer_is_withdrawn_if_skipped() -> (
+    None
+):
+    """The model doubts "lone-1" too, but its label rests on the spammer QA flags with this
+    round: it is reviewed as the flagged annotator's, and withdrawn when the expert skips it."""
+    from labelloop.events import SuspectLabel
+
+    svc = service()
+    async with in_memory(svc) as bus:
+        await configure(svc, SPAM_CONFIG)
+        await bus.publish(_spam_round(1, ["lone-1"], n_items=6))
+        doubt = SuspectLabel(item_id="lone-1", label="pos", model_label="neg", probability=0.95)
+        await bus.publish(_spam_round(2, []).model_copy(update={"rechecks": [doubt]}))
+        (request,) = bus.published(ReviewRequested)
+        assert [(i.item_id, i.reason) for i in request.items] == [("lone-1", "flagged_annotator")]
+        await bus.publish(review_completed(2, {"lone-1": None}))
+        (ready,) = [e for e in bus.published(LabelsReady) if e.round == 2]
+        assert ready.withdrawn == ["lone-1"]
