@@ -413,7 +413,8 @@ class Sampler:
                 kind="review",
             )
             nonce = secrets.token_hex(4)
-            await self.ledgers.save_batch(batch, nonce)
+            uncatalogued = frozenset(t.item_id for t in tasks if t.item_id not in items.records)
+            await self.ledgers.save_batch(batch, nonce, uncatalogued=uncatalogued)
             try:
                 await self.ledgers.commit(
                     name,

@@ -3,8 +3,8 @@
 * ``sampler.<project>.ledger`` (KV): the :class:`~labelloop_sampler.domain.ledger.Ledger`,
   changed only by compare-and-swap;
 * ``sampler/<project>/batches/<kind>-<round>.<nonce>.json`` (object store): each batch as
-  published, a labeling batch without its items' data (the catalog has it). Written before
-  the ledger commit names it; a replica that lost the race leaves an unnamed artefact behind;
+  published, without the data of the items the catalog holds. Written before the ledger
+  commit names it; a replica that lost the race leaves an unnamed artefact behind;
 * ``sampler.<project>.progress.<batch>`` (KV): annotations seen per open batch (backpressure).
 """
 
@@ -66,17 +66,22 @@ class LedgerStore:
     def batch_name(project: str, kind: Kind, number: int, nonce: str) -> str:
         return f"sampler/{project}/batches/{kind}-{number:06d}.{nonce}.json"
 
-    async def save_batch(self, batch: BatchCreated, nonce: str) -> None:
-        """Keep a committed labeling batch without its items' data (that is in the catalog,
-        once): :meth:`batch` returns it so; the sampler fills the data in before publishing it
-        again. A review batch is kept whole: it is small, and may name items the catalog does
-        not hold (their data came with the review request)."""
+    async def save_batch(
+        self, batch: BatchCreated, nonce: str, *, uncatalogued: frozenset[str] = frozenset()
+    ) -> None:
+        """Keep a committed batch without its items' data (that is in the catalog, once):
+        :meth:`batch` returns it so; the sampler fills the data in before publishing it again.
+        Only the tasks of ``uncatalogued`` items keep theirs (a review request may name an
+        item the catalog does not hold; its data came with the request)."""
         name = self.batch_name(batch.project, batch.kind, batch.round, nonce)
-        slim = batch
-        if batch.kind == "labeling":
-            slim = batch.model_copy(
-                update={"tasks": [t.model_copy(update={"data": {}}) for t in batch.tasks]}
-            )
+        slim = batch.model_copy(
+            update={
+                "tasks": [
+                    t if t.item_id in uncatalogued else t.model_copy(update={"data": {}})
+                    for t in batch.tasks
+                ]
+            }
+        )
         await self._blobs().put(name, slim.model_dump_json().encode())
         self._batches[name] = slim
 

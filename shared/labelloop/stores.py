@@ -11,11 +11,13 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nats.js.api import DeliverPolicy
 from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -152,20 +154,40 @@ class NatsKeyValue:
     async def delete(self, key: str) -> None:
         await self._kv.delete(key)
 
-    async def keys(self, prefix: str = "") -> list[str]:
-        """Keys starting with ``prefix``; a prefix ending in ``.`` is filtered by the server."""
-        # nats-py's own keys(filters=...) matches substrings after reading every key: not that.
-        subject = f"{prefix}>" if prefix.endswith(".") else ">"
-        watcher = await self._kv.watch(subject, ignore_deletes=True, meta_only=True)
-        found: list[str] = []
+    async def keys(self, prefix: str = "", *, timeout: float = 30.0) -> list[str]:
+        """Keys starting with ``prefix``; a prefix ending in ``.`` is filtered by the server.
+
+        Not nats-py's ``keys()``/``watch()``: its "no more keys" marker can come before keys
+        that were already on their way (it compares the consumer's pending count with the
+        messages its callback has *processed*), so under load it returned no keys at all for
+        a project that had them. Here the end is the message the server says is the last
+        (``num_pending == 0``), or a consumer the server delivered nothing to."""
+        kv = self._kv
+        subject = f"{kv._pre}{prefix}>" if prefix.endswith(".") else f"{kv._pre}>"
+        sub = await kv._js.subscribe(
+            subject,
+            stream=kv._stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            headers_only=True,
+        )
+        found: set[str] = set()  # an ordered consumer that resets may deliver a key twice
         try:
-            async for entry in watcher:
-                if entry is None:  # the watcher's "no more history" marker
+            info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if not info.num_pending and not delivered:
+                return []
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                operation = (msg.headers or {}).get("KV-Operation")
+                key = msg.subject[len(kv._pre) :]
+                if operation not in ("DEL", "PURGE") and key.startswith(prefix):
+                    found.add(key)
+                if msg.metadata.num_pending == 0:
                     break
-                if entry.key.startswith(prefix):
-                    found.append(entry.key)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         return sorted(found)
 
 
@@ -246,12 +268,35 @@ class NatsBlobs:
         except (ObjectNotFoundError, NotFoundError):
             return
 
-    async def list(self, prefix: str = "") -> list[str]:
+    async def list(self, prefix: str = "", *, timeout: float = 30.0) -> list[str]:
+        """Names of the objects starting with ``prefix``, read from their latest metadata
+        messages (not nats-py's ``list()``: its watcher has the early end-marker race described
+        in :meth:`NatsKeyValue.keys`)."""
+        store = self._store
+        sub = await store._js.subscribe(
+            f"$O.{store._name}.M.>",
+            stream=store._stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        names: set[str] = set()
         try:
-            infos = await self._store.list(ignore_deletes=True)
-        except (NotFoundError, ObjectNotFoundError):
-            return []
-        return sorted(i.name for i in infos if i.name and i.name.startswith(prefix))
+            info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if not info.num_pending and not delivered:
+                return []
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                meta = json.loads(msg.data or b"{}")
+                name = meta.get("name")
+                if name and not meta.get("deleted") and name.startswith(prefix):
+                    names.add(name)
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return sorted(names)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -62,3 +62,35 @@ async def test_a_read_racing_rewrites_returns_one_whole_version(
         assert all(r in versions for r in reads)
     finally:
         await nc.close()  # type: ignore[attr-defined]
+
+
+async def test_keys_and_listings_are_complete_under_concurrent_readers(
+    nats_url: str, namespace: str
+) -> None:
+    """Listing keys while other listings run: every one sees every key (nats-py's watch-based
+    ``keys()`` could end before the keys on their way and return none); deleted keys are
+    not listed, and a prefix nobody used lists nothing."""
+    from labelloop.stores import NatsKeyValue
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        kv = NatsKeyValue(await js.create_key_value(bucket=f"{namespace}_kv"))
+        wanted = {f"p.chunk.{k:04d}" for k in range(300)}
+        await asyncio.gather(*(kv.put(k, b"{}") for k in sorted(wanted)))
+        await kv.put("p.chunk.gone", b"{}")
+        await kv.delete("p.chunk.gone")
+        await kv.put("other.key", b"{}")
+        listings = await asyncio.wait_for(
+            asyncio.gather(*(kv.keys("p.chunk.") for _ in range(40))), timeout=120
+        )
+        assert all(set(found) == wanted for found in listings)
+        assert await kv.keys("nobody.") == []
+
+        _, blobs = await _blobs(nats_url, namespace)
+        await asyncio.gather(*(blobs.put(f"obj/{k:03d}", b"x") for k in range(50)))
+        await blobs.delete("obj/007")
+        names = await asyncio.gather(*(blobs.list("obj/") for _ in range(20)))
+        assert all(len(n) == 49 and "obj/007" not in n for n in names)
+    finally:
+        await nc.close()

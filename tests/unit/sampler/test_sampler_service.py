@@ -197,13 +197,19 @@ async def test_review_requests_become_one_review_batch_per_round() -> None:
                     item_id=ids[10], reason="disagreement", candidate_label="a", confidence=0.4
                 ),
                 ReviewItem(item_id=ids[11], reason="low_confidence"),
+                ReviewItem(item_id="zz-elsewhere", reason="low_confidence", data={"image": "x"}),
             ],
         )
         await bus.publish(request)
         await bus.publish(request)  # a redelivery: the same batch, once
         (review,) = _batches(bus, "review")
+        (kept,) = [n for n in await bus.stores.artifacts.list("sampler/") if "review-" in n]
+        stored = BatchCreated.model_validate_json(await bus.stores.artifacts.get(kept) or b"")
     assert review.round == 1
-    assert [t.item_id for t in review.tasks] == [ids[10], ids[11]]
+    assert [t.item_id for t in review.tasks] == [ids[10], ids[11], "zz-elsewhere"]
+    assert review.tasks[2].data == {"image": "x"}  # from the request: the catalog lacks it
+    # the artefact keeps only the data the catalog does not hold
+    assert [t.data for t in stored.tasks] == [{}, {}, {"image": "x"}]
     assert all(t.is_review and t.annotations_required == 1 for t in review.tasks)
     assert review.tasks[0].data == {"image": "img-10"}  # from the catalog
     assert review.tasks[0].prediction is not None
