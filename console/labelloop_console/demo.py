@@ -489,10 +489,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"cost {summary['cost']['simulated_cost']} {summary['cost']['currency']}, "
         f"wall time {summary['wall_seconds']} s"
     )
+    random_labels = (summary.get("random_baseline_curve") or [[None]])[-1][0]
     console.print(
         f"held-out accuracy ({summary['test_set_size']} digits): "
-        f"[bold]{acc:.3f}[/] with {summary['strategy']}"
-        + (f", {rnd:.3f} with random sampling" if rnd is not None else "")
+        f"[bold]{acc:.3f}[/] with {summary['strategy']} ({summary['labels_used']} labels)"
+        + (f", {rnd:.3f} with random sampling ({random_labels} labels)" if rnd is not None else "")
         if acc is not None
         else "no model was trained"
     )

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["verdict_line", "write_report"]
+__all__ = ["random_at", "verdict_line", "write_report"]
 
 
 def _figure_png(draw: Any) -> str:
@@ -112,7 +112,7 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         figures.append(_confusion(summary))
     images = "".join(f'<img src="data:image/png;base64,{_figure_png(f)}">' for f in figures)
     acc = summary.get("final_test_accuracy")
-    rnd = summary.get("random_baseline_final_accuracy")
+    rnd = random_at(summary, int(summary["labels_used"]))
     facts = [
         ("run", summary["run_id"]),
         ("annotations from", "a SIMULATED crew" if summary["simulation"] else "Label Studio"),
@@ -124,7 +124,7 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         ("quality alerts", summary.get("quality_alerts", 0)),
         ("dead letters", summary.get("dead_letters", 0)),
         ("held-out accuracy", f"{acc:.3f}" if acc is not None else "-"),
-        ("random sampling, same budget", f"{rnd:.3f}" if rnd is not None else "-"),
+        ("random sampling, same labels", f"{rnd[0]:.3f}" if rnd is not None else "-"),
         ("dataset", f"{summary['dataset_version']} at {summary['dataset_path']}"),
         ("cost", f"{summary['cost']['simulated_cost']} {summary['cost']['currency']}"),
         ("wall time", f"{summary['wall_seconds']} s"),
@@ -184,15 +184,32 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def random_at(summary: dict[str, Any], labels: int) -> tuple[float, int] | None:
+    """The random arm's held-out accuracy once it had spent ``labels`` (the last point of its
+    curve at or before), with the labels that point stands for; its final accuracy when it has
+    no curve. ``None`` without a random arm."""
+    curve = summary.get("random_baseline_curve") or []
+    before = [(float(acc), int(n)) for n, acc in curve if n <= labels]
+    if before:
+        return before[-1]
+    final = summary.get("random_baseline_final_accuracy")
+    return None if final is None else (float(final), int(labels))
+
+
 def verdict_line(summary: dict[str, Any]) -> str:
-    """One sentence: did the chosen strategy beat random sampling at the same budget?"""
+    """One sentence: did the chosen strategy beat random sampling with the same labels?
+
+    A campaign that converged stops short of its budget while its random arm goes on: the arms
+    are compared at the labels the campaign used, and the random arm's final figure is added."""
     acc = summary.get("final_test_accuracy")
-    rnd = summary.get("random_baseline_final_accuracy")
     strategy = summary["strategy"]
+    labels = int(summary["labels_used"])
     if acc is None:
         return "no model was trained"
-    if rnd is None:
-        return f"{strategy}: held-out accuracy {acc:.3f} at {summary['labels_used']} labels"
+    at = random_at(summary, labels)
+    if at is None:
+        return f"{strategy}: held-out accuracy {acc:.3f} at {labels} labels"
+    rnd, _ = at
     gap = acc - rnd
     if abs(gap) < 0.005:
         how = "as good as"
@@ -200,10 +217,14 @@ def verdict_line(summary: dict[str, Any]) -> str:
         how = f"{gap * 100:.1f} points better than"
     else:
         how = f"{-gap * 100:.1f} points worse than"
-    return (
-        f"{strategy} is {how} random sampling at {summary['labels_used']} labels "
-        f"({acc:.3f} vs {rnd:.3f}, one seed)"
+    line = (
+        f"{strategy} is {how} random sampling at {labels} labels ({acc:.3f} vs {rnd:.3f}, one seed)"
     )
+    curve = summary.get("random_baseline_curve") or []
+    final = summary.get("random_baseline_final_accuracy")
+    if curve and final is not None and int(curve[-1][0]) > labels:
+        line += f"; random sampling ends at {float(final):.3f} with {int(curve[-1][0])} labels"
+    return line
 
 
 def _pct(value: Any) -> str:
