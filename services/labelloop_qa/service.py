@@ -131,8 +131,7 @@ class QAScorer:
             decided = await asyncio.to_thread(self._decide, config, event, history, earlier)
         assert decided is not None
         record, after = decided
-        await self.store.save_history(project, number, after)
-        await self.store.save_round(project, record)
+        await self.store.save_round(project, record.model_copy(update={"history": after.dump()}))
         if readmitted:
             await self.store.clear_readmissions(project, readmitted)
         self.metrics.duration.observe(time.perf_counter() - started)
@@ -351,13 +350,10 @@ class QAScorer:
     # ------------------------------------------------------------------ publishing
 
     async def _publish_round(self, record: RoundRecord) -> None:
-        await self._publish(record.report)
-        if record.alert is not None:
-            await self._publish(record.alert)
-        if record.request is not None:
-            await self._publish(record.request)
-        if record.final is not None:
-            await self._publish(record.final)
+        """The round's events, at once: each goes to its own consumers, and whoever needs two
+        of them (the sampler: the report and the model of a round) waits for both in its state."""
+        events = [record.report, record.alert, record.request, record.final]
+        await asyncio.gather(*(self._publish(e) for e in events if e is not None))
 
     def _observe(self, project: str, record: RoundRecord) -> None:
         self.metrics.observe_report(project, record.report.model_dump())

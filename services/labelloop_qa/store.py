@@ -1,15 +1,16 @@
-"""The qa-scorer's durable state: one record per labeling round, and the annotators' history.
+"""The qa-scorer's durable state: one record per labeling round.
 
 Everything lives in the ``artifacts`` object store under ``qa/<project>/``:
 
 * ``rounds/<n>.json``: a :class:`RoundRecord`: what scoring round *n* released, what it holds back
-  for an expert (and from which batch each held item came), the round's events, its annotator
-  tallies, and the round's final ``LabelsReady`` once the review is answered. A redelivered
-  message finds the record and republishes the same events instead of scoring again.
-* ``history/<n>.json``: every annotator's cumulative :class:`Tally` after round *n*: the prior
-  of round *n + 1*'s Dawid-Skene. Round *n* reads history *n - 1*, which is why rounds are scored
-  in their order (:mod:`labelloop.sequencing`): the labels are then a function of the rounds'
-  annotations, not of the order batches happened to finish in.
+  for an expert (and from which batch each held item came), the round's events, and every
+  annotator's cumulative :class:`Tally` after the round (the prior of round *n + 1*'s
+  Dawid-Skene); and the round's final ``LabelsReady`` once the review is answered. A redelivered
+  message finds the record and republishes the same events instead of scoring again. Round *n*
+  reads the history of record *n - 1*, which is why rounds are scored in their order
+  (:mod:`labelloop.sequencing`): the labels are then a function of the rounds' annotations, not
+  of the order batches happened to finish in. One object per round: the history and the round's
+  decision are written together, so neither can exist without the other.
 
 Re-admissions an operator asked for are kept in KV (``qa.<project>.readmit``) until the next
 round is scored.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +36,7 @@ from labelloop.events import (
 from labelloop.stores import Blobs, KeyValue, kv_update
 from labelloop_qa.domain.annotators import Tally
 
-__all__ = ["History", "QAStore", "RoundRecord"]
+__all__ = ["History", "HistoryRecord", "QAStore", "RoundRecord"]
 
 
 @dataclass
@@ -43,6 +45,25 @@ class History:
 
     tallies: dict[str, Tally] = field(default_factory=dict)
     flagged: set[str] = field(default_factory=set)
+
+    def dump(self) -> HistoryRecord:
+        return HistoryRecord(
+            tallies={a: t.to_json() for a, t in sorted(self.tallies.items())},
+            flagged=sorted(self.flagged),
+        )
+
+    @classmethod
+    def load(cls, record: HistoryRecord) -> History:
+        return cls({a: Tally.from_json(t) for a, t in record.tallies.items()}, set(record.flagged))
+
+
+class HistoryRecord(BaseModel):
+    """:class:`History` as a round record keeps it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tallies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    flagged: list[str] = Field(default_factory=list)
 
 
 class RoundRecord(BaseModel):
@@ -64,6 +85,8 @@ class RoundRecord(BaseModel):
     final: LabelsReady | None = None
     """The round's one ``LabelsReady``: at scoring when nothing is held, else once the expert
     review of the round is answered."""
+    history: HistoryRecord = Field(default_factory=HistoryRecord)
+    """The annotators' history after this round."""
 
 
 class QAStore:
@@ -71,16 +94,12 @@ class QAStore:
         self._blobs = blobs
         self._kv = kv
         self._rounds: dict[tuple[str, int], RoundRecord] = {}
-        self._latest_history: dict[str, tuple[int, bytes]] = {}
-        """Per project, the last history this replica wrote or read (histories never change)."""
+        self._latest_history: dict[str, tuple[int, HistoryRecord]] = {}
+        """Per project, the last history this replica wrote or read (a round's never changes)."""
 
     @staticmethod
     def _round_name(project: str, number: int) -> str:
         return f"qa/{project}/rounds/{number:06d}.json"
-
-    @staticmethod
-    def _history_name(project: str, number: int) -> str:
-        return f"qa/{project}/history/{number:06d}.json"
 
     async def round(self, project: str, number: int) -> RoundRecord | None:
         key = (project, number)
@@ -99,6 +118,7 @@ class QAStore:
             self._round_name(project, record.round), record.model_dump_json().encode()
         )
         self._rounds[(project, record.round)] = record
+        self._latest_history[project] = (record.round, record.history)
 
     async def history(self, project: str, number: int) -> History:
         """The annotators' history after round ``number`` (empty before the first)."""
@@ -106,25 +126,12 @@ class QAStore:
             return History()
         cached = self._latest_history.get(project)
         if cached is not None and cached[0] == number:
-            raw: bytes | None = cached[1]
-        else:
-            raw = await self._blobs().get(self._history_name(project, number))
-        if raw is None:
-            raise LookupError(f"QA history of {project} after round {number} is missing")
-        self._latest_history[project] = (number, raw)
-        data = json.loads(raw)
-        return History(
-            {a: Tally.from_json(t) for a, t in data["tallies"].items()}, set(data["flagged"])
-        )
-
-    async def save_history(self, project: str, number: int, history: History) -> None:
-        data = {
-            "tallies": {a: t.to_json() for a, t in sorted(history.tallies.items())},
-            "flagged": sorted(history.flagged),
-        }
-        raw = json.dumps(data, sort_keys=True).encode()
-        await self._blobs().put(self._history_name(project, number), raw)
-        self._latest_history[project] = (number, raw)
+            return History.load(cached[1])
+        record = await self.round(project, number)
+        if record is None:
+            raise LookupError(f"QA record of {project}'s round {number} is missing")
+        self._latest_history[project] = (number, record.history)
+        return History.load(record.history)
 
     # ------------------------------------------------------------------ re-admissions
 

@@ -210,6 +210,7 @@ class Service:
             max_handler_seconds=settings.max_handler_seconds
         )
         self._stores: Stores | None = None
+        self._configs: dict[str, tuple[bytes, ProjectConfig]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
@@ -319,7 +320,12 @@ class Service:
         entry = await self.stores.projects.get(name)
         if entry is None:
             return None
-        return parse_project(json.loads(entry.value), source=f"project {name!r}")
+        cached = self._configs.get(name)
+        if cached is not None and cached[0] == entry.value:
+            return cached[1]  # frozen: the same stored bytes give the same configuration
+        config = parse_project(json.loads(entry.value), source=f"project {name!r}")
+        self._configs[name] = (entry.value, config)
+        return config
 
     async def require_project(self, name: str) -> ProjectConfig:
         """The project's configuration; a message about an unknown project is a dead letter.

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from labelloop.stores import Blobs, KeyValue
+from labelloop.stores import Blobs, Entry, KeyValue
 
 __all__ = ["Offered", "RoundSequencer"]
 
@@ -57,7 +57,9 @@ class RoundSequencer:
         return ".".join(("seq", self.name, project, *parts))
 
     async def next_round(self, project: str) -> int:
-        entry = await self.kv().get(self._key(project, "next"))
+        return self._number(await self.kv().get(self._key(project, "next")))
+
+    def _number(self, entry: Entry | None) -> int:
         return int(entry.value) if entry is not None else self.first
 
     async def queued(self, project: str) -> list[int]:
@@ -67,7 +69,8 @@ class RoundSequencer:
 
     async def offer(self, project: str, number: int, payload: bytes) -> Offered:
         """Apply round ``number`` now if it is next, else park it; then apply what follows."""
-        current = await self.next_round(project)
+        seen = await self.kv().get(self._key(project, "next"))
+        current = self._number(seen)
         if number < current:
             return "done"
         if number > current:
@@ -79,15 +82,19 @@ class RoundSequencer:
             await self.drain(project)
             return "queued"
         await self.apply(project, number, payload)
-        await self._advance(project, number)
-        await self.drain(project)
+        await self._advance(project, number, seen)
+        await self.drain(project, start=number + 1)
         return "applied"
 
-    async def drain(self, project: str) -> int:
-        """Apply parked rounds while the next one is parked; how many were applied."""
+    async def drain(self, project: str, *, start: int | None = None) -> int:
+        """Apply parked rounds while the next one is parked; how many were applied.
+
+        ``start``: the round the caller just made next (saves reading it back). Should a racing
+        replica be further on, a round it applied may be applied again: ``apply`` is idempotent."""
         applied = 0
         while True:
-            number = await self.next_round(project)
+            number = start if start is not None else await self.next_round(project)
+            start = None
             payload = await self._parked(project, number)
             if payload is None:
                 return applied
@@ -112,12 +119,15 @@ class RoundSequencer:
 
     # ------------------------------------------------------------------ storage
 
-    async def _advance(self, project: str, number: int) -> None:
-        """Move ``next`` past ``number`` (never backwards: a racing replica may be ahead)."""
+    async def _advance(self, project: str, number: int, seen: Entry | None = None) -> None:
+        """Move ``next`` past ``number`` (never backwards: a racing replica may be ahead).
+
+        ``seen``: the entry the caller read before applying; tried first (compare-and-swap:
+        a stale one only costs a read)."""
         key = self._key(project, "next")
         kv = self.kv()
-        for _ in range(100):
-            entry = await kv.get(key)
+        for attempt in range(100):
+            entry = seen if attempt == 0 and seen is not None else await kv.get(key)
             if entry is not None and int(entry.value) > number:
                 return
             value = str(number + 1).encode()

@@ -3,7 +3,9 @@
 A whole campaign runs through the six services as processes (the demo's driver: ingest the pool,
 start sampling, the simulated crew answers, QA, exports, models), twice undisturbed and once under
 faults: a second qa-scorer replica competing for the work, a restart of nats-server, and kill -9 of
-the sampler, a qa-scorer replica, the exporter and the trainer, each while it holds a message.
+the sampler, a qa-scorer replica, the exporter and the trainer, each while it holds a message. The
+first run's crew answers each batch at once, the other two pace their answers: the timing of the
+rounds differs between the undisturbed runs too.
 Two projects run side by side, one with ``consensus: auto`` (Dawid-Skene, whose annotator history
 carries from round to round) and one with ``majority``.
 
@@ -47,7 +49,7 @@ PROJECTS = [f"digits-{key}" for key in VARIANTS]
 BUDGET = 140  # 4 rounds of 36 labels (the last trimmed): models, reviews, a lag of one batch
 
 
-def _options(run_dir: Path) -> DemoOptions:
+def _options(run_dir: Path, time_scale: float) -> DemoOptions:
     return DemoOptions(
         budget=BUDGET,
         random_arm=False,
@@ -56,10 +58,15 @@ def _options(run_dir: Path) -> DemoOptions:
         timeout_seconds=600,
         stall_seconds=240,
         quiet=True,
-        # the crew takes its time (each answer a fiftieth of its simulated lead time): faults
-        # land while rounds are under way, and pacing must not change the campaign either
-        time_scale=0.05,
+        time_scale=time_scale,
     )
+
+
+AT_ONCE = 0.0
+"""The crew answers a batch at once: rounds follow each other at machine speed."""
+PACED = 0.05
+"""Each answer takes a fiftieth of its simulated lead time: faults land while rounds are under
+way, and the timing differs from the first run's."""
 
 
 def _fingerprint(run_dir: Path) -> dict[str, str]:
@@ -157,7 +164,7 @@ async def _chaos(cluster: Cluster, stop: asyncio.Event, done: list[str]) -> None
 
 
 def _run(
-    tmp_path: Path, name: str, *, faults: bool
+    tmp_path: Path, name: str, *, faults: bool, time_scale: float = PACED
 ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
     run_dir = tmp_path / name
     namespace = f"repro{uuid.uuid4().hex[:8]}"
@@ -179,7 +186,9 @@ def _run(
             stop = asyncio.Event()
             chaos = asyncio.create_task(_chaos(cluster, stop, done)) if faults else None
             try:
-                return await run_campaign(_options(run_dir), cluster.nats.url, namespace, run_dir)
+                return await run_campaign(
+                    _options(run_dir, time_scale), cluster.nats.url, namespace, run_dir
+                )
             finally:
                 stop.set()
                 if chaos is not None:
@@ -195,7 +204,7 @@ def test_one_seed_gives_one_campaign_whatever_the_timing_and_the_faults(
     tmp_path: Path, record_property: Any
 ) -> None:
     started = time.monotonic()
-    first, facts_1, _ = _run(tmp_path, "first", faults=False)
+    first, facts_1, _ = _run(tmp_path, "first", faults=False, time_scale=AT_ONCE)
     second, facts_2, _ = _run(tmp_path, "second", faults=False)
     faulty, facts_3, done = _run(tmp_path, "faults", faults=True)
     record_property("seconds", round(time.monotonic() - started, 1))

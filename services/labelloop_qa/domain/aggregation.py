@@ -219,7 +219,7 @@ def dawid_skene(
         if prior_counts.shape != (a, k, k):
             raise ValueError(f"prior_counts must have shape {(a, k, k)}")
         pseudo = pseudo + prior_counts
-    resp_t = resp.T.tocsr()
+    resp_t = np.ascontiguousarray(resp.T) if isinstance(resp, np.ndarray) else resp.T.tocsr()
     old: tuple[FloatArray, FloatArray] | None = None
     marg = post.mean(axis=0)
     err = np.zeros((a, k, k))

@@ -33,7 +33,13 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from labelloop_qa.domain.ratings import AgreementUndefined, FloatArray, IntArray, Ratings
+from labelloop_qa.domain.ratings import (
+    DENSE_CELLS,
+    AgreementUndefined,
+    FloatArray,
+    IntArray,
+    Ratings,
+)
 
 __all__ = [
     "AgreementSummary",
@@ -333,10 +339,17 @@ def _delta(level: Level, r: Ratings, totals: FloatArray) -> FloatArray:
     raise ValueError(f"unknown level {level!r}: use nominal, ordinal, interval or ratio")
 
 
-def _alpha_parts(r: Ratings, level: Level) -> tuple[sp.csr_matrix, FloatArray, FloatArray]:
-    """Pairable item x value counts, each item's disagreement term, and the distance matrix."""
-    m = sp.csr_matrix((np.ones(r.n_ratings), (r.item, r.label)), shape=(r.n_items, r.n_classes))
-    m.sum_duplicates()
+def _alpha_parts(
+    r: Ratings, level: Level
+) -> tuple[sp.csr_matrix | FloatArray, FloatArray, FloatArray]:
+    """Pairable item x value counts (dense up to ``DENSE_CELLS``), each item's disagreement
+    term, and the distance matrix."""
+    m: sp.csr_matrix | FloatArray
+    if r.n_items * r.n_classes <= DENSE_CELLS:
+        m = r.item_counts().astype(np.float64)
+    else:
+        m = sp.csr_matrix((np.ones(r.n_ratings), (r.item, r.label)), shape=(r.n_items, r.n_classes))
+        m.sum_duplicates()
     totals = np.asarray(m.sum(axis=1)).ravel()
     m = m[totals >= 2]
     if m.shape[0] == 0:
@@ -344,7 +357,10 @@ def _alpha_parts(r: Ratings, level: Level) -> tuple[sp.csr_matrix, FloatArray, F
     per_item = np.asarray(m.sum(axis=1)).ravel()
     value_totals = np.asarray(m.sum(axis=0)).ravel()
     delta = _delta(level, r, value_totals)
-    within = np.asarray(m.multiply(m @ delta).sum(axis=1)).ravel()
+    product = m @ delta
+    within = np.asarray(
+        (m * product).sum(axis=1) if isinstance(m, np.ndarray) else m.multiply(product).sum(axis=1)
+    ).ravel()
     d_item = within / (per_item - 1.0)
     return m, d_item, delta
 
@@ -386,7 +402,7 @@ def krippendorff_alpha_ci(
     m, d_item, delta = _alpha_parts(r, level)
     u = m.shape[0]
     # few values (classes): a dense item x value matrix makes each replicate one BLAS product
-    values = m.toarray() if m.shape[1] <= 64 else m
+    values = m if isinstance(m, np.ndarray) else (m.toarray() if m.shape[1] <= 64 else m)
     rng = np.random.default_rng(random_state)
     chunk = max(1, min(n_boot, 4_000_000 // u))
     alphas: list[FloatArray] = []
