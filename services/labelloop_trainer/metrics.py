@@ -17,6 +17,13 @@ class TrainerMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.untrusted = Counter(
+            "labelloop_trainer_untrusted_models_total",
+            "Serving models refused on loading (digest mismatch, not a skops file, untrusted "
+            "types): trained over instead",
+            ["project"],
+            registry=registry,
+        )
         self.accuracy = Gauge(
             "labelloop_trainer_model_accuracy_ratio",
             "Test accuracy of the last trained (candidate) and the serving model",

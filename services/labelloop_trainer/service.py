@@ -38,6 +38,7 @@ from labelloop.events import (
     SuspectLabel,
     deterministic_id,
 )
+from labelloop.model_format import UntrustedModel
 from labelloop.project import ProjectConfig, TaskType
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
@@ -255,7 +256,7 @@ class Trainer:
         frame = await self._dataset(event)
         items = await self.catalog.load(project)
         inputs = await asyncio.to_thread(_inputs, frame, items, kind, config)
-        current = await self.store.load_model(state.current.model_ref) if state.current else None
+        current = await self._serving_model(project, state)
         fresh = None
         if state.current is not None:
             seen = await self._train_set(project, state.current)
@@ -297,6 +298,20 @@ class Trainer:
             if raw is not None:
                 return raw
         return None
+
+    async def _serving_model(self, project: str, state: ProjectState) -> Any | None:
+        """The serving model, to judge the candidate against; ``None`` without one, or when its
+        file is not the one the trainer wrote (replaced in the object store: it is never
+        loaded as code; the candidate is then judged on its own, and the refusal counted)."""
+        if state.current is None:
+            return None
+        info = state.current
+        try:
+            return await self.store.load_model(info.model_ref, info.model_digest)
+        except UntrustedModel as exc:
+            self._metrics.untrusted.labels(project=project).inc()
+            log.error("%s: serving model %s refused: %s", project, info.model_version, exc)
+            return None
 
     async def _train_set(self, project: str, model: ModelInfo) -> set[str]:
         """Item ids the model was trained on (the rows of its dataset version)."""
@@ -346,7 +361,7 @@ class Trainer:
     ) -> None:
         project = config.name
         classes = list(config.labels.classes)
-        model_ref = await self.store.save_model(project, mv, result.model)
+        model_ref, model_digest = await self.store.save_model(project, mv, result.model)
         agreement = await self._stability(project, mv, result, inputs, before, classes)
         scores_ref = None
         if result.promoted:
@@ -390,6 +405,7 @@ class Trainer:
                 dataset_version=event.version,
                 round=event.round,
                 model_ref=model_ref,
+                model_digest=model_digest,
                 scores_ref=scores_ref,
                 accuracy=ev.accuracy,
                 macro_f1=ev.macro_f1,
@@ -415,6 +431,7 @@ class Trainer:
             n_train=result.n_train,
             scores_ref=scores_ref,
             model_ref=model_ref,
+            model_digest=model_digest,
             classes=classes,
             serving_model_version=serving.model_version if serving else None,
             serving_scores_ref=serving.scores_ref if serving else None,

@@ -4,8 +4,9 @@
   consecutive-model agreements (convergence);
 * ``trainer/<project>/rounds/<n>.json``: the round's ``ModelTrained`` as published, so that a
   redelivered dataset version republishes the same event instead of training again;
-* ``trainer/<project>/models/<mv>.pickle`` and ``.json``: the fitted pipeline (a pickle, only
-  ever loaded from our own object store) and its evaluation report;
+* ``trainer/<project>/models/<mv>.skops`` and ``.json``: the fitted pipeline (a skops file:
+  data, never code; its digest is in the state and in ``ModelTrained``,
+  :mod:`labelloop.model_format`) and its evaluation report;
 * ``trainer/<project>/scores/<mv>.npz``: pool scores of a promoted model (a
   ``labelloop.catalog`` probability table);
 * ``trainer/<project>/stopset/<mv>.npz``: predicted classes on the stop set (convergence).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from labelloop.catalog import ProbabilityTable, encode_table
 from labelloop.events import ModelTrained
+from labelloop.model_format import digest_of, dump_model, load_model
 from labelloop.stores import Blobs, KeyValue, kv_update
 
 __all__ = ["ModelInfo", "ProjectState", "TrainerStore"]
@@ -38,6 +39,9 @@ class ModelInfo(BaseModel):
     dataset_version: str
     round: int
     model_ref: str
+    model_digest: str | None = None
+    """sha256 of the model file, checked before it is loaded (``None``: state written before
+    digests were recorded)."""
     scores_ref: str | None = None
     accuracy: float
     macro_f1: float
@@ -103,16 +107,20 @@ class TrainerStore:
 
     # ------------------------------------------------------------------ artefacts
 
-    async def save_model(self, project: str, model_version: str, model: Any) -> str:
-        name = self.name(project, "models", model_version, "pickle")
-        data = await asyncio.to_thread(pickle.dumps, model, pickle.HIGHEST_PROTOCOL)
+    async def save_model(self, project: str, model_version: str, model: Any) -> tuple[str, str]:
+        """Store a fitted model; its reference and digest."""
+        name = self.name(project, "models", model_version, "skops")
+        data = await asyncio.to_thread(dump_model, model)
         await self._artifacts().put(name, data)
-        return name
+        return name, digest_of(data)
 
-    async def load_model(self, ref: str) -> Any | None:
+    async def load_model(self, ref: str, digest: str | None) -> Any | None:
+        """The model at ``ref`` (``None`` if absent); :class:`UntrustedModel` if it is not the
+        file the digest names or holds anything but trusted types."""
         raw = await self._artifacts().get(ref)
-        # our own artefact, written by save_model: not untrusted input
-        return None if raw is None else pickle.loads(raw)  # noqa: S301
+        if raw is None:
+            return None
+        return await asyncio.to_thread(load_model, raw, digest=digest)
 
     async def save_report(self, project: str, model_version: str, report: dict[str, Any]) -> str:
         name = self.name(project, "models", model_version, "json")

@@ -441,6 +441,8 @@ class ModelTrained(Event):
     scores_ref: str | None = None
     """Object-store name of the candidate's pool scores (a ``labelloop.catalog`` table)."""
     model_ref: str | None = None
+    model_digest: str | None = None
+    """``sha256:<hex>`` of the file at ``model_ref``: a reader loads it only if it matches."""
     classes: list[str] = Field(default_factory=list)
     serving_model_version: str | None = None
     """The model that serves after this round: this one if promoted, else the one before."""
