@@ -28,6 +28,9 @@ CLASSES = [str(c) for c in range(10)]
 
 
 def _config(**training: Any) -> Any:
+    """The handlers' behaviour, not the tuning (``test_trainer_training`` covers it): one
+    regularization candidate keeps each round to one cross-validation."""
+    training = {"tune_regularization": False, **training}
     return parse_project(
         {
             "name": PROJECT,
