@@ -11,6 +11,10 @@ UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 LS := infra/labelstudio/labelstudio.sh
 
+# Python may cache bytecode here (an environment that sets PYTHONDONTWRITEBYTECODE makes every
+# run compile the project and pytest rewrite every test module again: seconds per command)
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: help install lock test test-fast check lint format typecheck imports nats demo labelstudio labelstudio-install labelstudio-stop bench soak docs clean
 
 help: ## Show the commands
