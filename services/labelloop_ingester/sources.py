@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from labelloop.events import ItemIn
 
-__all__ = ["MEDIA_KINDS", "BadRow", "read_items"]
+__all__ = ["MEDIA_KINDS", "BadRow", "read_items", "read_positioned"]
 
 MEDIA_KINDS: dict[str, str] = {
     **dict.fromkeys([".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"], "image"),
@@ -50,58 +50,118 @@ _RESERVED = {
 
 @dataclass(frozen=True, slots=True)
 class BadRow:
+    """A row that cannot become an item: where it is (``line`` of a JSONL or CSV file, 1-based;
+    the position of an element of a JSON list or a file of a folder, also 1-based) and why."""
+
     index: int
     reason: str
+    where: str = "line"
+
+    def describe(self) -> str:
+        return f"{self.where} {self.index}: {self.reason}"
 
 
 def read_items(path: str | Path, *, media_field: str | None = None) -> Iterator[ItemIn | BadRow]:
     """Items from a file or a folder, in file order; unusable rows come back as ``BadRow``."""
+    for _, row in read_positioned(path, media_field=media_field):
+        yield row
+
+
+def read_positioned(
+    path: str | Path, *, media_field: str | None = None
+) -> Iterator[tuple[BadRow, ItemIn | BadRow]]:
+    """Each row with where it is (a ``BadRow`` without a reason: ``line 3``, ``item 2``)."""
     path = Path(path)
     if path.is_dir():
-        yield from _read_folder(path, media_field)
+        yield from _tagged(_read_folder(path, media_field), "file")
         return
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson"}:
-        with path.open(encoding="utf-8") as fh:
-            for index, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield BadRow(index, f"not valid JSON: {exc.msg}")
-                    continue
-                yield _to_item(index, row)
+        yield from _tagged(_read_jsonl(path), "line")
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            for index, record in enumerate(csv.DictReader(fh)):
-                yield _to_item(index, _from_csv(record))
+        yield from _tagged(_read_csv(path), "line")
     elif suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            rows = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a valid UTF-8 JSON document: {exc}") from None
         if isinstance(rows, dict):
             rows = rows.get("tasks", rows.get("items", [rows]))
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of items or tasks")
-        for index, row in enumerate(rows):
-            yield _to_item(index, row)
+        yield from _tagged(
+            ((index, _to_item(index, row)) for index, row in enumerate(rows, start=1)), "item"
+        )
     else:
         raise ValueError(
             f"{path}: unknown file type {suffix!r} (use .jsonl, .csv, .json or a folder)"
         )
 
 
-def _read_folder(folder: Path, media_field: str | None) -> Iterator[ItemIn | BadRow]:
+def _tagged(
+    rows: Iterator[tuple[int, ItemIn | BadRow]], where: str
+) -> Iterator[tuple[BadRow, ItemIn | BadRow]]:
+    for index, row in rows:
+        at = BadRow(index, "", where)
+        yield at, (BadRow(index, row.reason, where) if isinstance(row, BadRow) else row)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, ItemIn | BadRow]]:
+    """One item per line, read as bytes: a line that is not UTF-8 or not JSON is a bad row,
+    and the lines after it are read as ever (memory stays flat in the file's size)."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, BadRow(number, f"not valid UTF-8 (byte {exc.start + 1} of the line)")
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, BadRow(number, f"not valid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            yield number, _to_item(number, row)
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, ItemIn | BadRow]]:
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        if any(_undecodable(name) for name in header):
+            raise ValueError(f"{path}: the header line is not valid UTF-8")
+        line = reader.line_num  # the header's last line
+        for record in reader:
+            start, line = line + 1, reader.line_num  # a quoted field may span lines
+            if any(_undecodable(v) for v in record.values()):
+                yield start, BadRow(start, "not valid UTF-8")
+                continue
+            extra = record.get(None)
+            if extra:
+                yield start, BadRow(start, f"{len(extra)} more fields than the header has")
+                continue
+            yield start, _to_item(start, _from_csv(record))
+
+
+def _undecodable(value: Any) -> bool:
+    """A CSV field read with ``surrogateescape`` that held bytes which are not UTF-8."""
+    if isinstance(value, list):
+        return any(_undecodable(v) for v in value)
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _read_folder(folder: Path, media_field: str | None) -> Iterator[tuple[int, ItemIn | BadRow]]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_KINDS)
-    for index, file in enumerate(files):
+    for index, file in enumerate(files, start=1):
         kind = MEDIA_KINDS[file.suffix.lower()]
-        yield _to_item(
-            index,
-            {
-                "data": {media_field or kind: str(file.resolve())},
-                "metadata": {"filename": file.name, "folder": str(file.parent.relative_to(folder))},
-                "external_id": str(file.relative_to(folder)),
-            },
-        )
+        row = {
+            "data": {media_field or kind: str(file.resolve())},
+            "metadata": {"filename": file.name, "folder": str(file.parent.relative_to(folder))},
+            "external_id": str(file.relative_to(folder)),
+        }
+        yield index, _to_item(index, row)
 
 
 def _from_csv(record: dict[str, Any]) -> dict[str, Any]:

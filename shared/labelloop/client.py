@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -21,7 +24,9 @@ from labelloop.settings import ServiceSettings
 from labelloop.stores import Blobs, KeyValue, NatsBlobs, NatsKeyValue
 from labelloop.streams import Namespace
 
-__all__ = ["BusClient", "connect"]
+__all__ = ["BusClient", "Unreachable", "connect"]
+
+log = logging.getLogger("labelloop.client")
 
 
 @dataclass
@@ -84,11 +89,37 @@ class BusClient:
         return revision
 
 
+class Unreachable(ConnectionError):
+    """No NATS server answered within the time a command gives it."""
+
+
 @asynccontextmanager
-async def connect(settings: ServiceSettings | None = None) -> AsyncIterator[BusClient]:
-    """Connect to NATS, make sure the streams and buckets exist, and yield a client."""
+async def connect(
+    settings: ServiceSettings | None = None, *, give_up_after: float | None = None
+) -> AsyncIterator[BusClient]:
+    """Connect to NATS, make sure the streams and buckets exist, and yield a client.
+
+    Once connected, the client reconnects as long as nats-py allows (a campaign rides out a
+    server restart). ``give_up_after``: seconds to wait for the *first* connection before
+    raising :class:`Unreachable` with the last error (an operator's command should say "no
+    NATS at URL" and stop, not retry for two minutes). Connection errors are logged as one
+    line at debug level, not as nats-py's traceback on stderr."""
     settings = settings or ServiceSettings()
-    nc = await nats.connect(**nats_connect_options(settings), connect_timeout=5)
+    errors: list[BaseException] = []
+
+    async def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+        log.debug("nats: %s: %s", type(exc).__name__, exc)
+
+    opening = nats.connect(**nats_connect_options(settings), connect_timeout=5, error_cb=on_error)
+    try:
+        nc = await asyncio.wait_for(opening, timeout=give_up_after)
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        cause = errors[-1] if errors else exc
+        raise Unreachable(
+            f"no NATS server answered at {settings.nats_url}"
+            f" ({type(cause).__name__}: {cause or 'timed out'})"
+        ) from None
     try:
         js = nc.jetstream()
         ns = Namespace(settings.namespace)

@@ -42,7 +42,7 @@ def test_project_apply_ingest_dlq_and_status(nats_url: str, namespace: str, tmp_
     ingested = run("ingest", str(items), "--project", "reviews")
     assert ingested.returncode == 2  # one row unreadable: said, not silently dropped
     assert "submitted 5 items" in ingested.stdout
-    assert "row 5: not submitted" in ingested.stderr
+    assert "line 6: not valid JSON" in ingested.stderr
 
     listed = run("dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -56,6 +56,56 @@ def test_project_apply_ingest_dlq_and_status(nats_url: str, namespace: str, tmp_
 
     status = run("status", "--project", "reviews")
     assert status.returncode == 0, status.stderr
+
+
+async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The files of 2026-12-01 that made ``labelloop ingest`` print a traceback and submit
+    nothing: a line of invalid UTF-8, a row over NATS' message limit; and a project nobody
+    applied, and no NATS at all. Each is said in one line with where and why; good rows go."""
+    import asyncio
+
+    from labelloop.events import ItemsSubmitted
+    from labelloop.testing import EventCollector
+
+    def run(*args: str, url: str = nats_url) -> subprocess.CompletedProcess[str]:
+        return _labelloop(*args, nats_url=url, namespace=namespace, cwd=tmp_path)
+
+    applied = await asyncio.to_thread(
+        run, "project", "apply", str(EXAMPLES / "reviews" / "project.yaml")
+    )
+    assert applied.returncode == 0, applied.stderr
+    path = tmp_path / "mixed.jsonl"
+    good = [json.dumps({"data": {"text": f"review {i}"}}).encode() for i in range(300)]
+    lines = [*good[:100], b'{"data": {"text": "caf\xe9"}}', *good[100:200]]
+    lines += [json.dumps({"data": {"text": "x" * 900_000}}).encode(), *good[200:]]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    async with EventCollector(nats_url, namespace, ItemsSubmitted) as submitted:
+        done = await asyncio.to_thread(run, "ingest", str(path), "--project", "reviews")
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "line 101: not valid UTF-8" in done.stderr
+        assert "line 202: too_large: 900" in done.stderr
+        assert "submitted 300 items" in done.stdout
+        assert "2 rows not submitted" in done.stdout
+        messages = await submitted.wait_for(1, timeout=30)
+        await asyncio.sleep(0)  # the command has finished publishing: every message is here
+    texts = [item.data["text"] for m in submitted.events for item in m.items]
+    assert sorted(texts) == sorted(f"review {i}" for i in range(300)), len(messages)
+
+    unknown = await asyncio.to_thread(run, "ingest", str(path), "--project", "nosuch")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "error: unknown project 'nosuch': apply its configuration first"
+    )
+    nobody = await asyncio.to_thread(
+        run, "ingest", str(path), "--project", "reviews", url="nats://127.0.0.1:9"
+    )
+    assert nobody.returncode == 1
+    assert "cannot reach NATS: no NATS server answered at nats://127.0.0.1:9" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
 
 
 def test_annotators_feedback_readmit_and_sampling_commands(

@@ -35,9 +35,32 @@ def test_jsonl_flat_and_item_shaped_rows(tmp_path: Path) -> None:
     assert isinstance(rows[1], ItemIn)
     assert rows[1].features == [1.0, 2.0]
     assert isinstance(rows[2], BadRow)
-    assert rows[2].index == 2
+    assert rows[2].describe().startswith("line 3: not valid JSON")  # lines count from 1
     assert isinstance(rows[3], BadRow)
-    assert rows[3].index == 4
+    assert rows[3].index == 5
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_row_and_the_rest_is_read(tmp_path: Path) -> None:
+    """2026-12-01: one invalid UTF-8 line made the whole file a traceback, nothing submitted."""
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b'{"text": "one"}\n{"text": "t\xffo"}\n{"text": "three"}\n')
+    rows = list(read_items(path))
+    assert [r.data["text"] for r in rows if isinstance(r, ItemIn)] == ["one", "three"]
+    (bad,) = [r for r in rows if isinstance(r, BadRow)]
+    assert bad.describe() == "line 2: not valid UTF-8 (byte 12 of the line)"
+
+
+def test_csv_rows_report_their_file_line_and_extra_fields(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_bytes(
+        b'text,label\nfine,pos\n"two\nlines",neg\nextra,pos,oops\nbad \xff,pos\nok,neg\n'
+    )
+    rows = list(read_items(path))
+    assert [r.data["text"] for r in rows if isinstance(r, ItemIn)] == ["fine", "two\nlines", "ok"]
+    assert [r.describe() for r in rows if isinstance(r, BadRow)] == [
+        "line 5: 1 more fields than the header has",
+        "line 6: not valid UTF-8",
+    ]
 
 
 def test_csv_with_metadata_columns(tmp_path: Path) -> None:
