@@ -159,12 +159,12 @@ def project_validate(file: Annotated[Path, typer.Argument(help="Project YAML")])
 @project_app.command("apply")
 def project_apply(file: Annotated[Path, typer.Argument(help="Project YAML")]) -> None:
     """Store a project's configuration in NATS and announce it to the services."""
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
 
     config = _load_or_exit(file)
 
     async def apply() -> int:
-        async with connect() as bus:
+        async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             return await bus.apply_project(config)
 
     revision = _run(apply())
@@ -174,10 +174,10 @@ def project_apply(file: Annotated[Path, typer.Argument(help="Project YAML")]) ->
 @project_app.command("show")
 def project_show(name: Annotated[str, typer.Argument()]) -> None:
     """Print a project's stored configuration."""
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
 
     async def show() -> str | None:
-        async with connect() as bus:
+        async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             config = await bus.project(name)
             return None if config is None else config.model_dump_json(exclude={"guidelines_text"})
 
@@ -206,11 +206,11 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """List pending dead letters with their reasons."""
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
     from labelloop.deadletters import list_dead_letters
 
     async def fetch() -> list[Any]:
-        async with connect() as bus:
+        async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             return await list_dead_letters(bus.js, bus.ns, limit=limit, project=project)
 
     letters = _run(fetch())
@@ -241,7 +241,7 @@ def dlq_replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every pending dead letter")] = False,
 ) -> None:
     """Re-drive dead letters to their original subjects (after fixing the cause)."""
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
     from labelloop.deadletters import list_dead_letters, replay_dead_letter
 
     if not sequences and not all_:
@@ -249,7 +249,7 @@ def dlq_replay(
         raise typer.Exit(2)
 
     async def replay() -> int:
-        async with connect() as bus:
+        async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             targets = list(sequences or [])
             if all_:
                 targets = [d.sequence for d in await list_dead_letters(bus.js, bus.ns, limit=10**6)]
@@ -344,8 +344,14 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    from labelloop.client import Unreachable
+
     _register_commands()
-    app(prog_name="labelloop")
+    try:
+        app(prog_name="labelloop")
+    except Unreachable as exc:  # every command that needs the bus: one line, not a traceback
+        typer.echo(f"error: cannot reach NATS: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

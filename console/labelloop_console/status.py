@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from labelloop.client import BusClient, connect
+from labelloop.client import COMMAND_WAIT_SECONDS, BusClient, connect
 from labelloop.project import ProjectConfig
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 
@@ -80,7 +80,7 @@ async def _configs(bus: BusClient, names: list[str]) -> dict[str, ProjectConfig 
 
 
 async def show_status(projects: list[str] | None, *, watch: bool, console: Console) -> None:
-    async with connect() as bus:
+    async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, projects)
         await watcher.start()
         if not await watcher.caught_up():

@@ -24,7 +24,7 @@ from labelloop.settings import ServiceSettings
 from labelloop.stores import Blobs, KeyValue, NatsBlobs, NatsKeyValue
 from labelloop.streams import Namespace
 
-__all__ = ["BusClient", "Unreachable", "connect"]
+__all__ = ["COMMAND_WAIT_SECONDS", "BusClient", "Unreachable", "connect"]
 
 log = logging.getLogger("labelloop.client")
 
@@ -87,6 +87,10 @@ class BusClient:
             )
         )
         return revision
+
+
+COMMAND_WAIT_SECONDS = 10.0
+"""How long an operator's command waits for a first connection before it says there is none."""
 
 
 class Unreachable(ConnectionError):

@@ -48,11 +48,11 @@ def feedback(
     from rich.console import Console
     from rich.table import Table
 
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
     from labelloop_console.campaign import AnnotatorFeedback, CampaignWatcher
 
     async def read() -> list[AnnotatorFeedback]:
-        async with connect() as bus:
+        async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             watcher = CampaignWatcher(bus.nc, bus.ns, [project])
             await watcher.start()
             await watcher.caught_up()
@@ -125,9 +125,9 @@ def _sampling(project: str, action: str) -> None:
 
 
 async def _publish(event: object) -> None:
-    from labelloop.client import connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
     from labelloop.events import Event
 
     assert isinstance(event, Event)
-    async with connect() as bus:
+    async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
         await bus.publish(event)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from labelloop.client import connect
+from labelloop.client import COMMAND_WAIT_SECONDS, connect
 from labelloop.events import Event, RequestExport
 from labelloop_exporter.settings import ExporterSettings
 from labelloop_exporter.store import DatasetDirectory
@@ -78,5 +78,5 @@ def list_datasets(
 
 
 async def _publish(settings: ExporterSettings, event: Event) -> None:
-    async with connect(settings) as bus:
+    async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
         await bus.publish(event)

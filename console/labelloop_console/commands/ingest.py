@@ -19,8 +19,6 @@ __all__ = ["register", "submissions"]
 
 _CHUNK_BYTES = 800_000
 """Submitted messages stay under NATS' default 1 MB payload limit."""
-_CONNECT_SECONDS = 10.0
-"""How long the command waits for a NATS server before it says there is none."""
 
 
 def register(app: typer.Typer) -> None:
@@ -93,10 +91,10 @@ async def _stream(
     file: Path, project: str, source: str, media_field: str | None, settings: IngesterSettings
 ) -> _Report:
     # the kernel's client: credentials, TLS and stream provisioning as the services have them
-    from labelloop.client import Unreachable, connect
+    from labelloop.client import COMMAND_WAIT_SECONDS, Unreachable, connect
 
     report = _Report()
-    bus_context = connect(settings, give_up_after=_CONNECT_SECONDS)
+    bus_context = connect(settings, give_up_after=COMMAND_WAIT_SECONDS)
     try:
         bus = await bus_context.__aenter__()
     except Unreachable as exc:

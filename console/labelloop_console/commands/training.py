@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labelloop.client import connect
+from labelloop.client import COMMAND_WAIT_SECONDS, connect
 from labelloop.events import Event, RequestTraining
 from labelloop_trainer.settings import TrainerSettings
 
@@ -31,5 +31,5 @@ def train(
 
 
 async def _publish(settings: TrainerSettings, event: Event) -> None:
-    async with connect(settings) as bus:
+    async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
         await bus.publish(event)

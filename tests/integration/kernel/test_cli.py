@@ -106,6 +106,12 @@ async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
     assert nobody.returncode == 1
     assert "cannot reach NATS: no NATS server answered at nats://127.0.0.1:9" in nobody.stderr
     assert "Traceback" not in nobody.stderr
+    # the other commands that need the bus say the same, once (they retried for minutes)
+    for command in (["status"], ["dlq", "list"]):
+        said = await asyncio.to_thread(run, *command, url="nats://127.0.0.1:9")
+        assert said.returncode == 1, command
+        assert said.stderr.strip().startswith("error: cannot reach NATS: no NATS server")
+        assert "Traceback" not in said.stderr
 
 
 def test_annotators_feedback_readmit_and_sampling_commands(
