@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,40 @@ async def test_cold_start_with_one_class_trains_nothing_and_says_so(tmp_path: Pa
         assert outcome.serving_model_version is None
         assert outcome.skipped is not None
         assert "at least two" in outcome.skipped
+
+
+async def test_forged_dataset_versions_neither_wedge_nor_replace_the_real_ones(
+    tmp_path: Path,
+) -> None:
+    """2026-12-01: a forged ``DatasetExported`` with version ``v9999`` made the trainer refuse
+    every real version as stale, for good. Forged here: a far-future round, and the next round
+    pointing at nothing; both arrive first. The real rounds train in order all the same."""
+    from labelloop.events import DeadLetter
+
+    ids, x, y = _digits()
+    service = build_app(TrainerSettings())
+    async with in_memory(service) as bus:
+        await bus.apply_project(_config(min_new_labels=1))
+        await _ingest(bus, ids, x)
+        real = [_dataset(tmp_path, k, ids, y, n) for k, n in ((1, 150), (2, 300))]
+        future = real[0].model_copy(
+            update={"event_id": "forged-1", "version": "v9999", "round": 9999}
+        )
+        nowhere = real[0].model_copy(
+            update={
+                "event_id": "forged-2",
+                "version": "v9999",
+                "path": str(tmp_path / "nowhere"),
+                "dataset_ref": None,
+            }
+        )
+        for event in (future, nowhere, *real):
+            await bus.publish(event)
+        trained = [(m.round, m.dataset_version) for m in bus.published(ModelTrained)]
+        letters = list(bus.published(DeadLetter))
+    assert trained == [(1, "v0001"), (2, "v0002")]
+    # the one pointing at nothing is a dead letter with its reason; the far-future one waits
+    # parked for a round 9999 that never comes, and holds up nothing
+    (letter,) = letters
+    assert "forged-2" in base64.b64decode(letter.payload_b64).decode()
+    assert "No such file" in letter.reason
