@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -160,34 +160,17 @@ class NatsKeyValue:
         Not nats-py's ``keys()``/``watch()``: its "no more keys" marker can come before keys
         that were already on their way (it compares the consumer's pending count with the
         messages its callback has *processed*), so under load it returned no keys at all for
-        a project that had them. Here the end is the message the server says is the last
-        (``num_pending == 0``), or a consumer the server delivered nothing to."""
+        a project that had them (:func:`_latest_per_subject` reads instead)."""
         kv = self._kv
         subject = f"{kv._pre}{prefix}>" if prefix.endswith(".") else f"{kv._pre}>"
-        sub = await kv._js.subscribe(
-            subject,
-            stream=kv._stream,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            headers_only=True,
-        )
         found: set[str] = set()  # an ordered consumer that resets may deliver a key twice
-        try:
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered else 0
-            if not info.num_pending and not delivered:
-                return []
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                operation = (msg.headers or {}).get("KV-Operation")
-                key = msg.subject[len(kv._pre) :]
-                if operation not in ("DEL", "PURGE") and key.startswith(prefix):
-                    found.add(key)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        async for msg in _latest_per_subject(
+            kv._js, kv._stream, subject, headers_only=True, timeout=timeout
+        ):
+            operation = (msg.headers or {}).get("KV-Operation")
+            key = msg.subject[len(kv._pre) :]
+            if operation not in ("DEL", "PURGE") and key.startswith(prefix):
+                found.add(key)
         return sorted(found)
 
 
@@ -273,30 +256,45 @@ class NatsBlobs:
         messages (not nats-py's ``list()``: its watcher has the early end-marker race described
         in :meth:`NatsKeyValue.keys`)."""
         store = self._store
-        sub = await store._js.subscribe(
-            f"$O.{store._name}.M.>",
-            stream=store._stream,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        )
         names: set[str] = set()
-        try:
-            info = await sub.consumer_info()
-            delivered = info.delivered.consumer_seq if info.delivered else 0
-            if not info.num_pending and not delivered:
-                return []
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                meta = json.loads(msg.data or b"{}")
-                name = meta.get("name")
-                if name and not meta.get("deleted") and name.startswith(prefix):
-                    names.add(name)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        async for msg in _latest_per_subject(
+            store._js, store._stream, f"$O.{store._name}.M.>", headers_only=False, timeout=timeout
+        ):
+            meta = json.loads(msg.data or b"{}")
+            name = meta.get("name")
+            if name and not meta.get("deleted") and name.startswith(prefix):
+                names.add(name)
         return sorted(names)
+
+
+async def _latest_per_subject(
+    js: Any, stream: str, subject: str, *, headers_only: bool, timeout: float
+) -> AsyncIterator[Any]:
+    """The last message of every subject under ``subject``, then stop: the end is the message
+    the server says is the last (``num_pending == 0``), or a consumer it delivered nothing to.
+
+    What :meth:`NatsKeyValue.keys` and :meth:`NatsBlobs.list` read instead of nats-py's watchers,
+    whose "no more history" marker can come before messages already on their way."""
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        headers_only=headers_only,
+    )
+    try:
+        info = await sub.consumer_info()
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        if not info.num_pending and not delivered:
+            return
+        while True:
+            msg = await sub.next_msg(timeout=timeout)
+            yield msg
+            if msg.metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 # ----------------------------------------------------------------------------- memory
