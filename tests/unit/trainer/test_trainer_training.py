@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from labelloop_trainer.domain.estimators import make_pipeline
+from labelloop_trainer.domain.estimators import InputKind, make_pipeline
 from labelloop_trainer.domain.training import (
     LabeledData,
     NotEnoughClasses,
+    RoundResult,
     out_of_sample_proba,
     train_round,
 )
@@ -31,18 +34,26 @@ def _digits() -> tuple[LabeledData, list[str]]:
     return data, [str(c) for c in range(10)]
 
 
-def test_a_round_fits_every_row_and_is_judged_out_of_sample() -> None:
-    data, classes = _digits()
-    some = data.where(np.arange(len(data.y)) < 400)
-    result = train_round(
-        make_pipeline("vectors", "logistic_regression", 0),
-        some,
+def _first_round(
+    data: LabeledData, classes: list[str], *, kind: InputKind = "vectors", **kw: Any
+) -> RoundResult:
+    """A logistic-regression round without a serving model (no tolerance comes into it)."""
+    return train_round(
+        make_pipeline(kind, "logistic_regression", 0),
+        data,
         classes,
         current_model=None,
         fresh=None,
-        tolerance=0.01,
+        tolerance=0.0,
         random_state=0,
+        **kw,
     )
+
+
+def test_a_round_fits_every_row_and_is_judged_out_of_sample() -> None:
+    data, classes = _digits()
+    some = data.where(np.arange(len(data.y)) < 400)
+    result = _first_round(some, classes)
     assert result.evaluated_on == "out_of_sample"
     assert result.n_train == 400  # the test split is trained on too
     assert result.evaluation.n == 400
@@ -59,15 +70,7 @@ def test_a_round_fits_every_row_and_is_judged_out_of_sample() -> None:
 def test_a_candidate_worse_on_the_rows_it_adds_is_not_promoted() -> None:
     data, classes = _digits()
     pipeline = make_pipeline("vectors", "logistic_regression", 0)
-    serving = train_round(
-        pipeline,
-        data.where(np.arange(len(data.y)) < 600),
-        classes,
-        current_model=None,
-        fresh=None,
-        tolerance=0.0,
-        random_state=0,
-    )
+    serving = _first_round(data.where(np.arange(len(data.y)) < 600), classes)
     # the candidate's version adds 300 rows the serving model never saw, most labels scrambled
     rows = np.arange(len(data.y)) < 900
     rng = np.random.default_rng(0)
@@ -110,15 +113,7 @@ def test_one_class_cannot_train() -> None:
         np.ones(3),
     )
     with pytest.raises(NotEnoughClasses):
-        train_round(
-            make_pipeline("vectors", "logistic_regression", 0),
-            data,
-            ["x", "y"],
-            current_model=None,
-            fresh=None,
-            tolerance=0.0,
-            random_state=0,
-        )
+        _first_round(data, ["x", "y"])
 
 
 def test_text_rounds_are_judged_out_of_sample() -> None:
@@ -127,15 +122,7 @@ def test_text_rounds_are_judged_out_of_sample() -> None:
     data = LabeledData(
         np.array([f"t{k}" for k in range(16)]), texts, y, np.array(["train"] * 16), np.ones(16)
     )
-    result = train_round(
-        make_pipeline("text", "logistic_regression", 0),
-        data,
-        ["pos", "neg", "neu"],
-        current_model=None,
-        fresh=None,
-        tolerance=0.0,
-        random_state=0,
-    )
+    result = _first_round(data, ["pos", "neg", "neu"], kind="text")
     assert result.evaluated_on == "out_of_sample"
     assert result.evaluation.accuracy == 1.0
     assert np.all(result.oos_proba[:, 2] == 0.0)
@@ -166,27 +153,10 @@ def test_tuning_keeps_the_regularization_cross_validation_prefers() -> None:
     assert chosen.get_params()["clf__C"] == 0.1
     alone = out_of_sample_proba(pipeline.set_params(clf__C=0.1), some, classes, random_state=0)
     np.testing.assert_allclose(oos, alone)
-    result = train_round(
-        make_pipeline("vectors", "logistic_regression", 0),
-        some,
-        classes,
-        current_model=None,
-        fresh=None,
-        tolerance=0.01,
-        random_state=0,
-        grid=grid,
-    )
+    result = _first_round(some, classes, grid=grid)
     assert result.params == {"clf__C": 0.1}
     assert result.model.get_params()["clf__C"] == 0.1
-    untuned = train_round(
-        make_pipeline("vectors", "logistic_regression", 0),
-        some,
-        classes,
-        current_model=None,
-        fresh=None,
-        tolerance=0.01,
-        random_state=0,
-    )
+    untuned = _first_round(some, classes)
     assert untuned.params == {}
     assert untuned.model.get_params()["clf__C"] == 1.0
 
