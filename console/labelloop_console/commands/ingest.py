@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from labelloop.events import ItemIn, ItemsSubmitted, deterministic_id
-from labelloop_ingester.domain.intake import chunk_by_size
+from labelloop_ingester.domain.intake import chunk_by_size, stream_chunks
 from labelloop_ingester.settings import IngesterSettings
 from labelloop_ingester.sources import BadRow, read_positioned
 
@@ -31,18 +32,22 @@ def submissions(
     """Items cut into messages under ``max_bytes``; event ids from the content, so submitting
     the same file twice publishes duplicates that JetStream drops (and the ingester dedups)."""
     payloads = [item.model_dump_json().encode() for item in items]
-    out = []
-    for part in chunk_by_size([len(p) + 1 for p in payloads], max_bytes):
-        digest = hashlib.sha256(b"\n".join(payloads[i] for i in part)).hexdigest()
-        out.append(
-            ItemsSubmitted(
-                event_id=deterministic_id("items-submitted", project, digest),
-                project=project,
-                source=source,
-                items=[items[i] for i in part],
-            )
-        )
-    return out
+    return [
+        _message([items[i] for i in part], [payloads[i] for i in part], project, source)
+        for part in chunk_by_size([len(p) + 1 for p in payloads], max_bytes)
+    ]
+
+
+def _message(
+    items: list[ItemIn], payloads: list[bytes], project: str, source: str
+) -> ItemsSubmitted:
+    digest = hashlib.sha256(b"\n".join(payloads)).hexdigest()
+    return ItemsSubmitted(
+        event_id=deterministic_id("items-submitted", project, digest),
+        project=project,
+        source=source,
+        items=items,
+    )
 
 
 def ingest(
@@ -77,7 +82,7 @@ def ingest(
 
 
 class _Refused(Exception):
-    """Nothing can be submitted (no bus, no such project, an unreadable file): said in one line."""
+    """Nothing can be submitted (no such project, an unreadable file): said in one line."""
 
 
 @dataclass
@@ -90,54 +95,46 @@ class _Report:
 async def _stream(
     file: Path, project: str, source: str, media_field: str | None, settings: IngesterSettings
 ) -> _Report:
-    # the kernel's client: credentials, TLS and stream provisioning as the services have them
-    from labelloop.client import COMMAND_WAIT_SECONDS, Unreachable, connect
+    # the kernel's client: credentials, TLS and stream provisioning as the services have them;
+    # no NATS within COMMAND_WAIT_SECONDS raises Unreachable, which the CLI says in one line
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
 
     report = _Report()
-    bus_context = connect(settings, give_up_after=COMMAND_WAIT_SECONDS)
-    try:
-        bus = await bus_context.__aenter__()
-    except Unreachable as exc:
-        raise _Refused(f"cannot reach NATS: {exc}") from None
-    try:
+    async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
         if await bus.project(project) is None:
             raise _Refused(f"unknown project {project!r}: apply its configuration first")
-        pending: list[ItemIn] = []
-        size = 0
         try:
-            for at, row in read_positioned(file, media_field=media_field):
-                if isinstance(row, BadRow):
-                    _bad(report, row)
-                    continue
-                item_bytes = len(row.model_dump_json()) + 1
-                if item_bytes > _CHUNK_BYTES:
-                    reason = (
-                        f"too_large: {item_bytes} bytes, over the {_CHUNK_BYTES}-byte message"
-                        " limit (send large media by URL or path)"
-                    )
-                    _bad(report, BadRow(at.index, reason, at.where))
-                    continue
-                if pending and size + item_bytes > _CHUNK_BYTES:
-                    await _send(bus, pending, project, source, report)
-                    pending, size = [], 0
-                pending.append(row)
-                size += item_bytes
+            for chunk in stream_chunks(_good_rows(file, media_field, report), _CHUNK_BYTES):
+                items = [item for item, _ in chunk]
+                await bus.publish(_message(items, [p for _, p in chunk], project, source))
+                report.messages += 1
+                report.items += len(items)
         except (OSError, ValueError) as exc:  # the file as a whole: unknown type, not JSON
             raise _Refused(str(exc)) from None
-        if pending:
-            await _send(bus, pending, project, source, report)
-    finally:
-        await bus_context.__aexit__(None, None, None)
     return report
+
+
+def _good_rows(
+    file: Path, media_field: str | None, report: _Report
+) -> Iterator[tuple[tuple[ItemIn, bytes], int]]:
+    """Each submittable item with its JSON, sized for :func:`stream_chunks`; every other row is
+    reported (with where it is and why) as it is read."""
+    for at, row in read_positioned(file, media_field=media_field):
+        if isinstance(row, BadRow):
+            _bad(report, row)
+            continue
+        payload = row.model_dump_json().encode()
+        size = len(payload) + 1
+        if size > _CHUNK_BYTES:
+            reason = (
+                f"too_large: {size} bytes, over the {_CHUNK_BYTES}-byte message limit"
+                " (send large media by URL or path)"
+            )
+            _bad(report, BadRow(at.index, reason, at.where))
+            continue
+        yield (row, payload), size
 
 
 def _bad(report: _Report, row: BadRow) -> None:
     report.bad += 1
     typer.echo(f"{row.describe()}: not submitted", err=True)
-
-
-async def _send(bus: Any, items: list[ItemIn], project: str, source: str, report: _Report) -> None:
-    for message in submissions(items, project, source=source):
-        await bus.publish(message)
-        report.messages += 1
-    report.items += len(items)

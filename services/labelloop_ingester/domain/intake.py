@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from labelloop.events import IngestedItem, ItemIn, Rejection
 from labelloop.project import ProjectConfig
@@ -12,7 +13,14 @@ from labelloop.project import ProjectConfig
 from .identity import item_id
 from .validation import Limits, RejectReason, validate_item
 
-__all__ = ["Accepted", "Intake", "chunk_by_size", "take_in"]
+__all__ = [
+    "MAX_ITEMS_PER_MESSAGE",
+    "Accepted",
+    "Intake",
+    "chunk_by_size",
+    "stream_chunks",
+    "take_in",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +69,33 @@ def take_in(items: Sequence[ItemIn], project: ProjectConfig, limits: Limits) -> 
     return out
 
 
-def chunk_by_size(sizes: Sequence[int], max_bytes: int, max_items: int = 5_000) -> list[range]:
+MAX_ITEMS_PER_MESSAGE = 5_000
+
+T = TypeVar("T")
+
+
+def chunk_by_size(
+    sizes: Sequence[int], max_bytes: int, max_items: int = MAX_ITEMS_PER_MESSAGE
+) -> list[range]:
     """Consecutive ranges whose sizes add up to at most ``max_bytes`` (one oversized item alone)."""
-    chunks: list[range] = []
-    start, total = 0, 0
-    for i, size in enumerate(sizes):
-        if i > start and (total + size > max_bytes or i - start >= max_items):
-            chunks.append(range(start, i))
-            start, total = i, 0
+    return [
+        range(part[0], part[-1] + 1)
+        for part in stream_chunks(enumerate(sizes), max_bytes, max_items)
+    ]
+
+
+def stream_chunks(
+    sized: Iterable[tuple[T, int]], max_bytes: int, max_items: int = MAX_ITEMS_PER_MESSAGE
+) -> Iterator[list[T]]:
+    """:func:`chunk_by_size` over a stream of ``(thing, size)``: each chunk as soon as it is
+    full, so a reader never holds more than one message's worth."""
+    chunk: list[T] = []
+    total = 0
+    for thing, size in sized:
+        if chunk and (total + size > max_bytes or len(chunk) >= max_items):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(thing)
         total += size
-    if start < len(sizes):
-        chunks.append(range(start, len(sizes)))
-    return chunks
+    if chunk:
+        yield chunk
