@@ -94,8 +94,6 @@ class QAStore:
         self._blobs = blobs
         self._kv = kv
         self._rounds: dict[tuple[str, int], RoundRecord] = {}
-        self._latest_history: dict[str, tuple[int, HistoryRecord]] = {}
-        """Per project, the last history this replica wrote or read (a round's never changes)."""
 
     @staticmethod
     def _round_name(project: str, number: int) -> str:
@@ -118,19 +116,16 @@ class QAStore:
             self._round_name(project, record.round), record.model_dump_json().encode()
         )
         self._rounds[(project, record.round)] = record
-        self._latest_history[project] = (record.round, record.history)
 
     async def history(self, project: str, number: int) -> History:
         """The annotators' history after round ``number`` (empty before the first)."""
         if number < 1:
             return History()
-        cached = self._latest_history.get(project)
-        if cached is not None and cached[0] == number:
-            return History.load(cached[1])
-        record = await self.round(project, number)
+        # a record's history never changes (only its final labels may come later): any copy
+        # this replica wrote or read will do
+        record = self._rounds.get((project, number)) or await self.round(project, number)
         if record is None:
             raise LookupError(f"QA record of {project}'s round {number} is missing")
-        self._latest_history[project] = (number, record.history)
         return History.load(record.history)
 
     # ------------------------------------------------------------------ re-admissions

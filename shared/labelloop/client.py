@@ -109,17 +109,17 @@ async def connect(
     NATS at URL" and stop, not retry for two minutes). Connection errors are logged as one
     line at debug level, not as nats-py's traceback on stderr."""
     settings = settings or ServiceSettings()
-    errors: list[BaseException] = []
+    last_error: list[BaseException] = []  # the latest only: a long outage reports every 2 s
 
     async def on_error(exc: BaseException) -> None:
-        errors.append(exc)
+        last_error[:] = [exc]
         log.debug("nats: %s: %s", type(exc).__name__, exc)
 
     opening = nats.connect(**nats_connect_options(settings), connect_timeout=5, error_cb=on_error)
     try:
         nc = await asyncio.wait_for(opening, timeout=give_up_after)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        cause = errors[-1] if errors else exc
+        cause = last_error[0] if last_error else exc
         raise Unreachable(
             f"no NATS server answered at {settings.nats_url}"
             f" ({type(cause).__name__}: {cause or 'timed out'})"
