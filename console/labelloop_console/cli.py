@@ -49,14 +49,33 @@ def nats_command(
     port: Annotated[int, typer.Option(help="Client port")] = 4222,
     http_port: Annotated[int, typer.Option(help="Monitoring port")] = 8222,
     store_dir: Annotated[Path, typer.Option(help="JetStream store directory")] = Path(".nats"),
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Admit clients without the token (not advised)")
+    ] = False,
 ) -> None:
-    """Run the embedded nats-server with JetStream in the foreground (Ctrl-C stops it)."""
+    """Run the embedded nats-server with JetStream in the foreground (Ctrl-C stops it).
+
+    Clients must present the token in STORE_DIR/token (created once, then reused, so services
+    survive a server restart); STORE_DIR/env sets LABELLOOP_NATS_URL and
+    LABELLOOP_NATS_TOKEN_FILE for a shell: `set -a; . .nats/env; set +a`."""
     from labelloop.natsserver import EmbeddedNats
 
-    server = EmbeddedNats(port=port, http_port=http_port, store_dir=store_dir).start()
+    token = None if no_auth else _token_in(store_dir)
+    server = EmbeddedNats(port=port, http_port=http_port, store_dir=store_dir, token=token)
+    server.start()
+    env_file = store_dir / "env"
+    lines = [f"LABELLOOP_NATS_URL={server.url}"]
+    if token is not None:
+        lines.append(f"LABELLOOP_NATS_TOKEN_FILE={(store_dir / 'token').resolve()}")
+    env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     console.print(
         f"nats-server running at [bold]{server.url}[/] (store {store_dir}), pid {server.pid}"
     )
+    if token is None:
+        console.print("[yellow]open server: any local process may publish on the bus[/]")
+    else:
+        console.print(f"clients present the token in {store_dir / 'token'}; in another shell:")
+    console.print(f"  set -a; . {env_file}; set +a", markup=False)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -70,6 +89,23 @@ def nats_command(
     while not stop and server.pid is not None:
         time.sleep(0.5)
     server.stop()
+
+
+def _token_in(store_dir: Path) -> str:
+    """The server's token: read from STORE_DIR/token, or created there readable by its owner."""
+    import os
+
+    from labelloop.natsserver import new_token
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    path = store_dir / "token"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    token = new_token()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    return token
 
 
 # ---------------------------------------------------------------------- services

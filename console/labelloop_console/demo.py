@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import SecretStr
 
 from labelloop.client import BusClient, connect
 from labelloop.events import ItemIn, RequestSampling, deterministic_id
 from labelloop.model_format import load_model
-from labelloop.natsserver import EmbeddedNats
+from labelloop.natsserver import EmbeddedNats, new_token
 from labelloop.project import ProjectConfig, SamplingStrategy, load_project, parse_project
-from labelloop.settings import ServiceSettings
+from labelloop.settings import CREDENTIAL_FIELDS, ServiceSettings
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.commands.ingest import submissions
 from labelloop_console.processes import Supervisor
@@ -282,9 +283,11 @@ async def evaluate_models(
 
 
 async def run_campaign(
-    options: DemoOptions, nats_url: str, namespace: str, run_dir: Path
+    options: DemoOptions, settings: ServiceSettings, run_dir: Path
 ) -> dict[str, Any]:
-    """Drive a campaign on running services; returns the summary (also written to run_dir)."""
+    """Drive a campaign on running services; returns the summary (also written to run_dir).
+
+    ``settings``: the bus to drive (URL, namespace, credentials)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -294,7 +297,6 @@ async def run_campaign(
     arms = arm_configs(base, options)
     data = load_digits_data(options.seed, options.test_fraction)
     items = digits_items(data, options.n_gold, options.seed)
-    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
     async with connect(settings) as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, [a.name for a in arms])
         await watcher.start()
@@ -572,15 +574,29 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     namespace = options.namespace or f"demo{run_id.replace('-', '')}"
     server: EmbeddedNats | None = None
     nats_url = options.nats_url
-    if nats_url is None:
-        server = EmbeddedNats(store_dir=run_dir / "nats", log_file=run_dir / "nats.log").start()
-        nats_url = server.url
     env = {
         "LABELLOOP_EXPORTER_EXPORT_DIR": str(run_dir / "exports"),
         "LABELLOOP_BRIDGE_BACKEND": options.backend,
         "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "5",
         **options.extra_env,
     }
+    if nats_url is None:
+        # a server of its own: admits only this run's services and the demo (a fresh token)
+        token = new_token()
+        server = EmbeddedNats(
+            store_dir=run_dir / "nats", log_file=run_dir / "nats.log", token=token
+        ).start()
+        nats_url = server.url
+        env["LABELLOOP_NATS_TOKEN"] = token
+        settings = ServiceSettings(
+            nats_url=nats_url,
+            namespace=namespace,
+            nats_token=SecretStr(token),
+            # and none of the credentials of another server the shell may name
+            **dict.fromkeys(f for f in CREDENTIAL_FIELDS if f != "nats_token"),
+        )
+    else:  # credentials, if the server wants any, come from the environment as for any client
+        settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
     supervisor = Supervisor(nats_url, namespace, run_dir, env=env)
     _stop_cleanly_on_sigterm()
     try:
@@ -594,7 +610,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             console.print(
                 "[dim]annotations come from a SIMULATED crew (the simulated backend), not people[/]"
             )
-        return asyncio.run(run_campaign(options, nats_url, namespace, run_dir))
+        return asyncio.run(run_campaign(options, settings, run_dir))
     finally:
         supervisor.stop_all()
         if server is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from labelloop.natsserver import free_port
 from labelloop.services import service_spec, service_specs
+from labelloop.settings import CREDENTIAL_VARIABLES
 
 __all__ = ["ServiceProcess", "Supervisor", "env_prefix", "service_names"]
 
@@ -87,8 +88,12 @@ class Supervisor:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         port = free_port()
+        inherited = dict(os.environ)
+        if any(key in self.env for key in CREDENTIAL_VARIABLES):
+            # this server's credentials, not a mix with those of another server in the shell
+            inherited = {k: v for k, v in inherited.items() if k not in CREDENTIAL_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             "LABELLOOP_NATS_URL": self.nats_url,
             "LABELLOOP_NAMESPACE": self.namespace,
             "LABELLOOP_LOG_FORMAT": "json",

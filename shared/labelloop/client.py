@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -110,20 +111,42 @@ async def connect(
     line at debug level, not as nats-py's traceback on stderr."""
     settings = settings or ServiceSettings()
     last_error: list[BaseException] = []  # the latest only: a long outage reports every 2 s
+    refused = asyncio.Event()
 
     async def on_error(exc: BaseException) -> None:
         last_error[:] = [exc]
         log.debug("nats: %s: %s", type(exc).__name__, exc)
+        if _is_refusal(exc):
+            refused.set()  # wrong or missing credentials: retrying will not change that
 
-    opening = nats.connect(**nats_connect_options(settings), connect_timeout=5, error_cb=on_error)
+    opening = asyncio.ensure_future(
+        nats.connect(**nats_connect_options(settings), connect_timeout=5, error_cb=on_error)
+    )
+    refusal = asyncio.ensure_future(refused.wait())
     try:
-        nc = await asyncio.wait_for(opening, timeout=give_up_after)
+        done, _ = await asyncio.wait(
+            {opening, refusal}, timeout=give_up_after, return_when=asyncio.FIRST_COMPLETED
+        )
+        if opening not in done:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await opening
+            raise TimeoutError
+        nc = opening.result()
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         cause = last_error[0] if last_error else exc
+        if refused.is_set():
+            raise Unreachable(
+                f"the NATS server at {settings.nats_url} refused the credentials ({cause}):"
+                " set LABELLOOP_NATS_TOKEN_FILE (`labelloop nats` writes .nats/env with it)"
+                " or the user and password infra/nats/accounts.conf gives you"
+            ) from None
         raise Unreachable(
             f"no NATS server answered at {settings.nats_url}"
             f" ({type(cause).__name__}: {cause or 'timed out'})"
         ) from None
+    finally:
+        refusal.cancel()
     try:
         js = nc.jetstream()
         ns = Namespace(settings.namespace)
@@ -131,3 +154,9 @@ async def connect(
         yield BusClient(nc, js, ns)
     finally:
         await nc.drain()
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """The server's answer to a client it does not admit (nats-py raises it as a plain Error)."""
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text

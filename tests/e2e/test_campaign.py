@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from labelloop.natsserver import new_token
+from labelloop_console import demo
 from labelloop_console.demo import DemoOptions, run_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_a_short_campaign_learns_catches_the_spammer_and_exports(tmp_path: Path) -> None:
+def test_a_short_campaign_learns_catches_the_spammer_and_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = new_token()
+    monkeypatch.setattr(demo, "new_token", lambda: token)  # to look for it afterwards
     summary = run_demo(
         DemoOptions(
             budget=400, random_arm=False, runs_dir=tmp_path, timeout_seconds=300, quiet=True
@@ -57,3 +63,9 @@ def test_a_short_campaign_learns_catches_the_spammer_and_exports(tmp_path: Path)
         "dataset.parquet",
     }
     assert summary["dead_letters"] == 0
+
+    # the run's own server admitted the services with a token of this run that no file keeps
+    assert "Authorization Violation" not in (run_dir / "nats.log").read_text()
+    for path in run_dir.rglob("*"):
+        if path.is_file():  # logs, summary, report, exports, the JetStream store
+            assert token.encode() not in path.read_bytes(), path

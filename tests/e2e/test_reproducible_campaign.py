@@ -36,6 +36,7 @@ from labelloop.events import (
     ModelTrained,
     QAReport,
 )
+from labelloop.settings import ServiceSettings
 from labelloop_console.campaign import CampaignWatcher
 from labelloop_console.demo import DemoOptions, run_campaign
 
@@ -186,9 +187,8 @@ def _run(
             stop = asyncio.Event()
             chaos = asyncio.create_task(_chaos(cluster, stop, done)) if faults else None
             try:
-                return await run_campaign(
-                    _options(run_dir, time_scale), cluster.nats.url, namespace, run_dir
-                )
+                settings = ServiceSettings(nats_url=cluster.nats.url, namespace=namespace)
+                return await run_campaign(_options(run_dir, time_scale), settings, run_dir)
             finally:
                 stop.set()
                 if chaos is not None:

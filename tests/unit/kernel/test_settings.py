@@ -10,7 +10,13 @@ from faststream.nats.security import NatsSecurity, NatsUserPassword
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from labelloop.runtime import Service, ServiceSettings, _redact, broker_options
+from labelloop.runtime import (
+    Service,
+    ServiceSettings,
+    _redact,
+    broker_options,
+    nats_connect_options,
+)
 
 
 class DemoSettings(ServiceSettings):
@@ -38,6 +44,17 @@ def test_password_is_secret_and_from_a_file(tmp_path: Path) -> None:
     assert "hunter2" not in str(inline.model_dump())
     with pytest.raises(ValidationError, match="not both"):
         ServiceSettings(nats_password="x", nats_password_file=secret)
+
+
+def test_token_from_a_file_reaches_the_connection(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("tok-from-file\n")
+    settings = ServiceSettings(nats_token_file=secret)
+    assert nats_connect_options(settings)["token"] == "tok-from-file"
+    assert broker_options(settings)["token"] == "tok-from-file"
+    assert "tok-from-file" not in repr(settings)
+    with pytest.raises(ValidationError, match="not both"):
+        ServiceSettings(nats_token="x", nats_token_file=secret)
 
 
 def test_user_password_and_tls_reach_the_broker_as_security(tmp_path: Path) -> None:
