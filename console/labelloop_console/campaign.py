@@ -111,7 +111,8 @@ class CampaignView:
     annotations: dict[str, tuple[str, float | None, str]] = field(default_factory=dict)
     """annotation id -> (annotator, lead time, item id); updates replace, deletions remove."""
     labeled_items: dict[str, str] = field(default_factory=dict)
-    """item id -> consensus label (gold items excluded)."""
+    """item id -> the label QA released last (gold items excluded; withdrawn ones removed)."""
+    label_confidence: dict[str, float] = field(default_factory=dict)
     gold_items: set[str] = field(default_factory=set)
     external_ids: dict[str, str] = field(default_factory=dict)
     """item id -> the producer's own id, where the producer gave one."""
@@ -316,6 +317,10 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
         for label in event.labels:
             if not label.is_gold:
                 view.labeled_items[label.item_id] = str(label.label)
+                view.label_confidence[label.item_id] = label.confidence
+        for item_id in event.withdrawn:
+            view.labeled_items.pop(item_id, None)
+            view.label_confidence.pop(item_id, None)
     elif isinstance(event, QAReport):
         view.reports.append(event)
         scored = view.batches.get(event.batch_id)

@@ -329,7 +329,8 @@ def demo_command(
     ] = None,
 ) -> None:
     """Run a whole active-learning campaign on scikit-learn's digits and summarise it."""
-    from labelloop_console.demo import DemoOptions, print_summary, run_demo
+    from labelloop_console.demo import DemoOptions, demo_problems, print_summary, run_demo
+    from labelloop_console.processes import ServiceFailed
 
     if backend not in ("simulated", "label-studio"):
         err_console.print("backend is simulated or label-studio")
@@ -350,11 +351,18 @@ def demo_command(
     )
     if project is not None:
         options.project_file = project
-    summary = run_demo(options)
+    try:
+        summary = run_demo(options)
+    except (ServiceFailed, TimeoutError) as exc:  # the services did not come up: say which
+        err_console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
     print_summary(summary)
     run_dir = runs_dir / summary["run_id"]
     console.print(f"wrote {run_dir / 'summary.json'} and {run_dir / 'report.html'}")
-    if summary["final_test_accuracy"] is None:
+    problems = demo_problems(summary)
+    for problem in problems:
+        err_console.print(f"[red]{problem}[/]", highlight=False)
+    if problems:
         raise typer.Exit(1)
 
 

@@ -32,12 +32,13 @@ from labelloop.project import ProjectConfig, SamplingStrategy, load_project, par
 from labelloop.settings import CREDENTIAL_FIELDS, ServiceSettings
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.commands.ingest import submissions
-from labelloop_console.processes import Supervisor
+from labelloop_console.processes import ServiceFailed, Supervisor
 from labelloop_console.report import verdict_line
 
 __all__ = [
     "DemoOptions",
     "DigitsData",
+    "demo_problems",
     "digits_items",
     "evaluate_models",
     "load_digits_data",
@@ -201,6 +202,7 @@ class ArmResult:
     final_accuracy: float | None
     final_model: str | None
     confusion: list[list[int]] | None
+    final_dataset: dict[str, Any]
 
 
 async def submit_items(bus: BusClient, project: str, items: list[ItemIn]) -> None:
@@ -222,9 +224,11 @@ async def wait_for(
     stall: float,
     settle: float = 0.0,
     on_change: Callable[[], None] | None = None,
+    supervise: Callable[[], None] | None = None,
 ) -> bool:
     """Wait until ``done()`` holds through ``settle`` quiet seconds; give up at ``timeout`` or
-    after ``stall`` seconds without news."""
+    after ``stall`` seconds without news. ``supervise`` runs at least once a second (it revives
+    crashed services, and raises when one cannot be revived)."""
     deadline = time.monotonic() + timeout
     last_change = time.monotonic()
     while not (done() and time.monotonic() - last_change >= settle):
@@ -239,7 +243,50 @@ async def wait_for(
             pass
         if on_change is not None:
             on_change()
+        if supervise is not None:
+            supervise()
     return True
+
+
+async def final_dataset_check(bus: BusClient, view: CampaignView) -> dict[str, Any]:
+    """Whether the last dataset version holds QA's last word: every label QA released and did
+    not withdraw (gold aside), with the label QA gave it last, and nothing else, apart from the
+    rows its manifest says the export policy left out (low confidence, failed validation)."""
+    released = {i: lab for i, lab in view.labeled_items.items() if i not in view.gold_items}
+    if not view.datasets:
+        return {"version": None, "released": len(released), "complete": not released}
+    last = max(view.datasets, key=lambda d: d.round)
+    blobs = await bus.blobs()
+    ref = last.dataset_ref or ""
+    labels_file = await blobs.get(ref + "labels.parquet") if ref else None
+    manifest_file = await blobs.get(ref + "manifest.json") if ref else None
+    if labels_file is None or manifest_file is None:
+        return {"version": last.version, "released": len(released), "complete": False}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(labels_file), columns=["item_id", "label", "is_gold"])
+    items, labels, gold = (table.column(c).to_pylist() for c in table.column_names)
+    rows = {str(i): str(lab) for i, lab, g in zip(items, labels, gold, strict=True) if not g}
+    manifest = json.loads(manifest_file)
+    left_out = {i for problem in manifest.get("excluded_rows", []) for i in problem["item_ids"]}
+    policy = manifest.get("confidence", {})
+    if policy.get("low_confidence") == "exclude":
+        floor = float(policy.get("min_confidence") or 0.0)
+        left_out |= {i for i in released if view.label_confidence.get(i, 1.0) < floor}
+    missing = sorted(set(released) - set(rows) - left_out)
+    different = sorted(i for i in released.keys() & rows.keys() if rows[i] != released[i])
+    unreleased = sorted(set(rows) - set(released))
+    return {
+        "version": last.version,
+        "released": len(released),
+        "rows": len(rows),
+        "left_out": len(left_out & set(released)),
+        "missing": len(missing),
+        "different": len(different),
+        "unreleased": len(unreleased),
+        "examples": (missing + different + unreleased)[:5],
+        "complete": not (missing or different or unreleased),
+    }
 
 
 async def evaluate_models(
@@ -283,16 +330,26 @@ async def evaluate_models(
 
 
 async def run_campaign(
-    options: DemoOptions, settings: ServiceSettings, run_dir: Path
+    options: DemoOptions,
+    settings: ServiceSettings,
+    run_dir: Path,
+    supervisor: Supervisor | None = None,
 ) -> dict[str, Any]:
     """Drive a campaign on running services; returns the summary (also written to run_dir).
 
-    ``settings``: the bus to drive (URL, namespace, credentials)."""
+    ``settings``: the bus to drive (URL, namespace, credentials). ``supervisor``: the services'
+    processes, if this campaign started them: a crashed one is restarted, one that keeps
+    crashing ends the campaign as failed, with its name and the end of its log."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(quiet=options.quiet)
     started = time.time()
+
+    def supervise() -> None:
+        for name in supervisor.revive() if supervisor is not None else ():
+            console.print(f"[yellow]{name} exited on its own and was restarted[/]")
+
     base = load_project(options.project_file)
     arms = arm_configs(base, options)
     data = load_digits_data(options.seed, options.test_fraction)
@@ -313,6 +370,7 @@ async def run_campaign(
             lambda: all(watcher.view(a.name).items_ingested >= len(items) for a in arms),
             timeout=options.timeout_seconds,
             stall=options.stall_seconds,
+            supervise=supervise,
         )
         if not ingested:
             console.print("[yellow]not every item was ingested; sampling starts anyway[/]")
@@ -352,16 +410,23 @@ async def run_campaign(
                     tasks[arm.name], completed=min(v.labels_used, options.budget), status=status
                 )
 
+        failure = None
         with progress:
-            finished = await wait_for(
-                watcher,
-                lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
-                timeout=options.timeout_seconds,
-                stall=options.stall_seconds,
-                on_change=refresh,
-            )
+            try:
+                finished = await wait_for(
+                    watcher,
+                    lambda: all(_arm_done(watcher.view(a.name)) for a in arms),
+                    timeout=options.timeout_seconds,
+                    stall=options.stall_seconds,
+                    on_change=refresh,
+                    supervise=supervise,
+                )
+            except ServiceFailed as exc:
+                finished, failure = False, str(exc)
             refresh()
-        if not finished:
+        if failure is not None:
+            console.print(f"[red]a service failed: {failure}[/]", markup=True)
+        elif not finished:
             console.print(
                 "[yellow]the campaign did not finish in time; summarising what happened[/]"
             )
@@ -371,13 +436,22 @@ async def run_campaign(
             curve, accuracy, model_version, confusion = await evaluate_models(bus, view, data)
             results.append(
                 ArmResult(
-                    arm, view, label_accuracy(view, data), curve, accuracy, model_version, confusion
+                    arm,
+                    view,
+                    label_accuracy(view, data),
+                    curve,
+                    accuracy,
+                    model_version,
+                    confusion,
+                    await final_dataset_check(bus, view),
                 )
             )
         await watcher.stop()
     summary = build_summary(
         results, options, run_dir, started=started, finished=finished, n_test=len(data.test_index)
     )
+    summary["failure"] = failure
+    summary["service_restarts"] = dict(supervisor.restarts) if supervisor is not None else {}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     from labelloop_console.report import write_report
 
@@ -462,6 +536,8 @@ def build_summary(
         "labels_per_item": round(view.annotations_used / max(view.labels_used, 1), 3),
         "max_model_lag": main.config.sampling.max_model_lag,
         "dataset_version": dataset.version if dataset else None,
+        "final_dataset": main.final_dataset,
+        "random_baseline_final_dataset": random_arm.final_dataset if random_arm else None,
         "dataset_path": dataset.path if dataset else None,
         "export_dir": str((run_dir / "exports").resolve()),
         "converged": view.converged.reason if view.converged else None,
@@ -475,6 +551,27 @@ def build_summary(
         },
         "confusion_matrix": {"classes": [str(c) for c in range(10)], "matrix": main.confusion},
     }
+
+
+def demo_problems(summary: dict[str, Any]) -> list[str]:
+    """Why a campaign did not do its job, one line each (the demo then exits non-zero)."""
+    problems = []
+    if summary.get("failure"):
+        problems.append(f"failed: {summary['failure'].splitlines()[0]}")
+    elif not summary["finished"]:
+        problems.append("the campaign did not finish (timeout, or no news for too long)")
+    if summary["final_test_accuracy"] is None:
+        problems.append("no model was trained")
+    for key in ("final_dataset", "random_baseline_final_dataset"):
+        check = summary.get(key)
+        if check is not None and not check["complete"]:
+            problems.append(
+                f"the last dataset version ({check['version']}) is not QA's last word: "
+                f"{check.get('missing', '?')} released labels missing, "
+                f"{check.get('different', '?')} different, {check.get('unreleased', '?')} never "
+                f"released, e.g. {check.get('examples', [])}"
+            )
+    return problems
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -548,6 +645,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     console.print(board)
     console.print(f"dataset {summary['dataset_version']} at {summary['dataset_path']}")
+    check = summary.get("final_dataset") or {}
+    if check.get("complete"):
+        left_out = check.get("left_out") or 0
+        policy = f", {left_out} left out by the export policy" if left_out else ""
+        console.print(f"it holds every label QA released ({check['released']}{policy})")
+    for name, count in (summary.get("service_restarts") or {}).items():
+        console.print(f"[yellow]{name} crashed and was restarted {count} time(s)[/]")
 
 
 def _stop_cleanly_on_sigterm() -> None:
@@ -610,7 +714,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             console.print(
                 "[dim]annotations come from a SIMULATED crew (the simulated backend), not people[/]"
             )
-        return asyncio.run(run_campaign(options, settings, run_dir))
+        return asyncio.run(run_campaign(options, settings, run_dir, supervisor))
     finally:
         supervisor.stop_all()
         if server is not None:

@@ -21,7 +21,11 @@ from labelloop.natsserver import free_port
 from labelloop.services import service_spec, service_specs
 from labelloop.settings import CREDENTIAL_VARIABLES
 
-__all__ = ["ServiceProcess", "Supervisor", "env_prefix", "service_names"]
+__all__ = ["ServiceFailed", "ServiceProcess", "Supervisor", "env_prefix", "service_names"]
+
+
+class ServiceFailed(RuntimeError):
+    """A service kept exiting on its own: restarting it again would not help."""
 
 
 def service_names() -> tuple[str, ...]:
@@ -48,6 +52,8 @@ class ServiceProcess:
     port: int
     log_path: Path
     process: subprocess.Popen[bytes]
+    expected_exit: bool = False
+    """Killed or stopped on purpose (a chaos test, shutdown): not a crash to revive."""
 
     @property
     def name(self) -> str:
@@ -81,6 +87,8 @@ class Supervisor:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ServiceProcess] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)
+    """Crashes revived, per process name."""
 
     def start(
         self, service: str, replica: int = 0, extra_env: dict[str, str] | None = None
@@ -127,7 +135,10 @@ class Supervisor:
         while pending:
             for proc in list(pending):
                 if not proc.alive():
-                    raise RuntimeError(f"{proc.name} exited:\n{_tail(proc.log_path)}")
+                    raise ServiceFailed(
+                        f"{proc.name} exited at start (code {proc.process.returncode});"
+                        f" its log ({proc.log_path}) ends:\n{_tail(proc.log_path, 15)}"
+                    )
                 if proc.ready():
                     pending.remove(proc)
             if time.monotonic() > deadline:
@@ -144,9 +155,33 @@ class Supervisor:
     def kill(self, service: str, replica: int = 0) -> None:
         """SIGKILL, as a crash or an OOM kill would do."""
         proc = self.get(service, replica)
+        proc.expected_exit = True
         if proc.alive():
             os.killpg(proc.process.pid, signal.SIGKILL)
             proc.process.wait()
+
+    def revive(self, max_restarts: int = 3) -> list[str]:
+        """Restart every process that exited on its own (a crash, an OOM kill); returns their
+        names. A process that crashed more than ``max_restarts`` times raises
+        :class:`ServiceFailed` with the end of its log: a supervisor that restarts forever
+        hides the fault."""
+        revived = []
+        for proc in list(self.processes):
+            if proc.alive() or proc.expected_exit:
+                continue
+            count = self.restarts.get(proc.name, 0) + 1
+            self.restarts[proc.name] = count
+            if count > max_restarts:
+                proc.expected_exit = True  # said once
+                raise ServiceFailed(
+                    f"{proc.name} exited {count} times (last exit code "
+                    f"{proc.process.returncode}); its log ({proc.log_path}) ends:\n"
+                    + _tail(proc.log_path, 15)
+                )
+            self.processes.remove(proc)
+            self.start(proc.service, proc.replica)
+            revived.append(proc.name)
+        return revived
 
     def restart(self, service: str, replica: int = 0) -> ServiceProcess:
         old = self.get(service, replica)
@@ -158,6 +193,7 @@ class Supervisor:
     def stop_all(self, timeout: float = 20.0) -> None:
         """SIGTERM everyone (graceful), then SIGKILL whoever is still there after ``timeout``."""
         for proc in self.processes:
+            proc.expected_exit = True
             if proc.alive():
                 os.killpg(proc.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

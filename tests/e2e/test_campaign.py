@@ -64,6 +64,13 @@ def test_a_short_campaign_learns_catches_the_spammer_and_exports(
     }
     assert summary["dead_letters"] == 0
 
+    # the campaign ended with QA's last word exported: every label it released, reviews included
+    final = summary["final_dataset"]
+    assert final["version"] == summary["dataset_version"]
+    assert final["complete"], final
+    assert final["released"] == summary["labels_used"]
+    assert summary["failure"] is None and summary["service_restarts"] == {}
+
     # the run's own server admitted the services with a token of this run that no file keeps
     assert "Authorization Violation" not in (run_dir / "nats.log").read_text()
     for path in run_dir.rglob("*"):

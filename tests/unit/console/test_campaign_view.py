@@ -184,3 +184,23 @@ def test_the_view_says_what_the_next_batch_waits_for() -> None:
     fold(view, BatchCompleted(project="p", batch_id="b1", round=1, n_tasks=3, n_annotations=4))
     fold(view, BudgetExhausted(project="p", labels_used=2, annotations_used=3, reason="max"))
     assert view.settled  # sampling stopped, every batch answered, the last round trained
+
+
+def test_a_withdrawn_label_is_no_longer_counted_as_released() -> None:
+    view = CampaignView("p")
+
+    def label(item: str, value: str, confidence: float = 0.9) -> ConsensusLabel:
+        return ConsensusLabel(
+            item_id=item, label=value, confidence=confidence, method="majority", n_annotations=3
+        )
+
+    fold(view, LabelsReady(project="p", batch_id="b1", round=1, labels=[label("i0", "a")]))
+    fold(
+        view,
+        LabelsReady(
+            project="p", batch_id="b2", round=2, labels=[label("i1", "b", 0.4)], withdrawn=["i0"]
+        ),
+    )
+    assert view.labeled_items == {"i1": "b"}
+    assert view.label_confidence == {"i1": 0.4}
+    assert view.labels_used == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from labelloop_console.demo import demo_problems
 from labelloop_console.report import random_at, verdict_line
 
 
@@ -43,3 +44,19 @@ def test_worse_and_equal_say_so() -> None:
     assert "points worse than" in verdict_line(_summary(final_test_accuracy=0.90))
     assert "as good as" in verdict_line(_summary(final_test_accuracy=0.937))
     assert verdict_line(_summary(final_test_accuracy=None)) == "no model was trained"
+
+
+def test_the_demo_fails_loudly_when_its_last_dataset_is_not_qas_last_word() -> None:
+    done = {"finished": True, "final_test_accuracy": 0.95, "failure": None}
+    complete = {"version": "v0009", "released": 324, "complete": True}
+    assert demo_problems({**done, "final_dataset": complete}) == []
+    short = {**complete, "complete": False, "missing": 3, "different": 0, "unreleased": 0}
+    problems = demo_problems({**done, "final_dataset": short})
+    assert len(problems) == 1
+    assert "v0009" in problems[0]
+    assert "3 released labels missing" in problems[0]
+    crashed = {**done, "finished": False, "failure": "trainer-0 exited 4 times\nlog..."}
+    assert demo_problems({**crashed, "final_dataset": complete}) == [
+        "failed: trainer-0 exited 4 times"
+    ]
+    assert demo_problems({**done, "finished": False, "final_dataset": complete})
