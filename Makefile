@@ -76,8 +76,8 @@ bench: install ## Benchmarks against the anchor libraries (writes bench/results/
 soak: install ## The full 1M-item flood test (long)
 	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q -s
 
-docs: install ## AsyncAPI specification of every service into docs/asyncapi/
-	$(BIN)/labelloop docs --out docs/asyncapi --readme README.md
+docs: install ## AsyncAPI specs into docs/asyncapi/, README's event table, infra/nats/accounts.conf
+	$(BIN)/labelloop docs --out docs/asyncapi --readme README.md --accounts infra/nats/accounts.conf
 
 clean: ## Remove caches and local run state (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis runs exports .nats

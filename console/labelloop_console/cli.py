@@ -132,9 +132,13 @@ def docs_command(
     readme: Annotated[
         Path | None, typer.Option(help="README whose event table to regenerate")
     ] = None,
+    accounts: Annotated[
+        Path | None, typer.Option(help="NATS accounts file to write the permissions into")
+    ] = None,
 ) -> None:
     """Write the AsyncAPI specification of every service into OUT, the event routing table
-    (who publishes, who consumes) beside it, and into README's table when asked."""
+    (who publishes, who consumes) beside it, and into README's table when asked; and the
+    production NATS permissions derived from the code (ACCOUNTS)."""
     from faststream.specification import AsyncAPI
 
     from labelloop_console.routing import markdown, with_table
@@ -151,6 +155,13 @@ def docs_command(
     if readme is not None:
         readme.write_text(with_table(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
         console.print(f"updated the event table of {readme}")
+    if accounts is not None:
+        from labelloop.settings import ServiceSettings
+        from labelloop.streams import Namespace
+        from labelloop_console.permissions import accounts_conf
+
+        accounts.write_text(accounts_conf(Namespace(ServiceSettings().namespace)), "utf-8")
+        console.print(f"wrote the NATS permissions into {accounts}")
     from labelloop.services import service_specs
 
     for name, spec in service_specs().items():

@@ -134,4 +134,5 @@ SPEC = ServiceSpec(
         AnnotationsSubmitted,
         BatchCompleted,
     ),
+    state_keys=("bridge",),
 )

@@ -39,4 +39,5 @@ SPEC = ServiceSpec(
     settings=ExporterSettings,
     build=build_app,
     publishes=(DatasetExported,),
+    state_keys=("seq.exporter-rounds",),
 )

@@ -65,4 +65,5 @@ SPEC = ServiceSpec(
         ItemsIngested,
         ItemsRejected,
     ),
+    state_keys=("ingester", "catalog"),
 )

@@ -42,4 +42,5 @@ SPEC = ServiceSpec(
         ReviewRequested,
         LabelsReady,
     ),
+    state_keys=("qa", "seq.qa-rounds"),
 )

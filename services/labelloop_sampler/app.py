@@ -44,4 +44,5 @@ SPEC = ServiceSpec(
         BatchCreated,
         BudgetExhausted,
     ),
+    state_keys=("sampler",),
 )

@@ -41,4 +41,5 @@ SPEC = ServiceSpec(
         ModelTrained,
         LabelingConverged,
     ),
+    state_keys=("trainer", "seq.trainer-rounds"),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 
 import nats
@@ -13,11 +14,32 @@ from nats.js.errors import BadRequestError, NotFoundError
 from labelloop.events import Event
 from labelloop.streams import KV_BUCKETS, OBJECT_BUCKETS, Namespace, StreamSpec
 
-__all__ = ["advisory_stream", "provision", "subjects_of"]
+log = logging.getLogger("labelloop.provisioning")
+
+__all__ = ["NotProvisioned", "advisory_stream", "provision", "subjects_of"]
+
+
+class NotProvisioned(RuntimeError):
+    """A stream or bucket is missing or differs, and this client may not create or change it."""
 
 
 async def provision(js: JetStreamContext, ns: Namespace, *, replicas: int = 1) -> None:
-    """Create or update every stream and bucket of a namespace. Safe to run from every replica."""
+    """Create or update every stream and bucket of a namespace. Safe to run from every replica.
+
+    Where everything exists as configured, this only reads (what the services' least-privilege
+    users may do); otherwise a user without the right raises :class:`NotProvisioned`."""
+    try:
+        await _provision(js, ns, replicas)
+    except (TimeoutError, nats.errors.NoRespondersError) as exc:
+        # a JetStream API request the server's permissions dropped gets no answer at all
+        raise NotProvisioned(
+            f"namespace {ns.prefix}: a stream or bucket is missing or differs from this version's"
+            f" and this user may not create it ({type(exc).__name__}); provision it as an"
+            " operator: `labelloop-service --provision`"
+        ) from None
+
+
+async def _provision(js: JetStreamContext, ns: Namespace, replicas: int) -> None:
     for spec in ns.streams:
         await _ensure_stream(js, _stream_config(ns, spec, replicas))
     await _ensure_stream(js, _advisory_config(ns, replicas))
@@ -72,6 +94,7 @@ def _advisory_config(ns: Namespace, replicas: int) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=7 * 24 * 3600.0,
+        duplicate_window=120.0,  # the server's default, said: a config that reads back equal
         num_replicas=replicas,
     )
 
@@ -85,11 +108,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             await js.add_stream(config=config)
         return
     current = info.config
-    if (
-        sorted(current.subjects or []) != sorted(config.subjects or [])
-        or current.duplicate_window != config.duplicate_window
-        or current.max_age != config.max_age
-    ):
+    differs = {
+        name: (getattr(current, name), wanted)
+        for name, wanted in (
+            ("subjects", sorted(config.subjects or [])),
+            ("duplicate_window", config.duplicate_window),
+            ("max_age", config.max_age),
+        )
+        # unset: the server's default, whatever it is
+        if wanted is not None
+        and (sorted(current.subjects or []) if name == "subjects" else getattr(current, name))
+        != wanted
+    }
+    if differs:
+        log.info("stream %s differs from this version (%s): updating", config.name, differs)
         await js.update_stream(config=config)
 
 

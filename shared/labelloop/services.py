@@ -44,6 +44,10 @@ class ServiceSpec:
     publishes: tuple[type[Event], ...] = ()
     """The events the service produces (besides dead letters, which every service publishes).
     The docs' routing table and the production NATS permissions are checked against it."""
+    state_keys: tuple[str, ...] = ()
+    """The key prefixes it writes in the state bucket (``sampler`` for ``sampler.<project>...``,
+    ``seq.qa-rounds`` for its round sequencer): production permissions let it write those keys
+    and no others."""
 
     @property
     def package(self) -> str:
@@ -92,7 +96,15 @@ def main(argv: Sequence[str] | None = None) -> Any:
     )
     parser.add_argument("service", nargs="?", help="the service to run")
     parser.add_argument("--list", action="store_true", help="list the installed services")
+    parser.add_argument(
+        "--provision",
+        action="store_true",
+        help="create or update the namespace's streams and buckets, then exit (run it as a user"
+        " that may: in production the services' users may not)",
+    )
     args = parser.parse_args(argv)
+    if args.provision:
+        return _provision()
     if args.list or not args.service:
         for spec in service_specs().values():
             print(f"{spec.name}\t{spec.package}\t{spec.env_prefix}\t{spec.default_port}")
@@ -103,6 +115,27 @@ def main(argv: Sequence[str] | None = None) -> Any:
         print(exc.args[0], file=sys.stderr)
         return 2
     spec.build().run()
+    return 0
+
+
+def _provision() -> int:
+    import asyncio
+
+    from labelloop.client import Unreachable, connect
+    from labelloop.settings import ServiceSettings
+
+    settings = ServiceSettings()
+
+    async def run() -> None:
+        async with connect(settings, give_up_after=60):  # connecting provisions
+            pass
+
+    try:
+        asyncio.run(run())
+    except Unreachable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"namespace {settings.namespace}: streams and buckets provisioned")
     return 0
 
 

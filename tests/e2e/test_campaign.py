@@ -69,7 +69,8 @@ def test_a_short_campaign_learns_catches_the_spammer_and_exports(
     assert final["version"] == summary["dataset_version"]
     assert final["complete"], final
     assert final["released"] == summary["labels_used"]
-    assert summary["failure"] is None and summary["service_restarts"] == {}
+    assert summary["failure"] is None
+    assert summary["service_restarts"] == {}
 
     # the run's own server admitted the services with a token of this run that no file keeps
     assert "Authorization Violation" not in (run_dir / "nats.log").read_text()

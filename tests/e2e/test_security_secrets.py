@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ import nats
 import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from security_support import NS, PASSWORDS, USERS, secured_server, url_for
 
 from labelloop.client import connect
 from labelloop.events import ItemIn, ItemsIngested, ItemsSubmitted
@@ -38,20 +37,6 @@ from labelloop_console.processes import Supervisor
 
 pytestmark = [pytest.mark.e2e]
 
-ACCOUNTS = Path(__file__).resolve().parents[2] / "infra" / "nats" / "accounts.conf"
-NS = "labelloop"  # accounts.conf names the default namespace's subjects
-USERS = {
-    "ingester": "NATS_INGESTER_PASSWORD",
-    "sampler": "NATS_SAMPLER_PASSWORD",
-    "annotation-bridge": "NATS_BRIDGE_PASSWORD",
-    "qa-scorer": "NATS_QA_PASSWORD",
-    "exporter": "NATS_EXPORTER_PASSWORD",
-    "trainer": "NATS_TRAINER_PASSWORD",
-    "producer": "NATS_PRODUCER_PASSWORD",
-    "operator": "NATS_OPERATOR_PASSWORD",
-    "system": "NATS_SYSTEM_PASSWORD",
-}
-PASSWORDS = {var: f"pw-{user}-9c1e7d{len(user)}" for user, var in USERS.items()}
 LS_TOKEN = "ls-token-0b7f3e9a5d"
 WEBHOOK_SECRET = "hook-secret-61d2c8f4"
 SECRETS = [*PASSWORDS.values(), LS_TOKEN, WEBHOOK_SECRET]
@@ -60,29 +45,13 @@ SECRETS = [*PASSWORDS.values(), LS_TOKEN, WEBHOOK_SECRET]
 @pytest.fixture
 def secured_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
     """A nats-server with the production users and permissions (accounts.conf) on loopback."""
-    shutil.copy(ACCOUNTS, tmp_path / "accounts.conf")
-    config = tmp_path / "nats.conf"
-    config.write_text(
-        "server_name: security-test\nmax_payload: 8MB\ninclude ./accounts.conf\n", encoding="utf-8"
-    )
-    saved = {k: os.environ.get(k) for k in PASSWORDS}
-    os.environ.update(PASSWORDS)  # nats-server substitutes $NATS_..._PASSWORD from its environment
-    try:
-        server = EmbeddedNats(
-            config_file=config, store_dir=tmp_path / "js", log_file=tmp_path / "nats.log"
-        ).start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    server = secured_server(tmp_path)
     yield server
     server.cleanup()
 
 
 def _url(server: EmbeddedNats, user: str) -> str:
-    return f"nats://{user}:{PASSWORDS[USERS[user]]}@127.0.0.1:{server.port}"
+    return url_for(server, user)
 
 
 def _get(

@@ -39,7 +39,8 @@ def test_a_crashed_service_is_restarted_and_one_that_keeps_crashing_is_named(
         assert supervisor.revive() == ["exporter-0"]
         supervisor.wait_ready(timeout=90)
         second = supervisor.get("exporter")
-        assert second.process.pid != first.process.pid and second.ready()
+        assert second.process.pid != first.process.pid
+        assert second.ready()
         assert supervisor.restarts == {"exporter-0": 1}
         assert supervisor.revive() == []  # a live service is left alone
 

@@ -452,6 +452,16 @@ def deployment() -> Iterator[Deployment]:
     binary = str(Path(sys.executable).parent / "labelloop-service")
     ports, logs, processes = {}, {}, {}
     try:
+        # the compose `provision` job first: the services' users may not create streams
+        job = compose["services"]["provision"]
+        assert job["entrypoint"][0] == "labelloop-service"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+        env.update({k: _interpolate(str(v), SECRETS) for k, v in job["environment"].items()})
+        env.update({"LABELLOOP_NATS_URL": server.url, "LABELLOOP_STREAM_REPLICAS": "1"})
+        provisioned = subprocess.run(
+            [binary, *job["entrypoint"][1:]], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert provisioned.returncode == 0, provisioned.stderr
         for name, spec in _labelloop_services(compose).items():
             ports[name] = free_port()
             logs[name] = tmp / f"{name}.log"
@@ -479,7 +489,15 @@ def _wait_ready(deployment: Deployment, timeout: float) -> None:
             process = deployment.processes[name]
             if process.poll() is not None:
                 log = deployment.logs[name].read_text(errors="replace")[-3000:]
-                pytest.fail(f"`labelloop-service {name}` exited with {process.returncode}:\n{log}")
+                refused = [
+                    line
+                    for line in deployment.nats_log.read_text(errors="replace").splitlines()
+                    if "Violation" in line
+                ]
+                pytest.fail(
+                    f"`labelloop-service {name}` exited with {process.returncode}:\n{log}\n"
+                    + "\n".join(refused[:10])
+                )
             try:
                 status, _ = _get(f"http://127.0.0.1:{deployment.ports[name]}/readyz")
             except OSError:

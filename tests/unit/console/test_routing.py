@@ -8,6 +8,7 @@ from pathlib import Path
 from labelloop.events import DeadLetter
 from labelloop.services import service_specs
 from labelloop.streams import Namespace
+from labelloop_console.permissions import accounts_conf
 from labelloop_console.routing import BEGIN, END, OPERATORS, markdown, routes, with_table
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,6 +38,12 @@ def test_production_permissions_allow_each_service_exactly_what_it_publishes() -
         events = {s for s in allowed if s.startswith(f"{ns.prefix}.")} - {dlq}
         assert dlq in allowed, name
         assert events == {ns.subject(e, "*") for e in spec.publishes}, name
+
+
+def test_accounts_conf_is_what_the_code_generates() -> None:
+    """The production permissions are derived from the code (`make docs`), never hand-edited."""
+    conf = (ROOT / "infra" / "nats" / "accounts.conf").read_text(encoding="utf-8")
+    assert conf == accounts_conf(), "infra/nats/accounts.conf is stale: run `make docs`"
 
 
 def test_with_table_refuses_a_text_without_markers() -> None:

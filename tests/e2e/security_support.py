@@ -1,0 +1,61 @@
+"""A nats-server with the production users and permissions (``infra/nats/accounts.conf``).
+
+Shared by the security tests: the server on loopback with a password per user, provisioned by the
+operator as the compose ``provision`` job does (the services' users may not create streams).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from labelloop.natsserver import EmbeddedNats
+from labelloop_console.permissions import PASSWORD_VARIABLES
+
+ACCOUNTS = Path(__file__).resolve().parents[2] / "infra" / "nats" / "accounts.conf"
+NS = "labelloop"  # accounts.conf names the default namespace's subjects
+USERS = PASSWORD_VARIABLES
+PASSWORDS = {var: f"pw-{user}-9c1e7d{len(user)}" for user, var in USERS.items()}
+
+
+def secured_server(folder: Path) -> EmbeddedNats:
+    """Start the server in ``folder`` (its log in ``folder/nats.log``) and provision it."""
+    shutil.copy(ACCOUNTS, folder / "accounts.conf")
+    config = folder / "nats.conf"
+    config.write_text(
+        "server_name: security-test\nmax_payload: 8MB\ninclude ./accounts.conf\n", encoding="utf-8"
+    )
+    saved = {k: os.environ.get(k) for k in PASSWORDS}
+    os.environ.update(PASSWORDS)  # nats-server substitutes $NATS_..._PASSWORD from its environment
+    try:
+        server = EmbeddedNats(
+            config_file=config, store_dir=folder / "js", log_file=folder / "nats.log"
+        ).start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+    env.update(
+        {
+            "LABELLOOP_NATS_USER": "operator",
+            "LABELLOOP_NATS_PASSWORD": PASSWORDS[USERS["operator"]],
+            "LABELLOOP_NATS_URL": server.url,
+            "LABELLOOP_NAMESPACE": NS,
+        }
+    )
+    binary = str(Path(sys.executable).parent / "labelloop-service")
+    done = subprocess.run([binary, "--provision"], env=env, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        server.cleanup()
+        raise RuntimeError(f"provisioning failed: {done.stderr.decode(errors='replace')}")
+    return server
+
+
+def url_for(server: EmbeddedNats, user: str) -> str:
+    return f"nats://{user}:{PASSWORDS[USERS[user]]}@127.0.0.1:{server.port}"

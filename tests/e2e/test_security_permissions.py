@@ -1,0 +1,192 @@
+"""Least privilege, attacked: every user of ``infra/nats/accounts.conf`` tries every destructive
+JetStream call and every foreign subject on a real nats-server, and the server refuses each one.
+
+The attacks (2026-12-01's finding: service users held ``$JS.API.>``): delete, purge, shorten or
+shadow a stream; purge the state bucket; delete or redirect another service's consumer; delete a
+message; write another service's state keys or a project configuration; publish another
+service's event; subscribe to the event subjects. Afterwards the streams, the consumer and the
+keys are as the operator left them. The positive controls: each user may still write its own
+keys, and the operator may do what the others may not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
+from security_support import NS, secured_server, url_for
+
+from labelloop.events import DatasetExported, LabelsReady
+from labelloop.natsserver import EmbeddedNats
+from labelloop.services import service_specs
+from labelloop.streams import Namespace
+
+pytestmark = [pytest.mark.e2e]
+
+NAMESPACE = Namespace(NS)
+QUALITY = NAMESPACE.stream_name(NAMESPACE.stream_for(LabelsReady))
+MODELS = NAMESPACE.stream_name(NAMESPACE.stream_for(DatasetExported))
+STATE = NAMESPACE.kv_bucket("state")
+PROJECTS = NAMESPACE.kv_bucket("projects")
+VICTIM = NAMESPACE.durable("trainer", DatasetExported)  # the trainer's own consumer
+ATTACKERS = [*service_specs(), "producer"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    running = secured_server(tmp_path_factory.mktemp("permissions"))
+    yield running
+    running.cleanup()
+
+
+async def _operator_setup(server: EmbeddedNats) -> dict[str, bytes]:
+    """What the attacks aim at: a message in QUALITY, the trainer's consumer, every service's
+    keys, a project. Returns the keys and their values."""
+    nc = await nats.connect(url_for(server, "operator"))
+    try:
+        js = nc.jetstream()
+        await js.publish(f"{NS}.{LabelsReady.SUBJECT}.matrix", b"{}", stream=QUALITY)
+        await js.add_consumer(
+            MODELS,
+            ConsumerConfig(
+                durable_name=VICTIM,
+                filter_subject=NAMESPACE.subject(DatasetExported),
+                ack_policy=AckPolicy.EXPLICIT,
+            ),
+        )
+        keys = {
+            f"{prefix}.matrix.owned": f"{name} wrote this".encode()
+            for name, spec in service_specs().items()
+            for prefix in spec.state_keys
+        }
+        state = await js.key_value(STATE)
+        for key, value in keys.items():
+            await state.put(key, value)
+        await (await js.key_value(PROJECTS)).put("matrix", b'{"name": "matrix"}')
+        return keys
+    finally:
+        await nc.close()
+
+
+def _attacks(user: str, keys: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """(subject, payload) of every call ``user`` must not be able to make."""
+    api = "$JS.API"
+    own = tuple(service_specs()[user].state_keys) if user in service_specs() else ()
+    foreign_keys = [k for k in keys if not k.startswith(tuple(f"{p}." for p in own))]
+    attacks = [
+        (f"{api}.STREAM.DELETE.{QUALITY}", b""),
+        (f"{api}.STREAM.PURGE.{QUALITY}", b""),
+        (f"{api}.STREAM.PURGE.KV_{STATE}", b""),
+        (
+            f"{api}.STREAM.UPDATE.{QUALITY}",
+            json.dumps(
+                {"name": QUALITY, "subjects": [f"{NS}.labels.*.*"], "max_age": 1_000_000_000}
+            ).encode(),
+        ),
+        (
+            f"{api}.STREAM.CREATE.SHADOW",
+            json.dumps({"name": "SHADOW", "subjects": ["shadow.>"]}).encode(),
+        ),
+        (f"{api}.STREAM.MSG.DELETE.{QUALITY}", json.dumps({"seq": 1}).encode()),
+        (f"{api}.CONSUMER.DELETE.{MODELS}.{VICTIM}", b""),
+        (f"{api}.META.LEADER.STEPDOWN", b""),
+        (f"$KV.{PROJECTS}.matrix", b'{"name": "matrix", "forged": true}'),
+        *((f"$KV.{STATE}.{key}", b"forged") for key in foreign_keys),
+    ]
+    if user != "trainer":  # redirect the trainer's consumer to an attacker's filter
+        attacks.append(
+            (
+                f"{api}.CONSUMER.CREATE.{MODELS}.{VICTIM}",
+                json.dumps(
+                    {
+                        "stream_name": MODELS,
+                        "config": {"durable_name": VICTIM, "deliver_policy": "new"},
+                    }
+                ).encode(),
+            )
+        )
+    if user != "qa-scorer":  # QA's event, forged
+        attacks.append((NAMESPACE.subject(LabelsReady, "matrix"), b'{"forged": true}'))
+    return attacks
+
+
+async def _try_all(server: EmbeddedNats, user: str, keys: dict[str, bytes]) -> list[str]:
+    """Make every attack as ``user``; returns the subjects the server did not refuse."""
+    refused: list[str] = []
+    heard = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+        heard.set()
+
+    nc = await nats.connect(url_for(server, user), error_cb=on_error)
+    try:
+        attacks = _attacks(user, keys)
+        for subject, payload in attacks:
+            await nc.publish(subject, payload, reply=nc.new_inbox())
+        await nc.subscribe(f"{NS}.>")  # sniffing the events: pull consumers never need it
+        await nc.flush()
+        # what the server says, as nats-py lowercases it
+        expected = [f'publish to "{s}"' for s, _ in attacks] + [f'subscription to "{NS}.>"']
+
+        def unrefused() -> list[str]:
+            said = " ".join(refused).lower()
+            return [e for e in expected if e.lower() not in said]
+
+        deadline = time.monotonic() + 30
+        while unrefused() and time.monotonic() < deadline:
+            heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(heard.wait(), timeout=1.0)
+        return unrefused()
+    finally:
+        await nc.close()
+
+
+async def _own_keys_still_writable(server: EmbeddedNats, user: str) -> None:
+    if user not in service_specs():
+        return
+    nc: Client = await nats.connect(url_for(server, user))
+    try:
+        state = await nc.jetstream().key_value(STATE)
+        for prefix in service_specs()[user].state_keys:
+            await state.put(f"{prefix}.matrix.scratch", b"mine")
+    finally:
+        await nc.close()
+
+
+async def test_no_user_but_the_operator_can_destroy_or_forge(server: EmbeddedNats) -> None:
+    keys = await _operator_setup(server)
+    admitted = {user: await _try_all(server, user, keys) for user in ATTACKERS}
+    assert not any(admitted.values()), f"the server let these through: {admitted}"
+    for user in ATTACKERS:
+        await _own_keys_still_writable(server, user)
+
+    nc = await nats.connect(url_for(server, "operator"))
+    try:
+        js = nc.jetstream()
+        quality = await js.stream_info(QUALITY)
+        assert quality.state.messages == 1
+        assert quality.config.max_age != 1.0
+        consumer = await js.consumer_info(MODELS, VICTIM)
+        assert consumer.config.filter_subject == NAMESPACE.subject(DatasetExported)
+        state = await js.key_value(STATE)
+        for key, value in keys.items():
+            entry = await state.get(key)
+            assert entry.value == value, key
+        project = await (await js.key_value(PROJECTS)).get("matrix")
+        assert b"forged" not in (project.value or b"")
+        assert "SHADOW" not in [s.config.name for s in await js.streams_info()]
+        # the operator may (the attacks were refused for being made by the wrong user)
+        await js.purge_stream(QUALITY)
+        assert (await js.stream_info(QUALITY)).state.messages == 0
+        await js.delete_consumer(MODELS, VICTIM)
+    finally:
+        await nc.close()
