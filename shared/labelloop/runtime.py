@@ -29,9 +29,9 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
@@ -43,8 +43,8 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 
-from labelloop.delivery import PoisonMessage, Verdict, build_dead_letter, decide
-from labelloop.events import Event
+from labelloop.delivery import DeadLetterKind, PoisonMessage, Verdict, build_dead_letter, decide
+from labelloop.events import DeadLetter, Event
 from labelloop.logs import configure_logging
 from labelloop.payloads import PAYLOAD_HEADER, resolve, wire_form
 from labelloop.project import ProjectConfig, parse_project
@@ -144,6 +144,23 @@ class RuntimeMetrics:
             "labelloop_runtime_info", "Service identity", ["service"], registry=registry
         )
         self.info.labels(service=service).set(1)
+        self.published.labels(event=DeadLetter.__name__, duplicate="false")
+
+    def declare(self, event: type[Event]) -> None:
+        """Series of a consumed event at 0 from the start: Prometheus's ``increase()`` sees the
+        first dead letter or retry only against an earlier sample of the same series."""
+        name = event.__name__
+        for outcome in ("ok", "retried", "dead_lettered"):
+            self.messages.labels(event=name, outcome=outcome)
+        for kind in get_args(DeadLetterKind):
+            self.dead_letters.labels(event=name, kind=kind)
+        self.redeliveries.labels(event=name)
+
+    def declare_published(self, events: Iterable[type[Event]]) -> None:
+        """Series of the events a service publishes at 0 (duplicates and fresh ones)."""
+        for event in events:
+            for duplicate in ("false", "true"):
+                self.published.labels(event=event.__name__, duplicate=duplicate)
 
 
 def nats_connect_options(settings: ServiceSettings) -> dict[str, Any]:
@@ -259,6 +276,7 @@ class Service:
             if sub.durable in self._subscriptions:
                 raise ValueError(f"{self.name} already handles {event.__name__}")
             self._subscriptions[sub.durable] = sub
+            self.metrics.declare(event)
             subscriber = self.broker.subscriber(
                 sub.subject,
                 stream=JStream(name=sub.stream, declare=False),

@@ -114,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> Any:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
-    spec.build().run()
+    service = spec.build()
+    service.metrics.declare_published(spec.publishes)  # their counters at 0 from the start
+    service.run()
     return 0
 
 

@@ -29,7 +29,6 @@ from labelloop.delivery import Verdict, build_dead_letter
 from labelloop.events import Event
 from labelloop.provisioning import advisory_stream, provision
 from labelloop.stores import MemoryStores, NatsBlobs, NatsKeyValue, NatsStores, Stores
-from labelloop.streams import split_subject
 
 if TYPE_CHECKING:
     from labelloop.runtime import Service
@@ -202,7 +201,9 @@ class NatsTransport:
             headers={k: v for k, v in (original.headers or {}).items() if isinstance(v, str)},
         )
         await service.publish(letter)
-        event_name, _ = split_subject(service.ns.relative(subject))
+        event_cls, _ = service.ns.parse(subject)
+        event_name = event_cls.__name__ if event_cls is not None else "unknown"
+        # the class name, as every other dead letter of the event is counted
         service.metrics.dead_letters.labels(event=event_name, kind="max_deliveries").inc()
         await adv.ack()
 

@@ -82,3 +82,23 @@ async def test_a_dead_letter_that_cannot_be_published_keeps_the_message_for_late
         "labelloop_runtime_messages_total", {"event": "RequestExport", "outcome": "retried"}
     )
     assert retried == 1
+
+
+def test_counters_of_a_consumed_event_start_at_zero() -> None:
+    """Prometheus's ``increase()`` sees a first dead letter only against an earlier sample of
+    the same series, so every series a consumer will count exists at 0 before any message
+    (infra/prometheus/alerts_test.yml: a first dead letter fires LabelloopDeadLettered)."""
+    service = _service()
+    sample = service.registry.get_sample_value
+    for kind in ("invalid", "failed", "max_deliveries"):
+        labels = {"event": "RequestExport", "kind": kind}
+        assert sample("labelloop_runtime_dead_letters_total", labels) == 0, kind
+    for outcome in ("ok", "retried", "dead_lettered"):
+        labels = {"event": "RequestExport", "outcome": outcome}
+        assert sample("labelloop_runtime_messages_total", labels) == 0, outcome
+    assert sample("labelloop_runtime_redeliveries_total", {"event": "RequestExport"}) == 0
+    dead = {"event": "DeadLetter", "duplicate": "false"}
+    assert sample("labelloop_runtime_published_total", dead) == 0
+    service.metrics.declare_published([RequestTraining])
+    fresh = {"event": "RequestTraining", "duplicate": "false"}
+    assert sample("labelloop_runtime_published_total", fresh) == 0
