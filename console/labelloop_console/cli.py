@@ -289,24 +289,34 @@ def dlq_replay(
 ) -> None:
     """Re-drive dead letters to their original subjects (after fixing the cause)."""
     from labelloop.client import COMMAND_WAIT_SECONDS, connect
-    from labelloop.deadletters import list_dead_letters, replay_dead_letter
+    from labelloop.deadletters import ReplayRefused, list_dead_letters, replay_dead_letter
 
     if not sequences and not all_:
         err_console.print("name dead-letter sequences or pass --all")
         raise typer.Exit(2)
 
-    async def replay() -> int:
+    async def replay() -> tuple[int, int]:
         async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
             targets = list(sequences or [])
             if all_:
                 targets = [d.sequence for d in await list_dead_letters(bus.js, bus.ns, limit=10**6)]
+            refused = 0
             for seq in targets:
-                letter = await replay_dead_letter(bus.js, bus.ns, seq)
+                try:
+                    letter = await replay_dead_letter(bus.js, bus.ns, seq)
+                except ReplayRefused as exc:
+                    err_console.print(str(exc), markup=False, highlight=False)
+                    refused += 1
+                    continue
                 console.print(f"replayed {seq} -> {letter.original_subject}")
-            return len(targets)
+            return len(targets) - refused, refused
 
-    count = _run(replay())
-    console.print(f"{count} dead letter(s) replayed")
+    replayed, refused = _run(replay())
+    console.print(
+        f"{replayed} dead letter(s) replayed" + (f", {refused} refused" if refused else "")
+    )
+    if refused:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------- campaign

@@ -10,7 +10,7 @@ from nats.js.errors import NotFoundError
 from labelloop.events import DeadLetter, deterministic_id
 from labelloop.streams import Namespace
 
-__all__ = ["StoredDeadLetter", "list_dead_letters", "replay_dead_letter"]
+__all__ = ["ReplayRefused", "StoredDeadLetter", "list_dead_letters", "replay_dead_letter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,19 @@ async def list_dead_letters(
     return found
 
 
+class ReplayRefused(ValueError):
+    """A dead letter that ``dlq replay`` will not re-drive, with the reason."""
+
+
 async def replay_dead_letter(js: JetStreamContext, ns: Namespace, sequence: int) -> DeadLetter:
-    """Publish a dead letter's original payload to its original subject, then remove it.
+    """Publish a dead letter's original message to its original subject, then remove it.
+
+    Only what really was on the bus is re-driven: the letter must name an event subject of this
+    namespace (not a dead letter, not some other subject), and the message it names must still
+    be in that event's stream, on that subject, with the payload the letter holds. A forged
+    dead letter (any service may publish dead letters) therefore cannot make an operator's
+    replay publish an event its author may not publish; it raises :class:`ReplayRefused` and
+    stays in the stream for a person to look at.
 
     The replay gets a fresh ``Nats-Msg-Id`` (the original id is still in the duplicate window
     and would be dropped); consumers are idempotent, so a replay of something that did get
@@ -57,15 +68,46 @@ async def replay_dead_letter(js: JetStreamContext, ns: Namespace, sequence: int)
     stream = _dlq_stream(ns)
     raw = await js.get_msg(stream, sequence)
     letter = DeadLetter.model_validate_json(raw.data or b"{}")
-    payload = letter.payload()
-    if len(payload) < letter.payload_size:  # kept truncated: the original stream has it whole
-        if letter.original_stream is None or letter.original_sequence is None:
-            raise ValueError(f"dead letter {sequence} holds a truncated payload and no original")
-        original = await js.get_msg(letter.original_stream, letter.original_sequence)
-        payload = original.data or b""
+    original = await _original_of(js, ns, sequence, letter)
     headers = {k: v for k, v in letter.headers.items() if not k.lower().startswith("nats-")}
     headers["Nats-Msg-Id"] = deterministic_id("replay", letter.event_id, sequence)
     headers["Labelloop-Replay-Of"] = letter.event_id
-    await js.publish(letter.original_subject, payload, headers=headers)
+    await js.publish(letter.original_subject, original, headers=headers)
     await js.delete_msg(stream, sequence)
     return letter
+
+
+async def _original_of(
+    js: JetStreamContext, ns: Namespace, sequence: int, letter: DeadLetter
+) -> bytes:
+    """The bytes to re-drive, once the letter is shown to describe a real message."""
+
+    def refuse(why: str) -> ReplayRefused:
+        return ReplayRefused(f"dead letter {sequence} not replayed: {why}")
+
+    event, _ = ns.parse(letter.original_subject)
+    if (
+        event is None
+        or event is DeadLetter
+        or not letter.original_subject.startswith(f"{ns.prefix}.")
+    ):
+        raise refuse(f"{letter.original_subject!r} is not an event subject of {ns.prefix!r}")
+    expected_stream = ns.stream_name(ns.stream_for(event))
+    if letter.original_stream != expected_stream or letter.original_sequence is None:
+        raise refuse(f"it names no message of {expected_stream}, where {event.__name__} lives")
+    try:
+        original = await js.get_msg(expected_stream, letter.original_sequence)
+    except NotFoundError:
+        raise refuse(
+            f"message {letter.original_sequence} of {expected_stream} is gone (past the stream's"
+            " max age, or never there): submit the data again"
+        ) from None
+    data = original.data or b""
+    payload = letter.payload()
+    whole = len(payload) == letter.payload_size
+    if original.subject != letter.original_subject or (whole and data != payload):
+        raise refuse(
+            f"message {letter.original_sequence} of {expected_stream} is not the one the letter"
+            " describes (a forged dead letter?)"
+        )
+    return data

@@ -145,6 +145,57 @@ async def test_dlq_replay_redrives_after_the_cause_is_fixed(nats_url: str, names
     assert echo.reason == "echo of req-fail-0"
 
 
+async def test_dlq_replay_redrives_only_what_was_really_on_the_bus(
+    nats_url: str, namespace: str
+) -> None:
+    """2026-12-01: a forged ``DeadLetter`` naming ``labels.ready``, re-driven by ``dlq replay
+    --all``, put 5 wrong labels into a dataset. Any service may publish dead letters, so the
+    replay checks the letter against the message it names: forged ones are refused and kept."""
+    import base64
+
+    from labelloop.deadletters import ReplayRefused
+    from labelloop.events import LabelsReady
+
+    async with connect(EchoSettings(nats_url=nats_url, namespace=namespace)) as bus:
+        quality = bus.ns.stream_name(bus.ns.stream_for(LabelsReady))
+        forged = b'{"project": "p1", "batch_id": "b", "round": 1, "labels": []}'
+
+        def letter(subject: str, stream: str | None, sequence: int | None) -> DeadLetter:
+            return DeadLetter(
+                project="p1",
+                original_subject=subject,
+                original_stream=stream,
+                original_sequence=sequence,
+                consumer="nobody",
+                reason="forged",
+                kind="failed",
+                payload_b64=base64.b64encode(forged).decode(),
+                payload_size=len(forged),
+            )
+
+        other = await bus.js.publish(bus.ns.subject(RequestExport, "p1"), b'{"project": "p1"}')
+        labels = bus.ns.subject(LabelsReady, "p1")
+        real = await bus.js.publish(labels, b'{"the": "labels QA released"}')
+        attempts = [
+            letter(labels, None, None),  # names no message
+            letter(labels, quality, 10**6),  # a message that was never there
+            letter(labels, other.stream, other.seq),  # a real message of another event
+            letter(labels, quality, real.seq),  # a real LabelsReady, but not this payload
+            letter("elsewhere.p1", quality, 1),  # not an event subject
+            letter(bus.ns.subject(DeadLetter, "p1"), quality, 1),  # a dead letter of a letter
+        ]
+        for attempt in attempts:
+            await bus.publish(attempt)
+        stored = await list_dead_letters(bus.js, bus.ns)
+        assert len(stored) == len(attempts)
+        before = (await bus.js.stream_info(quality)).state.messages
+        for pending in stored:
+            with pytest.raises(ReplayRefused, match="not replayed"):
+                await replay_dead_letter(bus.js, bus.ns, pending.sequence)
+        assert (await bus.js.stream_info(quality)).state.messages == before
+        assert len(await list_dead_letters(bus.js, bus.ns)) == len(attempts)  # kept
+
+
 async def test_two_replicas_share_the_work_without_processing_twice(
     nats_url: str, namespace: str
 ) -> None:
