@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from labelloop.events import AnnotationSource
+
 __all__ = ["BridgeMetrics"]
 
 _LEAD_TIME_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
@@ -74,6 +76,15 @@ class BridgeMetrics:
             "Simulated answers to tasks whose truth was unknown (answered at random)",
             registry=registry,
         )
+        # at 0 from the start: increase() sees the first annotation only against an earlier
+        # sample (the LabelloopAnnotationsStalled alert reads this counter)
+        people = (
+            AnnotationSource.WEBHOOK,
+            AnnotationSource.RECONCILIATION,
+            AnnotationSource.IMPORT,
+        )
+        for source in (AnnotationSource.SIMULATION,) if backend == "simulated" else people:
+            self.annotations_received.labels(source.value, backend)
 
     def api_call(self, operation: str, outcome: str, seconds: float) -> None:
         """An observation from the Label Studio client (``ApiObserver``)."""

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 from faststream import AckPolicy, BaseMiddleware
@@ -165,10 +166,12 @@ class RuntimeMetrics:
 
 def nats_connect_options(settings: ServiceSettings) -> dict[str, Any]:
     """Connection options (auth, TLS) for nats-py / FastStream from settings."""
-    options: dict[str, Any] = {"servers": [s.strip() for s in settings.nats_url.split(",")]}
-    password = settings.nats_password_value()
-    if settings.nats_user:
-        options["user"] = settings.nats_user
+    servers, url_user, url_password = _split_userinfo(settings.nats_url)
+    options: dict[str, Any] = {"servers": servers}
+    user = settings.nats_user or url_user
+    password = settings.nats_password_value() if settings.nats_user else url_password
+    if user:
+        options["user"] = user
         if password is not None:
             options["password"] = password
     token = settings.nats_token_value()
@@ -665,6 +668,28 @@ def _event_id(body: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def _split_userinfo(url: str) -> tuple[list[str], str | None, str | None]:
+    """Servers without ``user:password@``, and the user and password they named.
+
+    Credentials go into the connection options rather than the URLs: nats-py adds the servers a
+    cluster node advertises to its pool without any URL's userinfo, so a client whose password
+    was in a URL could not authenticate to them after a failover (seen on a 3-node cluster with
+    its node killed: services stayed "reconnecting" for minutes)."""
+    servers, users = [], set()
+    for raw in url.split(","):
+        parsed = urlsplit(raw.strip())
+        if parsed.username is not None:
+            users.add((unquote(parsed.username), unquote(parsed.password or "") or None))
+            netloc = parsed.netloc.rsplit("@", 1)[1]
+            servers.append(urlunsplit(parsed._replace(netloc=netloc)))
+        else:
+            servers.append(raw.strip())
+    if len(users) > 1:
+        raise ValueError("the NATS URLs name different users: give one user for all servers")
+    user, password = users.pop() if users else (None, None)
+    return servers, user, password
 
 
 def _redact(url: str) -> str:

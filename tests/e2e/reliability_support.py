@@ -203,8 +203,8 @@ async def connect(url: str) -> NatsClient:
     )
 
 
-async def read_stream(nc: NatsClient, ns: Namespace, event: type[E]) -> list[tuple[E, str]]:
-    """Every message of one event type the stream holds now, with its ``Nats-Msg-Id``."""
+async def _messages(nc: NatsClient, ns: Namespace, event: type[Event]) -> list[Any]:
+    """Every message of one event type the stream holds now, as stored."""
     js = nc.jetstream()
     stream = ns.stream_name(ns.stream_for(event))
     info = await js.stream_info(stream, subjects_filter=ns.subject(event))
@@ -221,19 +221,30 @@ async def read_stream(nc: NatsClient, ns: Namespace, event: type[E]) -> list[tup
             max_waiting=1,
         ),
     )
-    out: list[tuple[E, str]] = []
+    out: list[Any] = []
     try:
         while len(out) < expected:
             try:
-                msgs = await sub.fetch(512, timeout=5)
+                out += await sub.fetch(512, timeout=5)
             except TimeoutError:
                 break
-            for msg in msgs:
-                msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-                out.append((event.model_validate_json(msg.data), msg_id))
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def read_stream(nc: NatsClient, ns: Namespace, event: type[E]) -> list[tuple[E, str]]:
+    """Every message of one event type the stream holds now, with its ``Nats-Msg-Id``."""
+    return [
+        (event.model_validate_json(msg.data), (msg.headers or {}).get("Nats-Msg-Id", ""))
+        for msg in await _messages(nc, ns, event)
+    ]
+
+
+async def message_ids(nc: NatsClient, ns: Namespace, event: type[Event]) -> list[str]:
+    """The ``Nats-Msg-Id`` of every stored message of one event type (also of events that
+    travel by reference, whose bodies are envelopes)."""
+    return [(msg.headers or {}).get("Nats-Msg-Id", "") for msg in await _messages(nc, ns, event)]
 
 
 async def events_of(nc: NatsClient, ns: Namespace, event: type[E]) -> list[E]:

@@ -76,3 +76,21 @@ def test_credentials_never_appear_in_logged_urls() -> None:
     assert _redact("nats://svc:pw@nats-1:4222,nats://nats-2:4222") == (
         "nats://***@nats-1:4222,nats://nats-2:4222"
     )
+
+
+def test_credentials_in_urls_become_options_for_every_server() -> None:
+    """nats-py adds the servers a cluster advertises without a URL's userinfo: credentials in
+    the URLs must travel as options, or a failover leaves the client unable to log in."""
+    settings = ServiceSettings(
+        nats_url="nats://svc:p%40ss@n1:4222, nats://svc:p%40ss@n2:4222,nats://n3:4222"
+    )
+    options = nats_connect_options(settings)
+    assert options["servers"] == ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+    assert (options["user"], options["password"]) == ("svc", "p@ss")
+    explicit = ServiceSettings(nats_url="nats://a:b@n1:4222", nats_user="me", nats_password="pw")
+    assert (nats_connect_options(explicit)["user"], nats_connect_options(explicit)["password"]) == (
+        "me",
+        "pw",
+    )
+    with pytest.raises(ValueError, match="different users"):
+        nats_connect_options(ServiceSettings(nats_url="nats://a:b@n1:4222,nats://c:d@n2:4222"))

@@ -1,0 +1,317 @@
+"""The production cluster loses a node mid-campaign and the campaign does not notice.
+
+Three local nats-server processes run ``infra/nats/nats-prod.conf`` (``sync_interval: always``,
+the production users and permissions of ``accounts.conf``; only addresses, ports and store
+directories are rewritten for loopback), the streams and buckets with three replicas, provisioned
+by the operator as the compose ``provision`` job does. The six services connect as their own users
+to all three nodes, and a campaign with the simulated crew runs through them. When the first QA
+report is out, the node that leads the batches stream is killed with SIGKILL and stays down.
+
+Nothing is lost or duplicated: the campaign finishes, every batch is completed exactly once, no
+event id is in a stream twice, nothing is dead-lettered, and the dataset files are byte for byte
+those of the same campaign on one undisturbed development server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from reliability_support import message_ids, poll, read_stream
+from security_support import NS, PASSWORDS, USERS
+
+from labelloop.events import ALL_EVENTS, BatchCompleted, BatchCreated, DeadLetter
+from labelloop.natsserver import EmbeddedNats, free_ports
+from labelloop.settings import ServiceSettings
+from labelloop.streams import Namespace
+from labelloop_console.campaign import CampaignWatcher
+from labelloop_console.demo import DemoOptions, run_campaign
+from labelloop_console.processes import Supervisor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+NATS_DIR = Path(__file__).resolve().parents[2] / "infra" / "nats"
+SERVICES = ("ingester", "sampler", "annotation-bridge", "qa-scorer", "exporter", "trainer")
+BUDGET = 108  # three rounds of 36 labels
+
+
+def _options(run_dir: Path) -> DemoOptions:
+    return DemoOptions(
+        budget=BUDGET,
+        random_arm=False,
+        runs_dir=run_dir,
+        timeout_seconds=600,
+        stall_seconds=240,
+        quiet=True,
+        time_scale=0.05,  # rounds take a while: the kill lands while one is under way
+    )
+
+
+def _node_config(name: str, client: int, http: int, route: int, routes: list[int]) -> str:
+    """nats-prod.conf for one node on loopback."""
+    text = (NATS_DIR / "nats-prod.conf").read_text(encoding="utf-8")
+    replacements = [
+        (r"server_name: \$NATS_SERVER_NAME", f"server_name: {name}"),
+        (r"listen: 0\.0\.0\.0:4222", f"listen: 127.0.0.1:{client}"),
+        (r"http: 0\.0\.0\.0:8222", f"http: 127.0.0.1:{http}"),
+        (r"max_file_store: 50GB", "max_file_store: 2GB"),
+        (r"store_dir: /data/jetstream", "# store_dir: on the command line"),
+        (r"listen: 0\.0\.0\.0:6222", f"listen: 127.0.0.1:{route}"),
+        (
+            r"routes: \[[^\]]*\]",
+            "routes: [\n"
+            + "".join(f"    nats-route://127.0.0.1:{port}\n" for port in routes)
+            + "  ]",
+        ),
+    ]
+    for pattern, value in replacements:
+        text, count = re.subn(pattern, value, text)
+        assert count == 1, f"nats-prod.conf changed: {pattern!r} matched {count} times"
+    return text
+
+
+@dataclass
+class NatsCluster:
+    """Three nodes of the production configuration on loopback."""
+
+    folder: Path
+    nodes: dict[str, EmbeddedNats] = field(default_factory=dict)
+
+    def start(self) -> NatsCluster:
+        ports = free_ports(9)
+        routes = ports[6:9]
+        saved = {k: os.environ.get(k) for k in PASSWORDS}
+        os.environ.update(PASSWORDS)  # nats-server reads the passwords from its environment
+        try:
+            for n in range(3):
+                name = f"nats-{n + 1}"
+                home = self.folder / name
+                home.mkdir(parents=True)
+                (home / "accounts.conf").write_bytes((NATS_DIR / "accounts.conf").read_bytes())
+                config = home / "nats.conf"
+                config.write_text(
+                    _node_config(name, ports[n], ports[3 + n], routes[n], routes), "utf-8"
+                )
+                node = EmbeddedNats(
+                    port=ports[n],
+                    http_port=ports[3 + n],
+                    store_dir=home / "jetstream",
+                    config_file=config,
+                    log_file=home / "nats.log",
+                )
+                self.nodes[name] = node.start(timeout=60)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return self
+
+    @property
+    def urls(self) -> str:
+        """All three client URLs, as compose gives them (credentials apart: nats-py adds the
+        servers a node advertises to its pool without the userinfo of a URL, so a client that
+        put its password in a URL fails to authenticate to them after a failover)."""
+        return ",".join(node.url for node in self.nodes.values())
+
+    @staticmethod
+    def credentials(user: str) -> dict[str, str]:
+        return {"user": user, "password": PASSWORDS[USERS[user]]}
+
+    def env(self, user: str) -> dict[str, str]:
+        """The environment compose gives a service that connects as ``user``."""
+        auth = self.credentials(user)
+        return {
+            "LABELLOOP_NATS_URL": self.urls,
+            "LABELLOOP_NATS_USER": auth["user"],
+            "LABELLOOP_NATS_PASSWORD": auth["password"],
+        }
+
+    async def connect(self, user: str) -> Client:
+        return await nats.connect(
+            self.urls.split(","),
+            max_reconnect_attempts=120,
+            reconnect_time_wait=0.5,
+            **self.credentials(user),
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash or a power cut would."""
+        self.nodes[name].kill()
+
+    def meta_formed(self) -> bool:
+        for node in self.nodes.values():
+            url = f"http://127.0.0.1:{node.http_port}/jsz"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                meta = json.loads(resp.read()).get("meta_cluster") or {}
+            if not meta.get("leader") or meta.get("cluster_size") != 3:
+                return False
+        return True
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nodes = NatsCluster(tmp_path / "cluster").start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def _fingerprint(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of every dataset version; the manifest without its clock."""
+    out = {}
+    exports = run_dir / "exports"
+    for path in sorted(exports.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest.pop("created_at")
+                data = json.dumps(manifest, sort_keys=True).encode()
+            out[str(path.relative_to(exports))] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def _env(run_dir: Path) -> dict[str, str]:
+    return {
+        "LABELLOOP_EXPORTER_EXPORT_DIR": str(run_dir / "exports"),
+        "LABELLOOP_BRIDGE_BACKEND": "simulated",
+        "LABELLOOP_ACK_WAIT_SECONDS": "5",
+        "LABELLOOP_SWEEP_INTERVAL_SECONDS": "1",
+    }
+
+
+def _reference(tmp_path: Path) -> dict[str, str]:
+    """The same campaign on one development server, undisturbed."""
+    run_dir = tmp_path / "reference"
+    namespace = f"ref{uuid.uuid4().hex[:8]}"
+    with EmbeddedNats(store_dir=run_dir / "nats") as server:
+        supervisor = Supervisor(server.url, namespace, run_dir, env=_env(run_dir))
+        with supervisor:
+            supervisor.start_all(SERVICES)
+            supervisor.wait_ready(timeout=120)
+            settings = ServiceSettings(nats_url=server.url, namespace=namespace)
+            summary = asyncio.run(run_campaign(_options(run_dir), settings, run_dir))
+    assert summary["finished"], "the reference campaign did not finish"
+    return _fingerprint(run_dir)
+
+
+async def _kill_batch_leader(cluster: NatsCluster, stop: asyncio.Event, done: list[str]) -> None:
+    nc = await cluster.connect("operator")
+    watcher = CampaignWatcher(nc, Namespace(NS), ["digits"])
+    await watcher.start()
+    try:
+
+        async def first_report() -> bool:
+            return stop.is_set() or bool(watcher.view("digits").reports)
+
+        await poll(first_report, timeout=300, interval=0.05, what="the first QA report")
+        if stop.is_set():
+            return
+        stream = Namespace(NS).stream_name(Namespace(NS).stream_for(BatchCreated))
+        info = await nc.jetstream().stream_info(stream)
+        assert info.cluster is not None
+        leader = str(info.cluster.leader)
+        await watcher.stop()
+        await asyncio.to_thread(cluster.kill, leader)
+        done.append(leader)
+    finally:
+        await watcher.stop()
+        await nc.close()
+
+
+async def _bus_facts(cluster: NatsCluster) -> dict[str, Any]:
+    nc = await cluster.connect("operator")
+    try:
+        ns = Namespace(NS)
+        ids: Counter[str] = Counter()
+        for event in ALL_EVENTS:
+            ids.update(await message_ids(nc, ns, event))
+        created = {e.batch_id for e, _ in await read_stream(nc, ns, BatchCreated)}
+        completed = Counter(e.batch_id for e, _ in await read_stream(nc, ns, BatchCompleted))
+        dead = [e for e, _ in await read_stream(nc, ns, DeadLetter)]
+        return {"ids": ids, "created": created, "completed": completed, "dead": dead}
+    finally:
+        await nc.close()
+
+
+def test_the_campaign_survives_the_stream_leader_killed(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    asyncio.run(poll(_meta_formed(cluster), timeout=60, what="the JetStream cluster formed"))
+    run_dir = tmp_path / "cluster-run"
+    provision = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")},
+        **cluster.env("operator"),
+        "LABELLOOP_NAMESPACE": NS,
+        "LABELLOOP_STREAM_REPLICAS": "3",
+    }
+    binary = str(Path(sys.executable).parent / "labelloop-service")
+    done_provisioning = subprocess.run(
+        [binary, "--provision"], env=provision, capture_output=True, text=True, timeout=180
+    )
+    assert done_provisioning.returncode == 0, done_provisioning.stderr
+
+    env = {**_env(run_dir), "LABELLOOP_STREAM_REPLICAS": "3"}
+    supervisor = Supervisor(cluster.urls, NS, run_dir, env=env)
+    killed: list[str] = []
+    with supervisor:
+        for service in SERVICES:
+            # each as its own user, connected to all three nodes
+            supervisor.start(service, extra_env=cluster.env(service))
+        supervisor.wait_ready(timeout=180)
+        operator = ServiceSettings(
+            nats_url=cluster.urls,
+            namespace=NS,
+            nats_user="operator",
+            nats_password=cluster.credentials("operator")["password"],
+        )
+
+        async def scenario() -> dict[str, Any]:
+            stop = asyncio.Event()
+            chaos = asyncio.create_task(_kill_batch_leader(cluster, stop, killed))
+            try:
+                return await run_campaign(_options(run_dir), operator, run_dir)
+            finally:
+                stop.set()
+                await chaos
+
+        summary = asyncio.run(scenario())
+        facts = asyncio.run(_bus_facts(cluster))
+    assert killed, "the leader was killed before the campaign ended"
+    assert summary["finished"], "the campaign finished on two nodes"
+    assert summary["final_dataset"]["complete"], summary["final_dataset"]
+    assert not facts["dead"], [d.reason for d in facts["dead"]]
+    twice = {msg_id: n for msg_id, n in facts["ids"].items() if n > 1}
+    assert not twice, f"events stored twice: {twice}"
+    assert set(facts["completed"]) == facts["created"], "every batch completed"
+    assert set(facts["completed"].values()) == {1}, "and once"
+    assert _fingerprint(run_dir) == _reference(tmp_path), "the same datasets as undisturbed"
+
+
+def _meta_formed(cluster: NatsCluster) -> Any:
+    async def formed() -> bool:
+        return await asyncio.to_thread(cluster.meta_formed)
+
+    return formed
