@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,16 @@ def read_items(path: str | Path, *, media_field: str | None = None) -> Iterator[
 
 
 def read_positioned(
-    path: str | Path, *, media_field: str | None = None
+    path: str | Path,
+    *,
+    media_field: str | None = None,
+    data_fields: Collection[str] | None = None,
 ) -> Iterator[tuple[BadRow, ItemIn | BadRow]]:
-    """Each row with where it is (a ``BadRow`` without a reason: ``line 3``, ``item 2``)."""
+    """Each row with where it is (a ``BadRow`` without a reason: ``line 3``, ``item 2``).
+
+    ``data_fields``: the project's data fields. A CSV whose first line names none of them is
+    refused as a whole (``ValueError``): its header line is missing, and reading on would take
+    the first row for the header and lose it."""
     path = Path(path)
     if path.is_dir():
         yield from _tagged(_read_folder(path, media_field), "file")
@@ -79,7 +86,7 @@ def read_positioned(
     if suffix in {".jsonl", ".ndjson"}:
         yield from _tagged(_read_jsonl(path), "line")
     elif suffix == ".csv":
-        yield from _tagged(_read_csv(path), "line")
+        yield from _tagged(_read_csv(path, data_fields), "line")
     elif suffix == ".json":
         try:
             rows = json.loads(path.read_bytes().decode("utf-8"))
@@ -126,12 +133,23 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, ItemIn | BadRow]]:
             yield number, _to_item(number, row)
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, ItemIn | BadRow]]:
+def _read_csv(
+    path: Path, data_fields: Collection[str] | None
+) -> Iterator[tuple[int, ItemIn | BadRow]]:
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         if any(_undecodable(name) for name in header):
             raise ValueError(f"{path}: the header line is not valid UTF-8")
+        if data_fields and header and not set(header) & set(data_fields):
+            shown = ", ".join(repr(name[:40]) for name in header[:4])
+            raise ValueError(
+                f"{path}: the first line ({shown}) names none of the project's data fields"
+                f" ({', '.join(sorted(data_fields))}): a CSV starts with a header line"
+            )
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"{path}: the header names {', '.join(duplicated)} more than once")
         line = reader.line_num  # the header's last line
         for record in reader:
             start, line = line + 1, reader.line_num  # a quoted field may span lines

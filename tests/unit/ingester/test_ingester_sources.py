@@ -122,3 +122,23 @@ def test_unknown_file_type(tmp_path: Path) -> None:
     path.write_text("<x/>")
     with pytest.raises(ValueError, match="unknown file type"):
         list(read_items(path))
+
+
+def test_a_csv_without_its_header_line_is_refused_not_misread(tmp_path: Path) -> None:
+    """2026-12-01: a CSV without a header silently took its first row as the header (that row
+    was lost, every other one rejected later for a missing field)."""
+    from labelloop_ingester.sources import read_positioned
+
+    headless = tmp_path / "reviews.csv"
+    headless.write_text("great product,pos\nbroken on arrival,neg\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="names none of the project's data fields \\(text\\)"):
+        list(read_positioned(headless, data_fields=["text"]))
+    headed = tmp_path / "ok.csv"
+    headed.write_text("text,label\ngreat product,pos\n", encoding="utf-8")
+    [(_, item)] = list(read_positioned(headed, data_fields=["text"]))
+    assert isinstance(item, ItemIn)
+    assert item.data == {"text": "great product"}
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,text\na,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="names text more than once"):
+        list(read_positioned(twice, data_fields=["text"]))
