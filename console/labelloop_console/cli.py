@@ -6,7 +6,6 @@ when it runs: ``labelloop --help`` loads none of them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from labelloop.project import ProjectConfigError, TaskType, load_project, scaffold_project
+# typer reads the options' types when it builds the commands, for --help too: TaskType stays here
+from labelloop.project import TaskType
 
 __all__ = ["app", "main"]
 
@@ -38,6 +37,8 @@ err_console = Console(stderr=True)
 
 
 def _run(coro: Any) -> Any:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -182,6 +183,8 @@ def project_init(
     out: Annotated[Path | None, typer.Option(help="File to write (default NAME.yaml)")] = None,
 ) -> None:
     """Scaffold a commented project configuration and a guidelines file."""
+    from labelloop.project import scaffold_project
+
     target = out or Path(f"{name}.yaml")
     if target.exists():
         err_console.print(f"{target} exists; not overwriting")
@@ -236,6 +239,8 @@ def project_show(name: Annotated[str, typer.Argument()]) -> None:
 
 
 def _load_or_exit(file: Path) -> Any:
+    from labelloop.project import ProjectConfigError, load_project
+
     try:
         return load_project(file)
     except ProjectConfigError as exc:
@@ -253,6 +258,8 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """List pending dead letters with their reasons."""
+    from rich.table import Table
+
     from labelloop.client import COMMAND_WAIT_SECONDS, connect
     from labelloop.deadletters import list_dead_letters
 
@@ -409,12 +416,16 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    from labelloop.client import Unreachable
-
     _register_commands()
     try:
         app(prog_name="labelloop")
-    except Unreachable as exc:  # every command that needs the bus: one line, not a traceback
+    except ConnectionError as exc:
+        # raised by a command that used the bus, so labelloop.client is loaded by now
+        from labelloop.client import Unreachable
+
+        if not isinstance(exc, Unreachable):
+            raise
+        # every command that needs the bus: one line, not a traceback
         typer.echo(f"error: cannot reach NATS: {exc}", err=True)
         raise SystemExit(1) from None
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
-from labelloop.client import COMMAND_WAIT_SECONDS, BusClient, connect
-from labelloop.project import ProjectConfig
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from labelloop.client import BusClient
+    from labelloop.project import ProjectConfig
+    from labelloop_console.campaign import CampaignView
 
 __all__ = ["render", "show_status"]
 
@@ -80,6 +80,13 @@ async def _configs(bus: BusClient, names: list[str]) -> dict[str, ProjectConfig 
 
 
 async def show_status(projects: list[str] | None, *, watch: bool, console: Console) -> None:
+    import asyncio
+
+    from rich.live import Live
+
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
+    from labelloop_console.campaign import CampaignWatcher
+
     async with connect(give_up_after=COMMAND_WAIT_SECONDS) as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, projects)
         await watcher.start()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict
 from typing import Annotated
@@ -45,6 +44,8 @@ def feedback(
         return
     if project is None:
         raise typer.BadParameter("name the project: labelloop annotators --project P")
+    import asyncio
+
     from rich.console import Console
     from rich.table import Table
 
@@ -100,6 +101,8 @@ def readmit(
     reason: Annotated[str, typer.Option(help="Recorded with the command")] = "operator",
 ) -> None:
     """Let an annotator QA flagged work again: their record starts afresh with the next round."""
+    import asyncio
+
     from labelloop.events import ReadmitAnnotator
 
     command = ReadmitAnnotator(project=project, annotator_id=annotator, reason=reason)
@@ -118,6 +121,8 @@ def pause(project: Annotated[str, typer.Option("--project", "-p", help="Project 
 
 
 def _sampling(project: str, action: str) -> None:
+    import asyncio
+
     from labelloop.events import RequestSampling
 
     asyncio.run(_publish(RequestSampling.model_validate({"project": project, "action": action})))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from labelloop.client import COMMAND_WAIT_SECONDS, connect
-from labelloop.events import Event, RequestExport
-from labelloop_exporter.settings import ExporterSettings
-from labelloop_exporter.store import DatasetDirectory
+if TYPE_CHECKING:
+    from labelloop.events import Event
+    from labelloop_exporter.settings import ExporterSettings
 
 __all__ = ["register"]
 
@@ -36,6 +34,11 @@ def export(
     bad = sorted(set(formats or []) - set(_FORMATS))
     if bad:
         raise typer.BadParameter(f"unknown formats {bad}; choose from {', '.join(_FORMATS)}")
+    import asyncio
+
+    from labelloop.events import RequestExport
+    from labelloop_exporter.settings import ExporterSettings
+
     command = RequestExport(project=project, formats=formats or None)
     asyncio.run(_publish(ExporterSettings(), command))
     typer.echo(f"export requested for {project} (command {command.event_id})")
@@ -52,6 +55,9 @@ def list_datasets(
     """Dataset versions on disk, oldest first, with their row counts and splits."""
     from rich.console import Console
     from rich.table import Table
+
+    from labelloop_exporter.settings import ExporterSettings
+    from labelloop_exporter.store import DatasetDirectory
 
     directory = DatasetDirectory(export_dir or ExporterSettings().export_dir)
     projects = [project] if project else directory.projects()
@@ -78,5 +84,7 @@ def list_datasets(
 
 
 async def _publish(settings: ExporterSettings, event: Event) -> None:
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
+
     async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
         await bus.publish(event)

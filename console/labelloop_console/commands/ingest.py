@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from labelloop.events import ItemIn, ItemsSubmitted, deterministic_id
-from labelloop_ingester.domain.intake import chunk_by_size, stream_chunks
-from labelloop_ingester.settings import IngesterSettings
-from labelloop_ingester.sources import BadRow, read_positioned
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from labelloop.events import ItemIn, ItemsSubmitted
+    from labelloop_ingester.settings import IngesterSettings
+    from labelloop_ingester.sources import BadRow
 
 __all__ = ["register", "submissions"]
 
@@ -31,6 +31,8 @@ def submissions(
 ) -> list[ItemsSubmitted]:
     """Items cut into messages under ``max_bytes``; event ids from the content, so submitting
     the same file twice publishes duplicates that JetStream drops (and the ingester dedups)."""
+    from labelloop_ingester.domain.intake import chunk_by_size
+
     payloads = [item.model_dump_json().encode() for item in items]
     return [
         _message([items[i] for i in part], [payloads[i] for i in part], project, source)
@@ -41,6 +43,8 @@ def submissions(
 def _message(
     items: list[ItemIn], payloads: list[bytes], project: str, source: str
 ) -> ItemsSubmitted:
+    from labelloop.events import ItemsSubmitted, deterministic_id
+
     digest = hashlib.sha256(b"\n".join(payloads)).hexdigest()
     return ItemsSubmitted(
         event_id=deterministic_id("items-submitted", project, digest),
@@ -68,6 +72,10 @@ def ingest(
     so memory stays flat in the file's size. Every row that cannot be submitted is reported with
     its line (or position) and reason, the good rows are submitted all the same, and the exit
     code is 2 when any row was bad."""
+    import asyncio
+
+    from labelloop_ingester.settings import IngesterSettings
+
     try:
         report = asyncio.run(_stream(file, project, source, media_field, IngesterSettings()))
     except _Refused as exc:
@@ -98,13 +106,17 @@ async def _stream(
     # the kernel's client: credentials, TLS and stream provisioning as the services have them;
     # no NATS within COMMAND_WAIT_SECONDS raises Unreachable, which the CLI says in one line
     from labelloop.client import COMMAND_WAIT_SECONDS, connect
+    from labelloop_ingester.domain.intake import stream_chunks
 
     report = _Report()
     async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
-        if await bus.project(project) is None:
+        config = await bus.project(project)
+        if config is None:
             raise _Refused(f"unknown project {project!r}: apply its configuration first")
+        fields = [f.name for f in config.data_fields]
         try:
-            for chunk in stream_chunks(_good_rows(file, media_field, report), _CHUNK_BYTES):
+            rows = _good_rows(file, media_field, report, fields)
+            for chunk in stream_chunks(rows, _CHUNK_BYTES):
                 items = [item for item, _ in chunk]
                 await bus.publish(_message(items, [p for _, p in chunk], project, source))
                 report.messages += 1
@@ -115,11 +127,13 @@ async def _stream(
 
 
 def _good_rows(
-    file: Path, media_field: str | None, report: _Report
+    file: Path, media_field: str | None, report: _Report, data_fields: list[str]
 ) -> Iterator[tuple[tuple[ItemIn, bytes], int]]:
     """Each submittable item with its JSON, sized for :func:`stream_chunks`; every other row is
     reported (with where it is and why) as it is read."""
-    for at, row in read_positioned(file, media_field=media_field):
+    from labelloop_ingester.sources import BadRow, read_positioned
+
+    for at, row in read_positioned(file, media_field=media_field, data_fields=data_fields):
         if isinstance(row, BadRow):
             _bad(report, row)
             continue

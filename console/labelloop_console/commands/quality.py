@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 
-from labelloop_qa.annotation_files import AnnotationFileError, read_annotations, read_gold
-from labelloop_qa.domain import agreement
-from labelloop_qa.domain.aggregation import METHODS, aggregate, choose_method
-from labelloop_qa.domain.annotators import score_annotators, tally_batch
-from labelloop_qa.domain.ratings import Ratings
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from labelloop_qa.domain.ratings import Ratings
 
 __all__ = ["register"]
 
@@ -30,6 +27,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int]:
+    import pandas as pd
+
+    from labelloop_qa.annotation_files import AnnotationFileError, read_annotations
+    from labelloop_qa.domain.ratings import Ratings
+
     table = read_annotations(path)
     frame = table.frame
     labels = frame["label"]
@@ -78,6 +80,11 @@ def agreement_command(
     """Inter-annotator agreement of an annotation file, and each annotator's quality."""
     if level not in LEVELS:
         raise _fail(ValueError(f"--level must be one of {', '.join(LEVELS)}"))
+    from labelloop_qa.annotation_files import AnnotationFileError
+    from labelloop_qa.domain import agreement
+    from labelloop_qa.domain.aggregation import aggregate, choose_method
+    from labelloop_qa.domain.annotators import score_annotators, tally_batch
+
     try:
         r, _lead, skipped = _ratings(file, level)
         summary = agreement.summarize(r, level, n_boot=n_boot, random_state=seed)  # type: ignore[arg-type]
@@ -183,6 +190,12 @@ def aggregate_command(
     gold: Annotated[Path | None, typer.Option(help="CSV/JSONL of known answers")] = None,
 ) -> None:
     """Consensus labels of an annotation file, one row per item."""
+    import numpy as np
+    import pandas as pd
+
+    from labelloop_qa.annotation_files import AnnotationFileError, read_gold
+    from labelloop_qa.domain.aggregation import METHODS, aggregate
+
     if method not in METHODS:
         raise _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
     try:

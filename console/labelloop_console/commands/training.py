@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from labelloop.client import COMMAND_WAIT_SECONDS, connect
-from labelloop.events import Event, RequestTraining
-from labelloop_trainer.settings import TrainerSettings
+if TYPE_CHECKING:
+    from labelloop.events import Event
+    from labelloop_trainer.settings import TrainerSettings
 
 __all__ = ["register"]
 
@@ -25,11 +24,18 @@ def train(
     ] = None,
 ) -> None:
     """Ask for the model of the latest (or a given) dataset version, announced again."""
+    import asyncio
+
+    from labelloop.events import RequestTraining
+    from labelloop_trainer.settings import TrainerSettings
+
     command = RequestTraining(project=project, dataset_version=dataset_version)
     asyncio.run(_publish(TrainerSettings(), command))
     typer.echo(f"training requested for {project} (command {command.event_id})")
 
 
 async def _publish(settings: TrainerSettings, event: Event) -> None:
+    from labelloop.client import COMMAND_WAIT_SECONDS, connect
+
     async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
         await bus.publish(event)

@@ -95,6 +95,13 @@ async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
     texts = [item.data["text"] for m in submitted.events for item in m.items]
     assert sorted(texts) == sorted(f"review {i}" for i in range(300)), len(messages)
 
+    headless = tmp_path / "headless.csv"  # 2026-12-01: its first row was taken for the header
+    headless.write_text("great value,pos\nbroke in a day,neg\n", encoding="utf-8")
+    refused = await asyncio.to_thread(run, "ingest", str(headless), "--project", "reviews")
+    assert refused.returncode == 1
+    assert "names none of the project's data fields (text)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
     unknown = await asyncio.to_thread(run, "ingest", str(path), "--project", "nosuch")
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines()[-1] == (
