@@ -69,8 +69,8 @@ DASHBOARDS = ROOT / "infra" / "grafana" / "dashboards"
 NATS_DIR = ROOT / "infra" / "nats"
 
 SERVICES = service_specs()
-UI_PORTS = {"label-studio": 8080, "grafana": 3000, "prometheus": 9090}
-"""Services that may publish a port (Prometheus on the loopback interface only)."""
+UI_PORTS = {"label-studio": 8080, "grafana": 3000, "prometheus": 9090, "alertmanager": 9093}
+"""Services that may publish a port (Prometheus and Alertmanager on the loopback interface only)."""
 
 # Dummy secrets standing in for .env in these tests.
 SECRETS = {
@@ -88,6 +88,7 @@ SECRETS = {
     "LABEL_STUDIO_PASSWORD": "ls-test-pw",
     "LABEL_STUDIO_TOKEN": "0123456789abcdef0123456789abcdef01234567",
     "LABELLOOP_WEBHOOK_SECRET": "webhook-test-secret",
+    "SLACK_WEBHOOK_URL_FILE": "/run/test/slack_webhook_url",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-pw",
 }
 
@@ -218,8 +219,8 @@ def test_only_the_user_interfaces_publish_ports() -> None:
         (mapping,) = ports
         container_port = int(str(mapping).rsplit(":", 1)[1])
         assert container_port == UI_PORTS[name]
-        if name == "prometheus":
-            assert str(mapping).startswith("127.0.0.1:"), "Prometheus is for operators only"
+        if name in ("prometheus", "alertmanager"):
+            assert str(mapping).startswith("127.0.0.1:"), f"{name} is for operators only"
 
 
 def test_compose_sets_only_real_settings_and_no_secret_values() -> None:
@@ -297,6 +298,45 @@ def test_promtool_accepts_the_prometheus_files(argv: list[str]) -> None:
         [_promtool(), *argv], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _amtool() -> str:
+    found = shutil.which("amtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("amtool is required in CI (apt-get install prometheus-alertmanager)")
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    return found
+
+
+def test_alertmanager_accepts_its_config_and_routes_critical_alerts_to_on_call() -> None:
+    config = PROMETHEUS_DIR / "alertmanager.yml"
+    checked = subprocess.run(
+        [_amtool(), "check-config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    def receiver(*labels: str) -> str:
+        routed = subprocess.run(
+            [_amtool(), "config", "routes", "test", f"--config.file={config}", *labels],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert routed.returncode == 0, routed.stderr
+        return routed.stdout.strip()
+
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text(encoding="utf-8"))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            severity = rule["labels"]["severity"]
+            expected = "on-call" if severity == "critical" else "team"
+            got = receiver(f"alertname={rule['alert']}", f"severity={severity}")
+            assert got == expected, (rule["alert"], severity, got)
+    prometheus = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    assert "alertmanager" in _compose()["services"]
 
 
 def test_nats_server_accepts_the_production_config() -> None:
