@@ -8,6 +8,9 @@ from labelloop_qa.service import QAScorer
 
 __all__ = ["register_handlers"]
 
+_DECLARE_INTERVAL_SECONDS = 30.0
+"""How soon a newly applied project's counters exist (long before its first batch is scored)."""
+
 
 def register_handlers(service: Service, scorer: QAScorer) -> None:
     @service.handler(BatchCompleted)
@@ -24,3 +27,11 @@ def register_handlers(service: Service, scorer: QAScorer) -> None:
 
     # a replica killed between parking a round and handing it over leaves it parked: look again
     service.every(service.settings.sweep_interval_seconds, scorer.rounds.sweep)
+
+    async def declare_projects() -> None:
+        """Every configured project's counters at 0 before its first batch (alerts read them)."""
+        for project in await service.stores.projects.keys():
+            scorer.metrics.declare_project(project)
+
+    service.on_startup(declare_projects)
+    service.every(_DECLARE_INTERVAL_SECONDS, declare_projects)

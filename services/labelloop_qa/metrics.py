@@ -22,6 +22,9 @@ COEFFICIENTS = (
 )
 
 
+GATE_OUTCOMES = ("passed", "failed", "unmeasured")
+
+
 class QAMetrics:
     def __init__(self, registry: CollectorRegistry, *, max_annotator_series: int = 200) -> None:
         self.max_annotator_series = max_annotator_series
@@ -79,6 +82,13 @@ class QAMetrics:
             "Annotator accuracy updates not exported because the series cap was reached",
             registry=registry,
         )
+
+    def declare_project(self, project: str) -> None:
+        """A configured project's gate counters at 0 before its first batch: Prometheus's
+        ``increase()`` sees a first failed batch only against an earlier sample of the series
+        (the LabelloopBatchesFailingQA alert)."""
+        for outcome in GATE_OUTCOMES:
+            self.batches.labels(project, outcome)
 
     def observe_report(self, project: str, report: dict[str, object]) -> None:
         for name in COEFFICIENTS:

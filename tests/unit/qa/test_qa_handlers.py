@@ -523,3 +523,14 @@ async def test_a_doubted_label_that_rests_on_a_newly_flagged_spammer_is_withdraw
         await bus.publish(review_completed(2, {"lone-1": None}))
         (ready,) = [e for e in bus.published(LabelsReady) if e.round == 2]
         assert ready.withdrawn == ["lone-1"]
+
+
+async def test_a_configured_projects_gate_counters_exist_at_zero_before_its_first_batch() -> None:
+    """``increase()`` sees a project's first failed batch only against an earlier 0 sample."""
+    stores = MemoryStores()
+    await stores.projects.put(PROJECT, json.dumps(CONFIG).encode())
+    svc = build_app(QASettings(bootstrap_samples=50), stores=stores)
+    async with in_memory(svc):
+        for outcome in ("passed", "failed", "unmeasured"):
+            labels = {"project": PROJECT, "outcome": outcome}
+            assert svc.registry.get_sample_value("labelloop_qa_batches_scored_total", labels) == 0
