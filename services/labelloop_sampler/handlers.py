@@ -12,9 +12,9 @@ from labelloop.events import (
     RequestSampling,
     ReviewRequested,
 )
-from labelloop.runtime import Service
+from labelloop.runtime import PoisonMessage, Service
 
-from .service import Sampler
+from .service import ReviewRefused, Sampler
 
 __all__ = ["register_handlers"]
 
@@ -52,4 +52,7 @@ def register_handlers(service: Service, sampler: Sampler) -> None:
 
     @service.handler(ReviewRequested)
     async def on_review_requested(event: ReviewRequested) -> None:
-        await sampler.review(await service.require_project(event.project), event)
+        try:
+            await sampler.review(await service.require_project(event.project), event)
+        except ReviewRefused as exc:
+            raise PoisonMessage(str(exc)) from exc

@@ -46,7 +46,12 @@ from .domain.selection import UNCERTAINTY_STRATEGIES, select
 from .metrics import SamplerMetrics
 from .store import Conflict, LedgerStore
 
-__all__ = ["Sampler", "batch_id_of", "review_batch_id_of"]
+__all__ = ["ReviewRefused", "Sampler", "batch_id_of", "review_batch_id_of"]
+
+
+class ReviewRefused(ValueError):
+    """A review request that names a round or an item this project does not have."""
+
 
 log = logging.getLogger("labelloop.sampler")
 
@@ -381,10 +386,23 @@ class Sampler:
             if number in ledger.reviews:
                 await self._announce(config, ledger)
                 return
+            cut = ledger.rounds.get(number)
+            if cut is None or cut.batch_id != event.batch_id:
+                # only QA asks for reviews, of rounds this sampler cut: anything else is forged or
+                # misrouted, and recording it would hold round `number`'s real review for good
+                raise ReviewRefused(
+                    f"{name}: review of round {number} (batch {event.batch_id}), a round this"
+                    " project's sampler never cut"
+                )
             items = await self.catalog.load(name)
             tasks = []
             for item in sorted(event.items, key=lambda i: i.item_id):
                 record = items.records.get(item.item_id)
+                if record is None and not item.data:
+                    raise ReviewRefused(
+                        f"{name}: review of item {item.item_id!r}, which is not in the catalog"
+                        " and comes without its data (nobody could label it)"
+                    )
                 tasks.append(
                     BatchTask(
                         item_id=item.item_id,

@@ -188,9 +188,11 @@ async def test_review_requests_become_one_review_batch_per_round() -> None:
     svc = build_app(SamplerSettings(), stores=MemoryStores())
     async with in_memory(svc) as bus:
         ids = await _setup(bus)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        first = next(b for b in _batches(bus) if b.round == 1)
         request = ReviewRequested(
             project=PROJECT,
-            batch_id="b1",
+            batch_id=first.batch_id,
             round=1,
             items=[
                 ReviewItem(
@@ -214,6 +216,39 @@ async def test_review_requests_become_one_review_batch_per_round() -> None:
     assert review.tasks[0].data == {"image": "img-10"}  # from the catalog
     assert review.tasks[0].prediction is not None
     assert review.tasks[0].metadata["review_reason"] == "disagreement"
+
+
+async def test_a_review_of_a_round_never_cut_or_of_an_unknown_item_is_a_dead_letter() -> None:
+    """2026-12-01: one forged ``ReviewRequested`` (an item that does not exist) wedged a project:
+    recorded as the round's review, it stood in for the real one for good."""
+    from labelloop.events import DeadLetter
+
+    svc = build_app(SamplerSettings(), stores=MemoryStores())
+    async with in_memory(svc) as bus:
+        ids = await _setup(bus)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        first = next(b for b in _batches(bus) if b.round == 1)
+        ghost = ReviewItem(item_id="ghost", reason="low_confidence")
+        real = ReviewItem(item_id=ids[10], reason="low_confidence")
+        forged = [
+            ReviewRequested(project=PROJECT, batch_id="nope", round=1, items=[real]),
+            ReviewRequested(project=PROJECT, batch_id="nope", round=7, items=[real]),
+            ReviewRequested(project=PROJECT, batch_id=first.batch_id, round=1, items=[ghost]),
+        ]
+        for request in forged:
+            await bus.publish(request)
+        letters = bus.published(DeadLetter)
+        assert len(letters) == 3
+        assert "never cut" in letters[0].reason
+        assert "never cut" in letters[1].reason
+        assert "not in the catalog" in letters[2].reason
+        assert _batches(bus, "review") == []
+        # the real review of round 1 still gets its batch
+        await bus.publish(
+            ReviewRequested(project=PROJECT, batch_id=first.batch_id, round=1, items=[real])
+        )
+        (review,) = _batches(bus, "review")
+    assert [t.item_id for t in review.tasks] == [ids[10]]
 
 
 async def test_events_of_an_unknown_project_are_dead_letters() -> None:
