@@ -200,10 +200,24 @@ def project_init(
 
 
 @project_app.command("validate")
-def project_validate(file: Annotated[Path, typer.Argument(help="Project YAML")]) -> None:
-    """Validate a project file and print its normalised form."""
+def project_validate(
+    file: Annotated[Path, typer.Argument(help="Project YAML")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the normalised configuration as JSON")
+    ] = False,
+) -> None:
+    """Validate a project file: one line saying it is valid (or what is wrong, field by field)."""
     config = _load_or_exit(file)
-    console.print_json(config.model_dump_json(exclude={"guidelines_text"}))
+    if as_json:
+        typer.echo(config.model_dump_json(exclude={"guidelines_text"}, indent=2))
+        return
+    classes = len(config.labels.classes)
+    fields = ", ".join(f.name for f in config.data_fields)
+    typer.echo(
+        f"{file}: valid: project {config.name} ({config.task_type.value}, {classes} classes,"
+        f" data fields {fields}, {config.sampling.strategy.value} sampling,"
+        f" consensus {config.quality.consensus})"
+    )
 
 
 @project_app.command("apply")
@@ -244,7 +258,8 @@ def _load_or_exit(file: Path) -> Any:
     try:
         return load_project(file)
     except ProjectConfigError as exc:
-        err_console.print(str(exc))
+        # as written: Rich markup would eat a pattern's [a-z0-9] from the message
+        err_console.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(1) from None
 
 
