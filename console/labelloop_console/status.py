@@ -28,50 +28,80 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render(views: dict[str, CampaignView], configs: dict[str, ProjectConfig | None]) -> Table:
-    table = Table(title="labelloop status")
-    for column in (
-        "project",
-        "ingested",
-        "pool",
-        "batches",
-        "open tasks",
-        "labels",
-        "annotations",
-        "ann./min",
-        "α last",
-        "budget",
-        "cost",
-        "ETA",
-        "model acc.",
-        "state",
-    ):
-        table.add_column(column)
-    for name, view in sorted(views.items()):
-        config = configs.get(name)
-        budget = config.budget if config else None
-        max_labels = budget.max_labels if budget else None
-        remaining = max(max_labels - view.labels_used, 0) if max_labels else None
-        alpha = view.reports[-1].krippendorff_alpha if view.reports else None
-        model = view.latest_model
-        state = view.next_batch(config)
-        cost = view.cost(budget.hourly_rate) if budget else None
-        table.add_row(
-            name,
-            str(view.items_ingested),
-            str(view.pool_size),
-            str(len(view.batches)),
-            str(view.open_tasks),
-            str(view.labels_used),
-            str(view.annotations_used),
-            _fmt(view.throughput(), ".1f"),
-            _fmt(alpha),
-            f"{view.labels_used}/{max_labels}" if max_labels else "-",
-            f"{cost:.2f} {budget.currency}" if cost is not None and budget else "-",
-            _eta(view.eta_seconds(remaining)) if remaining else "-",
-            _fmt(model.metrics.get("accuracy") if model else None, ".3f"),
-            state + (f" ({view.dead_letters} dead letters)" if view.dead_letters else ""),
-        )
+COLUMNS = (
+    "project",
+    "ingested",
+    "rejected",
+    "pool",
+    "batches",
+    "open tasks",
+    "labels",
+    "annotations",
+    "ann./min",
+    "α last",
+    "budget",
+    "cost",
+    "ETA",
+    "model acc.",
+    "state",
+)
+
+WIDE = 150
+"""Terminals at least this wide get a row per project; narrower ones a column per project (at
+80 columns fifteen columns are cut to ``pr… in…``)."""
+
+
+def _row(view: CampaignView, config: ProjectConfig | None) -> list[str]:
+    budget = config.budget if config else None
+    max_labels = budget.max_labels if budget else None
+    remaining = max(max_labels - view.labels_used, 0) if max_labels else None
+    alpha = view.reports[-1].krippendorff_alpha if view.reports else None
+    model = view.latest_model
+    state = view.next_batch(config)
+    cost = view.cost(budget.hourly_rate) if budget else None
+    return [
+        view.project,
+        str(view.items_ingested),
+        str(view.items_rejected),
+        str(view.pool_size),
+        str(len(view.batches)),
+        str(view.open_tasks),
+        str(view.labels_used),
+        str(view.annotations_used),
+        _fmt(view.throughput(), ".1f"),
+        _fmt(alpha),
+        f"{view.labels_used}/{max_labels}" if max_labels else "-",
+        f"{cost:.2f} {budget.currency}" if cost is not None and budget else "-",
+        _eta(view.eta_seconds(remaining)) if remaining else "-",
+        _fmt(model.metrics.get("accuracy") if model else None, ".3f"),
+        state + (f" ({view.dead_letters} dead letters)" if view.dead_letters else ""),
+    ]
+
+
+def render(
+    views: dict[str, CampaignView],
+    configs: dict[str, ProjectConfig | None],
+    *,
+    width: int = WIDE,
+) -> Table | str:
+    """The status of every project: a row each on a wide terminal, a column each on a narrow
+    one; a sentence when there is no project at all."""
+    if not views:
+        return "no projects yet: `labelloop project apply FILE` configures one"
+    rows = [_row(view, configs.get(name)) for name, view in sorted(views.items())]
+    if width >= WIDE:
+        table = Table(title="labelloop status")
+        for column in COLUMNS:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        return table
+    table = Table(title="labelloop status", show_header=True)
+    table.add_column("")
+    for row in rows:
+        table.add_column(row[0], overflow="fold")
+    for index, column in enumerate(COLUMNS[1:], start=1):
+        table.add_row(column, *(row[index] for row in rows))
     return table
 
 
@@ -94,16 +124,17 @@ async def show_status(projects: list[str] | None, *, watch: bool, console: Conso
             console.print("[yellow]the bus is slow to replay: the table may be incomplete[/]")
         configs: dict[str, Any] = await _configs(bus, list(watcher.views))
         if not watch:
-            console.print(render(watcher.views, configs))
+            console.print(render(watcher.views, configs, width=console.width))
             await watcher.stop()
             return
-        with Live(render(watcher.views, configs), console=console, refresh_per_second=2) as live:
+        view = render(watcher.views, configs, width=console.width)
+        with Live(view, console=console, refresh_per_second=2) as live:
             try:
                 while True:
                     await asyncio.sleep(1.0)
                     missing = [n for n in watcher.views if n not in configs]
                     configs.update(await _configs(bus, missing))
-                    live.update(render(watcher.views, configs))
+                    live.update(render(watcher.views, configs, width=console.width))
             except (KeyboardInterrupt, asyncio.CancelledError):
                 pass
         await watcher.stop()

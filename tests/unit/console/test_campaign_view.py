@@ -142,6 +142,16 @@ def test_status_table_shows_budget_state_and_agreement() -> None:
     assert "budget spent" in text
     assert "USD" in text
 
+    # 2026-12-01: at 80 columns the fifteen headers were cut to `pr… in… po…`
+    narrow = Console(record=True, width=80)
+    narrow.print(render({"p": view}, {"p": config}, width=80))
+    lines = narrow.export_text()
+    for label in ("ingested", "rejected", "open tasks", "annotations", "model acc.", "state"):
+        assert label in lines, label
+    assert "0/10" in lines
+    assert "…" not in lines
+    assert "no projects yet" in str(render({}, {}, width=80))
+
 
 def _config(**sampling: object) -> ProjectConfig:
     return parse_project(
