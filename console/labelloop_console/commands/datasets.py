@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from labelloop.events import Event
     from labelloop_exporter.settings import ExporterSettings
+    from labelloop_exporter.store import DatasetDirectory
 
 __all__ = ["register"]
 
@@ -52,35 +55,50 @@ def list_datasets(
         Path | None, typer.Option(help="Where versions are (default: the exporter's export_dir)")
     ] = None,
 ) -> None:
-    """Dataset versions on disk, oldest first, with their row counts and splits."""
+    """Dataset versions on disk, oldest first, with their row counts and splits: the exporter's
+    export_dir, and without --export-dir also the demo's runs/<run-id>/exports."""
     from rich.console import Console
     from rich.table import Table
 
     from labelloop_exporter.settings import ExporterSettings
     from labelloop_exporter.store import DatasetDirectory
 
-    directory = DatasetDirectory(export_dir or ExporterSettings().export_dir)
-    projects = [project] if project else directory.projects()
-    table = Table("project", "version", "created", "parent", "rows", "new", "splits", "imbalance")
-    for name in projects:
-        for version in directory.versions(name):
-            m: dict[str, Any] = directory.manifest(name, version)
-            sizes = m.get("splits", {}).get("sizes", {})
-            imbalance = m.get("imbalance", {})
-            table.add_row(
-                name,
-                version,
-                str(m.get("created_at", ""))[:19],
-                m.get("parent_version") or "-",
-                str(m.get("n_rows", "")),
-                str(m.get("n_new_rows", "")),
-                "/".join(str(sizes.get(s, 0)) for s in ("train", "validation", "test")),
-                ", ".join(imbalance.get("classes", [])) if imbalance.get("flagged") else "-",
-            )
+    roots = [export_dir or ExporterSettings().export_dir]
+    if export_dir is None:
+        # the demo's runs keep their versions in runs/<run-id>/exports
+        roots += sorted(Path("runs").glob("*/exports"))
+    table = Table(
+        "run", "project", "version", "created", "parent", "rows", "new", "splits", "imbalance"
+    )
+    for index, root in enumerate(roots):
+        directory = DatasetDirectory(root)
+        if not Path(directory.root).is_dir():
+            continue
+        run = "-" if index == 0 else Path(root).parent.name  # the demo's run id
+        for name in [project] if project else directory.projects():
+            _add_versions(table, directory, name, run)
     if not table.rows:
-        typer.echo(f"no dataset versions under {directory.root}")
+        typer.echo(f"no dataset versions under {', '.join(str(r) for r in roots)}")
         return
     Console().print(table)
+
+
+def _add_versions(table: Table, directory: DatasetDirectory, name: str, where: str) -> None:
+    for version in directory.versions(name):
+        m: dict[str, Any] = directory.manifest(name, version)
+        sizes = m.get("splits", {}).get("sizes", {})
+        imbalance = m.get("imbalance", {})
+        table.add_row(
+            where,
+            name,
+            version,
+            str(m.get("created_at", ""))[:19],
+            m.get("parent_version") or "-",
+            str(m.get("n_rows", "")),
+            str(m.get("n_new_rows", "")),
+            "/".join(str(sizes.get(s, 0)) for s in ("train", "validation", "test")),
+            ", ".join(imbalance.get("classes", [])) if imbalance.get("flagged") else "-",
+        )
 
 
 async def _publish(settings: ExporterSettings, event: Event) -> None:
