@@ -24,6 +24,8 @@ class LongTable:
     """Columns ``item_id``, ``annotator_id``, ``label`` (strings); optional ``lead_time``."""
     skipped: int
     """Rows or annotations left out (empty label, cancelled, several choices)."""
+    duplicates: int = 0
+    """Rows repeating an (item, annotator) pair of a later row: the later answer counts, once."""
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -91,10 +93,13 @@ def read_annotations(path: str | Path) -> LongTable:
         frame[col] = frame[col].map(lambda v: "" if v is None or v != v else str(v))
     empty = (frame[list(REQUIRED)] == "").any(axis=1)
     skipped += int(empty.sum())
-    frame = frame[~empty].reset_index(drop=True)
+    frame = frame[~empty]
+    # an annotator who answered an item twice changed their mind: one rating, the last one
+    repeated = frame.duplicated(subset=["item_id", "annotator_id"], keep="last")
+    frame = frame[~repeated].reset_index(drop=True)
     if frame.empty:
         raise AnnotationFileError(f"{path}: no usable annotations")
-    return LongTable(frame, skipped)
+    return LongTable(frame, skipped, int(repeated.sum()))
 
 
 def read_gold(path: str | Path) -> dict[str, str]:

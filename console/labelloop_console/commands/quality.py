@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("aggregate")(aggregate_command)
 
 
-def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int]:
+def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int, int]:
     import pandas as pd
 
     from labelloop_qa.annotation_files import AnnotationFileError, read_annotations
@@ -49,7 +49,14 @@ def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int]:
         classes=classes,
     )
     lead = frame["lead_time"] if "lead_time" in frame.columns else pd.Series(dtype=float)
-    return r, lead, table.skipped
+    if table.skipped or table.duplicates:
+        # said on stderr whatever the output format: a silent skip reads as a clean file
+        typer.echo(
+            f"note: {path}: {table.skipped} rows skipped (empty item, annotator or label),"
+            f" {table.duplicates} repeated (item, annotator) rows replaced by the later answer",
+            err=True,
+        )
+    return r, lead, table.skipped, table.duplicates
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -86,7 +93,7 @@ def agreement_command(
     from labelloop_qa.domain.annotators import score_annotators, tally_batch
 
     try:
-        r, _lead, skipped = _ratings(file, level)
+        r, _lead, skipped, duplicates = _ratings(file, level)
         summary = agreement.summarize(r, level, n_boot=n_boot, random_state=seed)  # type: ignore[arg-type]
     except (AnnotationFileError, ValueError) as exc:
         raise _fail(exc) from None
@@ -113,6 +120,7 @@ def agreement_command(
         "n_annotators": summary.n_annotators,
         "n_annotations": summary.n_annotations,
         "n_skipped": skipped,
+        "n_duplicates": duplicates,
         "percent_agreement": summary.percent_agreement,
         "unanimous_share": summary.unanimous_share,
         "cohen_kappa_mean": summary.cohen_kappa_mean,
@@ -199,7 +207,7 @@ def aggregate_command(
     if method not in METHODS:
         raise _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
     try:
-        r, _lead, _ = _ratings(file, "nominal")
+        r, _lead, _, _ = _ratings(file, "nominal")
         answers = read_gold(gold) if gold else {}
     except (AnnotationFileError, ValueError) as exc:
         raise _fail(exc) from None

@@ -192,3 +192,27 @@ def test_aggregate_with_gold(cli: typer.Typer, crew_csv: Path) -> None:
         cli, ["aggregate", str(crew_csv), "--method", "vote", "--out", str(out)]
     )
     assert bad.exit_code == 2
+
+
+def test_a_repeated_item_annotator_row_is_one_rating_and_skips_are_said(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    """2026-12-01: a duplicate (item, annotator) row counted as a second rating, and skipped
+    rows were counted only in --json."""
+    path = tmp_path / "answers.csv"
+    path.write_text(
+        "item_id,annotator_id,label\n"
+        "1,ann,a\n1,bob,a\n2,ann,b\n2,bob,b\n"
+        "1,ann,b\n"  # ann changed her mind on item 1: the later answer counts, once
+        "3,bob,\n",  # no label
+        encoding="utf-8",
+    )
+    res = CliRunner().invoke(cli, ["agreement", str(path), "--json", "--n-boot", "0"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n_annotations"] == 4
+    assert out["n_duplicates"] == 1
+    assert out["n_skipped"] == 1
+    assert out["percent_agreement"] == pytest.approx(0.5)  # item 1 now a/b, item 2 b/b
+    assert "1 rows skipped" in res.stderr
+    assert "1 repeated (item, annotator) rows" in res.stderr
