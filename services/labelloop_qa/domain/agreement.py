@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from labelloop_qa.domain.ratings import (
@@ -40,6 +39,9 @@ from labelloop_qa.domain.ratings import (
     IntArray,
     Ratings,
 )
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 __all__ = [
     "AgreementSummary",
@@ -348,6 +350,8 @@ def _alpha_parts(
     if r.n_items * r.n_classes <= DENSE_CELLS:
         m = r.item_counts().astype(np.float64)
     else:
+        import scipy.sparse as sp  # only past DENSE_CELLS: 70-100 ms to import
+
         m = sp.csr_matrix((np.ones(r.n_ratings), (r.item, r.label)), shape=(r.n_items, r.n_classes))
         m.sum_duplicates()
     totals = np.asarray(m.sum(axis=1)).ravel()
@@ -416,6 +420,8 @@ def krippendorff_alpha_ci(
         if isinstance(values, np.ndarray):
             totals = w @ values
         else:
+            import scipy.sparse as sp  # only past DENSE_CELLS: 70-100 ms to import
+
             totals = np.asarray((sp.csr_matrix(w) @ values).todense())
         alphas.append(_alpha(d_obs, totals, delta))
         done += b

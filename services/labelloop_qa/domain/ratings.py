@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 __all__ = ["DENSE_CELLS", "AgreementUndefined", "FloatArray", "IntArray", "Ratings"]
 
@@ -162,6 +164,8 @@ class Ratings:
             flat = np.bincount(self.item * shape[1] + cols, minlength=shape[0] * shape[1])
             return flat.reshape(shape).astype(np.float64)
         data = np.ones(self.n_ratings, dtype=np.float64)
+        import scipy.sparse as sp  # only past DENSE_CELLS: 70-100 ms to import
+
         m = sp.csr_matrix((data, (self.item, cols)), shape=shape)
         m.sum_duplicates()
         return m
