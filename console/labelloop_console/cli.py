@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-# typer reads the options' types when it builds the commands, for --help too: TaskType stays here
-from labelloop.project import TaskType
+# typer reads the options' types when it builds the commands, for --help too: TaskType stays
+# here, from the module of plain enums (labelloop.project would bring pydantic and YAML)
+from labelloop.kinds import TaskType
 
 __all__ = ["app", "main"]
 

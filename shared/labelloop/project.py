@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from labelloop.kinds import DataKind, SamplingStrategy, TaskType
+
 __all__ = [
     "AnnotatorSpec",
     "BudgetConfig",
     "DataField",
+    "DataKind",
     "ExportConfig",
     "LabelSchema",
     "ProjectConfig",
@@ -28,60 +30,6 @@ __all__ = [
     "parse_project",
     "scaffold_project",
 ]
-
-
-class TaskType(StrEnum):
-    TEXT_CLASSIFICATION = "text_classification"
-    TEXT_MULTILABEL = "text_multilabel"
-    NER = "ner"
-    IMAGE_CLASSIFICATION = "image_classification"
-    BOUNDING_BOXES = "bounding_boxes"
-    AUDIO_CLASSIFICATION = "audio_classification"
-    VIDEO_CLASSIFICATION = "video_classification"
-
-    @property
-    def is_classification(self) -> bool:
-        """One or more class names per item (as opposed to regions: spans or boxes)."""
-        return self not in {TaskType.NER, TaskType.BOUNDING_BOXES}
-
-    @property
-    def is_multilabel(self) -> bool:
-        return self is TaskType.TEXT_MULTILABEL
-
-    @property
-    def primary_kind(self) -> DataKind:
-        """The kind of data field the labeling UI needs for this task type."""
-        return _PRIMARY_KIND[self]
-
-
-class DataKind(StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
-    AUDIO = "audio"
-    VIDEO = "video"
-    NUMBER = "number"
-    URL = "url"
-
-
-_PRIMARY_KIND = {
-    TaskType.TEXT_CLASSIFICATION: DataKind.TEXT,
-    TaskType.TEXT_MULTILABEL: DataKind.TEXT,
-    TaskType.NER: DataKind.TEXT,
-    TaskType.IMAGE_CLASSIFICATION: DataKind.IMAGE,
-    TaskType.BOUNDING_BOXES: DataKind.IMAGE,
-    TaskType.AUDIO_CLASSIFICATION: DataKind.AUDIO,
-    TaskType.VIDEO_CLASSIFICATION: DataKind.VIDEO,
-}
-
-
-class SamplingStrategy(StrEnum):
-    RANDOM = "random"
-    STRATIFIED = "stratified"
-    DIVERSITY = "diversity"
-    LEAST_CONFIDENCE = "least_confidence"
-    MARGIN = "margin"
-    ENTROPY = "entropy"
-    HYBRID = "hybrid"
 
 
 class _Section(BaseModel):
