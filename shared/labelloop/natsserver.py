@@ -76,6 +76,9 @@ class EmbeddedNats:
     log_file: Path | None = None
     token: str | None = field(default=None, repr=False)
     """Clients must present this token (``authorization { token }``); ``None``: an open server."""
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """Added to the server's environment: nats-server substitutes ``$NAME`` in its configuration
+    from it (the production config's passwords)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -117,7 +120,13 @@ class EmbeddedNats:
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self._process = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+            self._process = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
+            )
             self._wait_ready(timeout)
         finally:
             if private is not None:

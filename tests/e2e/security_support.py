@@ -28,18 +28,12 @@ def secured_server(folder: Path) -> EmbeddedNats:
     config.write_text(
         "server_name: security-test\nmax_payload: 8MB\ninclude ./accounts.conf\n", encoding="utf-8"
     )
-    saved = {k: os.environ.get(k) for k in PASSWORDS}
-    os.environ.update(PASSWORDS)  # nats-server substitutes $NATS_..._PASSWORD from its environment
-    try:
-        server = EmbeddedNats(
-            config_file=config, store_dir=folder / "js", log_file=folder / "nats.log"
-        ).start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    server = EmbeddedNats(
+        config_file=config,
+        store_dir=folder / "js",
+        log_file=folder / "nats.log",
+        env=PASSWORDS,  # nats-server substitutes $NATS_..._PASSWORD from its environment
+    ).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
     env.update(
         {

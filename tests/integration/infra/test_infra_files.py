@@ -275,13 +275,18 @@ def test_dockerfile_copies_what_exists_and_the_build_context_keeps_it() -> None:
     assert "healthcheck.py" in text
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
+def _tool(name: str, package: str) -> str:
+    """A Debian-packaged checker: required in CI, skipped where it is not installed."""
+    found = shutil.which(name)
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (apt-get install prometheus)")
-        pytest.skip("promtool is not installed (apt-get install prometheus); CI runs this check")
+            pytest.fail(f"{name} is required in CI (apt-get install {package})")
+        pytest.skip(f"{name} is not installed (apt-get install {package}); CI runs this check")
     return found
+
+
+def _promtool() -> str:
+    return _tool("promtool", "prometheus")
 
 
 @pytest.mark.parametrize(
@@ -301,12 +306,7 @@ def test_promtool_accepts_the_prometheus_files(argv: list[str]) -> None:
 
 
 def _amtool() -> str:
-    found = shutil.which("amtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("amtool is required in CI (apt-get install prometheus-alertmanager)")
-        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
-    return found
+    return _tool("amtool", "prometheus-alertmanager")
 
 
 def test_alertmanager_accepts_its_config_and_routes_critical_alerts_to_on_call() -> None:
@@ -477,16 +477,10 @@ def deployment() -> Iterator[Deployment]:
         "server_name: infra-test\nmax_payload: 8MB\ninclude ./accounts.conf\n", encoding="utf-8"
     )
     nats_log = tmp / "nats.log"
-    saved = {k: os.environ.get(k) for k in SECRETS}
-    os.environ.update(SECRETS)  # nats-server substitutes the passwords from its environment
-    try:
-        server = EmbeddedNats(config_file=config, store_dir=tmp / "js", log_file=nats_log).start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # nats-server substitutes the passwords from its environment
+    server = EmbeddedNats(
+        config_file=config, store_dir=tmp / "js", log_file=nats_log, env=SECRETS
+    ).start()
     exports = tmp / "exports"
     compose = _compose()
     binary = str(Path(sys.executable).parent / "labelloop-service")
