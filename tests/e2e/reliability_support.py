@@ -7,6 +7,7 @@ Nothing here sleeps to synchronise: every wait polls a condition against a deadl
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -62,6 +63,15 @@ async def poll(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not met within {timeout:.0f} s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def until(condition: Callable[[], Any], *, what: str, timeout: float = 60.0) -> None:
+    """The blocking twin of :func:`poll`, for tests that drive processes from a plain thread."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -302,6 +312,23 @@ async def kill_when_busy(
 
 async def dead_letters(nc: NatsClient, ns: Namespace) -> list[DeadLetter]:
     return await events_of(nc, ns, DeadLetter)
+
+
+def dataset_fingerprint(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of every dataset version under ``run_dir/exports``; the manifest
+    without its clock (what two runs of one seed must share)."""
+    out = {}
+    exports = run_dir / "exports"
+    for path in sorted(exports.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name == "manifest.json":
+            manifest = json.loads(data)
+            manifest.pop("created_at")
+            data = json.dumps(manifest, sort_keys=True).encode()
+        out[str(path.relative_to(exports))] = hashlib.sha256(data).hexdigest()
+    return out
 
 
 def read_dataset(path: str | Path) -> list[dict[str, Any]]:

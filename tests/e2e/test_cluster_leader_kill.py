@@ -15,7 +15,6 @@ those of the same campaign on one undisturbed development server.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -32,7 +31,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from reliability_support import message_ids, poll, read_stream
+from reliability_support import dataset_fingerprint, message_ids, poll, read_stream
 from security_support import NS, PASSWORDS, USERS
 
 from labelloop.events import ALL_EVENTS, BatchCompleted, BatchCreated, DeadLetter
@@ -95,32 +94,24 @@ class NatsCluster:
     def start(self) -> NatsCluster:
         ports = free_ports(9)
         routes = ports[6:9]
-        saved = {k: os.environ.get(k) for k in PASSWORDS}
-        os.environ.update(PASSWORDS)  # nats-server reads the passwords from its environment
-        try:
-            for n in range(3):
-                name = f"nats-{n + 1}"
-                home = self.folder / name
-                home.mkdir(parents=True)
-                (home / "accounts.conf").write_bytes((NATS_DIR / "accounts.conf").read_bytes())
-                config = home / "nats.conf"
-                config.write_text(
-                    _node_config(name, ports[n], ports[3 + n], routes[n], routes), "utf-8"
-                )
-                node = EmbeddedNats(
-                    port=ports[n],
-                    http_port=ports[3 + n],
-                    store_dir=home / "jetstream",
-                    config_file=config,
-                    log_file=home / "nats.log",
-                )
-                self.nodes[name] = node.start(timeout=60)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        for n in range(3):
+            name = f"nats-{n + 1}"
+            home = self.folder / name
+            home.mkdir(parents=True)
+            (home / "accounts.conf").write_bytes((NATS_DIR / "accounts.conf").read_bytes())
+            config = home / "nats.conf"
+            config.write_text(
+                _node_config(name, ports[n], ports[3 + n], routes[n], routes), "utf-8"
+            )
+            node = EmbeddedNats(
+                port=ports[n],
+                http_port=ports[3 + n],
+                store_dir=home / "jetstream",
+                config_file=config,
+                log_file=home / "nats.log",
+                env=PASSWORDS,  # nats-server reads the passwords from its environment
+            )
+            self.nodes[name] = node.start(timeout=60)
         return self
 
     @property
@@ -178,21 +169,6 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         nodes.stop()
 
 
-def _fingerprint(run_dir: Path) -> dict[str, str]:
-    """sha256 of every file of every dataset version; the manifest without its clock."""
-    out = {}
-    exports = run_dir / "exports"
-    for path in sorted(exports.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest.pop("created_at")
-                data = json.dumps(manifest, sort_keys=True).encode()
-            out[str(path.relative_to(exports))] = hashlib.sha256(data).hexdigest()
-    return out
-
-
 def _env(run_dir: Path) -> dict[str, str]:
     return {
         "LABELLOOP_EXPORTER_EXPORT_DIR": str(run_dir / "exports"),
@@ -214,7 +190,7 @@ def _reference(tmp_path: Path) -> dict[str, str]:
             settings = ServiceSettings(nats_url=server.url, namespace=namespace)
             summary = asyncio.run(run_campaign(_options(run_dir), settings, run_dir))
     assert summary["finished"], "the reference campaign did not finish"
-    return _fingerprint(run_dir)
+    return dataset_fingerprint(run_dir)
 
 
 async def _kill_batch_leader(cluster: NatsCluster, stop: asyncio.Event, done: list[str]) -> None:
@@ -307,7 +283,7 @@ def test_the_campaign_survives_the_stream_leader_killed(
     assert not twice, f"events stored twice: {twice}"
     assert set(facts["completed"]) == facts["created"], "every batch completed"
     assert set(facts["completed"].values()) == {1}, "and once"
-    assert _fingerprint(run_dir) == _reference(tmp_path), "the same datasets as undisturbed"
+    assert dataset_fingerprint(run_dir) == _reference(tmp_path), "the same datasets as undisturbed"
 
 
 def _meta_formed(cluster: NatsCluster) -> Any:

@@ -17,7 +17,6 @@ and every round's model metrics. And, as ever: nothing dead-lettered, every batc
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
@@ -26,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Cluster, connect, dead_letters, events_of, kill_when_busy, poll
+from reliability_support import (
+    Cluster,
+    connect,
+    dataset_fingerprint,
+    dead_letters,
+    events_of,
+    kill_when_busy,
+    poll,
+)
 
 from labelloop.events import (
     BatchCompleted,
@@ -68,22 +75,6 @@ AT_ONCE = 0.0
 PACED = 0.05
 """Each answer takes a fiftieth of its simulated lead time: faults land while rounds are under
 way, and the timing differs from the first run's."""
-
-
-def _fingerprint(run_dir: Path) -> dict[str, str]:
-    """sha256 of every file of every dataset version; the manifest without its clock."""
-    out = {}
-    exports = run_dir / "exports"
-    for path in sorted(exports.rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        if path.name == "manifest.json":
-            manifest = json.loads(data)
-            manifest.pop("created_at")
-            data = json.dumps(manifest, sort_keys=True).encode()
-        out[str(path.relative_to(exports))] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 async def _campaign_facts(cluster: Cluster) -> dict[str, Any]:
@@ -197,7 +188,7 @@ def _run(
         summary = asyncio.run(scenario())
         assert summary["finished"], f"{name}: the campaign did not finish"
         facts = asyncio.run(_campaign_facts(cluster))
-    return _fingerprint(run_dir), facts, done
+    return dataset_fingerprint(run_dir), facts, done
 
 
 def test_one_seed_gives_one_campaign_whatever_the_timing_and_the_faults(

@@ -22,6 +22,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from reliability_support import until
 
 from labelloop.events import LabelsReady
 from labelloop.natsserver import free_ports
@@ -29,14 +30,6 @@ from labelloop.natsserver import free_ports
 pytestmark = [pytest.mark.e2e]
 
 BIN = Path(sys.executable).parent
-
-
-def _wait_for(condition: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
 
 
 class NatsCommand:
@@ -69,7 +62,7 @@ class NatsCommand:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        _wait_for(env_file.exists, "labelloop nats wrote its env file")
+        until(env_file.exists, what="labelloop nats wrote its env file")
 
     def stop(self) -> str:
         assert self.process is not None
@@ -178,7 +171,7 @@ def test_no_auth_is_explicit_and_says_so(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _wait_for((tmp_path / "open" / "env").exists, "the env file")
+        until((tmp_path / "open" / "env").exists, what="the env file")
         assert asyncio.run(_refused(f"nats://127.0.0.1:{port}")) == "admitted"
         assert "TOKEN" not in (tmp_path / "open" / "env").read_text()
     finally:

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
+from reliability_support import until
 
 from labelloop_console.processes import ServiceFailed, Supervisor
 
 pytestmark = [pytest.mark.e2e]
-
-
-def _until(condition: object, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
 
 
 def test_a_crashed_service_is_restarted_and_one_that_keeps_crashing_is_named(
@@ -63,7 +55,7 @@ def test_a_crashed_service_is_restarted_and_one_that_keeps_crashing_is_named(
                 return True
             return False
 
-        _until(exhausted, "the supervisor gave up on the trainer")
+        until(exhausted, what="the supervisor gave up on the trainer", timeout=90)
         assert supervisor.revive(max_restarts=2) == []  # said once, then left alone
     finally:
         supervisor.stop_all()
