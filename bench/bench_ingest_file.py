@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import random
@@ -46,7 +45,7 @@ from typing import Any
 import psutil
 
 from bus import namespace, text_project
-from harness import RESULTS, machine, row, versions
+from harness import RESULTS, row, write_result
 from labelloop.client import BusClient, connect
 from labelloop.events import ItemsIngested, ItemsRejected, ItemsSubmitted
 from labelloop.natsserver import EmbeddedNats
@@ -721,17 +720,7 @@ def main() -> int:
     payload = run(args.size_mb, args.timeout)
     payload["size_mb_requested"] = args.size_mb
     payload["wall_seconds"] = round(time.perf_counter() - started, 2)
-    document = {
-        "benchmark": NAME,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": False,
-        "machine": machine(),
-        "versions": versions(),
-        **payload,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    written = args.out
+    written = write_result(NAME, payload, quick=False, path=args.out)
     for r in payload["rows"]:
         mark = {True: "ok", False: "FAIL", None: ""}[r["check"]]
         print(f"{r['measure']:<44} {r['labelloop']:<28} {r['anchor']:<20} {r['comparison']} {mark}")

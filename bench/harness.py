@@ -148,10 +148,12 @@ def speed(ours: float, theirs: float) -> str:
     return f"{ratio:.1f}x faster" if ratio >= 1 else f"{ratio:.2f}x (slower)"
 
 
-def write_result(name: str, payload: dict[str, Any], *, quick: bool) -> Path:
-    """Write ``bench/results/<name>.json`` (``<name>.quick.json`` for quick runs)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+def write_result(
+    name: str, payload: dict[str, Any], *, quick: bool, path: Path | None = None
+) -> Path:
+    """Write ``bench/results/<name>.json`` (``<name>.quick.json`` for quick runs), or ``path``."""
+    path = path or RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

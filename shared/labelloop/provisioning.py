@@ -108,18 +108,18 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             await js.add_stream(config=config)
         return
     current = info.config
-    differs = {
-        name: (getattr(current, name), wanted)
-        for name, wanted in (
-            ("subjects", sorted(config.subjects or [])),
-            ("duplicate_window", config.duplicate_window),
-            ("max_age", config.max_age),
-        )
-        # unset: the server's default, whatever it is
-        if wanted is not None
-        and (sorted(current.subjects or []) if name == "subjects" else getattr(current, name))
-        != wanted
+    have = {
+        "subjects": sorted(current.subjects or []),
+        "duplicate_window": current.duplicate_window,
+        "max_age": current.max_age,
     }
+    want = {
+        "subjects": sorted(config.subjects or []),
+        "duplicate_window": config.duplicate_window,
+        "max_age": config.max_age,
+    }
+    # unset (None): the server's default, whatever it is
+    differs = {k: (have[k], v) for k, v in want.items() if v is not None and have[k] != v}
     if differs:
         log.info("stream %s differs from this version (%s): updating", config.name, differs)
         await js.update_stream(config=config)

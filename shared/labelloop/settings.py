@@ -134,16 +134,17 @@ class ServiceSettings(BaseSettings):
 
     def nats_password_value(self) -> str | None:
         """The NATS password from the environment or its file (never logged)."""
-        if self.nats_password is not None:
-            return self.nats_password.get_secret_value()
-        if self.nats_password_file is not None:
-            return self.nats_password_file.read_text(encoding="utf-8").strip()
-        return None
+        return _secret(self.nats_password, self.nats_password_file)
 
     def nats_token_value(self) -> str | None:
         """The NATS token from the environment or its file (never logged)."""
-        if self.nats_token is not None:
-            return self.nats_token.get_secret_value()
-        if self.nats_token_file is not None:
-            return self.nats_token_file.read_text(encoding="utf-8").strip()
-        return None
+        return _secret(self.nats_token, self.nats_token_file)
+
+
+def _secret(inline: SecretStr | None, file: Path | None) -> str | None:
+    """A secret given in the environment, or read from the file it names."""
+    if inline is not None:
+        return inline.get_secret_value()
+    if file is not None:
+        return file.read_text(encoding="utf-8").strip()
+    return None
