@@ -34,21 +34,31 @@ def secured_server(folder: Path) -> EmbeddedNats:
         log_file=folder / "nats.log",
         env=PASSWORDS,  # nats-server substitutes $NATS_..._PASSWORD from its environment
     ).start()
+    try:
+        provision(server.url)
+    except RuntimeError:
+        server.cleanup()
+        raise
+    return server
+
+
+def provision(nats_url: str, *, replicas: int = 1) -> None:
+    """What the compose ``provision`` job does: ``labelloop-service --provision`` as the operator
+    (the services' users may not create streams)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
     env.update(
         {
             "LABELLOOP_NATS_USER": "operator",
             "LABELLOOP_NATS_PASSWORD": PASSWORDS[USERS["operator"]],
-            "LABELLOOP_NATS_URL": server.url,
+            "LABELLOOP_NATS_URL": nats_url,
             "LABELLOOP_NAMESPACE": NS,
+            "LABELLOOP_STREAM_REPLICAS": str(replicas),
         }
     )
     binary = str(Path(sys.executable).parent / "labelloop-service")
-    done = subprocess.run([binary, "--provision"], env=env, capture_output=True, timeout=120)
+    done = subprocess.run([binary, "--provision"], env=env, capture_output=True, timeout=180)
     if done.returncode != 0:
-        server.cleanup()
         raise RuntimeError(f"provisioning failed: {done.stderr.decode(errors='replace')}")
-    return server
 
 
 def url_for(server: EmbeddedNats, user: str) -> str:

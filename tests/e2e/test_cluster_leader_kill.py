@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections import Counter
@@ -32,7 +29,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from reliability_support import dataset_fingerprint, message_ids, poll, read_stream
-from security_support import NS, PASSWORDS, USERS
+from security_support import NS, PASSWORDS, USERS, provision
 
 from labelloop.events import ALL_EVENTS, BatchCompleted, BatchCreated, DeadLetter
 from labelloop.natsserver import EmbeddedNats, free_ports
@@ -237,17 +234,7 @@ def test_the_campaign_survives_the_stream_leader_killed(
 ) -> None:
     asyncio.run(poll(_meta_formed(cluster), timeout=60, what="the JetStream cluster formed"))
     run_dir = tmp_path / "cluster-run"
-    provision = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")},
-        **cluster.env("operator"),
-        "LABELLOOP_NAMESPACE": NS,
-        "LABELLOOP_STREAM_REPLICAS": "3",
-    }
-    binary = str(Path(sys.executable).parent / "labelloop-service")
-    done_provisioning = subprocess.run(
-        [binary, "--provision"], env=provision, capture_output=True, text=True, timeout=180
-    )
-    assert done_provisioning.returncode == 0, done_provisioning.stderr
+    provision(cluster.urls, replicas=3)  # as the compose job does: the services may not
 
     env = {**_env(run_dir), "LABELLOOP_STREAM_REPLICAS": "3"}
     supervisor = Supervisor(cluster.urls, NS, run_dir, env=env)
