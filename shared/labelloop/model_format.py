@@ -6,7 +6,7 @@ whoever evaluates it (the demo). A pickle there would run whatever its author pu
 in it as soon as it is loaded, and the object store is writable by more than the trainer. A
 skops file (``skops.io``) is a zip of a JSON schema and numpy arrays: loading it builds only the
 types it is allowed to build (scikit-learn's estimators, numpy and scipy containers, and the
-one type listed in :data:`TRUSTED_TYPES`); any other type, or bytes that are not such a file,
+types listed in :data:`TRUSTED_TYPES`); any other type, or bytes that are not such a file,
 refuses to load with :class:`UntrustedModel`. Each model's sha256 travels with it
 (``ModelTrained.model_digest``, the trainer's own state) and is checked before loading, so a
 replaced file is refused even when it holds only trusted types.
@@ -20,8 +20,10 @@ from typing import Any
 
 __all__ = ["TRUSTED_TYPES", "UntrustedModel", "digest_of", "dump_model", "load_model"]
 
-TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
-"""What the trainer's pipelines hold beyond skops' own defaults (the random forest's trees)."""
+TRUSTED_TYPES: tuple[str, ...] = ("scipy.sparse._csr.csr_matrix", "sklearn.tree._tree.Tree")
+"""What the trainer's pipelines hold beyond skops' own defaults: the random forest's trees, and
+the kernel estimator's landmarks on text (TF-IDF rows, a sparse matrix that skops stores as
+arrays, never a pickle)."""
 
 
 class UntrustedModel(ValueError):

@@ -151,7 +151,11 @@ class ExportConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    estimator: Literal["logistic_regression", "linear_svm", "random_forest"] = "logistic_regression"
+    estimator: Literal[
+        "logistic_regression", "kernel_logistic_regression", "linear_svm", "random_forest"
+    ] = "logistic_regression"
+    """``kernel_logistic_regression`` is a logistic regression on RBF kernel features: non-linear,
+    for pixels and embeddings, with probabilities as calibrated as the linear model's."""
     min_new_labels: int = Field(default=20, ge=1)
     min_growth: float = Field(default=0.1, ge=0.0)
     """Retrain when labels grew by this fraction since the last model (or min_new_labels)."""

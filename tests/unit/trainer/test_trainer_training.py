@@ -162,10 +162,12 @@ def test_tuning_keeps_the_regularization_cross_validation_prefers() -> None:
 
 
 def test_every_estimator_has_a_grid_its_pipeline_accepts() -> None:
-    from labelloop.project import TrainingConfig
-    from labelloop_trainer.domain.estimators import regularization_grid
+    from typing import get_args
 
-    for estimator in ("logistic_regression", "linear_svm", "random_forest"):
+    from labelloop.project import TrainingConfig
+    from labelloop_trainer.domain.estimators import Estimator, regularization_grid
+
+    for estimator in get_args(Estimator):
         pipeline = make_pipeline("vectors", estimator, 0)  # type: ignore[arg-type]
         training = TrainingConfig(estimator=estimator)  # type: ignore[arg-type]
         for params in regularization_grid(training):
