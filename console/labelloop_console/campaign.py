@@ -119,11 +119,15 @@ class CampaignView:
     reports: list[QAReport] = field(default_factory=list)
     alerts: list[QualityAlertRaised] = field(default_factory=list)
     review_items: int = 0
+    review_reasons: dict[str, int] = field(default_factory=dict)
+    """Why items went to expert review: reason -> items."""
     datasets: list[DatasetExported] = field(default_factory=list)
     models: list[ModelTrained] = field(default_factory=list)
     converged: LabelingConverged | None = None
     budget_exhausted: BudgetExhausted | None = None
     dead_letters: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    """original subject and first line of the reason -> letters."""
     first_seen: float | None = None
     last_seen: float | None = None
 
@@ -330,6 +334,8 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
         view.alerts.append(event)
     elif isinstance(event, ReviewRequested):
         view.review_items += len(event.items)
+        for item in event.items:
+            view.review_reasons[item.reason] = view.review_reasons.get(item.reason, 0) + 1
     elif isinstance(event, DatasetExported):
         view.datasets.append(event)
     elif isinstance(event, ModelTrained):
@@ -340,6 +346,8 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
         view.budget_exhausted = view.budget_exhausted or event
     elif isinstance(event, DeadLetter):
         view.dead_letters += 1
+        key = f"{event.original_subject}: {event.reason.splitlines()[0][:160]}"
+        view.dead_letter_reasons[key] = view.dead_letter_reasons.get(key, 0) + 1
 
 
 class CampaignWatcher:

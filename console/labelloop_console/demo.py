@@ -473,6 +473,11 @@ def build_summary(
     annotators: dict[str, dict[str, Any]] = {}
     last = max(view.reports, key=lambda r: r.round) if view.reports else None
     feedback = {f.annotator_id: f for f in view.annotator_feedback()}
+    flagged_at: dict[str, int] = {}
+    for report in sorted(view.reports, key=lambda r: r.round):
+        for s in report.annotators:
+            if s.flagged:
+                flagged_at.setdefault(s.annotator_id, report.round)
     for score in last.annotators if last else []:  # the last report is cumulative
         f = feedback.get(score.annotator_id)
         annotators[score.annotator_id] = {
@@ -485,6 +490,7 @@ def build_summary(
             "spammer_score": score.spammer_score,
             "mean_lead_time_seconds": score.mean_lead_time_seconds,
             "flagged": score.flagged,
+            "flagged_after_round": flagged_at.get(score.annotator_id) if score.flagged else None,
             "trend": [list(p) for p in f.trend] if f else [],
             "confusions": [list(c) for c in f.confusions] if f else [],
         }
@@ -531,7 +537,13 @@ def build_summary(
         ],
         "annotators": sorted(annotators.values(), key=lambda a: -(a["estimated_accuracy"] or 0.0)),
         "review_items": view.review_items,
+        "review_reasons": dict(sorted(view.review_reasons.items(), key=lambda kv: -kv[1])),
         "quality_alerts": len(view.alerts),
+        "alerts": [
+            {"round": a.round, "metric": a.metric, "value": a.value, "threshold": a.threshold}
+            for a in sorted(view.alerts, key=lambda a: a.round)
+        ],
+        "min_alpha": main.config.quality.min_alpha,
         "spam_share": round(sum(w in flagged for w in spent) / len(spent), 4) if spent else 0.0,
         "labels_per_item": round(view.annotations_used / max(view.labels_used, 1), 3),
         "max_model_lag": main.config.sampling.max_model_lag,
@@ -543,6 +555,9 @@ def build_summary(
         "converged": view.converged.reason if view.converged else None,
         "budget_exhausted": view.budget_exhausted is not None,
         "dead_letters": view.dead_letters,
+        "dead_letter_reasons": dict(
+            sorted(view.dead_letter_reasons.items(), key=lambda kv: -kv[1])[:10]
+        ),
         "cost": {
             "currency": budget.currency,
             "hourly_rate": budget.hourly_rate,

@@ -60,3 +60,101 @@ def test_the_demo_fails_loudly_when_its_last_dataset_is_not_qas_last_word() -> N
         "failed: trainer-0 exited 4 times"
     ]
     assert demo_problems({**done, "finished": False, "final_dataset": complete})
+
+
+def _campaign(**over: Any) -> dict[str, Any]:
+    """A whole summary, shaped as the demo writes it."""
+    eve = {
+        "id": "ann-eve",
+        "n_annotations": 61,
+        "estimated_accuracy": 0.097,
+        "gold_accuracy": 0.0,
+        "gold_n": 5,
+        "spammer_score": 0.28,
+        "flagged": True,
+        "flagged_after_round": 5,
+        "confusions": [["1", "5", 3.0]],
+    }
+    dee = {**eve, "id": "ann-dee", "flagged": False, "flagged_after_round": None}
+    dee["confusions"] = [["6", "7", 2.0], ["5", "6", 1.0]]
+    base = _summary(
+        project="digits",
+        labels_used=252,
+        final_test_accuracy=0.983,
+        budget_labels=400,
+        learning_curve=[[36, 0.885], [108, 0.961], [252, 0.983]],
+        random_baseline_curve=[[36, 0.82], [252, 0.948], [400, 0.961]],
+        random_baseline_final_accuracy=0.961,
+        converged="stabilising predictions",
+        budget_exhausted=False,
+        finished=True,
+        failure=None,
+        annotations_used=467,
+        annotators=[dee, eve],
+        review_items=47,
+        review_reasons={"model_recheck": 30, "low_confidence": 17},
+        alerts=[{"round": r, "metric": "krippendorff_alpha"} for r in (2, 3)],
+        quality_alerts=2,
+        dead_letters=0,
+        dataset_path="/runs/x/exports/digits/v0007",
+    )
+    return {**base, **over}
+
+
+def test_the_first_screen_says_what_happened_in_sentences() -> None:
+    from labelloop_console.report import labels_to_match, verdict_sentences
+
+    assert labels_to_match(_campaign()) == (0.961, 108, 400)
+    text = " ".join(verdict_sentences(_campaign()))
+    assert "with 108 labels: 292 labels (73%) fewer for the same model" in text
+    assert "stopped at 252 of 400 labels because the model converged" in text
+    assert "ann-eve was flagged by QA after round 5" in text
+    assert "61 annotations (13.1% of all)" in text
+    assert "47 items went to expert review (30 model recheck, 17 low confidence)" in text
+    assert "2 quality alerts: agreement under the project's threshold in rounds 2, 3" in text
+    assert "no dead letters" in text
+    never = verdict_sentences(_campaign(learning_curve=[[252, 0.95]], final_test_accuracy=0.95))
+    assert any("never reached random sampling's final accuracy" in line for line in never)
+
+
+def test_next_steps_name_the_commands_that_take_them() -> None:
+    from labelloop_console.report import next_steps
+
+    steps = next_steps(_campaign(dead_letters=3))
+    assert any("`labelloop dlq list --project digits`" in s for s in steps)
+    assert any("`labelloop annotators readmit ann-eve --project digits`" in s for s in steps)
+    # the confuser in good standing: their confusions go to the guidelines; the spammer's do not
+    assert any("confuse 6 → 7: add examples" in s for s in steps)
+    assert not any("1 → 5" in s for s in steps)
+    assert any("converged with 252 labels" in s for s in steps)
+    clean = next_steps(_campaign(annotators=[], converged=None, budget_exhausted=True))
+    assert not any("dlq" in s or "readmit" in s for s in clean)
+    assert any("budget ran out before the model converged" in s for s in clean)
+
+
+def test_the_page_puts_the_verdict_first_and_escapes_what_it_quotes(tmp_path: Any) -> None:
+    from labelloop_console.report import write_report
+
+    summary = _campaign(
+        run_id="r1",
+        simulation=True,
+        strategy="hybrid",
+        annotators=[],
+        labels_per_item=1.85,
+        spam_share=0.0,
+        batches=[],
+        dataset_version="v0007",
+        cost={"simulated_cost": 1.0, "currency": "USD"},
+        wall_seconds=3.0,
+        confusion_matrix={"classes": ["0", "1"], "matrix": [[5, 1], [0, 6]]},
+        dead_letters=1,
+        dead_letter_reasons={"items.submitted: <script>": 1},
+    )
+    path = tmp_path / "report.html"
+    write_report(summary, path)
+    page = path.read_text()
+    assert page.index("What happened") < page.index("<img") < page.index("Facts")
+    assert "SIMULATED" in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert "<code>labelloop dlq list --project digits</code>" in page
