@@ -191,7 +191,7 @@ class Exporter:
             # a replica wrote it first (the same rows: versions are a function of their rounds)
             await self._announce(project, version)
             return
-        base = await self._share(
+        base, labels_digest = await self._share(
             project, version, rendered.files[DATASET_FILE], rendered.files[MANIFEST_FILE]
         )
         announced = dataset_event(
@@ -199,6 +199,7 @@ class Exporter:
             path=str(path.resolve()),
             manifest_sha256=rendered.manifest_sha256,
             dataset_ref=base,
+            labels_sha256=labels_digest,
         )
         await self._publish(announced)
         self._metrics.exports.labels(outcome="published").inc()
@@ -213,14 +214,17 @@ class Exporter:
             announced.n_new_rows,
         )
 
-    async def _share(self, project: str, version: str, dataset: bytes, manifest: bytes) -> str:
+    async def _share(
+        self, project: str, version: str, dataset: bytes, manifest: bytes
+    ) -> tuple[str, str]:
         """Put a version's labels and manifest in the object store, so a trainer needs no shared
-        volume; the items' data stays in the catalog, where the ingester wrote it once."""
+        volume; the items' data stays in the catalog, where the ingester wrote it once. Returns
+        the prefix and the labels file's sha256, which the announcement carries."""
         base = f"exporter/{project}/datasets/{version}/"
         labels = await asyncio.to_thread(labels_only, dataset)
         await self._artifacts().put(base + LABELS_FILE, labels)
         await self._artifacts().put(base + MANIFEST_FILE, manifest)
-        return base
+        return base, sha256(labels)
 
     async def _announce(
         self, project: str, version: str, *, request_id: str | None = None
@@ -230,12 +234,13 @@ class Exporter:
         raw = await asyncio.to_thread(self.datasets.manifest_bytes, project, version)
         path = self.datasets.path(project, version).resolve()
         data = await asyncio.to_thread((path / DATASET_FILE).read_bytes)
-        base = await self._share(project, version, data, raw)
+        base, labels_digest = await self._share(project, version, data, raw)
         event = dataset_event(
             manifest,
             path=str(path),
             manifest_sha256=sha256(raw),
             dataset_ref=base,
+            labels_sha256=labels_digest,
             request_id=request_id,
         )
         await self._publish(event)

@@ -24,6 +24,13 @@ class TrainerMetrics:
             ["project"],
             registry=registry,
         )
+        self.untrusted_datasets = Counter(
+            "labelloop_trainer_untrusted_datasets_total",
+            "Dataset versions not trained on: their labels in the object store are not the file "
+            "the exporter announced (sha256 mismatch); the round is skipped",
+            ["project"],
+            registry=registry,
+        )
         self.accuracy = Gauge(
             "labelloop_trainer_model_accuracy_ratio",
             "Test accuracy of the last trained (candidate) and the serving model",

@@ -15,6 +15,8 @@ trains it, and a redelivered version republishes the stored ``ModelTrained``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import io
 import logging
 import time
@@ -90,6 +92,10 @@ class _Inputs:
     pool_x: Array
     dropped: int
     """Labeled rows without usable input (no features in the chosen space)."""
+
+
+class TamperedDataset(ValueError):
+    """A dataset version's labels in the object store are not the file the exporter wrote."""
 
 
 def _read_dataset(raw: bytes) -> pd.DataFrame:
@@ -253,7 +259,13 @@ class Trainer:
         if not decision.train:
             await self._skip(config, event, state, decision.reason)
             return
-        frame = await self._dataset(event)
+        try:
+            frame = await self._dataset(event)
+        except TamperedDataset as exc:
+            self._metrics.untrusted_datasets.labels(project=project).inc()
+            log.error("%s: %s", project, exc)
+            await self._skip(config, event, state, str(exc))
+            return
         items = await self.catalog.load(project)
         inputs = await asyncio.to_thread(_inputs, frame, items, kind, config)
         current = await self._serving_model(project, state)
@@ -284,8 +296,18 @@ class Trainer:
         await self._record(config, event, mv, result, inputs, state, suspects)
 
     async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
-        """A version's rows: from the object store when the exporter put them there, else disk."""
+        """A version's rows: from the object store when the exporter put them there, else disk.
+
+        Raises :class:`TamperedDataset` when the labels in the object store are not the file
+        whose sha256 the exporter announced."""
         raw = await self._shared(event.dataset_ref) if event.dataset_ref else None
+        if raw is not None and event.labels_sha256 is not None:
+            digest = hashlib.sha256(raw).hexdigest()
+            if not hmac.compare_digest(digest, event.labels_sha256):
+                raise TamperedDataset(
+                    f"the labels of {event.version} in the object store have sha256 {digest}, "
+                    f"the exporter announced {event.labels_sha256}: not trained on"
+                )
         if raw is None:
             raw = await asyncio.to_thread((Path(event.path) / _DATASET_FILE).read_bytes)
         return await asyncio.to_thread(_read_dataset, raw)

@@ -424,6 +424,9 @@ class DatasetExported(Event):
     dataset_ref: str | None = None
     """Object-store prefix of the version's files (``dataset.parquet``, ``manifest.json``), so a
     trainer without the export volume can read it."""
+    labels_sha256: str | None = None
+    """The sha256 of the label columns the exporter put under ``dataset_ref``: a reader checks it,
+    so a file replaced in the object store (writable by more than the exporter) is refused."""
 
 
 class ModelTrained(Event):

@@ -219,6 +219,7 @@ def dataset_event(
     path: str,
     manifest_sha256: str,
     dataset_ref: str | None = None,
+    labels_sha256: str | None = None,
     request_id: str | None = None,
 ) -> DatasetExported:
     """The announcement of a version, from its manifest (the same version, the same event id;
@@ -240,4 +241,5 @@ def dataset_event(
         formats=list(manifest["formats"]),
         manifest_sha256=manifest_sha256,
         dataset_ref=dataset_ref,
+        labels_sha256=labels_sha256,
     )

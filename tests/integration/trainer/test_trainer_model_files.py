@@ -10,6 +10,7 @@ code runs, the refusal is counted, and the campaign goes on with a new serving m
 
 from __future__ import annotations
 
+import io
 import pathlib
 import pickle
 import random
@@ -17,10 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pandas as pd
 import pytest
 
 from labelloop.catalog import Catalog, Chunk
-from labelloop.events import ConsensusLabel, IngestedItem, LabelsReady, ModelTrained
+from labelloop.events import (
+    ConsensusLabel,
+    DatasetExported,
+    IngestedItem,
+    LabelsReady,
+    ModelTrained,
+)
 from labelloop.model_format import UntrustedModel, digest_of, dump_model, load_model
 from labelloop.project import parse_project
 from labelloop.streams import Namespace
@@ -144,5 +152,60 @@ async def test_a_replaced_model_file_runs_no_code_and_training_goes_on(
             with pytest.raises(UntrustedModel, match="not a skops model"):
                 load_model(evil, digest=None)  # without a digest, a pickle still never loads
             assert not marker.exists()
+    finally:
+        await attacker.close()
+
+
+async def test_replaced_labels_of_a_dataset_version_are_never_trained_on(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The exporter's labels in the object store are as writable as a model: a raw client
+    swaps every label of version 1 before the trainer reads it. The trainer refuses the file
+    (its sha256 is not the one ``DatasetExported`` carries), skips the round and says why, counts
+    it; the next, untouched version trains."""
+    corpus = _corpus(200)
+    exporter = build_exporter(
+        ExporterSettings(nats_url=nats_url, namespace=namespace, export_dir=tmp_path / "exports")
+    )
+    trainer = build_trainer(TrainerSettings(nats_url=nats_url, namespace=namespace))
+    datasets = EventCollector(nats_url, namespace, DatasetExported)
+    models = EventCollector(nats_url, namespace, ModelTrained)
+    attacker = await nats.connect(nats_url)
+    try:
+        async with started(exporter), datasets, models:
+            await apply_project(exporter.stores.projects, parse_project(CONFIG))
+            items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
+            await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+            await publish_events(nats_url, namespace, _round(corpus, 1))
+            (v1,) = await datasets.wait_for(1, timeout=120)
+            assert v1.dataset_ref
+            assert v1.labels_sha256
+
+            name = v1.dataset_ref + "labels.parquet"
+            genuine = await exporter.artifacts.get(name)
+            assert genuine is not None
+            frame = pd.read_parquet(io.BytesIO(genuine))
+            frame["label"] = frame["label"].map({"pos": "neg", "neg": "pos"})
+            forged = io.BytesIO()
+            frame.to_parquet(forged, index=False)
+            bucket = Namespace(namespace).object_bucket("artifacts")
+            await (await attacker.jetstream().object_store(bucket)).put(name, forged.getvalue())
+
+            async with started(trainer):  # reads version 1 only now, after the swap
+                (first,) = await models.wait_for(1, timeout=120)
+                assert first.model_ref is None
+                assert first.skipped
+                assert "not trained on" in first.skipped
+                assert v1.labels_sha256 in first.skipped
+                refused = trainer.registry.get_sample_value(
+                    "labelloop_trainer_untrusted_datasets_total", {"project": PROJECT}
+                )
+                assert refused == 1
+
+                await publish_events(nats_url, namespace, _round(corpus, 2))
+                second = (await models.wait_for(2, timeout=120))[-1]
+                assert second.round == 2
+                assert second.model_ref
+                assert second.promoted
     finally:
         await attacker.close()
