@@ -105,6 +105,40 @@ def test_spammer_score_values() -> None:
     assert spammer_score(np.array([[5.0, 0.0], [0.0, 0.0]])) is None
 
 
+def _tally(confusion: np.ndarray, classes: list[str]) -> Tally:
+    n = int(confusion.sum())
+    cells = {
+        classes[t]: {classes[g]: float(confusion[t, g]) for g in np.flatnonzero(confusion[t])}
+        for t in range(len(classes))
+        if confusion[t].sum()
+    }
+    return Tally(n_annotations=n, n_informative=n, confusion=cells)
+
+
+def test_a_spammer_is_caught_on_little_evidence_and_an_unlucky_start_is_not() -> None:
+    """The digits demo of 2026-12-02: the uniform spammer's spammer score stayed under 0.3 for
+    four batches (sparse confusion rows differ by chance). On 20 ratings over 10 classes, 2
+    right, it is flagged by its accuracy bound; a good annotator with 6 of 10 right is not."""
+    classes = [str(k) for k in range(10)]
+    rng = np.random.default_rng(0)
+    spam = np.zeros((10, 10))
+    for k in range(20):
+        truth = k % 10
+        spam[truth, truth if k < 2 else (truth + 1 + rng.integers(9)) % 10] += 1
+    unlucky = np.zeros((10, 10))
+    for k in range(10):
+        unlucky[k, k if k < 6 else (k + 1) % 10] += 1
+    tallies = {"spammer": _tally(spam, classes), "unlucky": _tally(unlucky, classes)}
+    assert (spammer_score(tallies["spammer"].confusion_matrix(classes)) or 0.0) < 0.3
+    scores = {s.annotator_id: s for s in score_annotators(tallies, classes, spammer_threshold=0.3)}
+    assert scores["spammer"].estimated_accuracy == pytest.approx(0.1)  # chance, not below it
+    assert scores["spammer"].flagged
+    assert not scores["unlucky"].flagged
+    # the bound stands for the threshold: a lenient project (0.9) flags neither
+    lenient = score_annotators(tallies, classes, spammer_threshold=0.9)
+    assert not any(s.flagged for s in lenient)
+
+
 def test_majority_vote_tie_rule_is_documented_and_deterministic() -> None:
     # item A: 1 x "b", 1 x "a" -> tie; "b" has more votes overall -> "b"
     r = Ratings.from_records(
