@@ -390,22 +390,23 @@ def verdict_sentences(summary: dict[str, Any]) -> list[str]:
             for reason, n in summary.get("review_reasons", {}).items()
         )
         out.append(
-            f"{reviews} items went to expert review" + (f" ({reasons})." if reasons else ".")
+            f"{_n(reviews, 'item')} went to expert review" + (f" ({reasons})." if reasons else ".")
         )
     alerts = summary.get("alerts") or []
     if alerts:
         rounds = ", ".join(str(a["round"]) for a in alerts)
         out.append(
-            f"{len(alerts)} quality alerts: agreement under the project's threshold in rounds "
-            f"{rounds}."
+            f"{_n(len(alerts), 'quality alert')}: agreement under the project's threshold in "
+            f"{'round' if len(alerts) == 1 else 'rounds'} {rounds}."
         )
     elif summary.get("quality_alerts"):
-        out.append(f"{summary['quality_alerts']} quality alerts.")
+        out.append(f"{_n(int(summary['quality_alerts']), 'quality alert')}.")
     letters = int(summary.get("dead_letters") or 0)
     if letters:
         first = next(iter(summary.get("dead_letter_reasons") or {}), "")
         out.append(
-            f"{letters} messages could not be processed and were kept as dead letters"
+            f"{_n(letters, 'message')} could not be processed and "
+            f"{'was kept as a dead letter' if letters == 1 else 'were kept as dead letters'}"
             + (f", e.g. {first}." if first else ".")
         )
     else:
@@ -461,6 +462,10 @@ def next_steps(summary: dict[str, Any]) -> list[str]:
         "(splits and manifest inside)."
     )
     return out
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _code(text: str) -> str:
