@@ -229,7 +229,10 @@ class Trainer:
         if stored is None:
             return None
         again = stored.model_copy(
-            update={"event_id": deterministic_id("model-trained", stored.event_id, event.event_id)}
+            update={
+                "event_id": deterministic_id("model-trained", stored.event_id, event.event_id),
+                "request_id": event.event_id,
+            }
         )
         await self._publish(again)
         return again

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
@@ -16,8 +17,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from labelloop.events import Event, ProjectConfigured, deterministic_id
-from labelloop.payloads import wire_form
+from labelloop.events import DeadLetter, Event, ProjectConfigured, deterministic_id
+from labelloop.payloads import PayloadMissing, resolve, wire_form
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.provisioning import provision
 from labelloop.runtime import nats_connect_options
@@ -53,6 +54,59 @@ class BusClient:
             },
         )
         return not ack.duplicate
+
+    async def command(
+        self, command: Event, answers: tuple[type[Event], ...], *, timeout: float
+    ) -> Event | None:
+        """Publish an operator's command and wait for what became of it: the first of
+        ``answers`` whose ``request_id`` is the command's id, or the ``DeadLetter`` the command
+        became (a service refused it, with the reason); ``None`` when neither came in
+        ``timeout`` seconds. Subscribed before publishing, so a fast answer is not missed."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        found: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        blobs = await self.blobs()
+
+        def on(cls: type[Event]) -> Any:
+            async def callback(msg: Any) -> None:
+                try:
+                    event = cls.model_validate_json(await resolve(msg.data, msg.headers, blobs))
+                except (ValueError, PayloadMissing):
+                    return
+                if isinstance(event, DeadLetter):
+                    try:
+                        ours = json.loads(event.payload()).get("event_id") == command.event_id
+                    except (ValueError, AttributeError):
+                        ours = False
+                else:
+                    ours = getattr(event, "request_id", None) == command.event_id
+                if ours and not found.done():
+                    found.set_result(event)
+
+            return callback
+
+        subs = []
+        watched: tuple[type[Event], ...] = (*answers, DeadLetter)
+        try:
+            for cls in watched:
+                subs.append(
+                    await self.js.subscribe(
+                        self.ns.subject(cls, command.project),
+                        stream=self.ns.stream_name(self.ns.stream_for(cls)),
+                        ordered_consumer=True,
+                        cb=on(cls),
+                        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+                    )
+                )
+            await self.publish(command)
+            try:
+                return await asyncio.wait_for(found, timeout)
+            except TimeoutError:
+                return None
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def backlog(self, service: str, event: type[Event]) -> int:
         """Messages of ``event`` a service has not finished with (pending + unacknowledged)."""

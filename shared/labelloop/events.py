@@ -427,6 +427,9 @@ class DatasetExported(Event):
     labels_sha256: str | None = None
     """The sha256 of the label columns the exporter put under ``dataset_ref``: a reader checks it,
     so a file replaced in the object store (writable by more than the exporter) is refused."""
+    request_id: str | None = None
+    """The ``RequestExport`` this announcement answers (``labelloop export`` waits for it);
+    ``None`` for a round's own."""
 
 
 class ModelTrained(Event):
@@ -456,6 +459,9 @@ class ModelTrained(Event):
     converged: str | None = None
     """Set when the learning curve has plateaued with this round: sampling stops (the same
     verdict is also announced as ``LabelingConverged``)."""
+    request_id: str | None = None
+    """The ``RequestTraining`` this announcement answers (``labelloop train`` waits for it);
+    ``None`` for a round's own."""
     suspect_labels: list[SuspectLabel] = Field(default_factory=list)
     """Labels (not gold, not expert-reviewed) whose class this round's model, out of sample,
     gives at most ``1 - quality.model_contradiction_threshold``, and another class at least the

@@ -10,8 +10,6 @@ import typer
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from labelloop.events import Event
-    from labelloop_exporter.settings import ExporterSettings
     from labelloop_exporter.store import DatasetDirectory
 
 __all__ = ["register"]
@@ -32,19 +30,27 @@ def export(
         list[str] | None,
         typer.Option("--format", "-f", help=f"Format to write (repeatable): {', '.join(_FORMATS)}"),
     ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the exporter's answer (0: do not wait)")
+    ] = 30.0,
 ) -> None:
-    """Ask the exporter for a dataset version now (nothing is written if no label changed)."""
+    """Ask the exporter for the latest dataset version and print it (a version is written by
+    each labeling round; this announces the latest again, for a trainer or a script)."""
     bad = sorted(set(formats or []) - set(_FORMATS))
     if bad:
         raise typer.BadParameter(f"unknown formats {bad}; choose from {', '.join(_FORMATS)}")
-    import asyncio
-
-    from labelloop.events import RequestExport
+    from labelloop.events import DatasetExported, RequestExport
+    from labelloop_console.commands.asking import ask
     from labelloop_exporter.settings import ExporterSettings
 
     command = RequestExport(project=project, formats=formats or None)
-    asyncio.run(_publish(ExporterSettings(), command))
-    typer.echo(f"export requested for {project} (command {command.event_id})")
+    answer = ask(ExporterSettings(), command, (DatasetExported,), wait=wait, who="exporter")
+    if isinstance(answer, DatasetExported):
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(answer.split_sizes.items()))
+        typer.echo(
+            f"{project} {answer.version}: {answer.n_rows} rows ({splits}), "
+            f"{', '.join(answer.formats)}, at {answer.path}"
+        )
 
 
 def list_datasets(
@@ -99,10 +105,3 @@ def _add_versions(table: Table, directory: DatasetDirectory, name: str, where: s
             "/".join(str(sizes.get(s, 0)) for s in ("train", "validation", "test")),
             ", ".join(imbalance.get("classes", [])) if imbalance.get("flagged") else "-",
         )
-
-
-async def _publish(settings: ExporterSettings, event: Event) -> None:
-    from labelloop.client import COMMAND_WAIT_SECONDS, connect
-
-    async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
-        await bus.publish(event)

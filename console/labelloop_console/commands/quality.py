@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
-    import pandas as pd
-
+    from labelloop_qa.annotation_files import LongTable
     from labelloop_qa.domain.ratings import Ratings
 
 __all__ = ["register"]
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
 _FILE_HELP = "CSV/JSONL with item_id,annotator_id,label, or a Label Studio JSON export"
+_DUPLICATES_HELP = (
+    "a repeated (item, annotator) row: its last answer counts (a resubmission), its first,"
+    " or the file is refused: last | first | error"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,37 +30,63 @@ def register(app: typer.Typer) -> None:
     app.command("aggregate")(aggregate_command)
 
 
-def _ratings(path: Path, level: str) -> tuple[Ratings, pd.Series, int, int]:
-    import pandas as pd
-
-    from labelloop_qa.annotation_files import AnnotationFileError, read_annotations
+def _ratings(
+    path: Path, level: str, order: str | None, duplicates: str
+) -> tuple[Ratings, LongTable]:
+    from labelloop_qa.annotation_files import (
+        DUPLICATE_RULES,
+        label_scale,
+        places,
+        read_annotations,
+    )
     from labelloop_qa.domain.ratings import Ratings
 
-    table = read_annotations(path)
+    if duplicates not in DUPLICATE_RULES:
+        raise ValueError(f"--duplicates must be one of {', '.join(DUPLICATE_RULES)}")
+    table = read_annotations(path, duplicates=duplicates)
+    # said on stderr whatever the output format: a silent skip reads as a clean file
+    if table.skipped:
+        _note(f"{path}: {table.skipped} rows skipped:")
+        _listed(f"{s.where}: {s.reason}" for s in table.skipped_rows)
+    if table.duplicates:
+        _note(
+            f"{path}: {table.duplicates} repeated (item, annotator) rows: the {duplicates} answer"
+            f" counts (--duplicates {duplicates})"
+        )
+        _listed(
+            f"item {r.item_id!r} by {r.annotator_id!r}: {places(r.where)}" for r in table.repeated
+        )
+    declared = None if order is None else [c.strip() for c in order.split(",")]
+    scale = label_scale(table, level, declared)
+    for note in scale.notes:
+        _note(f"{path}: {note}")
     frame = table.frame
-    labels = frame["label"]
-    classes: list[str] | None = None
-    numeric = pd.to_numeric(labels, errors="coerce")
-    if not numeric.isna().any():
-        # numbers are ordered as numbers ("2" < "10"), whatever the level
-        classes = sorted(labels.unique(), key=float)
-    elif level in ("interval", "ratio"):
-        raise AnnotationFileError(f"{path}: level {level} needs numeric labels")
     r = Ratings.from_records(
         frame["item_id"].to_numpy(dtype=object),
         frame["annotator_id"].to_numpy(dtype=object),
-        labels.to_numpy(dtype=object),
-        classes=classes,
+        scale.labels.to_numpy(dtype=object),
+        classes=scale.classes,
     )
-    lead = frame["lead_time"] if "lead_time" in frame.columns else pd.Series(dtype=float)
-    if table.skipped or table.duplicates:
-        # said on stderr whatever the output format: a silent skip reads as a clean file
-        typer.echo(
-            f"note: {path}: {table.skipped} rows skipped (empty item, annotator or label),"
-            f" {table.duplicates} repeated (item, annotator) rows replaced by the later answer",
-            err=True,
-        )
-    return r, lead, table.skipped, table.duplicates
+    return r, table
+
+
+_LISTED = 20
+"""Rows listed under a note on stderr; the rest are counted."""
+
+
+def _note(text: str) -> None:
+    typer.echo(f"note: {text}", err=True)
+
+
+def _listed(lines: Iterable[str]) -> None:
+    rest = 0
+    for n, line in enumerate(lines):
+        if n < _LISTED:
+            typer.echo(f"  {line}", err=True)
+        else:
+            rest += 1
+    if rest:
+        typer.echo(f"  ... and {rest} more", err=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -77,6 +107,14 @@ def agreement_command(
         Path, typer.Argument(help="CSV/JSONL (item_id,annotator_id,label) or LS export")
     ],
     level: Annotated[str, typer.Option(help="nominal | ordinal | interval | ratio")] = "nominal",
+    order: Annotated[
+        str | None,
+        typer.Option(
+            help="the scale, comma-separated, e.g. low,mid,high: needed at --level ordinal"
+            " unless every label is a number; at nominal it declares the categories"
+        ),
+    ] = None,
+    duplicates: Annotated[str, typer.Option(help=_DUPLICATES_HELP)] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     n_boot: Annotated[int, typer.Option(help="bootstrap replicates for alpha's 95% CI")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
@@ -93,7 +131,7 @@ def agreement_command(
     from labelloop_qa.domain.annotators import score_annotators, tally_batch
 
     try:
-        r, _lead, skipped, duplicates = _ratings(file, level)
+        r, table = _ratings(file, level, order, duplicates)
         summary = agreement.summarize(r, level, n_boot=n_boot, random_state=seed)  # type: ignore[arg-type]
     except (AnnotationFileError, ValueError) as exc:
         raise _fail(exc) from None
@@ -119,8 +157,10 @@ def agreement_command(
         "n_items": summary.n_items,
         "n_annotators": summary.n_annotators,
         "n_annotations": summary.n_annotations,
-        "n_skipped": skipped,
-        "n_duplicates": duplicates,
+        "n_skipped": table.skipped,
+        "n_duplicates": table.duplicates,
+        "duplicates_rule": duplicates,
+        "weights": summary.weights,
         "percent_agreement": summary.percent_agreement,
         "unanimous_share": summary.unanimous_share,
         "cohen_kappa_mean": summary.cohen_kappa_mean,
@@ -128,6 +168,9 @@ def agreement_command(
         "krippendorff_alpha": summary.krippendorff_alpha,
         "krippendorff_alpha_ci": summary.krippendorff_alpha_ci,
         "gwet_ac1": summary.gwet_ac1,
+        "gwet_ac2": summary.gwet_ac2,
+        "brennan_prediger": summary.brennan_prediger,
+        "conger_kappa": summary.conger_kappa,
         "per_class_agreement": summary.per_class_agreement,
         "consensus_method": consensus.method,
         "per_annotator": per_annotator,
@@ -161,6 +204,8 @@ def _print_tables(result: dict[str, Any]) -> None:
         "n_items",
         "n_annotators",
         "n_annotations",
+        "n_skipped",
+        "n_duplicates",
         "percent_agreement",
         "unanimous_share",
         "cohen_kappa_mean",
@@ -168,9 +213,13 @@ def _print_tables(result: dict[str, Any]) -> None:
         "krippendorff_alpha",
         "krippendorff_alpha_ci",
         "gwet_ac1",
+        "gwet_ac2",
+        "brennan_prediger",
+        "conger_kappa",
+        "weights",
         "consensus_method",
     ):
-        overview.add_row(key, _fmt(result[key]))
+        overview.add_row(key, "none" if key == "weights" and not result[key] else _fmt(result[key]))
     console.print(overview)
     people = Table(title="Annotators")
     for col in ("annotator", "n", "agreement w/ consensus", "est. accuracy", "spammer", "flag"):
@@ -196,6 +245,7 @@ def aggregate_command(
     out: Annotated[Path, typer.Option("--out", help="CSV to write: item_id,label,confidence")],
     method: Annotated[str, typer.Option(help="majority | dawid-skene | one-coin | auto")] = "auto",
     gold: Annotated[Path | None, typer.Option(help="CSV/JSONL of known answers")] = None,
+    duplicates: Annotated[str, typer.Option(help=_DUPLICATES_HELP)] = "last",
 ) -> None:
     """Consensus labels of an annotation file, one row per item."""
     import numpy as np
@@ -207,7 +257,7 @@ def aggregate_command(
     if method not in METHODS:
         raise _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
     try:
-        r, _lead, _, _ = _ratings(file, "nominal")
+        r, _ = _ratings(file, "nominal", None, duplicates)
         answers = read_gold(gold) if gold else {}
     except (AnnotationFileError, ValueError) as exc:
         raise _fail(exc) from None

@@ -1,14 +1,10 @@
-"""``labelloop train --project P``: train now on the latest (or a given) dataset version."""
+"""``labelloop train --project P``: the model of the latest (or a given) dataset version."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    from labelloop.events import Event
-    from labelloop_trainer.settings import TrainerSettings
 
 __all__ = ["register"]
 
@@ -22,20 +18,26 @@ def train(
     dataset_version: Annotated[
         str | None, typer.Option("--dataset", help="Dataset version (default: the latest)")
     ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the trainer's answer (0: do not wait)")
+    ] = 30.0,
 ) -> None:
-    """Ask for the model of the latest (or a given) dataset version, announced again."""
-    import asyncio
-
-    from labelloop.events import RequestTraining
+    """Ask for the model of the latest (or a given) dataset version and print it (each version
+    is trained in its round's turn; this announces that round's outcome again)."""
+    from labelloop.events import ModelTrained, RequestTraining
+    from labelloop_console.commands.asking import ask
     from labelloop_trainer.settings import TrainerSettings
 
     command = RequestTraining(project=project, dataset_version=dataset_version)
-    asyncio.run(_publish(TrainerSettings(), command))
-    typer.echo(f"training requested for {project} (command {command.event_id})")
-
-
-async def _publish(settings: TrainerSettings, event: Event) -> None:
-    from labelloop.client import COMMAND_WAIT_SECONDS, connect
-
-    async with connect(settings, give_up_after=COMMAND_WAIT_SECONDS) as bus:
-        await bus.publish(event)
+    answer = ask(TrainerSettings(), command, (ModelTrained,), wait=wait, who="trainer")
+    if isinstance(answer, ModelTrained):
+        if answer.skipped:
+            outcome = f"no model: {answer.skipped}"
+        else:
+            accuracy = answer.metrics.get("accuracy")
+            scored = f", accuracy {accuracy:.3f} out of sample" if accuracy is not None else ""
+            outcome = ("promoted" if answer.promoted else "not promoted") + scored
+        typer.echo(
+            f"{project} {answer.model_version} on {answer.dataset_version}: {outcome}; "
+            f"serving {answer.serving_model_version or 'no model'}"
+        )

@@ -242,4 +242,5 @@ def dataset_event(
         manifest_sha256=manifest_sha256,
         dataset_ref=dataset_ref,
         labels_sha256=labels_sha256,
+        request_id=request_id,
     )

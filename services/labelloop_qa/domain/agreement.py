@@ -14,6 +14,21 @@ Conventions (each one is a choice other tools make differently; they are tested)
   ``irrCAC``: observed agreement over items with two or more ratings; chance agreement from the
   class shares averaged over items with at least one rating. With a constant number of raters this
   is exactly Fleiss (1971) / statsmodels.
+* **Brennan-Prediger**, **Conger's kappa** and **Gwet's AC2** follow Gwet (2014), *Handbook of
+  Inter-Rater Reliability*, 4th ed., ch. 2-3, and his ``irrCAC`` (tested case for case against the
+  Python port): observed agreement ``p_a`` is the mean over items with two or more ratings of
+  ``sum_k n_ik (n*_ik - 1) / (n_i (n_i - 1))`` with ``n*_ik = sum_l w_kl n_il`` (Fleiss' ``P_i``
+  when unweighted); they differ in chance agreement. Brennan & Prediger (1981, Educ. Psychol.
+  Meas. 41): ``sum(w) / q^2`` (``1/q`` unweighted: Randolph's 2005 free-marginal kappa). Conger
+  (1980, Psychol. Bull. 88): the mean over ordered pairs of different annotators of
+  ``sum_kl w_kl p_gk p_hl``, each annotator's class shares taken over the items they rated. AC2
+  (Gwet 2008, Br. J. Math. Stat. Psychol. 61, weighted): ``sum(w) / (q (q - 1)) *
+  sum_k pi_k (1 - pi_k)`` with the class shares ``pi`` of Fleiss (AC1 when unweighted).
+  Agreement weights are ``w = 1 - d / max(d)`` with ``d`` the distance of weighted Cohen on the
+  declared scale (``linear``: ``1 - |k-l|/(q-1)``, ``quadratic``: ``1 - (k-l)^2/(q-1)^2`` by
+  position; irrCAC's weights of the same names measure numeric categories by value, which is the
+  same for categories 1..q). ``q`` is the declared scale's size. With two annotators and no
+  missing rating, Conger's kappa is Cohen's, weighted or not.
 * **Krippendorff's alpha** uses the coincidence-matrix formulation with the nominal, ordinal,
   interval and ratio distance functions; missing values are simply absent ratings; the value
   domain is the class list (ordinal ranks come from its order). Its confidence interval is a
@@ -48,11 +63,15 @@ __all__ = [
     "AgreementUndefined",
     "Level",
     "PairwiseKappa",
+    "Weights",
+    "brennan_prediger",
     "cohen_kappa",
     "cohen_kappa_pairs",
     "cohen_kappa_table",
+    "conger_kappa",
     "fleiss_kappa",
     "gwet_ac1",
+    "gwet_ac2",
     "krippendorff_alpha",
     "krippendorff_alpha_ci",
     "per_class_agreement",
@@ -312,6 +331,81 @@ def cohen_kappa_pairs(
     return PairwiseKappa(first, second, n_common, kappa, mean)
 
 
+# --------------------------------------------------------------------------- Gwet's framework
+
+
+def _agreement_weights(k: int, weights: Weights) -> FloatArray:
+    """Agreement weights on the declared scale: 1 for the same class, 0 between the extremes."""
+    d = _kappa_weights(k, weights)
+    top = float(d.max()) if d.size else 0.0
+    if top == 0.0:  # a one-class (or empty) scale: every pair agrees
+        return np.ones((k, k))
+    w: FloatArray = 1.0 - d / top
+    return w
+
+
+def _weighted_agreement(counts: FloatArray, w: FloatArray) -> float:
+    """Gwet's weighted ``p_a`` over items with two or more ratings (Fleiss' ``P_i`` for w = I)."""
+    c, n = _pairable(counts)
+    star = c @ w.T  # n*_ik = sum_l w_kl n_il: the ratings of item i that agree with class k
+    return float(((c * (star - 1.0)).sum(axis=1) / (n * (n - 1.0))).mean())
+
+
+def _chance_corrected(p_a: float, p_e: float, name: str) -> float:
+    if np.isclose(p_e, 1.0):
+        raise AgreementUndefined(f"chance agreement is 1: {name} is 0/0")
+    return (p_a - p_e) / (1.0 - p_e)
+
+
+def brennan_prediger(data: Ratings | ArrayLike, weights: Weights = None) -> float:
+    """Brennan-Prediger's free-marginal kappa for any number of raters (Randolph's when unweighted).
+
+    Chance agreement is that of raters choosing uniformly among the ``q`` classes of the scale
+    (the table's columns: a ``Ratings``' declared classes, used or not).
+    """
+    counts = _counts(data)
+    q = counts.shape[1]
+    if q < 2:
+        raise AgreementUndefined("Brennan-Prediger needs a scale of at least two classes")
+    w = _agreement_weights(q, weights)
+    p_e = float(w.sum()) / q**2
+    return _chance_corrected(_weighted_agreement(counts, w), p_e, "Brennan-Prediger")
+
+
+def gwet_ac2(data: Ratings | ArrayLike, weights: Weights) -> float:
+    """Gwet's AC2: AC1 with agreement weights on the declared scale (``None``: AC1 itself)."""
+    counts = _counts(data)
+    q = counts.shape[1]
+    if q < 2:
+        raise AgreementUndefined("AC2 needs a scale of at least two classes")
+    w = _agreement_weights(q, weights)
+    pi = _class_shares(counts)
+    p_e = float(w.sum()) / (q * (q - 1)) * float((pi * (1.0 - pi)).sum())
+    return _chance_corrected(_weighted_agreement(counts, w), p_e, "AC2")
+
+
+def conger_kappa(r: Ratings, weights: Weights = None) -> float:
+    """Conger's kappa: Fleiss' observed agreement, Cohen-type chance agreement per annotator pair.
+
+    Each annotator's class shares are taken over the items they rated, so missing ratings are
+    allowed; an annotator with no rating takes no part.
+    """
+    k = r.n_classes
+    w = _agreement_weights(k, weights)
+    p_a = _weighted_agreement(r.item_counts().astype(np.float64), w)
+    flat = np.bincount(r.annotator * k + r.label, minlength=r.n_annotators * k)
+    per_annotator = flat.reshape(r.n_annotators, k).astype(np.float64)
+    n_rated = per_annotator.sum(axis=1)
+    shares = per_annotator[n_rated > 0] / n_rated[n_rated > 0, None]
+    m = len(shares)
+    if m < 2:
+        raise AgreementUndefined("Conger's kappa needs two or more annotators")
+    # sum over ordered pairs g != h of p_g W p_h: all pairs minus each annotator with themself
+    total = shares.sum(axis=0)
+    pairs = float(total @ w @ total) - float(((shares @ w) * shares).sum())
+    return _chance_corrected(p_a, pairs / (m * (m - 1)), "Conger's kappa")
+
+
 # --------------------------------------------------------------------------- Krippendorff
 
 
@@ -455,6 +549,11 @@ class AgreementSummary:
     per_class_agreement: dict[str, float | None]
     level: Level
     notes: dict[str, str] = field(default_factory=dict)
+    brennan_prediger: float | None = None
+    conger_kappa: float | None = None
+    gwet_ac2: float | None = None
+    weights: Weights = None
+    """The weights of the weighted coefficients (Cohen, Conger, Brennan-Prediger, AC2)."""
 
 
 _T = TypeVar("_T")
@@ -477,8 +576,10 @@ def summarize(
 ) -> AgreementSummary:
     """All coefficients at once. Undefined ones are ``None`` with the reason in ``notes``.
 
-    Cohen's kappa is weighted (``quadratic`` for interval/ratio, ``linear`` for ordinal) on the
-    declared scale when the level is not nominal. ``n_boot=0`` skips the alpha interval.
+    Cohen's and Conger's kappa, Brennan-Prediger and Gwet's AC2 are weighted (``quadratic`` for
+    interval/ratio, ``linear`` for ordinal) on the declared scale when the level is not nominal;
+    at the nominal level they are unweighted and AC2 is AC1. Fleiss' kappa and AC1 are always
+    the nominal coefficients. ``n_boot=0`` skips the alpha interval.
     """
     notes: dict[str, str] = {}
     counts = r.item_counts().astype(np.float64)
@@ -520,4 +621,10 @@ def summarize(
         per_class_agreement=per_class,
         level=level,
         notes=notes,
+        brennan_prediger=_attempt(
+            notes, "brennan_prediger", lambda: brennan_prediger(counts, weights)
+        ),
+        conger_kappa=_attempt(notes, "conger_kappa", lambda: conger_kappa(r, weights)),
+        gwet_ac2=_attempt(notes, "gwet_ac2", lambda: gwet_ac2(counts, weights)),
+        weights=weights,
     )
