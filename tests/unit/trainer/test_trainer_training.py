@@ -168,9 +168,10 @@ def test_every_estimator_has_a_grid_its_pipeline_accepts() -> None:
     from labelloop_trainer.domain.estimators import Estimator, regularization_grid
 
     for estimator in get_args(Estimator):
-        pipeline = make_pipeline("vectors", estimator, 0)  # type: ignore[arg-type]
         training = TrainingConfig(estimator=estimator)  # type: ignore[arg-type]
-        for params in regularization_grid(training):
-            pipeline.set_params(**params)
+        for kind in ("vectors", "text"):
+            pipeline = make_pipeline(kind, estimator, 0)  # type: ignore[arg-type]
+            for params in regularization_grid(training, kind):  # type: ignore[arg-type]
+                pipeline.set_params(**params)
         off = TrainingConfig(estimator=estimator, tune_regularization=False)  # type: ignore[arg-type]
         assert regularization_grid(off) == [{}]
