@@ -195,6 +195,7 @@ class BatchImporter:
             batch.project, batch.batch_id, lambda stored: setattr(stored, "imported", True)
         )
         self._metrics.tasks_imported.labels("label-studio", kind).inc(len(missing))
+        self._metrics.project_seen(batch.project)
         log.info(
             "batch %s: %d tasks imported into Label Studio project %d (%d were there)",
             batch.batch_id,

@@ -266,7 +266,7 @@ class AnnotationIntake:
                 source=obs.source.value,
             ),
         )
-        self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
+        self._metrics.annotations(obs.project, obs.source.value, "label-studio")
         if obs.lead_time_seconds is not None:
             self._metrics.lead_time.labels("label-studio").observe(obs.lead_time_seconds)
         await self._count(
@@ -369,7 +369,7 @@ class AnnotationIntake:
                 source=obs.source.value,
             ),
         )
-        self._metrics.annotations_received.labels(obs.source.value, "label-studio").inc()
+        self._metrics.annotations(obs.project, obs.source.value, "label-studio")
         await self._count(
             obs.project,
             record.batch_id,

@@ -23,8 +23,8 @@ class BridgeMetrics:
         )
         self.annotations_received = Counter(
             "labelloop_bridge_annotations_received_total",
-            "Annotations published as AnnotationsSubmitted, by where they came from",
-            ["source", "backend"],
+            "Annotations published as AnnotationsSubmitted, per project, by where they came from",
+            ["project", "source", "backend"],
             registry=registry,
         )
         self.annotations_ignored = Counter(
@@ -76,15 +76,27 @@ class BridgeMetrics:
             "Simulated answers to tasks whose truth was unknown (answered at random)",
             registry=registry,
         )
-        # at 0 from the start: increase() sees the first annotation only against an earlier
-        # sample (the LabelloopAnnotationsStalled alert reads this counter)
+        self._projects: set[str] = set()
+
+    def project_seen(self, project: str) -> None:
+        """Declare a project's annotation counters at 0 when its first batch comes in: increase()
+        sees the first annotation only against an earlier sample, and the per-project
+        LabelloopAnnotationsStalled alert reads these series."""
+        if project in self._projects:
+            return
+        self._projects.add(project)
         people = (
             AnnotationSource.WEBHOOK,
             AnnotationSource.RECONCILIATION,
             AnnotationSource.IMPORT,
         )
-        for source in (AnnotationSource.SIMULATION,) if backend == "simulated" else people:
-            self.annotations_received.labels(source.value, backend)
+        simulated = self.backend == "simulated"
+        for source in (AnnotationSource.SIMULATION,) if simulated else people:
+            self.annotations_received.labels(project, source.value, self.backend)
+
+    def annotations(self, project: str, source: str, backend: str, n: int = 1) -> None:
+        self.project_seen(project)
+        self.annotations_received.labels(project, source, backend).inc(n)
 
     def api_call(self, operation: str, outcome: str, seconds: float) -> None:
         """An observation from the Label Studio client (``ApiObserver``)."""

@@ -114,7 +114,7 @@ class SimulatedCrew:
         ]
         await self._deliver(batch, annotations, crew.time_scale)
         self._metrics.tasks_imported.labels("simulated", batch.kind).inc(len(batch.tasks))
-        self._metrics.annotations_received.labels("simulation", "simulated").inc(len(annotations))
+        self._metrics.annotations(batch.project, "simulation", "simulated", len(annotations))
         for a in annotations:
             if a.lead_time_seconds is not None:
                 self._metrics.lead_time.labels("simulated").observe(a.lead_time_seconds)

@@ -179,7 +179,7 @@ async def test_annotations_arrive_by_webhook_update_supersedes_batch_completes_o
         assert (
             service.registry.get_sample_value(
                 "labelloop_bridge_annotations_received_total",
-                {"source": "webhook", "backend": "label-studio"},
+                {"project": "tickets", "source": "webhook", "backend": "label-studio"},
             )
             == 5
         )

@@ -90,7 +90,7 @@ async def test_a_batch_is_answered_in_chunks_and_completed_once(kv: Any) -> None
     assert (
         registry.get_sample_value(
             "labelloop_bridge_annotations_received_total",
-            {"source": "simulation", "backend": "simulated"},
+            {"project": "digits", "source": "simulation", "backend": "simulated"},
         )
         == 40
     )
