@@ -373,7 +373,14 @@ def demo_command(
     ] = None,
 ) -> None:
     """Run a whole active-learning campaign on scikit-learn's digits and summarise it."""
-    from labelloop_console.demo import DemoOptions, demo_problems, print_summary, run_demo
+    from labelloop.project import load_project
+    from labelloop_console.demo import (
+        DemoOptions,
+        demo_problems,
+        load_demo_data,
+        print_summary,
+        run_demo,
+    )
     from labelloop_console.processes import ServiceFailed
 
     if backend not in ("simulated", "label-studio"):
@@ -395,6 +402,11 @@ def demo_command(
     )
     if project is not None:
         options.project_file = project
+    try:  # before anything starts: a project the demo has no data for is one line, exit 2
+        load_demo_data(load_project(options.project_file), seed, options.test_fraction)
+    except (ValueError, FileNotFoundError) as exc:  # ProjectConfigError is a ValueError
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     try:
         summary = run_demo(options)
     except (ServiceFailed, TimeoutError) as exc:  # the services did not come up: say which

@@ -40,3 +40,23 @@ def test_each_example_project_gets_its_data_and_a_mismatch_is_refused() -> None:
     raw["labels"].pop("expected_distribution", None)
     with pytest.raises(ValueError, match="classes"):
         load_demo_data(parse_project(raw), 20, 0.3)
+
+
+def test_the_demo_refuses_a_project_it_has_no_data_for_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from labelloop_console.cli import app
+
+    text = (EXAMPLES / "news" / "project.yaml").read_text()
+    bad = tmp_path / "project.yaml"
+    bad.write_text(
+        text.replace("tech]", "technology]")
+        .replace("tech: 0.18", "technology: 0.18")
+        .replace("guidelines: guidelines.md", "")
+    )
+    result = CliRunner().invoke(app, ["demo", "--project", str(bad), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "the demo's bbc-news data" in result.output
+    assert not any(p.is_dir() for p in tmp_path.iterdir()), "no run was started"
