@@ -48,6 +48,6 @@ def test_a_news_campaign_trains_on_text_and_samples_by_its_uncertainty(tmp_path:
     dataset = Path(summary["dataset_path"])
     rows = [json.loads(line) for line in (dataset / "dataset.jsonl").read_text().splitlines()]
     assert rows
-    assert all(len(r["data"]["text"]) > 100 for r in rows)  # whole articles, not ids
+    assert all(len(r["text"]) > 100 for r in rows)  # whole articles, not ids
     assert summary["final_dataset"]["complete"]
     assert summary["dead_letters"] == 0
