@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import labelloop
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-def _labelloop(
-    *args: str, nats_url: str, namespace: str, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "labelloop"
-    env = {**os.environ, "LABELLOOP_NATS_URL": nats_url, "LABELLOOP_NAMESPACE": namespace}
-    return subprocess.run(
-        [str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_project_apply_ingest_dlq_and_status(nats_url: str, namespace: str, tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return _labelloop(*args, nats_url=nats_url, namespace=namespace, cwd=tmp_path)
+        return labelloop(*args, nats_url=nats_url, namespace=namespace, cwd=tmp_path)
 
     applied = run("project", "apply", str(EXAMPLES / "reviews" / "project.yaml"))
     assert applied.returncode == 0, applied.stderr
@@ -70,7 +59,7 @@ async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
     from labelloop.testing import EventCollector
 
     def run(*args: str, url: str = nats_url) -> subprocess.CompletedProcess[str]:
-        return _labelloop(*args, nats_url=url, namespace=namespace, cwd=tmp_path)
+        return labelloop(*args, nats_url=url, namespace=namespace, cwd=tmp_path)
 
     applied = await asyncio.to_thread(
         run, "project", "apply", str(EXAMPLES / "reviews" / "project.yaml")
@@ -141,7 +130,7 @@ def test_annotators_feedback_readmit_and_sampling_commands(
     from labelloop.streams import Namespace
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return _labelloop(*args, nats_url=nats_url, namespace=namespace, cwd=tmp_path)
+        return labelloop(*args, nats_url=nats_url, namespace=namespace, cwd=tmp_path)
 
     def report(number: int, spam_accuracy: float, flagged: bool) -> QAReport:
         return QAReport(

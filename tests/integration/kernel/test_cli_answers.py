@@ -7,12 +7,11 @@ command nobody answers says so after its wait (exit 1)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import labelloop
 
 from labelloop.catalog import Catalog, Chunk
 from labelloop.events import ConsensusLabel, IngestedItem, LabelsReady, ModelTrained
@@ -35,19 +34,6 @@ CONFIG = {
 }
 
 
-async def _labelloop(*args: str, nats_url: str, namespace: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "labelloop"
-    env = {**os.environ, "LABELLOOP_NATS_URL": nats_url, "LABELLOOP_NAMESPACE": namespace}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(script), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 async def test_export_and_train_print_their_answer_or_why_there_is_none(
     nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -58,7 +44,9 @@ async def test_export_and_train_print_their_answer_or_why_there_is_none(
     models = EventCollector(nats_url, namespace, ModelTrained)
 
     async def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return await _labelloop(*args, nats_url=nats_url, namespace=namespace)
+        return await asyncio.to_thread(
+            labelloop, *args, nats_url=nats_url, namespace=namespace, cwd=tmp_path
+        )
 
     async with started(exporter), started(trainer), models:
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
