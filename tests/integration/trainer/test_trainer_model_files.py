@@ -70,6 +70,13 @@ def _corpus(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
+async def _project_with_items(exporter: Any, corpus: list[tuple[str, str, str]]) -> None:
+    """The project applied and its items in the catalog, as the ingester would leave them."""
+    await apply_project(exporter.stores.projects, parse_project(CONFIG))
+    items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
+    await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+
+
 def _round(corpus: list[tuple[str, str, str]], number: int) -> LabelsReady:
     rows = corpus[(number - 1) * 20 : number * 20]
     return LabelsReady(
@@ -103,9 +110,7 @@ async def test_a_replaced_model_file_runs_no_code_and_training_goes_on(
         async with started(exporter), started(trainer), models:
             bucket = Namespace(namespace).object_bucket("artifacts")  # the services made it
             store = await attacker.jetstream().object_store(bucket)
-            await apply_project(exporter.stores.projects, parse_project(CONFIG))
-            items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
-            await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+            await _project_with_items(exporter, corpus)
 
             await publish_events(nats_url, namespace, _round(corpus, 1))
             (first,) = await models.wait_for(1, timeout=120)
@@ -173,9 +178,7 @@ async def test_replaced_labels_of_a_dataset_version_are_never_trained_on(
     attacker = await nats.connect(nats_url)
     try:
         async with started(exporter), datasets, models:
-            await apply_project(exporter.stores.projects, parse_project(CONFIG))
-            items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
-            await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+            await _project_with_items(exporter, corpus)
             await publish_events(nats_url, namespace, _round(corpus, 1))
             (v1,) = await datasets.wait_for(1, timeout=120)
             assert v1.dataset_ref
