@@ -403,12 +403,12 @@ def demo_command(
     if project is not None:
         options.project_file = project
     try:  # before anything starts: a project the demo has no data for is one line, exit 2
-        load_demo_data(load_project(options.project_file), seed, options.test_fraction)
+        data = load_demo_data(load_project(options.project_file), seed, options.test_fraction)
     except (ValueError, FileNotFoundError) as exc:  # ProjectConfigError is a ValueError
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     try:
-        summary = run_demo(options)
+        summary = run_demo(options, data)
     except (ServiceFailed, TimeoutError) as exc:  # the services did not come up: say which
         err_console.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(1) from None

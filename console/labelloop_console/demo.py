@@ -500,12 +500,14 @@ async def run_campaign(
     settings: ServiceSettings,
     run_dir: Path,
     supervisor: Supervisor | None = None,
+    data: DemoData | None = None,
 ) -> dict[str, Any]:
     """Drive a campaign on running services; returns the summary (also written to run_dir).
 
     ``settings``: the bus to drive (URL, namespace, credentials). ``supervisor``: the services'
     processes, if this campaign started them: a crashed one is restarted, one that keeps
-    crashing ends the campaign as failed, with its name and the end of its log."""
+    crashing ends the campaign as failed, with its name and the end of its log. ``data``: the
+    project's data set, when the caller loaded it already (else it is loaded here)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -518,7 +520,8 @@ async def run_campaign(
 
     base = load_project(options.project_file)
     arms = arm_configs(base, options)
-    data = load_demo_data(base, options.seed, options.test_fraction)
+    if data is None:
+        data = load_demo_data(base, options.seed, options.test_fraction)
     items = data.items(options.n_gold, options.seed)
     async with connect(settings) as bus:
         watcher = CampaignWatcher(bus.nc, bus.ns, [a.name for a in arms])
@@ -862,8 +865,9 @@ def _stop_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise)
 
 
-def run_demo(options: DemoOptions) -> dict[str, Any]:
-    """Start everything, run the campaign, clean up. Returns the summary."""
+def run_demo(options: DemoOptions, data: DemoData | None = None) -> dict[str, Any]:
+    """Start everything, run the campaign, clean up. Returns the summary. ``data``: the
+    project's data set, when the caller loaded it already."""
     from rich.console import Console
 
     console = Console(quiet=options.quiet)
@@ -909,7 +913,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             console.print(
                 "[dim]annotations come from a SIMULATED crew (the simulated backend), not people[/]"
             )
-        return asyncio.run(run_campaign(options, settings, run_dir, supervisor))
+        return asyncio.run(run_campaign(options, settings, run_dir, supervisor, data))
     finally:
         supervisor.stop_all()
         if server is not None:
