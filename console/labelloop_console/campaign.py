@@ -18,6 +18,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from labelloop.artifacts import nats_artifacts
 from labelloop.events import (
     ALL_EVENTS,
     AnnotationsSubmitted,
@@ -44,7 +45,7 @@ from labelloop.events import (
 )
 from labelloop.payloads import PayloadMissing, resolve
 from labelloop.project import ProjectConfig
-from labelloop.stores import Blobs, NatsBlobs
+from labelloop.stores import Blobs
 from labelloop.streams import Namespace
 
 __all__ = ["AnnotatorFeedback", "BatchView", "CampaignView", "CampaignWatcher", "fold"]
@@ -373,7 +374,7 @@ class CampaignWatcher:
 
     async def start(self) -> None:
         js = self._nc.jetstream()
-        self._blobs = NatsBlobs(await js.object_store(self._ns.object_bucket("artifacts")))
+        self._blobs = nats_artifacts(js, self._ns, home=None)
         for index, cls in enumerate(WATCHED):
             stream = self._ns.stream_name(self._ns.stream_for(cls))
             sub = await js.subscribe(

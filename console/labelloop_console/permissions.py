@@ -8,17 +8,14 @@ Each service's user may do exactly what its code does and nothing else:
   max-delivery advisories to the dead letters;
 * read: stream and consumer info, single messages and KV entries (``STREAM.MSG.GET``,
   ``DIRECT.GET``), and the key-value and object buckets through ephemeral ordered consumers;
-* write the state bucket's keys under its own prefixes only (``ServiceSpec.state_keys``), and the
-  object store.
+* write the state bucket's keys under its own prefixes only (``ServiceSpec.state_keys``), and
+  objects in its own artefact area only (``ServiceSpec.artifacts``: a bucket per writer, whose
+  stream it alone may purge, which replacing an object does; :mod:`labelloop.artifacts`).
 
 So no service may create, update, purge or delete a stream, delete or redirect another's consumer,
-delete a message, or touch another service's keys. Streams and buckets are created beforehand by
-the operator (``labelloop-service --provision``, the compose ``provision`` job). The one write
-nobody can confine by subject is the object store's: object names travel base64-encoded in the
-subject, and replacing an object purges its old chunks through ``STREAM.PURGE`` of the object
-stream; every service may therefore replace any artefact. The artefacts that decide what runs or
-what is trained on are pinned by digests in the events that announce them (models:
-``ModelTrained.model_digest``), which only their owner may publish.
+delete a message, touch another service's keys, or write, replace or purge another's artefacts.
+Streams and buckets are created beforehand by the operator (``labelloop-service --provision``, the
+compose ``provision`` job).
 
 ``labelloop docs`` writes the file; a test keeps it equal to this module's output.
 """
@@ -30,7 +27,7 @@ from collections.abc import Iterable
 from labelloop.events import DeadLetter, Event, ItemsSubmitted
 from labelloop.provisioning import advisory_stream
 from labelloop.services import ServiceSpec, service_specs
-from labelloop.streams import Namespace
+from labelloop.streams import OBJECT_BUCKETS, Namespace
 
 __all__ = ["PASSWORD_VARIABLES", "accounts_conf", "service_permissions"]
 
@@ -63,11 +60,9 @@ _HEADER = """\
 # a message, or write another service's keys: the operator provisions the streams and buckets
 # first (`labelloop-service --provision`, the compose `provision` job).
 #
-# Not confined by subject: object-store writes. Object names travel base64-encoded in the
-# subject, and replacing an object purges its old chunks ($JS.API.STREAM.PURGE of the object
-# stream), so every service may replace any artefact. Artefacts that decide what is run or
-# trained on are pinned by a digest in the event that announces them, which only their owner may
-# publish (models: ModelTrained.model_digest, checked on every load).
+# Artefacts: one object bucket per writer (its "area"; an object's name starts with it). A
+# service may write objects in its own bucket and purge that bucket's stream (replacing an object
+# purges its old chunks), and read every bucket; it may not write, replace or purge another's.
 #
 # Subscriptions: only _INBOX.> (API replies, pull deliveries, ordered consumers); a pull
 # consumer never subscribes to the event subjects themselves.
@@ -89,7 +84,7 @@ def _durables(spec: ServiceSpec, ns: Namespace) -> list[tuple[str, str]]:
 def _reads(ns: Namespace) -> list[str]:
     """What every client that reads the bus may ask of JetStream."""
     kv = [f"KV_{ns.kv_bucket(b)}" for b in ("state", "projects")]
-    objects = f"OBJ_{ns.object_bucket('artifacts')}"
+    objects = [f"OBJ_{ns.object_bucket(b.name)}" for b in OBJECT_BUCKETS]
     return [
         f"{_API}.INFO",
         f"{_API}.STREAM.INFO.*",
@@ -99,7 +94,7 @@ def _reads(ns: Namespace) -> list[str]:
         f"{_API}.CONSUMER.INFO.*.*",
         # ephemeral (ordered) consumers on the buckets: the legacy subject takes no name, and
         # the server refuses a durable name on it
-        *(f"{_API}.CONSUMER.CREATE.{stream}" for stream in (*kv, objects)),
+        *(f"{_API}.CONSUMER.CREATE.{stream}" for stream in (*kv, *objects)),
         "$JS.FC.>",
     ]
 
@@ -122,14 +117,14 @@ def service_permissions(spec: ServiceSpec, ns: Namespace | None = None) -> list[
     ns = ns or Namespace()
     events: list[type[Event]] = [*spec.publishes, DeadLetter]
     mover = (advisory_stream(ns), f"{ns.prefix}_deadletter_mover".replace("-", "_"))
-    objects = ns.object_bucket("artifacts")
+    own = [ns.object_bucket(spec.artifacts)] if spec.artifacts else []
     return [
         *(ns.subject(e) for e in events),
         *_reads(ns),
         *_consuming([*_durables(spec, ns), mover]),
         *(f"$KV.{ns.kv_bucket('state')}.{prefix}.>" for prefix in spec.state_keys),
-        f"$O.{objects}.>",
-        f"{_API}.STREAM.PURGE.OBJ_{objects}",
+        *(f"$O.{bucket}.>" for bucket in own),
+        *(f"{_API}.STREAM.PURGE.OBJ_{bucket}" for bucket in own),
     ]
 
 

@@ -99,7 +99,7 @@ def build_app(
 ) -> Service:
     """The bridge service; ``label_studio_transport`` replaces Label Studio's network in tests."""
     settings = settings or BridgeSettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     metrics = BridgeMetrics(service.registry, backend=settings.backend)
     built: list[Parts] = []
 
@@ -135,4 +135,5 @@ SPEC = ServiceSpec(
         BatchCompleted,
     ),
     state_keys=("bridge",),
+    artifacts="bridge",
 )

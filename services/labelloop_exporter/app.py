@@ -19,7 +19,7 @@ def build_app(
     settings: ExporterSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or ExporterSettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     exporter = Exporter(
         # the stores are valid once the service has started: look them up at call time
         state=lambda: service.state,
@@ -40,4 +40,5 @@ SPEC = ServiceSpec(
     build=build_app,
     publishes=(DatasetExported,),
     state_keys=("seq.exporter-rounds",),
+    artifacts="exporter",
 )

@@ -12,30 +12,32 @@ class ExporterMetrics:
         self.labels = Counter(
             "labelloop_exporter_labels_received_total",
             "Consensus labels received, by whether the message was new or a redelivery",
-            ["outcome"],
+            ["project", "outcome"],
             registry=registry,
         )
         self.exports = Counter(
             "labelloop_exporter_exports_total",
             "Dataset versions by outcome: published (written), announced (again, on request)",
-            ["outcome"],
+            ["project", "outcome"],
             registry=registry,
         )
         self.versions = Counter(
             "labelloop_exporter_dataset_versions_total",
             "Dataset versions written",
+            ["project"],
             registry=registry,
         )
         self.rows = Counter(
             "labelloop_exporter_rows_exported_total",
             "Rows written across all dataset versions",
+            ["project"],
             registry=registry,
         )
         self.invalid = Counter(
             "labelloop_exporter_rows_left_out_total",
             "Rows left out of a dataset version because they failed a check, by problem "
             "(each version counts the rows it leaves out)",
-            ["reason"],
+            ["project", "reason"],
             registry=registry,
         )
         self.duration = Histogram(

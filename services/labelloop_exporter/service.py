@@ -81,7 +81,9 @@ class Exporter:
         self.catalog = Catalog(state, artifacts)
         self._metrics = metrics
         self._salt = salt
-        self.rounds = RoundSequencer("exporter-rounds", state, artifacts, self._export_round)
+        self.rounds = RoundSequencer(
+            "exporter-rounds", state, artifacts, self._export_round, area="exporter"
+        )
         self._labels: dict[tuple[str, int], LabelsReady] = {}
 
     def salt(self, project: str) -> str:
@@ -94,7 +96,7 @@ class Exporter:
         await self._artifacts().put(
             self._round_name(event.project, event.round), event.model_dump_json().encode()
         )
-        self._metrics.labels.labels(outcome="new").inc(len(event.labels))
+        self._metrics.labels.labels(project=event.project, outcome="new").inc(len(event.labels))
         return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
 
     async def requested(
@@ -161,7 +163,8 @@ class Exporter:
             # the project's own formats cannot be written: a configuration error, said loudly
             raise ValueError(f"{project}: version {version} not written: {prepared.reason()}")
         for problem in prepared.validation.problems:
-            self._metrics.invalid.labels(reason=problem.code).inc(len(problem.item_ids) or 1)
+            left_out = len(problem.item_ids) or 1
+            self._metrics.invalid.labels(project=project, reason=problem.code).inc(left_out)
             log.warning("%s %s: rows left out: %s", project, version, problem)
         parent = version_name(number - 1) if number > 1 else None
         parent_labels = None
@@ -202,9 +205,9 @@ class Exporter:
             labels_sha256=labels_digest,
         )
         await self._publish(announced)
-        self._metrics.exports.labels(outcome="published").inc()
-        self._metrics.versions.inc()
-        self._metrics.rows.inc(announced.n_rows)
+        self._metrics.exports.labels(project=project, outcome="published").inc()
+        self._metrics.versions.labels(project=project).inc()
+        self._metrics.rows.labels(project=project).inc(announced.n_rows)
         self._metrics.duration.observe(time.perf_counter() - started)
         log.info(
             "dataset %s/%s written: %d rows (%d new)",

@@ -27,7 +27,7 @@ def build_app(
     load_image: Callable[[str], bytes | None] | None = None,
 ) -> Service:
     settings = settings or IngesterSettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     metrics = IngesterMetrics(service.registry)
     limits = Limits(settings.max_item_bytes, settings.text_max_length, settings.max_feature_dim)
     loader = load_image or load_media(settings.media_root)
@@ -66,4 +66,5 @@ SPEC = ServiceSpec(
         ItemsRejected,
     ),
     state_keys=("ingester", "catalog"),
+    artifacts="catalog",
 )

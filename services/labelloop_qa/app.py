@@ -17,7 +17,7 @@ __all__ = ["SPEC", "build_app"]
 
 def build_app(settings: QASettings | None = None, *, stores: MemoryStores | None = None) -> Service:
     settings = settings or QASettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     metrics = QAMetrics(service.registry, max_annotator_series=settings.max_annotator_series)
     scorer = QAScorer(
         QAStore(lambda: service.artifacts, lambda: service.state),
@@ -43,4 +43,5 @@ SPEC = ServiceSpec(
         LabelsReady,
     ),
     state_keys=("qa", "seq.qa-rounds"),
+    artifacts="qa",
 )

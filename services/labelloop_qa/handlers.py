@@ -8,8 +8,10 @@ from labelloop_qa.service import QAScorer
 
 __all__ = ["register_handlers"]
 
-_DECLARE_INTERVAL_SECONDS = 30.0
-"""How soon a newly applied project's counters exist (long before its first batch is scored)."""
+GAUGE_INTERVAL_SECONDS = 15.0
+"""How often every replica declares each project's counters (so that they exist long before its
+first batch is scored) and sets its gauges from the latest round record (Prometheus' scrape
+interval)."""
 
 
 def register_handlers(service: Service, scorer: QAScorer) -> None:
@@ -28,10 +30,12 @@ def register_handlers(service: Service, scorer: QAScorer) -> None:
     # a replica killed between parking a round and handing it over leaves it parked: look again
     service.every(service.settings.sweep_interval_seconds, scorer.rounds.sweep)
 
-    async def declare_projects() -> None:
-        """Every configured project's counters at 0 before its first batch (alerts read them)."""
+    async def observe_projects() -> None:
+        """Every configured project's counters at 0 before its first batch (alerts read them),
+        and its gauges as the latest scored round left them, whichever replica scored it."""
         for project in await service.stores.projects.keys():
             scorer.metrics.declare_project(project)
+            await scorer.observe(project)
 
-    service.on_startup(declare_projects)
-    service.every(_DECLARE_INTERVAL_SECONDS, declare_projects)
+    service.on_startup(observe_projects)
+    service.every(GAUGE_INTERVAL_SECONDS, observe_projects)

@@ -31,7 +31,7 @@ class QAMetrics:
         self._annotators: set[tuple[str, str]] = set()
         self.agreement = Gauge(
             "labelloop_qa_batch_agreement",
-            "Agreement coefficient of the last scored batch",
+            "Agreement coefficient of the project's latest scored round (by any replica)",
             ["project", "coefficient"],
             registry=registry,
         )
@@ -90,11 +90,15 @@ class QAMetrics:
         for outcome in GATE_OUTCOMES:
             self.batches.labels(project, outcome)
 
-    def observe_report(self, project: str, report: dict[str, object]) -> None:
+    def set_agreement(self, project: str, report: dict[str, object]) -> None:
+        """The agreement gauges: the coefficients of the round ``report`` describes."""
         for name in COEFFICIENTS:
             value = report.get(name)
             if isinstance(value, float):
                 self.agreement.labels(project, name).set(value)
+
+    def count_report(self, project: str, report: dict[str, object]) -> None:
+        """One more scored batch, by its gate outcome."""
         alpha = report.get("krippendorff_alpha")
         outcome = "unmeasured" if alpha is None else ("passed" if report["passed"] else "failed")
         self.batches.labels(project, outcome).inc()

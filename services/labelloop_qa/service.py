@@ -92,7 +92,7 @@ class QAScorer:
         self._publish = publish
         self._project = project
         self.bootstrap_samples = bootstrap_samples
-        self.rounds = RoundSequencer("qa-rounds", kv, blobs, self._score_round)
+        self.rounds = RoundSequencer("qa-rounds", kv, blobs, self._score_round, area="qa")
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -355,14 +355,26 @@ class QAScorer:
         events = [record.report, record.alert, record.request, record.final]
         await asyncio.gather(*(self._publish(e) for e in events if e is not None))
 
+    async def observe(self, project: str) -> None:
+        """The project's gauges from the latest scored round's record (every replica, now and
+        then): what a replica scored last may be older than what another scored since."""
+        latest = await self.rounds.next_round(project) - 1
+        record = await self.store.round(project, latest) if latest >= 1 else None
+        if record is not None:
+            self._set_gauges(project, record)
+
     def _observe(self, project: str, record: RoundRecord) -> None:
-        self.metrics.observe_report(project, record.report.model_dump())
+        self.metrics.count_report(project, record.report.model_dump())
         for lab in record.labels:
             self.metrics.labels.labels(project, lab.method).inc()
         for item in record.review:
             self.metrics.flagged.labels(project, item.reason).inc()
         if record.alert is not None:
             self.metrics.alerts.labels(project, record.alert.metric).inc()
+        self._set_gauges(project, record)
+
+    def _set_gauges(self, project: str, record: RoundRecord) -> None:
+        self.metrics.set_agreement(project, record.report.model_dump())
         for score in record.report.annotators:
             if score.estimated_accuracy is not None:
                 self.metrics.set_annotator_accuracy(

@@ -21,7 +21,7 @@ def build_app(
     settings: SamplerSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or SamplerSettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     # the service's stores exist once it has started: adapters look them up at call time
     sampler = Sampler(
         ledgers=LedgerStore(lambda: service.state, lambda: service.artifacts),
@@ -45,4 +45,5 @@ SPEC = ServiceSpec(
         BudgetExhausted,
     ),
     state_keys=("sampler",),
+    artifacts="sampler",
 )

@@ -19,6 +19,11 @@ from .service import ReviewRefused, Sampler
 __all__ = ["register_handlers"]
 
 
+GAUGE_INTERVAL_SECONDS = 15.0
+"""How often every replica sets the per-project gauges from the shared ledgers (Prometheus'
+scrape interval: a scrape sees the state of at most one interval before)."""
+
+
 def register_handlers(service: Service, sampler: Sampler) -> None:
     @service.handler(ItemsIngested)
     async def on_items_ingested(event: ItemsIngested) -> None:
@@ -56,3 +61,12 @@ def register_handlers(service: Service, sampler: Sampler) -> None:
             await sampler.review(await service.require_project(event.project), event)
         except ReviewRefused as exc:
             raise PoisonMessage(str(exc)) from exc
+
+    async def observe_projects() -> None:
+        """Per-project gauges from the shared state, on every replica alike."""
+        for project in await service.stores.projects.keys():
+            config = await service.project(project)
+            if config is not None:
+                await sampler.observe(config)
+
+    service.every(GAUGE_INTERVAL_SECONDS, observe_projects)

@@ -178,6 +178,8 @@ class Sampler:
             ledger, revision = await self.ledgers.read(name)
         verdict = next_batch(ledger, config.sampling, uses_model=waits_for_model(config))
         self._observe(config, ledger, verdict)
+        if not verdict.cut:
+            self.metrics.skipped.labels(reason=verdict.reason).inc()
         room = budget_room(
             config.budget,
             labels_used=ledger.labels_used,
@@ -479,6 +481,17 @@ class Sampler:
 
     # ------------------------------------------------------------------ metrics
 
+    async def observe(self, config: ProjectConfig) -> None:
+        """The project's gauges from its ledger as it is now (every replica, periodically).
+
+        A replica sets them when it handles the project; with several replicas, one that has
+        not handled it for a while would go on reporting an old state (open tasks after the
+        campaign ended). Read from the shared ledger, every replica reports the same state."""
+        ledger, _ = await self.ledgers.read(config.name)
+        verdict = next_batch(ledger, config.sampling, uses_model=waits_for_model(config))
+        self._observe(config, ledger, verdict)
+        self._observe_budget(config, ledger)
+
     def _observe(self, config: ProjectConfig, ledger: Ledger, verdict: Verdict) -> None:
         name = config.name
         self.metrics.open_tasks.labels(project=name).set(ledger.open_tasks())
@@ -486,8 +499,6 @@ class Sampler:
             self.metrics.waiting.labels(project=name, reason=reason).set(
                 1.0 if verdict.reason == reason else 0.0
             )
-        if not verdict.cut:
-            self.metrics.skipped.labels(reason=verdict.reason).inc()
 
     def _observe_budget(self, config: ProjectConfig, ledger: Ledger) -> None:
         lead = ledger.mean_lead_seconds(ledger.next_round)

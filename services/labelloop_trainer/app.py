@@ -18,7 +18,7 @@ def build_app(
     settings: TrainerSettings | None = None, *, stores: MemoryStores | None = None
 ) -> Service:
     settings = settings or TrainerSettings()
-    service = Service(SPEC.name, settings, stores=stores)
+    service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     trainer = Trainer(
         # the stores are valid once the service has started: look them up at call time
         state=lambda: service.state,
@@ -42,4 +42,5 @@ SPEC = ServiceSpec(
         LabelingConverged,
     ),
     state_keys=("trainer", "seq.trainer-rounds"),
+    artifacts="trainer",
 )

@@ -14,7 +14,7 @@ class TrainerMetrics:
         self.retrains = Counter(
             "labelloop_trainer_retrains_total",
             "Training decisions by outcome (promoted, rejected, skipped, unsupported, ...)",
-            ["outcome"],
+            ["project", "outcome"],
             registry=registry,
         )
         self.untrusted = Counter(
@@ -33,14 +33,14 @@ class TrainerMetrics:
         )
         self.accuracy = Gauge(
             "labelloop_trainer_model_accuracy_ratio",
-            "Test accuracy of the last trained (candidate) and the serving model",
-            ["model"],
+            "Test accuracy of a project's last trained (candidate) and serving model",
+            ["project", "model"],
             registry=registry,
         )
         self.macro_f1 = Gauge(
             "labelloop_trainer_model_macro_f1_ratio",
-            "Test macro-F1 of the last trained (candidate) and the serving model",
-            ["model"],
+            "Test macro-F1 of a project's last trained (candidate) and serving model",
+            ["project", "model"],
             registry=registry,
         )
         self.training = Histogram(
@@ -57,11 +57,13 @@ class TrainerMetrics:
         )
         self.pool = Gauge(
             "labelloop_trainer_pool_scored_items",
-            "Unlabeled items scored by the last promoted model",
+            "Unlabeled items scored by a project's last promoted model",
+            ["project"],
             registry=registry,
         )
         self.converged = Counter(
             "labelloop_trainer_labeling_converged_total",
             "Projects whose consecutive models stopped changing their predictions",
+            ["project"],
             registry=registry,
         )

@@ -209,7 +209,9 @@ class Trainer:
         self._metrics = metrics
         self._stop_set_size = stop_set_size
         self._oos_folds = oos_folds
-        self.rounds = RoundSequencer("trainer-rounds", state, artifacts, self._train_round)
+        self.rounds = RoundSequencer(
+            "trainer-rounds", state, artifacts, self._train_round, area="trainer"
+        )
         self._train_sets: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -354,7 +356,7 @@ class Trainer:
         self, config: ProjectConfig, event: DatasetExported, state: ProjectState, reason: str
     ) -> None:
         """No model this round: the serving model stays, and the sampler hears so."""
-        self._metrics.retrains.labels(outcome="skipped").inc()
+        self._metrics.retrains.labels(project=config.name, outcome="skipped").inc()
         log.info("%s: no model on %s: %s", config.name, event.version, reason)
         outcome = ModelTrained(
             event_id=deterministic_id("model-trained", config.name, event.round),
@@ -394,7 +396,7 @@ class Trainer:
             proba = await asyncio.to_thread(aligned_proba, result.model, inputs.pool_x, classes)
             scores_ref = await self.store.save_scores(project, mv, inputs.pool_ids, proba, classes)
             self._metrics.scoring.observe(time.perf_counter() - started)
-            self._metrics.pool.set(len(inputs.pool_ids))
+            self._metrics.pool.labels(project=project).set(len(inputs.pool_ids))
         ev = result.evaluation
         await self.store.save_report(
             project,
@@ -484,14 +486,14 @@ class Trainer:
                     metrics={"rounds": float(t.convergence_rounds)},
                 )
             )
-            self._metrics.converged.inc()
+            self._metrics.converged.labels(project=project).inc()
         label = "promoted" if result.promoted else "rejected"
-        self._metrics.retrains.labels(outcome=label).inc()
-        self._metrics.accuracy.labels(model="candidate").set(ev.accuracy)
-        self._metrics.macro_f1.labels(model="candidate").set(ev.macro_f1)
+        self._metrics.retrains.labels(project=project, outcome=label).inc()
+        self._metrics.accuracy.labels(project=project, model="candidate").set(ev.accuracy)
+        self._metrics.macro_f1.labels(project=project, model="candidate").set(ev.macro_f1)
         if serving is not None:
-            self._metrics.accuracy.labels(model="serving").set(serving.accuracy)
-            self._metrics.macro_f1.labels(model="serving").set(serving.macro_f1)
+            self._metrics.accuracy.labels(project=project, model="serving").set(serving.accuracy)
+            self._metrics.macro_f1.labels(project=project, model="serving").set(serving.macro_f1)
         log.info(
             "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f, %s",
             project,

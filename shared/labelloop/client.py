@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -17,16 +17,21 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from labelloop.artifacts import Artifacts, nats_artifacts
 from labelloop.events import DeadLetter, Event, ProjectConfigured, deterministic_id
 from labelloop.payloads import PayloadMissing, resolve, wire_form
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.provisioning import provision
 from labelloop.runtime import nats_connect_options
 from labelloop.settings import ServiceSettings
-from labelloop.stores import Blobs, KeyValue, NatsBlobs, NatsKeyValue
+from labelloop.stores import Blobs, KeyValue, NatsKeyValue
 from labelloop.streams import Namespace
 
-__all__ = ["COMMAND_WAIT_SECONDS", "BusClient", "Unreachable", "connect"]
+__all__ = ["COMMAND_WAIT_SECONDS", "OPERATOR_AREA", "BusClient", "Unreachable", "connect"]
+
+OPERATOR_AREA = "operator"
+"""Where the bodies of operator commands too large to travel inline are stored. Data producers
+may write no artefact: ``labelloop ingest`` keeps its messages small enough to travel inline."""
 
 log = logging.getLogger("labelloop.client")
 
@@ -36,13 +41,14 @@ class BusClient:
     nc: NatsClient
     js: JetStreamContext
     ns: Namespace
+    _artifacts: Artifacts | None = field(default=None, init=False, repr=False)
 
     async def publish(self, event: Event) -> bool:
         """Publish idempotently (``Nats-Msg-Id`` = event id); ``False`` if dropped as duplicate.
 
         An event too large for one message travels by reference (``labelloop.payloads``)."""
         cls = type(event)
-        body, extra = await wire_form(event, await self.blobs())
+        body, extra = await wire_form(event, await self.blobs(), area=OPERATOR_AREA)
         ack = await self.js.publish(
             self.ns.subject(event),
             body,
@@ -120,8 +126,12 @@ class BusClient:
     async def kv(self, bucket: str) -> KeyValue:
         return NatsKeyValue(await self.js.key_value(self.ns.kv_bucket(bucket)))
 
-    async def blobs(self, bucket: str = "artifacts") -> Blobs:
-        return NatsBlobs(await self.js.object_store(self.ns.object_bucket(bucket)))
+    async def blobs(self) -> Blobs:
+        """Every artefact area, for reading; the operator's bodies of large commands go to its
+        own area (its NATS user may write every area: repairs are an operator's job)."""
+        if self._artifacts is None:
+            self._artifacts = nats_artifacts(self.js, self.ns, home=None)
+        return self._artifacts
 
     async def project(self, name: str) -> ProjectConfig | None:
         entry = await (await self.kv("projects")).get(name)

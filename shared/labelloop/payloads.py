@@ -2,10 +2,11 @@
 
 NATS refuses a message over ``max_payload`` (1 MB by default), and event-carried state (a completed
 batch with its annotations, a round's labels) can outgrow it. Publishers call :func:`wire_form`:
-an event whose JSON is larger than the limit is stored under ``payloads/<subject>/<event id>.json``
-(written *before* the message, so a consumer never finds the name without the body) and the
-message carries a small envelope naming it in the ``Labelloop-Payload`` header. Consumers call
-:func:`resolve` before validating; handlers only ever see the whole event.
+an event whose JSON is larger than the limit is stored in the publisher's artefact area, under
+``<area>/payloads/<subject>/<project>/<event id>.json`` (written *before* the message, so a
+consumer never finds the name without the body), and the message carries a small envelope naming
+it in the ``Labelloop-Payload`` header. Consumers call :func:`resolve` before validating; handlers
+only ever see the whole event.
 
 An envelope whose body is gone (deleted by an operator) is a poison message: the runtime
 dead-letters it with the name it could not find.
@@ -31,18 +32,21 @@ class PayloadMissing(LookupError):
     """An envelope names a body the object store does not have."""
 
 
-def payload_name(event: Event) -> str:
-    return f"payloads/{event.SUBJECT}/{event.project}/{event.event_id}.json"
+def payload_name(event: Event, area: str) -> str:
+    return f"{area}/payloads/{event.SUBJECT}/{event.project}/{event.event_id}.json"
 
 
 async def wire_form(
-    event: Event, blobs: Blobs | None, *, limit: int = DEFAULT_INLINE_LIMIT
+    event: Event, blobs: Blobs | None, *, area: str | None, limit: int = DEFAULT_INLINE_LIMIT
 ) -> tuple[bytes, dict[str, str]]:
-    """The message body and extra headers that carry ``event``."""
+    """The message body and extra headers that carry ``event``.
+
+    ``area``: the publisher's artefact area, where a body too large to travel inline is stored;
+    without one (or without ``blobs``) every body travels inline."""
     body = event.model_dump_json().encode()
-    if len(body) <= limit or blobs is None:
+    if len(body) <= limit or blobs is None or area is None:
         return body, {}
-    name = payload_name(event)
+    name = payload_name(event, area)
     await blobs.put(name, body)
     envelope = {
         "event_id": event.event_id,

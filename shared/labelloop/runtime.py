@@ -213,11 +213,14 @@ class Service:
         name: str,
         settings: ServiceSettings,
         *,
+        area: str | None = None,
         transport: Transport | None = None,
         registry: CollectorRegistry | None = None,
         stores: Any = None,
     ) -> None:
         self.name = name
+        self.area = area
+        """The artefact area this service writes (``ServiceSpec.artifacts``)."""
         self.settings = settings
         self.ns = Namespace(settings.namespace)
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -313,6 +316,11 @@ class Service:
         self._periodic.append((seconds, hook))
         return hook
 
+    async def run_periodic(self) -> None:
+        """Run every periodic hook once, now (tests; what ``every`` would do next)."""
+        for _, hook in self._periodic:
+            await hook()
+
     def mount(self, path: str, app: Any) -> None:
         """Serve an extra ASGI app (e.g. a webhook receiver) next to /metrics and /healthz."""
         self._routes.append((path, app))
@@ -368,6 +376,7 @@ class Service:
         body, extra = await wire_form(
             event,
             self._stores.artifacts if self._stores is not None else None,
+            area=self.area,
             limit=self.settings.max_inline_payload_bytes,
         )
         headers = {"Nats-Msg-Id": event.event_id, "content-type": "application/json", **extra}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from labelloop.stores import Blobs, Entry, KeyValue
@@ -52,6 +52,8 @@ class RoundSequencer:
     blobs: Callable[[], Blobs]
     apply: Apply
     first: int = 1
+    area: str = field(kw_only=True)
+    """The owner's artefact area, where a parked round too large for KV is stored."""
 
     def _key(self, project: str, *parts: str) -> str:
         return ".".join(("seq", self.name, project, *parts))
@@ -139,7 +141,7 @@ class RoundSequencer:
         raise RuntimeError(f"{self.name}: could not advance {project} past round {number}")
 
     def _blob(self, project: str, number: int) -> str:
-        return f"seq/{self.name}/{project}/{number:08d}.json"
+        return f"{self.area}/seq/{self.name}/{project}/{number:08d}.json"
 
     async def _park(self, project: str, number: int, payload: bytes, *, waiting_for: int) -> None:
         value = payload

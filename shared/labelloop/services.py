@@ -48,6 +48,10 @@ class ServiceSpec:
     """The key prefixes it writes in the state bucket (``sampler`` for ``sampler.<project>...``,
     ``seq.qa-rounds`` for its round sequencer): production permissions let it write those keys
     and no others."""
+    artifacts: str | None = None
+    """The artefact area it writes (its own object bucket, the first segment of every artefact
+    name it writes: ``catalog`` for the ingester; :mod:`labelloop.artifacts`); ``None``: none.
+    It reads every area."""
 
     @property
     def package(self) -> str:

@@ -379,4 +379,6 @@ class MemoryStores:
 class NatsStores:
     state: NatsKeyValue
     projects: NatsKeyValue
-    artifacts: NatsBlobs
+    artifacts: Blobs
+    """The artefact areas (:class:`labelloop.artifacts.Artifacts`): writes confined to the
+    service's own."""

@@ -79,8 +79,18 @@ KV_BUCKETS: tuple[BucketSpec, ...] = (
 )
 
 OBJECT_BUCKETS: tuple[BucketSpec, ...] = (
-    BucketSpec("artifacts", "Features, model artefacts, pool scores"),
+    BucketSpec("catalog", "Items and their feature vectors, as the ingester stored them"),
+    BucketSpec("sampler", "Batches as the sampler cut them"),
+    BucketSpec("bridge", "Large event bodies of the annotation bridge"),
+    BucketSpec("qa", "QA rounds: consensus, agreement, annotator histories"),
+    BucketSpec("exporter", "Dataset versions: labels, splits, manifests"),
+    BucketSpec("trainer", "Models, evaluations, pool scores"),
+    BucketSpec("operator", "Large bodies of operator commands"),
 )
+"""The artefact areas: one object bucket per writer. An object's name starts with its area
+(``trainer/digits/models/m0001.skops``), which is how readers find the bucket and how production
+permissions let each service write, replace and purge its own objects and nobody else's
+(:mod:`labelloop.artifacts`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +145,9 @@ class Namespace:
     def kv_bucket(self, name: str) -> str:
         return f"{self.prefix}_{name}".replace("-", "_")
 
-    def object_bucket(self, name: str) -> str:
-        return f"{self.prefix}_{name}".replace("-", "_")
+    def object_bucket(self, area: str) -> str:
+        """The object bucket of an artefact area (``labelloop_artifacts_trainer``)."""
+        return f"{self.prefix}_artifacts_{area}".replace("-", "_")
 
     def durable(self, service: str, event: type[Event]) -> str:
         """The durable consumer name shared by every replica of a service for one event."""

@@ -14,12 +14,13 @@ from faststream.nats import TestNatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from labelloop.artifacts import nats_artifacts
 from labelloop.events import Event
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig
 from labelloop.provisioning import provision
 from labelloop.runtime import Service
-from labelloop.stores import KeyValue, NatsBlobs
+from labelloop.stores import KeyValue
 from labelloop.streams import Namespace
 from labelloop.transport import MemoryTransport
 
@@ -106,7 +107,7 @@ class EventCollector:
         stream = self._ns.stream_name(self._ns.stream_for(self._event))
         await provision(js, self._ns)  # idempotent: whoever comes first creates the streams
 
-        blobs = NatsBlobs(await js.object_store(self._ns.object_bucket("artifacts")))
+        blobs = nats_artifacts(js, self._ns, home=None)
 
         async def on_msg(msg: Any) -> None:
             body = await resolve(msg.data, msg.headers, blobs)

@@ -25,10 +25,11 @@ from faststream.nats import ConsumerConfig
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
+from labelloop.artifacts import nats_artifacts
 from labelloop.delivery import Verdict, build_dead_letter
 from labelloop.events import Event
 from labelloop.provisioning import advisory_stream, provision
-from labelloop.stores import MemoryStores, NatsBlobs, NatsKeyValue, NatsStores, Stores
+from labelloop.stores import MemoryStores, NatsKeyValue, NatsStores, Stores
 
 if TYPE_CHECKING:
     from labelloop.runtime import Service
@@ -87,10 +88,8 @@ class NatsTransport:
         await self._declare_consumers(service, js)
         state = await broker.key_value(service.ns.kv_bucket("state"), declare=False)
         projects = await broker.key_value(service.ns.kv_bucket("projects"), declare=False)
-        artifacts = await broker.object_storage(
-            service.ns.object_bucket("artifacts"), declare=False
-        )
-        return NatsStores(NatsKeyValue(state), NatsKeyValue(projects), NatsBlobs(artifacts))
+        artifacts = nats_artifacts(js, service.ns, home=service.area)
+        return NatsStores(NatsKeyValue(state), NatsKeyValue(projects), artifacts)
 
     @staticmethod
     async def _declare_consumers(service: Service, js: JetStreamContext) -> None:

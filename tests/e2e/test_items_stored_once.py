@@ -19,8 +19,8 @@ import nats
 import pyarrow.parquet as pq
 import pytest
 
+from labelloop.artifacts import nats_artifacts
 from labelloop.events import ItemIn, ModelTrained, RequestSampling
-from labelloop.stores import NatsBlobs
 from labelloop.streams import Namespace
 from labelloop.testing import EventCollector, configure_project, publish_events, wait_until
 from labelloop_console.commands.ingest import submissions
@@ -99,7 +99,7 @@ async def test_no_service_keeps_a_copy_of_the_items(
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
-            blobs = NatsBlobs(await js.object_store(ns.object_bucket("artifacts")))
+            blobs = nats_artifacts(js, ns, home=None)
 
             async def catalogued() -> int:
                 return len(await blobs.list(f"catalog/{PROJECT}/"))

@@ -3,15 +3,18 @@ JetStream call and every foreign subject on a real nats-server, and the server r
 
 The attacks (2026-12-01's finding: service users held ``$JS.API.>``): delete, purge, shorten or
 shadow a stream; purge the state bucket; delete or redirect another service's consumer; delete a
-message; write another service's state keys or a project configuration; publish another
-service's event; subscribe to the event subjects. Afterwards the streams, the consumer and the
-keys are as the operator left them. The positive controls: each user may still write its own
-keys, and the operator may do what the others may not.
+message; write another service's state keys or a project configuration; write, replace or purge
+another service's artefacts (a chunk, a metadata record, the purge that replacing an object
+does); publish another service's event; subscribe to the event subjects. Afterwards the streams,
+the consumer, the keys and the artefacts are as the operator left them. The positive controls:
+each user may still write its own keys and replace its own artefacts, and the operator may do
+what the others may not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -23,6 +26,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 from security_support import NS, secured_server, url_for
 
+from labelloop.artifacts import AREAS
 from labelloop.events import DatasetExported, LabelsReady
 from labelloop.natsserver import EmbeddedNats
 from labelloop.services import service_specs
@@ -37,6 +41,10 @@ STATE = NAMESPACE.kv_bucket("state")
 PROJECTS = NAMESPACE.kv_bucket("projects")
 VICTIM = NAMESPACE.durable("trainer", DatasetExported)  # the trainer's own consumer
 ATTACKERS = [*service_specs(), "producer"]
+
+
+def _artefact(area: str) -> str:
+    return f"{area}/matrix/owned.bin"
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +78,9 @@ async def _operator_setup(server: EmbeddedNats) -> dict[str, bytes]:
         for key, value in keys.items():
             await state.put(key, value)
         await (await js.key_value(PROJECTS)).put("matrix", b'{"name": "matrix"}')
+        for area in AREAS:
+            store = await js.object_store(NAMESPACE.object_bucket(area))
+            await store.put(_artefact(area), f"{area} wrote this".encode())
         return keys
     finally:
         await nc.close()
@@ -100,6 +111,15 @@ def _attacks(user: str, keys: dict[str, bytes]) -> list[tuple[str, bytes]]:
         (f"$KV.{PROJECTS}.matrix", b'{"name": "matrix", "forged": true}'),
         *((f"$KV.{STATE}.{key}", b"forged") for key in foreign_keys),
     ]
+    own_area = service_specs()[user].artifacts if user in service_specs() else None
+    for area in sorted(AREAS - {own_area}):
+        bucket = NAMESPACE.object_bucket(area)
+        meta = base64.urlsafe_b64encode(_artefact(area).encode()).decode()
+        attacks += [
+            (f"{api}.STREAM.PURGE.OBJ_{bucket}", b""),
+            (f"$O.{bucket}.C.forgedchunk", b"forged"),
+            (f"$O.{bucket}.M.{meta}", json.dumps({"name": _artefact(area)}).encode()),
+        ]
     if user != "trainer":  # redirect the trainer's consumer to an attacker's filter
         attacks.append(
             (
@@ -155,9 +175,15 @@ async def _own_keys_still_writable(server: EmbeddedNats, user: str) -> None:
         return
     nc: Client = await nats.connect(url_for(server, user))
     try:
-        state = await nc.jetstream().key_value(STATE)
+        js = nc.jetstream()
+        state = await js.key_value(STATE)
         for prefix in service_specs()[user].state_keys:
             await state.put(f"{prefix}.matrix.scratch", b"mine")
+        area = service_specs()[user].artifacts
+        if area is not None:  # replacing an object writes chunks and purges the old ones
+            store = await js.object_store(NAMESPACE.object_bucket(area))
+            await store.put(f"{area}/matrix/scratch.bin", b"mine")
+            await store.put(f"{area}/matrix/scratch.bin", b"mine, again")
     finally:
         await nc.close()
 
@@ -181,6 +207,10 @@ async def test_no_user_but_the_operator_can_destroy_or_forge(server: EmbeddedNat
         for key, value in keys.items():
             entry = await state.get(key)
             assert entry.value == value, key
+        for area in AREAS:
+            store = await js.object_store(NAMESPACE.object_bucket(area))
+            kept = await store.get(_artefact(area))
+            assert kept.data == f"{area} wrote this".encode(), area
         project = await (await js.key_value(PROJECTS)).get("matrix")
         assert b"forged" not in (project.value or b"")
         assert "SHADOW" not in [s.config.name for s in await js.streams_info()]

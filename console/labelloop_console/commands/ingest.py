@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "submissions"]
 
-_CHUNK_BYTES = 800_000
-"""Submitted messages stay under NATS' default 1 MB payload limit."""
+_CHUNK_BYTES = 450_000
+"""Submitted messages travel inline (under ``labelloop.payloads.DEFAULT_INLINE_LIMIT``, 512 kB):
+a larger one would be stored in the object store, which a data producer's NATS user may not
+write."""
 
 
 def register(app: typer.Typer) -> None:

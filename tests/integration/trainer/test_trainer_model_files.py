@@ -108,7 +108,7 @@ async def test_a_replaced_model_file_runs_no_code_and_training_goes_on(
     attacker = await nats.connect(nats_url)
     try:
         async with started(exporter), started(trainer), models:
-            bucket = Namespace(namespace).object_bucket("artifacts")  # the services made it
+            bucket = Namespace(namespace).object_bucket("trainer")  # the services made it
             store = await attacker.jetstream().object_store(bucket)
             await _project_with_items(exporter, corpus)
 
@@ -191,7 +191,7 @@ async def test_replaced_labels_of_a_dataset_version_are_never_trained_on(
             frame["label"] = frame["label"].map({"pos": "neg", "neg": "pos"})
             forged = io.BytesIO()
             frame.to_parquet(forged, index=False)
-            bucket = Namespace(namespace).object_bucket("artifacts")
+            bucket = Namespace(namespace).object_bucket("exporter")
             await (await attacker.jetstream().object_store(bucket)).put(name, forged.getvalue())
 
             async with started(trainer):  # reads version 1 only now, after the swap

@@ -106,7 +106,7 @@ async def test_each_round_is_a_version_holding_every_round_up_to_it(tmp_path: Pa
         ]
         assert {r["item_id"]: r["round"] for r in rows}["i006"] == 2
         assert "i001" not in {r["item_id"] for r in rows}
-        assert _sample(service, "labelloop_exporter_dataset_versions_total") == 2
+        assert _sample(service, "labelloop_exporter_dataset_versions_total", project=PROJECT) == 2
 
 
 async def _export_rounds(root: Path, order: list[int]) -> dict[str, str]:
@@ -161,7 +161,7 @@ async def test_a_bad_label_is_left_out_and_later_versions_still_come(tmp_path: P
         await bus.publish(_labels(2, range(5, 7)))
         assert [e.version for e in bus.published(DatasetExported)] == ["v0001", "v0002"]
         # the label stays bad: each version leaves it out again, and counts it
-        reason = {"reason": "unknown_class"}
+        reason = {"project": PROJECT, "reason": "unknown_class"}
         assert _sample(service, "labelloop_exporter_rows_left_out_total", **reason) == 2
 
 

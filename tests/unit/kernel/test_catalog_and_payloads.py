@@ -68,13 +68,13 @@ async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
 async def test_a_large_event_travels_by_reference() -> None:
     blobs = MemoryBlobs()
     small = ItemsSubmitted(project="p", items=[ItemIn(data={"text": "hi"})])
-    body, headers = await wire_form(small, blobs, limit=4096)
+    body, headers = await wire_form(small, blobs, area="operator", limit=4096)
     assert headers == {}
     assert await resolve(body, headers, blobs) == body
     big = ItemsSubmitted(project="p", items=[ItemIn(data={"text": "x" * 10_000})])
-    body, headers = await wire_form(big, blobs, limit=4096)
+    body, headers = await wire_form(big, blobs, area="operator", limit=4096)
     assert len(body) < 1024
-    assert headers[PAYLOAD_HEADER] == f"payloads/items.submitted/p/{big.event_id}.json"
+    assert headers[PAYLOAD_HEADER] == f"operator/payloads/items.submitted/p/{big.event_id}.json"
     assert ItemsSubmitted.model_validate_json(await resolve(body, headers, blobs)) == big
     await blobs.delete(headers[PAYLOAD_HEADER])
     with pytest.raises(PayloadMissing, match="not in the object store"):

@@ -18,7 +18,7 @@ def _sequencer(
         await asyncio.sleep(0)  # a real apply awaits stores: let others interleave
         applied.append((project, number, payload))
 
-    return RoundSequencer("test", lambda: kv, lambda: blobs, apply)
+    return RoundSequencer("test", lambda: kv, lambda: blobs, apply, area="qa")
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations([1, 2, 3, 4])))
@@ -68,10 +68,10 @@ async def test_a_large_parked_payload_goes_to_the_object_store() -> None:
     seq = _sequencer(kv, blobs, applied)
     big = b"x" * (300 * 1024)
     await seq.offer("p", 2, big)
-    assert await blobs.list("seq/test/p/") == ["seq/test/p/00000002.json"]
+    assert await blobs.list("qa/seq/test/p/") == ["qa/seq/test/p/00000002.json"]
     await seq.offer("p", 1, b"small")
     assert applied[1][2] == big
-    assert await blobs.list("seq/test/p/") == []
+    assert await blobs.list("qa/seq/test/p/") == []
 
 
 async def test_the_sweep_applies_what_a_lost_hand_over_left_parked() -> None:

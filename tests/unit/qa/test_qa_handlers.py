@@ -534,3 +534,28 @@ async def test_a_configured_projects_gate_counters_exist_at_zero_before_its_firs
         for outcome in ("passed", "failed", "unmeasured"):
             labels = {"project": PROJECT, "outcome": outcome}
             assert svc.registry.get_sample_value("labelloop_qa_batches_scored_total", labels) == 0
+
+
+async def test_every_replica_reports_the_latest_rounds_agreement_not_its_own_last() -> None:
+    """Two replicas share the state; each scored one round. A replica's gauge followed what it
+    scored itself (2026-12-01: "agreement of the last batch" was a max across replicas); now
+    every replica sets it from the latest round's record."""
+    stores = MemoryStores()
+    await stores.projects.put(PROJECT, json.dumps(CONFIG).encode())
+    first = build_app(QASettings(bootstrap_samples=50), stores=stores)
+    second = build_app(QASettings(bootstrap_samples=50), stores=stores)
+    split = {item: [votes[0], votes[0], votes[-1]] for item, votes in VOTES.items()}
+
+    def alpha(svc: Service) -> float | None:
+        labels = {"project": PROJECT, "coefficient": "krippendorff_alpha"}
+        return svc.registry.get_sample_value("labelloop_qa_batch_agreement", labels)
+
+    async with in_memory(first) as bus_1, in_memory(second) as bus_2:
+        await bus_1.publish(completed("b1", 1, crew_annotations("b1")))
+        await bus_2.publish(completed("b2", 2, crew_annotations("b2", split)))
+        (report_1,) = bus_1.published(QAReport)
+        (report_2,) = bus_2.published(QAReport)
+        assert report_1.krippendorff_alpha != report_2.krippendorff_alpha
+        assert alpha(first) == report_1.krippendorff_alpha  # what it scored itself
+        await first.run_periodic()
+        assert alpha(first) == alpha(second) == report_2.krippendorff_alpha

@@ -353,3 +353,36 @@ async def test_a_batch_a_crash_left_unannounced_goes_out_again_whole() -> None:
         assert again[0].model_dump(exclude={"occurred_at"}) == first.model_dump(
             exclude={"occurred_at"}
         )
+
+
+async def test_every_replica_reports_the_ledgers_open_tasks_not_its_own_last() -> None:
+    """2026-12-01: after a campaign with two sampler replicas, their open-tasks gauges said 8
+    and 48 while the ledger said 0: each replica reported the ledger as it last handled it. The
+    gauges are now set from the shared ledger on every replica alike."""
+    stores = MemoryStores()
+    first = build_app(SamplerSettings(), stores=stores)
+    second = build_app(SamplerSettings(), stores=stores)
+
+    def open_tasks(svc: Any) -> float | None:
+        return svc.registry.get_sample_value("labelloop_sampler_open_tasks", {"project": PROJECT})
+
+    async with in_memory(first) as bus_1, in_memory(second) as bus_2:
+        await _setup(bus_1)
+        await bus_1.publish(RequestSampling(project=PROJECT, action="start"))
+        cut = _batches(bus_1)
+        assert len(cut) == 2
+        assert open_tasks(first) == sum(len(b.tasks) for b in cut)
+        for batch in cut:  # the other replica hears that both are done
+            await bus_2.publish(
+                BatchCompleted(
+                    project=PROJECT,
+                    batch_id=batch.batch_id,
+                    round=batch.round,
+                    n_tasks=len(batch.tasks),
+                    n_annotations=12,
+                )
+            )
+        assert open_tasks(second) == 0
+        assert open_tasks(first) == sum(len(b.tasks) for b in cut)  # what it last saw
+        await first.run_periodic()
+        assert open_tasks(first) == 0

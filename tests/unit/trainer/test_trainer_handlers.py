@@ -135,7 +135,7 @@ async def test_a_round_trains_on_every_label_and_scores_the_pool(tmp_path: Path)
         assert skipped.serving_model_version == "m0001"
         assert skipped.serving_scores_ref == model.scores_ref
         value = service.registry.get_sample_value(
-            "labelloop_trainer_retrains_total", {"outcome": "skipped"}
+            "labelloop_trainer_retrains_total", {"project": PROJECT, "outcome": "skipped"}
         )
         assert value == 1
         # an operator's request announces the round's outcome again
