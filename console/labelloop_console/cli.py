@@ -62,14 +62,20 @@ def nats_command(
     LABELLOOP_NATS_TOKEN_FILE for a shell: `set -a; . .nats/env; set +a`."""
     from labelloop.natsserver import EmbeddedNats
 
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    # before anything starts: a signal during start-up stops the server, never the CLI alone
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    env_file = store_dir / "env"
+    env_file.unlink(missing_ok=True)  # a previous run's: not a sign that this one is up
     token = None if no_auth else _token_in(store_dir)
     server = EmbeddedNats(port=port, http_port=http_port, store_dir=store_dir, token=token)
     server.start()
-    env_file = store_dir / "env"
-    lines = [f"LABELLOOP_NATS_URL={server.url}"]
-    if token is not None:
-        lines.append(f"LABELLOOP_NATS_TOKEN_FILE={(store_dir / 'token').resolve()}")
-    env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     console.print(
         f"nats-server running at [bold]{server.url}[/] (store {store_dir}), pid {server.pid}"
     )
@@ -78,14 +84,11 @@ def nats_command(
     else:
         console.print(f"clients present the token in {store_dir / 'token'}; in another shell:")
     console.print(f"  set -a; . {env_file}; set +a", markup=False)
-    stop = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # last: whoever waits for the file finds the server up and everything above said
+    lines = [f"LABELLOOP_NATS_URL={server.url}"]
+    if token is not None:
+        lines.append(f"LABELLOOP_NATS_TOKEN_FILE={(store_dir / 'token').resolve()}")
+    env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     import time
 
     while not stop and server.pid is not None:

@@ -58,6 +58,10 @@ class Artifacts:
         self._buckets: dict[str, Blobs] = {}
         self._lock = asyncio.Lock()
 
+    def writing(self, area: str | None) -> Artifacts:
+        """The same buckets, writing ``area`` instead (a test playing another service)."""
+        return Artifacts(self._open, home=area)
+
     async def _bucket(self, area: str) -> Blobs:
         bucket = self._buckets.get(area)
         if bucket is None:

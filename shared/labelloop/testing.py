@@ -14,17 +14,25 @@ from faststream.nats import TestNatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from labelloop.artifacts import nats_artifacts
+from labelloop.artifacts import Artifacts, nats_artifacts
 from labelloop.events import Event
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig
 from labelloop.provisioning import provision
 from labelloop.runtime import Service
-from labelloop.stores import KeyValue
+from labelloop.stores import Blobs, KeyValue
 from labelloop.streams import Namespace
 from labelloop.transport import MemoryTransport
 
-__all__ = ["EventCollector", "InMemoryBus", "apply_project", "in_memory", "started", "wait_until"]
+__all__ = [
+    "EventCollector",
+    "InMemoryBus",
+    "apply_project",
+    "in_memory",
+    "started",
+    "wait_until",
+    "writing_as",
+]
 
 E = TypeVar("E", bound=Event)
 
@@ -77,6 +85,14 @@ async def in_memory(service: Service) -> AsyncIterator[InMemoryBus]:
         finally:
             await service.end()
     await service.close()
+
+
+def writing_as(service: Service, area: str) -> Blobs:
+    """A started service's artefacts, writing another service's area: a test that plays that
+    service (the ingester's catalog, seeded for an exporter under test). In-memory stores have
+    no areas and come back as they are."""
+    blobs = service.artifacts
+    return blobs.writing(area) if isinstance(blobs, Artifacts) else blobs
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from labelloop.events import (
     RequestExport,
 )
 from labelloop.project import parse_project
-from labelloop.testing import EventCollector, apply_project, publish_events, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
 from labelloop_exporter.app import build_app
 from labelloop_exporter.settings import ExporterSettings
 
@@ -57,7 +57,9 @@ async def test_rounds_out_of_order_give_versions_in_order(
         (letter,) = await dead.wait_for(1, timeout=30)
         assert "no labeling round has finished yet" in letter.reason
         items = [IngestedItem(item_id=f"i{k}", data={"text": f"animal {k}"}) for k in range(10)]
-        await Catalog(service.state, service.artifacts).write(PROJECT, "c", Chunk(items))
+        await Catalog(service.state, writing_as(service, "catalog")).write(
+            PROJECT, "c", Chunk(items)
+        )
         await publish_events(
             nats_url,
             namespace,

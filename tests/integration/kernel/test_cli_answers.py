@@ -16,7 +16,7 @@ from cli_support import labelloop
 from labelloop.catalog import Catalog, Chunk
 from labelloop.events import ConsensusLabel, IngestedItem, LabelsReady, ModelTrained
 from labelloop.project import parse_project
-from labelloop.testing import EventCollector, apply_project, publish_events, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
 from labelloop_exporter.app import build_app as build_exporter
 from labelloop_exporter.settings import ExporterSettings
 from labelloop_trainer.app import build_app as build_trainer
@@ -52,7 +52,9 @@ async def test_export_and_train_print_their_answer_or_why_there_is_none(
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
         texts = {f"i{k:03d}": ("good great film" if k % 2 else "bad awful film") for k in range(30)}
         items = [IngestedItem(item_id=i, data={"text": t}) for i, t in texts.items()]
-        await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+        await Catalog(exporter.state, writing_as(exporter, "catalog")).write(
+            PROJECT, "c1", Chunk(items)
+        )
         labels = [
             ConsensusLabel(
                 item_id=i,

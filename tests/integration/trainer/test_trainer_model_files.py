@@ -32,7 +32,7 @@ from labelloop.events import (
 from labelloop.model_format import UntrustedModel, digest_of, dump_model, load_model
 from labelloop.project import parse_project
 from labelloop.streams import Namespace
-from labelloop.testing import EventCollector, apply_project, publish_events, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
 from labelloop_exporter.app import build_app as build_exporter
 from labelloop_exporter.settings import ExporterSettings
 from labelloop_trainer.app import build_app as build_trainer
@@ -74,7 +74,9 @@ async def _project_with_items(exporter: Any, corpus: list[tuple[str, str, str]])
     """The project applied and its items in the catalog, as the ingester would leave them."""
     await apply_project(exporter.stores.projects, parse_project(CONFIG))
     items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
-    await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+    await Catalog(exporter.state, writing_as(exporter, "catalog")).write(
+        PROJECT, "c1", Chunk(items)
+    )
 
 
 def _round(corpus: list[tuple[str, str, str]], number: int) -> LabelsReady:

@@ -19,7 +19,7 @@ from labelloop.events import (
     ModelTrained,
 )
 from labelloop.project import parse_project
-from labelloop.testing import EventCollector, apply_project, publish_events, started
+from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
 from labelloop_exporter.app import build_app as build_exporter
 from labelloop_exporter.settings import ExporterSettings
 from labelloop_trainer.app import build_app as build_trainer
@@ -64,7 +64,9 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
     async with started(exporter), started(trainer), datasets, models:
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
         items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
-        await Catalog(exporter.state, exporter.artifacts).write(PROJECT, "c1", Chunk(items))
+        await Catalog(exporter.state, writing_as(exporter, "catalog")).write(
+            PROJECT, "c1", Chunk(items)
+        )
         labels = [
             LabelsReady(
                 project=PROJECT,
