@@ -15,7 +15,7 @@ LS := infra/labelstudio/labelstudio.sh
 # run compile the project and pytest rewrite every test module again: seconds per command)
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install lock test test-fast check lint format typecheck imports nats demo demo-news labelstudio labelstudio-install labelstudio-stop bench soak docs clean
+.PHONY: help install lock test test-fast check lint format typecheck imports nats demo demo-news labelstudio labelstudio-install labelstudio-stop bench soak compose-test docs clean
 
 help: ## Show the commands
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench: install ## Benchmarks against the anchor libraries (writes bench/results/
 
 soak: install ## The full 1M-item flood test (long)
 	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q -s
+
+compose-test: install ## docker-compose.yml for real on this machine's Docker engine: stand-in images, a campaign, a NATS node stopped (root, ~15 min; not in make test)
+	bash infra/docker/compose-test.sh
 
 docs: install ## AsyncAPI specs into docs/asyncapi/, README's event table, infra/nats/accounts.conf
 	$(BIN)/labelloop docs --out docs/asyncapi --readme README.md --accounts infra/nats/accounts.conf

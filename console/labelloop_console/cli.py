@@ -131,6 +131,27 @@ def run_command(
     spec.build().run()
 
 
+@app.command("secrets")
+def secrets_command(
+    directory: Annotated[Path, typer.Argument(help="Where to write them")] = Path("secrets"),
+    route: Annotated[
+        list[str] | None,
+        typer.Option(help="A cluster node's route address (repeat; default: compose's three)"),
+    ] = None,
+) -> None:
+    """Write the production NATS credentials for docker-compose.yml: a password file per user,
+    the users with bcrypt hashes and route authentication for the nodes. Existing passwords are
+    kept; rerun it after the permissions change (`make docs`)."""
+    from labelloop_console.credentials import COMPOSE_ROUTES, write_credentials
+
+    created = write_credentials(directory, tuple(route) if route else COMPOSE_ROUTES)
+    kept = "" if created else " (every password existed and was kept)"
+    console.print(
+        f"wrote the NATS credentials into {directory}{kept}: {len(created)} new password files,"
+        " nats/accounts.conf and nats/routes.conf for the nodes"
+    )
+
+
 @app.command("docs")
 def docs_command(
     out: Annotated[Path, typer.Option(help="Output directory")] = Path("docs/asyncapi"),

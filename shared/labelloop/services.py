@@ -106,9 +106,17 @@ def main(argv: Sequence[str] | None = None) -> Any:
         help="create or update the namespace's streams and buckets, then exit (run it as a user"
         " that may: in production the services' users may not)",
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --provision: how long to keep trying while the servers start or a cluster has"
+        " no quorum yet (default 60)",
+    )
     args = parser.parse_args(argv)
     if args.provision:
-        return _provision()
+        return _provision(args.wait)
     if args.list or not args.service:
         for spec in service_specs().values():
             print(f"{spec.name}\t{spec.package}\t{spec.env_prefix}\t{spec.default_port}")
@@ -124,22 +132,36 @@ def main(argv: Sequence[str] | None = None) -> Any:
     return 0
 
 
-def _provision() -> int:
+def _provision(wait: float) -> int:
     import asyncio
+    import time
+
+    from nats.js.errors import APIError
 
     from labelloop.client import Unreachable, connect
+    from labelloop.provisioning import NotProvisioned
     from labelloop.settings import ServiceSettings
 
     settings = ServiceSettings()
+    deadline = time.monotonic() + wait
 
     async def run() -> None:
-        async with connect(settings, give_up_after=60):  # connecting provisions
-            pass
+        # A cluster that is starting refuses for a while: no server yet, no JetStream leader
+        # (no answer: NotProvisioned), or too few nodes for the replicas (an API error).
+        while True:
+            try:
+                async with connect(settings, give_up_after=max(1.0, deadline - time.monotonic())):
+                    return  # connecting provisions
+            except (Unreachable, NotProvisioned, APIError, TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                print(f"not provisioned yet, retrying: {exc}", file=sys.stderr)
+                await asyncio.sleep(2.0)
 
     try:
         asyncio.run(run())
-    except Unreachable as exc:
-        print(exc, file=sys.stderr)
+    except (Unreachable, NotProvisioned, APIError, TimeoutError) as exc:
+        print(f"provisioning gave up after {wait:.0f} s: {exc}", file=sys.stderr)
         return 1
     print(f"namespace {settings.namespace}: streams and buckets provisioned")
     return 0

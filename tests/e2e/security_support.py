@@ -10,15 +10,28 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from labelloop.natsserver import EmbeddedNats
+from labelloop_console.credentials import password_file, write_credentials
 from labelloop_console.permissions import PASSWORD_VARIABLES
 
 ACCOUNTS = Path(__file__).resolve().parents[2] / "infra" / "nats" / "accounts.conf"
 NS = "labelloop"  # accounts.conf names the default namespace's subjects
 USERS = PASSWORD_VARIABLES
 PASSWORDS = {var: f"pw-{user}-9c1e7d{len(user)}" for user, var in USERS.items()}
+
+
+def node_secrets(folder: Path, routes: Sequence[str]) -> Path:
+    """What ``labelloop secrets`` writes for the nodes, for :data:`PASSWORDS` and these routes:
+    the folder nats-prod.conf includes (``./secrets``), to copy beside each node's config."""
+    credentials = folder / "credentials"
+    credentials.mkdir(mode=0o700, parents=True)
+    for variable, password in PASSWORDS.items():  # kept by write_credentials: it hashes these
+        (credentials / password_file(variable)).write_text(password, encoding="utf-8")
+    write_credentials(credentials, routes)
+    return credentials / "nats"
 
 
 def secured_server(folder: Path) -> EmbeddedNats:

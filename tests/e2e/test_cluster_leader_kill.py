@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import urllib.request
 import uuid
 from collections import Counter
@@ -29,7 +30,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from reliability_support import dataset_fingerprint, message_ids, poll, read_stream
-from security_support import NS, PASSWORDS, USERS, provision
+from security_support import NS, PASSWORDS, USERS, node_secrets, provision
 
 from labelloop.events import ALL_EVENTS, BatchCompleted, BatchCreated, DeadLetter
 from labelloop.natsserver import EmbeddedNats, free_ports
@@ -58,8 +59,8 @@ def _options(run_dir: Path) -> DemoOptions:
     )
 
 
-def _node_config(name: str, client: int, http: int, route: int, routes: list[int]) -> str:
-    """nats-prod.conf for one node on loopback."""
+def _node_config(name: str, client: int, http: int, route: int) -> str:
+    """nats-prod.conf for one node on loopback (its routes are in the secrets it includes)."""
     text = (NATS_DIR / "nats-prod.conf").read_text(encoding="utf-8")
     replacements = [
         (r"server_name: \$NATS_SERVER_NAME", f"server_name: {name}"),
@@ -68,12 +69,6 @@ def _node_config(name: str, client: int, http: int, route: int, routes: list[int
         (r"max_file_store: 50GB", "max_file_store: 2GB"),
         (r"store_dir: /data/jetstream", "# store_dir: on the command line"),
         (r"listen: 0\.0\.0\.0:6222", f"listen: 127.0.0.1:{route}"),
-        (
-            r"routes: \[[^\]]*\]",
-            "routes: [\n"
-            + "".join(f"    nats-route://127.0.0.1:{port}\n" for port in routes)
-            + "  ]",
-        ),
     ]
     for pattern, value in replacements:
         text, count = re.subn(pattern, value, text)
@@ -91,22 +86,21 @@ class NatsCluster:
     def start(self) -> NatsCluster:
         ports = free_ports(9)
         routes = ports[6:9]
+        # the production credentials: bcrypt hashes of PASSWORDS, authenticated routes
+        secrets = node_secrets(self.folder, [f"127.0.0.1:{port}" for port in routes])
         for n in range(3):
             name = f"nats-{n + 1}"
             home = self.folder / name
             home.mkdir(parents=True)
-            (home / "accounts.conf").write_bytes((NATS_DIR / "accounts.conf").read_bytes())
+            shutil.copytree(secrets, home / "secrets")
             config = home / "nats.conf"
-            config.write_text(
-                _node_config(name, ports[n], ports[3 + n], routes[n], routes), "utf-8"
-            )
+            config.write_text(_node_config(name, ports[n], ports[3 + n], routes[n]), "utf-8")
             node = EmbeddedNats(
                 port=ports[n],
                 http_port=ports[3 + n],
                 store_dir=home / "jetstream",
                 config_file=config,
                 log_file=home / "nats.log",
-                env=PASSWORDS,  # nats-server reads the passwords from its environment
             )
             self.nodes[name] = node.start(timeout=60)
         return self

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import sign_up_users
+from reliability_support import People
 
 from labelloop.client import connect
 from labelloop.events import (
@@ -81,68 +81,12 @@ def _truth(text: str) -> str:
     return next(c for c, phrases in WORDS.items() if any(p in text for p in phrases))
 
 
-def _choice(label: str) -> list[dict[str, Any]]:
+def _answer(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a careful annotator answers for a ticket: its true class."""
+    label = _truth(data["text"])
     return [
         {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
     ]
-
-
-class People:
-    """Three annotators working through Label Studio's API."""
-
-    def __init__(self, http: httpx.AsyncClient, namespace: str) -> None:
-        self.http = http
-        self.marker = f"[labelloop:{namespace}/{PROJECT}/labeling]"
-        self.users: dict[str, int] = {}
-        self.created = 0
-
-    async def sign_up(self) -> None:
-        self.users = await sign_up_users(self.http, USERS)
-
-    async def project_id(self) -> int | None:
-        response = await self.http.get("/api/projects", params={"page_size": 1000})
-        response.raise_for_status()
-        found = [
-            p["id"]
-            for p in response.json()["results"]
-            if self.marker in (p.get("description") or "")
-        ]
-        return int(found[0]) if found else None
-
-    async def work(self) -> int:
-        """One pass over the open tasks; returns how many annotations were created."""
-        project = await self.project_id()
-        if project is None:
-            return 0
-        response = await self.http.get(
-            "/api/tasks", params={"project": project, "page_size": 1000, "fields": "all"}
-        )
-        response.raise_for_status()
-        done = 0
-        for task in response.json()["tasks"]:
-            required = int(task["data"].get("labelloop_annotations_required") or 1)
-            by = {
-                a.get("completed_by")
-                if not isinstance(a.get("completed_by"), dict)
-                else a["completed_by"].get("id")
-                for a in task.get("annotations") or []
-            }
-            label = _truth(task["data"]["text"])
-            for name in USERS:
-                if len(by) >= required:
-                    break
-                uid = self.users[name]
-                if uid in by:
-                    continue
-                created = await self.http.post(
-                    f"/api/tasks/{task['id']}/annotations/",
-                    json={"result": _choice(label), "completed_by": uid, "lead_time": 3.5},
-                )
-                created.raise_for_status()
-                by.add(uid)
-                done += 1
-        self.created += done
-        return done
 
 
 def _bridge_metrics(text: str) -> str:
@@ -215,7 +159,7 @@ async def test_a_campaign_with_people_in_label_studio(
                     items=_items(),
                 )
             )
-            people = People(http, namespace)
+            people = People(http, f"[labelloop:{namespace}/{PROJECT}/labeling]", USERS, _answer)
             await people.sign_up()
 
             deadline = time.monotonic() + 150

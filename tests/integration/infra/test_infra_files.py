@@ -6,7 +6,8 @@ could run them, and for real where something else can:
 * the compose file parses, every labelloop container runs ``labelloop-service <name>`` from the
   service image (no operator console in it), only
   the UIs publish ports, every ``LABELLOOP_*`` variable it sets is a real setting of that service
-  and every secret comes from ``.env`` (documented in ``.env.example``);
+  and every secret comes from ``.env`` (documented in ``.env.example``) or, for NATS, from a
+  compose secret file that ``labelloop secrets`` writes;
 * ``promtool`` checks the Prometheus config and rules and runs the rules' unit tests, and
   ``nats-server -t`` checks the production NATS config;
 * the six services run as ``labelloop-service <service>`` subprocesses with the environment the
@@ -58,6 +59,8 @@ from labelloop.project import parse_project
 from labelloop.runtime import ServiceSettings
 from labelloop.services import service_specs
 from labelloop.testing import EventCollector, configure_project, started
+from labelloop_console.credentials import write_credentials
+from labelloop_console.permissions import PASSWORD_VARIABLES
 
 pytestmark = pytest.mark.integration
 
@@ -235,10 +238,35 @@ def test_compose_sets_only_real_settings_and_no_secret_values() -> None:
     secret = re.compile(r"PASSWORD|TOKEN|SECRET", re.IGNORECASE)
     for name, spec in compose["services"].items():
         for key, value in (spec.get("environment") or {}).items():
-            if secret.search(key):
-                assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", str(value)), (
-                    f"{name}.{key} must come from .env as ${{VAR:?...}}, not be written here"
-                )
+            if not secret.search(key):
+                continue
+            mounted = re.fullmatch(r"/run/secrets/(\w+)", str(value))
+            if key.endswith("_FILE") and mounted:  # a compose secret this container mounts
+                assert mounted.group(1) in spec.get("secrets", []), f"{name}.{key}: not mounted"
+                assert mounted.group(1) in compose["secrets"], f"{name}.{key}: no such secret"
+                continue
+            assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", str(value)), (
+                f"{name}.{key} must come from .env as ${{VAR:?...}} or a secret file, not be"
+                " written here"
+            )
+
+
+def test_nats_credentials_are_compose_secrets_each_container_gets_only_its_own() -> None:
+    compose = _compose()
+    for name, spec in compose["services"].items():
+        mounted = [s if isinstance(s, str) else s["source"] for s in spec.get("secrets", [])]
+        env = spec.get("environment") or {}
+        if name.startswith("nats-") and not name.startswith("nats-exporter"):
+            assert sorted(mounted) == ["nats_accounts_conf", "nats_routes_conf"], name
+            assert not any("PASSWORD" in key for key in env), f"{name}: a password in its env"
+            continue
+        passwords = [m for m in mounted if m.startswith("nats_")]
+        if "LABELLOOP_NATS_USER" in env:
+            assert passwords == [env["LABELLOOP_NATS_PASSWORD_FILE"].rsplit("/", 1)[1]], name
+        else:
+            assert not passwords, f"{name} mounts NATS passwords it does not use"
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("${"), "secret files live outside the repository"
 
 
 def test_env_example_documents_every_variable_compose_needs() -> None:
@@ -339,10 +367,16 @@ def test_alertmanager_accepts_its_config_and_routes_critical_alerts_to_on_call()
     assert "alertmanager" in _compose()["services"]
 
 
-def test_nats_server_accepts_the_production_config() -> None:
-    env = {**os.environ, **SECRETS, "NATS_SERVER_NAME": "nats-1"}
+def test_nats_server_accepts_the_production_config(tmp_path: Path) -> None:
+    # beside it, as compose mounts them: what `labelloop secrets` writes
+    shutil.copy(NATS_DIR / "nats-prod.conf", tmp_path / "nats-prod.conf")
+    write_credentials(tmp_path / "credentials")
+    shutil.copytree(tmp_path / "credentials" / "nats", tmp_path / "secrets")
+    env = {**os.environ, "NATS_SERVER_NAME": "nats-1"}
+    for variable in PASSWORD_VARIABLES.values():
+        env.pop(variable, None)  # the hashes in secrets/accounts.conf, not the environment
     result = subprocess.run(
-        [find_binary(), "-c", str(NATS_DIR / "nats-prod.conf"), "-t"],
+        [find_binary(), "-c", str(tmp_path / "nats-prod.conf"), "-t"],
         env=env,
         capture_output=True,
         text=True,
@@ -439,7 +473,7 @@ def _service_env(
     prefix = str(_settings_class(name).model_config["env_prefix"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
     env.update({k: _interpolate(str(v), SECRETS) for k, v in spec["environment"].items()})
-    user, password = env["LABELLOOP_NATS_USER"], env["LABELLOOP_NATS_PASSWORD"]
+    user, password = env["LABELLOOP_NATS_USER"], _secret_file(env, exports.parent / "secrets")
     assert user, f"{name}: no NATS user"
     assert password, f"{name}: no NATS password"
     env.update(
@@ -455,6 +489,18 @@ def _service_env(
     if name == "annotation-bridge":
         env["LABELLOOP_BRIDGE_BACKEND"] = "simulated"  # no Label Studio here
     return env
+
+
+def _secret_file(env: dict[str, str], folder: Path) -> str:
+    """For the NATS password compose mounts (``/run/secrets/nats_<user>_password``), a file in
+    ``folder`` that holds the test's password for that user; returns the password."""
+    name = env["LABELLOOP_NATS_PASSWORD_FILE"].removeprefix("/run/secrets/")
+    password = SECRETS[name.upper()]
+    path = folder / name
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_text(password, encoding="utf-8")
+    env["LABELLOOP_NATS_PASSWORD_FILE"] = str(path)
+    return password
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -491,6 +537,7 @@ def deployment() -> Iterator[Deployment]:
         assert job["entrypoint"][0] == "labelloop-service"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
         env.update({k: _interpolate(str(v), SECRETS) for k, v in job["environment"].items()})
+        _secret_file(env, tmp / "secrets")
         env.update({"LABELLOOP_NATS_URL": server.url, "LABELLOOP_STREAM_REPLICAS": "1"})
         provisioned = subprocess.run(
             [binary, *job["entrypoint"][1:]], env=env, capture_output=True, text=True, timeout=120

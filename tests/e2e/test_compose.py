@@ -1,0 +1,371 @@
+"""docker-compose.yml for real: a fresh deployment, a campaign with people in Label Studio, a
+NATS node stopped mid-run.
+
+``make compose-test`` runs it (``infra/docker/compose-test.sh`` builds the images first);
+elsewhere it is skipped: it needs a Docker engine, root and about ten minutes. The deployment is
+the production file with the test-only override ``infra/docker/compose.standins.yml`` (stand-ins
+for the upstream images), the credentials that ``labelloop secrets`` writes, and three qa-scorer
+replicas. The test plays the data producer, the operator and three annotators from the host:
+items go in as the ``producer`` user through nats-1's client port (published on loopback by the
+override), the operator applies the project and watches the bus, the annotators label through
+Label Studio's API. When the first QA report is out, ``nats-2`` is stopped (lame-duck mode, as
+``docker compose stop`` does it) and stays down. The campaign must finish on two nodes with every
+batch completed once, nothing dead-lettered, a dataset version holding every label and a model
+trained on it; no container may hold a NATS password in its environment or print one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from reliability_support import People
+
+from labelloop.client import BusClient, connect
+from labelloop.events import (
+    ItemIn,
+    ItemsSubmitted,
+    LabelsReady,
+    RequestExport,
+    RequestTraining,
+    deterministic_id,
+)
+from labelloop.natsserver import free_ports
+from labelloop.project import parse_project
+from labelloop.settings import ServiceSettings
+from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.credentials import password_file, write_credentials
+from labelloop_console.permissions import PASSWORD_VARIABLES
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("LABELLOOP_COMPOSE_TEST"),
+        reason="`make compose-test` runs it: a Docker engine and the images it builds",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = Path(sys.executable).parent / "docker-compose"
+NAME = "labelloop-compose-test"
+PROJECT = "compose-tickets"
+CLASSES = ("billing", "bug", "praise")
+WORDS = {
+    "billing": ["charged twice", "refund please", "invoice wrong", "card declined"],
+    "bug": ["app crashes", "button broken", "page freezes", "login fails"],
+    "praise": ["love it", "great support", "works well", "very happy"],
+}
+ANNOTATORS = ("ann", "bob", "cat")
+QA_REPLICAS = 3
+ONE_SHOTS = {"provision", "labelstudio-init"}
+RESULT = ROOT / "runs" / "compose-test.json"
+
+
+def _config() -> dict[str, Any]:
+    return {
+        "name": PROJECT,
+        "title": "Support tickets (compose test)",
+        "task_type": "text_classification",
+        "labels": {"classes": list(CLASSES)},
+        "data_fields": [{"name": "text", "kind": "text"}],
+        "quality": {
+            "overlap_fraction": 0.3,
+            "annotators_per_overlapped_item": 3,
+            "gold_fraction": 0.0,
+        },
+        "sampling": {"strategy": "random", "batch_size": 10, "seed": 4},
+        "export": {"every_n_labels": 10, "formats": ["jsonl"]},
+        "training": {"min_new_labels": 5},
+        "budget": {"max_labels": 30},
+    }
+
+
+def _items() -> list[ItemIn]:
+    items = []
+    for n in range(60):
+        label = CLASSES[n % 3]
+        phrase = WORDS[label][n % 4]
+        items.append(ItemIn(data={"text": f"ticket {n}: {phrase}"}, metadata={"truth": label}))
+    return items
+
+
+def _answer(data: dict[str, Any]) -> list[dict[str, Any]]:
+    label = next(c for c, phrases in WORDS.items() if any(p in data["text"] for p in phrases))
+    return [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+@dataclass
+class Deployment:
+    """``docker compose`` with the production file and the stand-ins' override."""
+
+    folder: Path
+    env_file: Path
+    nats_port: int
+    label_studio_port: int
+    passwords: dict[str, str]
+    label_studio_token: str
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        command = [
+            str(COMPOSE),
+            "--project-name",
+            NAME,
+            "--project-directory",
+            str(ROOT),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "-f",
+            str(ROOT / "infra" / "docker" / "compose.standins.yml"),
+            "--env-file",
+            str(self.env_file),
+            *args,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker compose {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def containers(self) -> list[dict[str, Any]]:
+        out = self.compose("ps", "--all", "--format", "json")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def settings(self, user: str) -> ServiceSettings:
+        return ServiceSettings(
+            nats_url=f"nats://127.0.0.1:{self.nats_port}",
+            namespace="labelloop",
+            nats_user=user,
+            nats_password=self.passwords[user],
+        )
+
+
+def _state(containers: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Whether every service is up (healthy where it has a healthcheck, one-shots exited 0)."""
+    waiting = []
+    for c in containers:
+        service, state, health = c["Service"], c["State"], c.get("Health") or ""
+        if service in ONE_SHOTS:
+            if state == "exited" and c.get("ExitCode") != 0:
+                raise AssertionError(f"{service} failed (exit {c.get('ExitCode')})")
+            if state != "exited":
+                waiting.append(f"{service}: {state}")
+        elif state != "running" or health not in ("", "healthy"):
+            waiting.append(f"{c['Name']}: {state} {health}".strip())
+    return not waiting, ", ".join(waiting)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    credentials = tmp_path / "secrets"
+    write_credentials(credentials)
+    passwords = {
+        user: (credentials / password_file(variable)).read_text(encoding="utf-8").strip()
+        for user, variable in PASSWORD_VARIABLES.items()
+    }
+    slack = tmp_path / "slack_webhook_url"
+    slack.write_text("http://127.0.0.1:9/nowhere\n", encoding="utf-8")
+    nats_port, ls_port, prometheus_port, alertmanager_port = free_ports(4)
+    token = secrets.token_hex(20)
+    values = {
+        "LABELLOOP_SECRETS_DIR": str(credentials),
+        "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "LABEL_STUDIO_USERNAME": "admin@example.com",
+        "LABEL_STUDIO_PASSWORD": secrets.token_hex(16),
+        "LABEL_STUDIO_TOKEN": token,
+        "LABELLOOP_WEBHOOK_SECRET": secrets.token_hex(16),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+        "SLACK_WEBHOOK_URL_FILE": str(slack),
+        "LABELLOOP_IMAGE": "labelloop:compose-test",
+        "LABELLOOP_CONSOLE_IMAGE": "labelloop-console:compose-test",
+        "LABELLOOP_TEST_NATS_PORT": str(nats_port),
+        "LABEL_STUDIO_PORT": str(ls_port),
+        "LABEL_STUDIO_PUBLIC_URL": f"http://127.0.0.1:{ls_port}",
+        "PROMETHEUS_PORT": str(prometheus_port),
+        "ALERTMANAGER_PORT": str(alertmanager_port),
+    }
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
+    env_file.chmod(0o600)
+    found = Deployment(tmp_path, env_file, nats_port, ls_port, passwords, token)
+    found.compose("down", "--volumes", "--timeout", "5")  # what an interrupted run left
+    try:
+        yield found
+    finally:
+        with contextlib.suppress(Exception):
+            (tmp_path / "compose.log").write_text(found.compose("logs", "--no-color"), "utf-8")
+        if not os.environ.get("LABELLOOP_COMPOSE_KEEP"):
+            found.compose("down", "--volumes", "--timeout", "10")
+
+
+def _finished(view: CampaignView) -> bool:
+    completed = [b for b in view.batches.values() if b.completed is not None]
+    reported = {r.batch_id for r in view.reports}
+    return (
+        view.budget_exhausted is not None
+        and not view.open_batches
+        and bool(completed)
+        and all(b.batch_id in reported for b in completed)
+    )
+
+
+async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignView:
+    """Items in, people labeling until the budget is spent, nats-2 stopped after the first QA
+    report; then a dataset version with every label and a model trained on it."""
+    async with (
+        connect(deployment.settings("operator"), give_up_after=60) as bus,
+        connect(deployment.settings("producer"), give_up_after=60) as producer,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{deployment.label_studio_port}",
+            headers={"Authorization": f"Token {deployment.label_studio_token}"},
+            timeout=30.0,
+        ) as http,
+    ):
+        watcher = CampaignWatcher(bus.nc, bus.ns, [PROJECT])
+        await watcher.start()
+        view = watcher.view(PROJECT)
+        await bus.apply_project(parse_project(_config()))
+        await producer.publish(
+            ItemsSubmitted(
+                event_id=deterministic_id("compose-test", PROJECT), project=PROJECT, items=_items()
+            )
+        )
+        people = People(http, f"[labelloop:labelloop/{PROJECT}/labeling]", ANNOTATORS, _answer)
+        await people.sign_up()
+        started = time.monotonic()
+        stopping: asyncio.Task[str] | None = None
+        deadline = started + 600
+        while not _finished(view):
+            assert time.monotonic() < deadline, (
+                f"campaign stuck: {len(view.batches)} batches, {len(view.open_batches)} open,"
+                f" {view.labels_used} labels, {len(view.reports)} reports,"
+                f" {people.created} annotations made"
+            )
+            if view.reports and stopping is None:
+                facts["nats-2 stopped after"] = f"{len(view.reports)} QA report(s)"
+                stopping = asyncio.create_task(
+                    asyncio.to_thread(deployment.compose, "stop", "nats-2")
+                )
+            if not await people.work():
+                watcher.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watcher.changed.wait(), timeout=2.0)
+        assert stopping is not None, "the campaign ended before a QA report"
+        await stopping
+        facts["budget spent in seconds"] = round(time.monotonic() - started, 1)
+        facts["annotations made in Label Studio"] = people.created
+        await _final_model(bus, view)
+        await watcher.stop()
+        return view
+
+
+async def _final_model(bus: BusClient, view: CampaignView) -> None:
+    deadline = time.monotonic() + 180
+    while await bus.backlog("exporter", LabelsReady):
+        assert time.monotonic() < deadline, "the exporter never caught up"
+        await asyncio.sleep(0.5)
+    await bus.publish(RequestExport(project=PROJECT, reason="compose test finished"))
+    while not any(d.n_rows >= view.labels_used for d in view.datasets):
+        assert time.monotonic() < deadline, "no dataset version with every label"
+        await asyncio.sleep(0.5)
+    final = max(view.datasets, key=lambda d: d.version).version
+    await bus.publish(
+        RequestTraining(project=PROJECT, dataset_version=final, reason="compose test finished")
+    )
+    while not any(m.dataset_version == final for m in view.models):
+        assert time.monotonic() < deadline, f"no model trained on {final}"
+        await asyncio.sleep(0.5)
+
+
+def _image_sizes() -> dict[str, str]:
+    images = [
+        "labelloop:compose-test",
+        "labelloop-console:compose-test",
+        "labelloop-standin/nats:2.15.1",
+        "labelloop-standin/label-studio:1.23.2",
+        "labelloop-standin/postgres:15",
+    ]
+    sizes = {}
+    for image in images:
+        done = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        sizes[image] = f"{int(done.stdout) / 1e6:.0f} MB"
+    return sizes
+
+
+@pytest.mark.timeout(2400)
+def test_compose_deployment_survives_a_node_stopped_mid_campaign(deployment: Deployment) -> None:
+    facts: dict[str, Any] = {"images": _image_sizes()}
+    started = time.monotonic()
+    deployment.compose("up", "--detach", "--scale", f"qa-scorer={QA_REPLICAS}", timeout=900)
+    deadline = time.monotonic() + 900
+    while True:
+        healthy, waiting = _state(deployment.containers())
+        if healthy:
+            break
+        assert time.monotonic() < deadline, f"not healthy after 900 s: {waiting}"
+        time.sleep(3)
+    facts["seconds to healthy"] = round(time.monotonic() - started, 1)
+    running = [c for c in deployment.containers() if c["State"] == "running"]
+    assert sum(c["Service"] == "qa-scorer" for c in running) == QA_REPLICAS
+
+    view = asyncio.run(_campaign(deployment, facts))
+
+    completed = [b for b in view.batches.values() if b.completed is not None]
+    models = [m for m in view.models if m.dataset_version == view.datasets[-1].version]
+    facts.update(
+        {
+            "batches": len(view.batches),
+            "labels": view.labels_used,
+            "QA reports": len(view.reports),
+            "datasets": [d.version for d in view.datasets],
+            "final dataset rows": max(d.n_rows for d in view.datasets),
+            "model accuracy": round(models[-1].metrics.get("accuracy", -1.0), 3),
+            "dead letters": view.dead_letters,
+            "total seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    RESULT.parent.mkdir(exist_ok=True)
+    RESULT.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    print("\ncompose test:", json.dumps(facts, indent=2))
+
+    assert view.labels_used >= 30
+    assert completed and len(completed) == len(view.batches), "every batch completed"
+    assert len({b.batch_id for b in completed}) == len(completed)
+    assert all(b.batch_id in {r.batch_id for r in view.reports} for b in completed)
+    assert max(d.n_rows for d in view.datasets) >= view.labels_used
+    assert models
+    assert view.dead_letters == 0
+    # the stopped node stays stopped; the two others carried the campaign
+    states = {c["Name"]: c["State"] for c in deployment.containers()}
+    assert states[f"{NAME}-nats-2-1"] == "exited"
+    # no node or service holds a NATS password in its environment, nor prints one
+    logs = deployment.compose("logs", "--no-color")
+    for container in deployment.containers():
+        env = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Env}}", container["Name"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for user, password in deployment.passwords.items():
+            assert password not in env, f"{container['Name']} has {user}'s password in its env"
+    for user, password in deployment.passwords.items():
+        assert password not in logs, f"{user}'s NATS password in the logs"
