@@ -12,6 +12,10 @@ __all__ = ["register_handlers"]
 
 log = logging.getLogger("labelloop.trainer")
 
+GAUGE_INTERVAL_SECONDS = 15.0
+"""How often every replica sets the model gauges from the shared state (Prometheus' scrape
+interval)."""
+
 
 def register_handlers(service: Service, trainer: Trainer) -> None:
     @service.handler(DatasetExported, batch_size=1)
@@ -32,3 +36,10 @@ def register_handlers(service: Service, trainer: Trainer) -> None:
             )
 
     service.every(service.settings.sweep_interval_seconds, trainer.rounds.sweep)
+
+    async def observe_projects() -> None:
+        """Per-project model gauges from the shared state, on every replica alike."""
+        for project in await service.stores.projects.keys():
+            await trainer.observe(project)
+
+    service.every(GAUGE_INTERVAL_SECONDS, observe_projects)

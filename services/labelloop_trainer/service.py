@@ -396,7 +396,6 @@ class Trainer:
             proba = await asyncio.to_thread(aligned_proba, result.model, inputs.pool_x, classes)
             scores_ref = await self.store.save_scores(project, mv, inputs.pool_ids, proba, classes)
             self._metrics.scoring.observe(time.perf_counter() - started)
-            self._metrics.pool.labels(project=project).set(len(inputs.pool_ids))
         ev = result.evaluation
         await self.store.save_report(
             project,
@@ -436,6 +435,7 @@ class Trainer:
                 scores_ref=scores_ref,
                 accuracy=ev.accuracy,
                 macro_f1=ev.macro_f1,
+                pool_size=len(inputs.pool_ids),
             )
         metrics = {k: v for k, v in ev.metrics().items() if k != "n"}
         metrics["n_eval"] = float(ev.n)
@@ -470,11 +470,13 @@ class Trainer:
         def finish(s: ProjectState) -> None:
             s.rows_at_last_model = event.n_rows
             s.last_model = mv
+            s.last_accuracy = ev.accuracy
+            s.last_macro_f1 = ev.macro_f1
             s.agreements[mv] = agreement
             s.current = serving
             s.converged = verdict
 
-        await self.store.change(project, finish)
+        state = await self.store.change(project, finish)
         await self._publish(outcome)
         if verdict is not None and before.converged is None:
             await self._publish(
@@ -489,11 +491,7 @@ class Trainer:
             self._metrics.converged.labels(project=project).inc()
         label = "promoted" if result.promoted else "rejected"
         self._metrics.retrains.labels(project=project, outcome=label).inc()
-        self._metrics.accuracy.labels(project=project, model="candidate").set(ev.accuracy)
-        self._metrics.macro_f1.labels(project=project, model="candidate").set(ev.macro_f1)
-        if serving is not None:
-            self._metrics.accuracy.labels(project=project, model="serving").set(serving.accuracy)
-            self._metrics.macro_f1.labels(project=project, model="serving").set(serving.macro_f1)
+        self._observe(project, state)
         log.info(
             "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f, %s",
             project,
@@ -504,6 +502,31 @@ class Trainer:
             ev.macro_f1,
             label,
         )
+
+    # ------------------------------------------------------------------ metrics
+
+    async def observe(self, project: str) -> None:
+        """The project's model gauges from the shared state (every replica, periodically).
+
+        The replica that trained a round sets them at once; with several replicas, the others
+        would go on reporting the model they trained last. Read from the state every replica
+        shares, all of them report the same models."""
+        self._observe(project, await self.store.state(project))
+
+    def _observe(self, project: str, state: ProjectState) -> None:
+        if state.last_accuracy is not None and state.last_macro_f1 is not None:
+            self._metrics.accuracy.labels(project=project, model="candidate").set(
+                state.last_accuracy
+            )
+            self._metrics.macro_f1.labels(project=project, model="candidate").set(
+                state.last_macro_f1
+            )
+        serving = state.current
+        if serving is not None:
+            self._metrics.accuracy.labels(project=project, model="serving").set(serving.accuracy)
+            self._metrics.macro_f1.labels(project=project, model="serving").set(serving.macro_f1)
+            if serving.pool_size is not None:
+                self._metrics.pool.labels(project=project).set(serving.pool_size)
 
     async def _stability(
         self,

@@ -45,12 +45,17 @@ class ModelInfo(BaseModel):
     scores_ref: str | None = None
     accuracy: float
     macro_f1: float
+    pool_size: int | None = None
+    """Unlabeled items it scored (``None``: state written before this was recorded)."""
 
 
 class ProjectState(BaseModel):
     rows_at_last_model: int | None = None
     last_model: str | None = None
     """The most recently trained model, promoted or not (convergence compares consecutive ones)."""
+    last_accuracy: float | None = None
+    last_macro_f1: float | None = None
+    """The last trained model's out-of-sample figures (the gauges every replica reports)."""
     current: ModelInfo | None = None
     """The serving (promoted) model."""
     agreements: dict[str, float | None] = Field(default_factory=dict)

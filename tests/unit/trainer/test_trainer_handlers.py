@@ -20,6 +20,7 @@ from labelloop.events import (
     RequestTraining,
 )
 from labelloop.project import parse_project
+from labelloop.stores import MemoryStores
 from labelloop.testing import in_memory
 from labelloop_trainer.app import build_app
 from labelloop_trainer.settings import TrainerSettings
@@ -143,6 +144,40 @@ async def test_a_round_trains_on_every_label_and_scores_the_pool(tmp_path: Path)
         again = bus.published(ModelTrained)[-1]
         assert (again.round, again.model_version) == (1, "m0001")
         assert again.event_id != model.event_id
+
+
+async def test_every_replica_reports_the_serving_model_not_its_own_last(tmp_path: Path) -> None:
+    """With two trainer replicas, each set the accuracy gauges of the model it trained last, so
+    Prometheus saw two serving models per project. The gauges now come from the shared state on
+    every replica alike."""
+    ids, x, y = _digits()
+    stores = MemoryStores()
+    first = build_app(TrainerSettings(), stores=stores)
+    second = build_app(TrainerSettings(), stores=stores)
+
+    def accuracy(svc: Any, model: str) -> float | None:
+        return svc.registry.get_sample_value(
+            "labelloop_trainer_model_accuracy_ratio", {"project": PROJECT, "model": model}
+        )
+
+    async with in_memory(first) as bus_1, in_memory(second) as bus_2:
+        await bus_1.apply_project(_config(min_new_labels=50, min_growth=0.2))
+        await _ingest(bus_1, ids, x)
+        await bus_1.publish(_dataset(tmp_path, 1, ids, y, 200))
+        assert accuracy(second, "serving") is None  # it has trained nothing
+        await bus_2.publish(_dataset(tmp_path, 2, ids, y, 600))
+        latest = _outcome(bus_2, 2)
+        assert latest.promoted
+        assert accuracy(second, "serving") == latest.metrics["accuracy"]
+        assert accuracy(first, "serving") != latest.metrics["accuracy"]  # what it trained
+        await first.run_periodic()
+        for svc in (first, second):
+            assert accuracy(svc, "serving") == latest.metrics["accuracy"]
+            assert accuracy(svc, "candidate") == latest.metrics["accuracy"]
+            pool = svc.registry.get_sample_value(
+                "labelloop_trainer_pool_scored_items", {"project": PROJECT}
+            )
+            assert pool == len(ids) - 600
 
 
 async def test_versions_are_trained_in_round_order_whatever_their_arrival(tmp_path: Path) -> None:
