@@ -17,7 +17,7 @@ from typing import Any, Literal
 from labelloop.project import ProjectConfig
 
 from .domain.label_config import build_label_config, guidelines_html
-from .labelstudio import LabelStudioClient
+from .labelstudio import LabelStudioClient, LabelStudioError, LabelStudioUnavailable
 from .store import BridgeState
 
 __all__ = ["ProjectProvisioner", "WebhookSpec", "project_fields"]
@@ -120,7 +120,7 @@ class ProjectProvisioner:
             assert ls_id is not None
             await self._update(ls_id, existing, fields)
         assert ls_id is not None
-        await self._ensure_webhook(ls_id)
+        await self._try_webhook(ls_id)
         self._synced[(config.name, kind)] = fingerprint
         return ls_id
 
@@ -156,7 +156,24 @@ class ProjectProvisioner:
         if self._webhook is None:
             return
         for ref in await self._state.ls_projects():
-            await self._ensure_webhook(ref.ls_project_id)
+            await self._try_webhook(ref.ls_project_id)
+
+    async def _try_webhook(self, ls_id: int) -> None:
+        """A webhook Label Studio refuses (a URL it finds invalid, say) must not hold the batch
+        back: annotations still arrive by reconciliation, only later. Said loudly, every pass."""
+        try:
+            await self._ensure_webhook(ls_id)
+        except LabelStudioUnavailable:
+            raise
+        except LabelStudioError as exc:
+            url = self._webhook.url if self._webhook else None
+            log.error(
+                "Label Studio refused the webhook %s for project %d (%s): annotations arrive by"
+                " reconciliation only until the bridge's webhook_url is one it accepts",
+                url,
+                ls_id,
+                exc,
+            )
 
     async def _ensure_webhook(self, ls_id: int) -> None:
         if self._webhook is None:

@@ -381,6 +381,28 @@ async def test_a_webhook_label_studio_disabled_is_re_enabled_by_the_next_pass(
     assert len(fake_ls.webhooks) == 1
 
 
+async def test_a_webhook_label_studio_refuses_does_not_hold_the_batch_back(
+    fake_ls: Any, kv: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the compose test: Label Studio refused `http://annotation-bridge:8083/...` (no
+    dot in the host: "Enter a valid URL") and every delivery of the batch failed on it, so
+    nothing reached the annotators. The tasks go in; the refusal is logged, every pass."""
+    bridge = _bridge(fake_ls, kv)
+
+    def invalid(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"validation_errors": {"url": ["Enter a valid URL."]}})
+
+    for _ in range(2):  # the batch, then the reconciliation pass
+        fake_ls.fail("POST", "/api/webhooks/", invalid)
+    assert await bridge.importer.place(_batch(), CONFIG) == 5
+    assert not fake_ls.webhooks
+    assert "Label Studio refused the webhook" in caplog.text
+    await bridge.reconciler.run_once()  # tries again; still refused, still no failure
+    assert caplog.text.count("Label Studio refused the webhook") == 2
+    await bridge.reconciler.run_once()  # accepted now
+    assert len(fake_ls.webhooks) == 1
+
+
 # ---------------------------------------------------------------------- defects found in review
 
 
