@@ -35,6 +35,8 @@ from typing import Any, TypeVar, get_args
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
+import nats.errors
+import nats.js.errors
 from faststream import AckPolicy, BaseMiddleware
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.message import StreamMessage
@@ -78,6 +80,19 @@ class _SpuriousFetchTimeout(logging.Filter):
             and not isinstance(exc, nats.errors.TimeoutError)
             and "raised an exception, retrying" in record.getMessage()
         )
+
+
+_BUS_TROUBLE: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""Failures of the bus, not of the message: retried in place (``bus_retry_seconds``)."""
 
 
 class _HandlerFailed(Exception):
@@ -130,6 +145,13 @@ class RuntimeMetrics:
             ["event"],
             registry=registry,
         )
+        self.bus_retries = Counter(
+            "labelloop_runtime_bus_retries_total",
+            "Handler runs repeated in place after a failure of the bus itself (a NATS timeout,"
+            " a connection being re-established), which spends none of the message's deliveries",
+            ["event"],
+            registry=registry,
+        )
         self.published = Counter(
             "labelloop_runtime_published_total",
             "Events published, by event and whether the server dropped them as duplicates",
@@ -156,6 +178,7 @@ class RuntimeMetrics:
         for kind in get_args(DeadLetterKind):
             self.dead_letters.labels(event=name, kind=kind)
         self.redeliveries.labels(event=name)
+        self.bus_retries.labels(event=name)
 
     def declare_published(self, events: Iterable[type[Event]]) -> None:
         """Series of the events a service publishes at 0 (duplicates and fresh ones)."""
@@ -536,14 +559,8 @@ class Service:
             self.metrics.redeliveries.labels(event=event_name).inc()
         heartbeat = self.transport.heartbeat(msg, sub.ack_wait)
         started = time.perf_counter()
-        error: BaseException | None = None
         try:
-            await self._resolve_payload(msg)
-            await call_next(msg)
-        except _HandlerFailed as failed:
-            error = failed.original
-        except Exception as exc:  # validation of the payload, a body by reference gone
-            error = exc
+            error = await self._run(msg, call_next, event_name)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -602,6 +619,45 @@ class Service:
             },
         )
         return None
+
+    async def _run(
+        self,
+        msg: StreamMessage[Any],
+        call_next: Callable[[Any], Awaitable[Any]],
+        event_name: str,
+    ) -> BaseException | None:
+        """Run the handler; returns what it failed with, if anything.
+
+        A failure of the bus itself (``_BUS_TROUBLE``) says nothing about the message: it is
+        retried here, the message held by the heartbeat, for up to ``bus_retry_seconds``, so a
+        lost node or a leader election under load does not spend the deliveries that lead to
+        the dead letters. Handlers are idempotent (at-least-once), so running one again is safe.
+        """
+        deadline = time.monotonic() + self.settings.bus_retry_seconds
+        pause = self.settings.retry_backoff_seconds
+        resolved = False
+        while True:
+            try:
+                if not resolved:
+                    await self._resolve_payload(msg)
+                    resolved = True
+                await call_next(msg)
+                return None
+            except _HandlerFailed as failed:
+                error = failed.original
+            except Exception as exc:  # validation of the payload, a body by reference gone
+                error = exc
+            if not isinstance(error, _BUS_TROUBLE) or time.monotonic() + pause > deadline:
+                return error
+            self.metrics.bus_retries.labels(event=event_name).inc()
+            self.log.warning(
+                "bus trouble, the handler runs again in %.1f s: %r",
+                pause,
+                error,
+                extra={"event": event_name},
+            )
+            await asyncio.sleep(pause)
+            pause = min(max(pause * 2, 0.1), 5.0)
 
     async def _resolve_payload(self, msg: StreamMessage[Any]) -> None:
         """Swap an envelope for the event body it names (before the body is validated)."""

@@ -136,7 +136,7 @@ def _provision(wait: float) -> int:
     import asyncio
     import time
 
-    from nats.js.errors import APIError
+    from nats.errors import Error as NatsError
 
     from labelloop.client import Unreachable, connect
     from labelloop.provisioning import NotProvisioned
@@ -147,12 +147,13 @@ def _provision(wait: float) -> int:
 
     async def run() -> None:
         # A cluster that is starting refuses for a while: no server yet, no JetStream leader
-        # (no answer: NotProvisioned), or too few nodes for the replicas (an API error).
+        # (no answer: NotProvisioned), too few nodes for the replicas (an API error), a
+        # connection reset while a node restarts.
         while True:
             try:
                 async with connect(settings, give_up_after=max(1.0, deadline - time.monotonic())):
                     return  # connecting provisions
-            except (Unreachable, NotProvisioned, APIError, TimeoutError) as exc:
+            except (Unreachable, NotProvisioned, NatsError, OSError) as exc:
                 if time.monotonic() >= deadline:
                     raise
                 print(f"not provisioned yet, retrying: {exc}", file=sys.stderr)
@@ -160,7 +161,7 @@ def _provision(wait: float) -> int:
 
     try:
         asyncio.run(run())
-    except (Unreachable, NotProvisioned, APIError, TimeoutError) as exc:
+    except (Unreachable, NotProvisioned, NatsError, OSError) as exc:
         print(f"provisioning gave up after {wait:.0f} s: {exc}", file=sys.stderr)
         return 1
     print(f"namespace {settings.namespace}: streams and buckets provisioned")

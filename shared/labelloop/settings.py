@@ -96,6 +96,12 @@ class ServiceSettings(BaseSettings):
     retry_backoff_seconds: float = Field(
         default=0.5, ge=0, validation_alias=shared_env("retry_backoff_seconds")
     )
+    bus_retry_seconds: float = Field(
+        default=120.0, ge=0, validation_alias=shared_env("bus_retry_seconds")
+    )
+    """How long a handler that fails on the bus itself (a NATS timeout, no responders, a
+    connection being re-established: a node lost, a leader being elected) is retried in place,
+    its message held, before the failure counts as one of the max_deliver deliveries."""
     graceful_timeout_seconds: float = Field(
         default=15.0, gt=0, validation_alias=shared_env("graceful_timeout_seconds")
     )

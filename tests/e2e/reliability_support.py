@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from labelloop.events import (
+    ALL_EVENTS,
+    BatchCompleted,
+    BatchCreated,
     DeadLetter,
     Event,
 )
@@ -259,6 +263,18 @@ async def message_ids(nc: NatsClient, ns: Namespace, event: type[Event]) -> list
 
 async def events_of(nc: NatsClient, ns: Namespace, event: type[E]) -> list[E]:
     return [e for e, _ in await read_stream(nc, ns, event)]
+
+
+async def bus_facts(nc: NatsClient, ns: Namespace) -> dict[str, Any]:
+    """What the streams hold: every message id with its count, the batches created, how often
+    each was completed, the dead letters."""
+    ids: Counter[str] = Counter()
+    for event in ALL_EVENTS:
+        ids.update(await message_ids(nc, ns, event))
+    created = {e.batch_id for e, _ in await read_stream(nc, ns, BatchCreated)}
+    completed = Counter(e.batch_id for e, _ in await read_stream(nc, ns, BatchCompleted))
+    dead = [e for e, _ in await read_stream(nc, ns, DeadLetter)]
+    return {"ids": ids, "created": created, "completed": completed, "dead": dead}
 
 
 async def consumer_state(

@@ -20,7 +20,6 @@ import re
 import shutil
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from reliability_support import dataset_fingerprint, message_ids, poll, read_stream
+from reliability_support import bus_facts, dataset_fingerprint, poll
 from security_support import NS, PASSWORDS, USERS, node_secrets, provision
 
-from labelloop.events import ALL_EVENTS, BatchCompleted, BatchCreated, DeadLetter
+from labelloop.events import BatchCreated
 from labelloop.natsserver import EmbeddedNats, free_ports
 from labelloop.settings import ServiceSettings
 from labelloop.streams import Namespace
@@ -211,14 +210,7 @@ async def _kill_batch_leader(cluster: NatsCluster, stop: asyncio.Event, done: li
 async def _bus_facts(cluster: NatsCluster) -> dict[str, Any]:
     nc = await cluster.connect("operator")
     try:
-        ns = Namespace(NS)
-        ids: Counter[str] = Counter()
-        for event in ALL_EVENTS:
-            ids.update(await message_ids(nc, ns, event))
-        created = {e.batch_id for e, _ in await read_stream(nc, ns, BatchCreated)}
-        completed = Counter(e.batch_id for e, _ in await read_stream(nc, ns, BatchCompleted))
-        dead = [e for e, _ in await read_stream(nc, ns, DeadLetter)]
-        return {"ids": ids, "created": created, "completed": completed, "dead": dead}
+        return await bus_facts(nc, Namespace(NS))
     finally:
         await nc.close()
 

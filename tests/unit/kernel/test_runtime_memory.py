@@ -102,3 +102,53 @@ def test_counters_of_a_consumed_event_start_at_zero() -> None:
     service.metrics.declare_published([RequestTraining])
     fresh = {"event": "RequestTraining", "duplicate": "false"}
     assert sample("labelloop_runtime_published_total", fresh) == 0
+
+
+async def test_trouble_on_the_bus_is_retried_in_place_and_spends_no_delivery() -> None:
+    """2026-12-07, the 3-node cluster test on a busy machine: a NATS timeout while the stream's
+    leader was being elected failed the same handler five times within seconds, and three
+    messages went to the dead letters. A failure of the bus says nothing about the message:
+    the handler runs again in place (its message held), and a real bug still dead-letters."""
+    import nats.errors
+
+    service = Service("memo", ServiceSettings(retry_backoff_seconds=0, bus_retry_seconds=60))
+    failures = {"timeout": 3, "bug": 1}
+
+    @service.handler(RequestExport)
+    async def on_request(event: RequestExport) -> None:
+        if failures[event.reason] > 0:
+            failures[event.reason] -= 1
+            if event.reason == "timeout":
+                raise nats.errors.TimeoutError
+            raise KeyError("a bug, not the bus")
+        await service.publish(RequestTraining(project=event.project))
+
+    async with in_memory(service) as bus:
+        await bus.publish(RequestExport(project="p", reason="timeout"))
+        await bus.publish(RequestExport(project="p", reason="bug"))
+        letters = bus.published(DeadLetter)
+    assert len(bus.published(RequestTraining)) == 1  # the timeouts' message went through
+    assert [d.reason for d in letters] == ["KeyError: 'a bug, not the bus'"]
+    retried = service.registry.get_sample_value(
+        "labelloop_runtime_bus_retries_total", {"event": "RequestExport"}
+    )
+    assert retried == 3
+    ok = service.registry.get_sample_value(
+        "labelloop_runtime_messages_total", {"event": "RequestExport", "outcome": "ok"}
+    )
+    assert ok == 1
+
+
+async def test_trouble_on_the_bus_that_lasts_counts_as_a_failed_delivery() -> None:
+    import nats.errors
+
+    service = Service("memo", ServiceSettings(retry_backoff_seconds=0, bus_retry_seconds=0))
+
+    @service.handler(RequestExport)
+    async def on_request(event: RequestExport) -> None:
+        raise nats.errors.NoRespondersError
+
+    async with in_memory(service) as bus:
+        await bus.publish(RequestExport(project="p"))
+        (letter,) = bus.published(DeadLetter)  # the memory transport does not redeliver
+    assert letter.reason.startswith("NoRespondersError")
