@@ -75,6 +75,11 @@ RESULT = ROOT / "runs" / "compose-test.json"
 LOGS = ROOT / "runs" / "compose-test.log"
 
 
+def _say(what: str) -> None:
+    """Progress on the terminal (`make compose-test` runs with -s): the test takes minutes."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", flush=True)
+
+
 def _config() -> dict[str, Any]:
     return {
         "name": PROJECT,
@@ -259,9 +264,11 @@ async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignVi
             if view.reports and not stopped:
                 # the annotators wait until the node is gone: what follows runs on two nodes
                 facts["nats-2 stopped after"] = f"{len(view.reports)} QA report(s)"
+                _say("first QA report: stopping nats-2")
                 stopping = time.monotonic()
                 await asyncio.to_thread(deployment.compose, "stop", "nats-2")
                 facts["seconds to stop nats-2 (lame duck)"] = round(time.monotonic() - stopping)
+                _say("nats-2 is down")
                 stopped = True
             if not await people.work():
                 watcher.changed.clear()
@@ -270,10 +277,13 @@ async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignVi
         assert stopped, "the campaign ended before a QA report"
         assert len(view.reports) > 1, "no QA report after the node stopped"
         facts["campaign seconds"] = round(time.monotonic() - started, 1)
+        _say(f"budget spent: {view.labels_used} labels, {len(view.reports)} QA reports")
         facts["annotations made in Label Studio"] = people.created
         await _final_model(bus, view)
+        _say("a model trained on the final dataset version")
         await watcher.stop()
         facts["bus"] = await bus_facts(bus.nc, bus.ns)
+        _say("streams read")
         return view
 
 
@@ -319,6 +329,7 @@ def _image_sizes() -> dict[str, str]:
 def test_compose_deployment_survives_a_node_stopped_mid_campaign(deployment: Deployment) -> None:
     facts: dict[str, Any] = {"images": _image_sizes()}
     started = time.monotonic()
+    _say("docker compose up")
     deployment.compose("up", "--detach", "--scale", f"qa-scorer={QA_REPLICAS}", timeout=900)
     deadline = time.monotonic() + 900
     while True:
@@ -328,10 +339,12 @@ def test_compose_deployment_survives_a_node_stopped_mid_campaign(deployment: Dep
         assert time.monotonic() < deadline, f"not healthy after 900 s: {waiting}"
         time.sleep(3)
     facts["seconds to healthy"] = round(time.monotonic() - started, 1)
+    _say("every container healthy")
     running = [c for c in deployment.containers() if c["State"] == "running"]
     assert sum(c["Service"] == "qa-scorer" for c in running) == QA_REPLICAS
 
-    view = asyncio.run(_campaign(deployment, facts))
+    # every wait inside has its own deadline; this one names a hang outside them
+    view = asyncio.run(asyncio.wait_for(_campaign(deployment, facts), timeout=1200))
 
     models = [m for m in view.models if m.dataset_version == view.datasets[-1].version]
     bus = facts.pop("bus")
