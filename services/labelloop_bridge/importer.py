@@ -15,7 +15,17 @@ Nothing lost, nothing imported twice:
 * the ledger is marked ``imported`` last; a redelivered ``BatchCreated`` then does nothing.
 
 Each task's overlap is set to its ``annotations_required`` when it differs from the project's.
-Gold answers and simulation truths never reach Label Studio: annotators could see them.
+Gold answers and simulation truths never reach Label Studio: annotators could see them. The ids
+the bridge finds its tasks by travel in the task data; after each import the project's Data
+Manager tabs are made to hide them again (:meth:`ProjectProvisioner.hide_internal_columns`).
+
+A review task (``BatchCreated.kind == "review"``) tells the expert why it is there and what the
+crowd said (:mod:`labelloop_bridge.domain.review_context`): the review reason the sampler copied
+from ``ReviewRequested`` into the task's metadata, and every crowd vote on the item, read from
+the item's tasks in the labeling project with the annotator ids and labels the bridge recorded
+when it published them. The crowd's current label is written out, never imported as a
+prediction: Label Studio pre-selects a prediction, and the expert would confirm the crowd's
+answer with one key.
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ from pydantic import JsonValue
 from labelloop.events import BatchCreated, BatchTask
 from labelloop.project import ProjectConfig
 
+from .domain.label_config import REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD
 from .domain.ledger import BatchLedger
 from .domain.results import ResultError, to_ls_result
+from .domain.review_context import CrowdVote, reason_line, votes_line
 from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
 from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
 from .metrics import BridgeMetrics
@@ -55,14 +67,27 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def ls_task(task: BatchTask, batch: BatchCreated, config: ProjectConfig) -> dict[str, JsonValue]:
-    """A batch task as Label Studio import JSON."""
+def ls_task(
+    task: BatchTask,
+    batch: BatchCreated,
+    config: ProjectConfig,
+    votes: Sequence[CrowdVote] = (),
+) -> dict[str, JsonValue]:
+    """A batch task as Label Studio import JSON (``votes``: the crowd's, for a review task)."""
     data: dict[str, JsonValue] = {
         **task.data,
         TASK_ITEM: task.item_id,
         TASK_BATCH: batch.batch_id,
         TASK_REQUIRED: task.annotations_required,
     }
+    if batch.kind == "review":
+        reason = task.metadata.get("review_reason")
+        current = task.prediction.label if task.prediction is not None else None
+        data[REVIEW_REASON_FIELD] = reason_line(
+            reason if isinstance(reason, str) else None, task.score
+        )
+        data[REVIEW_VOTES_FIELD] = votes_line(votes, current)
+        return {"data": data}  # the candidate is the crowd's label: shown, not pre-selected
     out: dict[str, JsonValue] = {"data": data}
     if task.prediction is not None:
         try:
@@ -173,9 +198,12 @@ class BatchImporter:
         kind = batch.kind
         present = await self._present(ls_id, batch.batch_id)
         missing = [t for item, t in tasks.items() if item not in present]
+        votes: dict[str, list[CrowdVote]] = {}
+        if kind == "review" and missing:
+            votes = await self._crowd_votes(batch.project, [t.item_id for t in missing])
         for start in range(0, len(missing), self._chunk_size):
             chunk = missing[start : start + self._chunk_size]
-            await self._import_chunk(ls_id, batch, config, chunk, owner)
+            await self._import_chunk(ls_id, batch, config, chunk, owner, votes)
         present = await self._present(ls_id, batch.batch_id)
         lost = sorted(set(tasks) - set(present))
         if lost:
@@ -194,6 +222,7 @@ class BatchImporter:
         await self._state.change_ledger(
             batch.project, batch.batch_id, lambda stored: setattr(stored, "imported", True)
         )
+        await self._provisioner.hide_internal_columns(ls_id, kind)
         self._metrics.tasks_imported.labels("label-studio", kind).inc(len(missing))
         self._metrics.project_seen(batch.project)
         log.info(
@@ -216,6 +245,35 @@ class BatchImporter:
 
         await asyncio.gather(*(one(task_id, overlap) for task_id, overlap in changes))
 
+    async def _crowd_votes(self, project: str, items: list[str]) -> dict[str, list[CrowdVote]]:
+        """Item -> the crowd's votes on it: the annotations of its tasks in the labeling project,
+        as the bridge recorded them when it published them (labelloop's annotator id and label).
+        Annotations the bridge never counted (an excluded annotator's, say) are left out."""
+        labeling = await self._state.ls_project(project, "labeling")
+        if labeling is None:
+            return {}
+        limit = asyncio.Semaphore(_PARALLEL_REQUESTS)
+        votes: dict[str, list[CrowdVote]] = {}
+
+        async def one(item: str) -> None:
+            async with limit:
+                tasks = await self._client.tasks_with_data(labeling, TASK_ITEM, item)
+            found = []
+            for task in tasks:
+                for annotation in task.get("annotations") or []:
+                    ls_annotation_id = (
+                        annotation.get("id") if isinstance(annotation, dict) else None
+                    )
+                    if not isinstance(ls_annotation_id, int):
+                        continue
+                    record = await self._state.annotation(project, ls_annotation_id)
+                    if record is not None and not record.deleted and record.item_id == item:
+                        found.append(CrowdVote(record.annotator_id, record.value))
+            votes[item] = found
+
+        await asyncio.gather(*(one(item) for item in items))
+        return votes
+
     async def _present(self, ls_id: int, batch_id: str) -> dict[str, tuple[int, int | None]]:
         """Item id -> (task id, overlap) of the batch's tasks already in Label Studio."""
         found: dict[str, tuple[int, int | None]] = {}
@@ -232,12 +290,15 @@ class BatchImporter:
         config: ProjectConfig,
         chunk: Sequence[BatchTask],
         owner: str,
+        votes: dict[str, list[CrowdVote]],
     ) -> None:
         pending = list(chunk)
         for attempt in range(self._retry.attempts):
             await self._renew(batch, owner)  # never create tasks without holding the lease
             try:
-                await self._client.import_tasks(ls_id, [ls_task(t, batch, config) for t in pending])
+                await self._client.import_tasks(
+                    ls_id, [ls_task(t, batch, config, votes.get(t.item_id, ())) for t in pending]
+                )
                 return
             except LabelStudioUnavailable as exc:
                 if attempt + 1 >= self._retry.attempts:

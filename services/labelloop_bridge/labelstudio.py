@@ -3,8 +3,8 @@
 Why not ``label_studio_sdk``: its client is synchronous (the async one wraps the same generated
 code), so every call would need a thread; we need a per-call retry policy (an import must *not* be
 blindly retried, a list may be), latency and error metrics per operation, and a transport tests can
-replace (``httpx.MockTransport``). Twelve endpoints over ``httpx.AsyncClient`` give all that in one
-page, and the bridge never touches the ~255 Enterprise-only SDK methods by accident.
+replace (``httpx.MockTransport``). A few endpoints over ``httpx.AsyncClient`` give all that in
+one page, and the bridge never touches the ~255 Enterprise-only SDK methods by accident.
 
 Every endpoint here was checked against a running label-studio 1.23.2 (see
 ``tests/integration/bridge``). The token is sent as ``Authorization: Token ...`` and never logged.
@@ -282,6 +282,33 @@ class LabelStudioClient:
                 return False
             raise
         return True
+
+    # ------------------------------------------------------------------ data manager tabs
+
+    async def list_views(self, project_id: int) -> list[Json]:
+        """The project's Data Manager tabs, shared by everyone in the organization."""
+        data = await self._request(
+            "list_views", "GET", "/api/dm/views/", params={"project": project_id}
+        )
+        return list(data if isinstance(data, list) else data.get("results", []))
+
+    async def create_view(self, project_id: int, data: Json) -> Json:
+        body = {"project": project_id, "data": data}
+        return dict(await self._request("create_view", "POST", "/api/dm/views/", body=body))
+
+    async def update_view(self, view_id: int, project_id: int, data: Json) -> Json:
+        """Replace a tab's ``data`` (its filters and ordering, kept apart by Label Studio, stay)."""
+        body = {"project": project_id, "data": data}
+        return dict(
+            await self._request("update_view", "PATCH", f"/api/dm/views/{view_id}/", body=body)
+        )
+
+    async def columns(self, project_id: int) -> list[Json]:
+        """The Data Manager's columns of a project, with their default visibility."""
+        data = await self._request(
+            "list_columns", "GET", "/api/dm/columns/", params={"project": project_id}
+        )
+        return list(data.get("columns", []))
 
     # ------------------------------------------------------------------ users
 

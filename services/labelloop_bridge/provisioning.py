@@ -1,11 +1,22 @@
 """Label Studio projects for labelloop projects: one for labeling, one for expert review.
 
 Idempotent: the Label Studio project id is kept in KV; when KV has none (a fresh bucket, a lost
-volume) the project is found again by the marker in its description, and only then created. Two
+volume) the project is found again by the marker in its description, and only then created. The
+title names the namespace (``Handwritten digits · demo20261201``) so that people tell the runs
+sharing one Label Studio apart; the marker, not the title, is what the bridge looks for. Two
 replicas racing to create keep the one stored first and delete their own. The labeling config,
 the instructions (from the guidelines) and the overlap are brought up to date on every change of
 the project configuration; ``maximum_annotations`` is set by an update after creation because
 some versions ignore it on create (label-studio-sdk issue #339).
+
+Tasks carry labelloop's bookkeeping in their data (:data:`INTERNAL_COLUMNS`: the reconciliation
+finds a batch's tasks by a Data Manager filter on ``data.labelloop_batch_id``, and Label Studio
+filters on nothing else a task carries). Label Studio shows every data key as a Data Manager
+column, so :meth:`ProjectProvisioner.hide_internal_columns` hides them in every tab of the
+project (the tabs are shared by the organization's users): a tab the bridge creates before anyone
+opens the project, and any tab a person adds later once the bridge passes again. Hidden is not
+secret: Community Edition has no per-user field permissions, and a task's source, an export or
+the API still show them.
 """
 
 from __future__ import annotations
@@ -16,11 +27,24 @@ from typing import Any, Literal
 
 from labelloop.project import ProjectConfig
 
-from .domain.label_config import build_label_config, guidelines_html
+from .domain.label_config import (
+    REVIEW_REASON_FIELD,
+    REVIEW_VOTES_FIELD,
+    build_label_config,
+    guidelines_html,
+)
+from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED
 from .labelstudio import LabelStudioClient, LabelStudioError, LabelStudioUnavailable
 from .store import BridgeState
 
-__all__ = ["ProjectProvisioner", "WebhookSpec", "project_fields"]
+__all__ = [
+    "INTERNAL_COLUMNS",
+    "ProjectProvisioner",
+    "WebhookSpec",
+    "hidden_columns",
+    "project_fields",
+    "project_title",
+]
 
 log = logging.getLogger("labelloop.bridge.provisioning")
 
@@ -32,6 +56,13 @@ WEBHOOK_ACTIONS = (
     "ANNOTATIONS_DELETED",
 )
 _TITLE_MAX = 50  # Label Studio's column width
+_NAMESPACE_MAX = 24  # in a title: the namespace's end (a run's timestamp) tells runs apart
+INTERNAL_COLUMNS = tuple(f"tasks:data.{key}" for key in (TASK_ITEM, TASK_BATCH, TASK_REQUIRED))
+"""The Data Manager columns of labelloop's bookkeeping in task data, hidden from people."""
+_REVIEW_COLUMNS = tuple(f"tasks:data.{key}" for key in (REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD))
+"""Shown in the review panel: hidden in the narrow task list beside it, kept in the table."""
+_MODES = ("explore", "labeling")  # the Data Manager's table; its list beside the labeling screen
+_SERVER_KEYS = ("filters", "ordering", "selectedItems")  # a tab's parts Label Studio keeps apart
 
 
 def _same(current: Any, wanted: Any) -> bool:
@@ -44,25 +75,69 @@ def _marker(namespace: str, project: str, kind: Kind) -> str:
     return f"[labelloop:{namespace}/{project}/{kind}]"
 
 
+def project_title(title: str, kind: Kind, namespace: str) -> str:
+    """``Handwritten digits · demo20261201`` (labeling), ``... (review) · ...`` (review).
+
+    At most 50 characters (Label Studio's limit): a long namespace keeps its end (a demo run's
+    timestamp), and the title is shortened to make room, so that what tells runs apart stays.
+    """
+    if len(namespace) > _NAMESPACE_MAX:
+        namespace = "…" + namespace[-(_NAMESPACE_MAX - 1) :]
+    tail = (" (review)" if kind == "review" else "") + f" · {namespace}"
+    room = _TITLE_MAX - len(tail)
+    if len(title) > room:
+        title = title[: room - 1].rstrip() + "…"
+    return title + tail
+
+
 def project_fields(config: ProjectConfig, kind: Kind, namespace: str) -> dict[str, Any]:
     """The Label Studio project fields for a labelloop project (labeling or review)."""
-    title = config.title or config.name
-    suffix = " (expert review)" if kind == "review" else ""
-    title = title[: _TITLE_MAX - len(suffix)] + suffix
-    if len(title) < 3:  # Label Studio wants at least 3 characters
-        title = f"{title}___"[:3]
     overlap = 1 if kind == "review" else config.quality.annotators_per_overlapped_item
     what = "Expert review of" if kind == "review" else "Labeling of"
     return {
-        "title": title,
+        "title": project_title(config.title or config.name, kind, namespace),
         "description": f"{what} labelloop project {config.name}. "
         + _marker(namespace, config.name, kind),
-        "label_config": build_label_config(config),
+        "label_config": build_label_config(config, review=kind == "review"),
         "expert_instruction": guidelines_html(config.guidelines_text),
         "show_instruction": bool(config.guidelines_text),
         "show_skip_button": True,
         "maximum_annotations": overlap,
     }
+
+
+def hidden_columns(
+    current: dict[str, Any] | None, columns: list[dict[str, Any]], kind: Kind
+) -> dict[str, list[str]]:
+    """A tab's hidden columns with :data:`INTERNAL_COLUMNS` added to both modes (and, in a
+    review project, the review panel's data to the list beside the labeling screen).
+
+    ``current`` is the tab's ``hiddenColumns``; a tab without one shows Label Studio's defaults,
+    which ``columns`` (``/api/dm/columns``) give, and which must stay hidden once the tab names
+    its own: the Data Manager then hides exactly what the list says.
+    """
+    if current is None:
+        current = {mode: [] for mode in _MODES}
+        for column in columns:
+            path = ("data." if column.get("parent") == "data" else "") + str(column.get("id"))
+            for mode, visible in (column.get("visibility_defaults") or {}).items():
+                if mode in current and not visible:
+                    current[mode].append(f"tasks:{path}")
+    out = {mode: list(current.get(mode) or []) for mode in current}
+    for mode in _MODES:
+        hide = INTERNAL_COLUMNS
+        if kind == "review" and mode == "labeling":
+            hide += _REVIEW_COLUMNS
+        listed = out.setdefault(mode, [])
+        listed.extend(c for c in hide if c not in listed)
+    return out
+
+
+def _hidden_of(view: dict[str, Any]) -> dict[str, Any] | None:
+    """A tab's ``hiddenColumns``; ``None`` when it has none (it shows Label Studio's defaults)."""
+    data = view.get("data")
+    hidden = data.get("hiddenColumns") if isinstance(data, dict) else None
+    return hidden if isinstance(hidden, dict) else None
 
 
 class WebhookSpec:
@@ -143,6 +218,7 @@ class ProjectProvisioner:
             await self._client.delete_project(ls_id)
             return winner
         log.info("created Label Studio project %d for %s (%s)", ls_id, config.name, kind)
+        await self.hide_internal_columns(ls_id, kind)  # before anyone opens it: no defaults
         return ls_id
 
     async def _update(self, ls_id: int, existing: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -150,6 +226,33 @@ class ProjectProvisioner:
         if changed:
             await self._client.update_project(ls_id, changed)
             log.info("updated Label Studio project %d: %s", ls_id, sorted(changed))
+
+    async def hide_internal_columns(self, ls_id: int, kind: Kind) -> None:
+        """Hide :data:`INTERNAL_COLUMNS` in every Data Manager tab of the project (a new tab
+        when it has none). Cosmetic: a refusal is logged and tried again with the next batch."""
+        try:
+            views = await self._client.list_views(ls_id)
+            tabs = [(view, _hidden_of(view)) for view in views]
+            columns: list[dict[str, Any]] = []
+            if not tabs or any(hidden is None for _, hidden in tabs):
+                columns = await self._client.columns(ls_id)
+            if not tabs:
+                data = {"title": "Tasks", "hiddenColumns": hidden_columns(None, columns, kind)}
+                await self._client.create_view(ls_id, data)
+                log.info("Label Studio project %d: tab created, internal columns hidden", ls_id)
+            for view, hidden in tabs:
+                wanted = hidden_columns(hidden, columns, kind)
+                if wanted == hidden:
+                    continue
+                data = {k: v for k, v in view["data"].items() if k not in _SERVER_KEYS}
+                await self._client.update_view(
+                    int(view["id"]), ls_id, {**data, "hiddenColumns": wanted}
+                )
+                log.info(
+                    "Label Studio project %d: internal columns hidden in tab %s", ls_id, view["id"]
+                )
+        except LabelStudioError as exc:
+            log.warning("Label Studio project %d: internal columns not hidden (%s)", ls_id, exc)
 
     async def ensure_webhooks(self) -> None:
         """Re-register or re-enable webhooks (Label Studio disables one after repeated failures)."""

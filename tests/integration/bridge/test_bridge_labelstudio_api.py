@@ -10,7 +10,12 @@ import httpx
 import pytest
 
 from labelloop.project import ProjectConfig, TaskType
-from labelloop_bridge.domain.label_config import build_label_config, guidelines_html
+from labelloop_bridge.domain.label_config import (
+    REVIEW_REASON_FIELD,
+    REVIEW_VOTES_FIELD,
+    build_label_config,
+    guidelines_html,
+)
 from labelloop_bridge.domain.results import to_ls_result
 from labelloop_bridge.labelstudio import LabelStudioAuthError, LabelStudioClient
 
@@ -52,15 +57,17 @@ async def client(label_studio: LabelStudioServer) -> AsyncIterator[LabelStudioCl
     await ls.aclose()
 
 
+@pytest.mark.parametrize("review", [False, True], ids=["labeling", "review"])
 @pytest.mark.parametrize("task_type", list(TaskType))
 async def test_label_studio_accepts_the_generated_config_of_every_task_type(
-    client: LabelStudioClient, task_type: TaskType
+    client: LabelStudioClient, task_type: TaskType, review: bool
 ) -> None:
     config = _config(task_type)
+    xml = build_label_config(config, review=review)
     created = await client.create_project(
         {
-            "title": f"cfg {task_type.value}"[:50],
-            "label_config": build_label_config(config),
+            "title": f"cfg {task_type.value} {review}"[:50],
+            "label_config": xml,
             "expert_instruction": guidelines_html("# Guide\n\nBe *careful*."),
             "show_instruction": True,
         }
@@ -69,6 +76,11 @@ async def test_label_studio_accepts_the_generated_config_of_every_task_type(
     assert project is not None
     assert "<em>careful</em>" in project["expert_instruction"]
     assert project["parsed_label_config"]["label"]["to_name"] == [_KIND[task_type]]
+    assert project["label_config"] == xml  # hotkeys, layout and panel kept as generated
+    data = {"note": "n", _KIND[task_type]: "t", "labelloop_item_id": "i"}
+    if review:
+        data |= {REVIEW_REASON_FIELD: "Why review: ...", REVIEW_VOTES_FIELD: "Crowd votes: ..."}
+    assert len(await client.import_tasks(int(created["id"]), [{"data": data}])) == 1
 
 
 async def test_tasks_predictions_filters_and_timestamps(

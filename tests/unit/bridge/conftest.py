@@ -2,7 +2,9 @@
 
 It mirrors what ``tests/integration/bridge`` checks against the real server: tasks' ``updated_at``
 moves on every annotation change, Data Manager filters on ``data.<field>`` and ``updated_at``,
-pages of ``page_size`` with 404 past the end, legacy token auth. Failures can be injected.
+pages of ``page_size`` with 404 past the end, Data Manager tabs (``/api/dm/views``) and columns
+(every data key of the tasks, visible in the table by default), legacy token auth. Failures can
+be injected.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class FakeLabelStudio:
             1: {"id": 1, "email": "admin@example.com", "username": ""}
         }
         self.webhooks: dict[int, dict[str, Any]] = {}
+        self.views: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,6 +94,20 @@ class FakeLabelStudio:
 
     def project_tasks(self, project_id: int) -> list[dict[str, Any]]:
         return [t for t in self.tasks.values() if t["project"] == project_id]
+
+    def columns(self, project_id: int) -> list[dict[str, Any]]:
+        """Label Studio's shape: data keys under ``data`` (shown in the table), then task fields."""
+        keys = sorted({k for t in self.project_tasks(project_id) for k in t["data"]})
+        data = [
+            {"id": k, "parent": "data", "visibility_defaults": {"explore": True, "labeling": False}}
+            for k in keys
+        ]
+        return [
+            *data,
+            {"id": "id", "visibility_defaults": {"explore": True, "labeling": False}},
+            {"id": "inner_id", "visibility_defaults": {"explore": False, "labeling": False}},
+            {"id": "total_annotations", "visibility_defaults": {"explore": True, "labeling": True}},
+        ]
 
     def fail(
         self, method: str, path: str, what: Callable[[httpx.Request], httpx.Response] | str
@@ -175,6 +192,20 @@ class FakeLabelStudio:
                     if annotation["id"] == wanted:
                         return httpx.Response(200, json=annotation)
             return httpx.Response(404, json={"detail": "Not found."})
+        if path == "/api/dm/views/" and method == "GET":
+            pid = int(request.url.params["project"])
+            return httpx.Response(200, json=[v for v in self.views.values() if v["project"] == pid])
+        if path == "/api/dm/views/" and method == "POST":
+            vid = next(self._ids)
+            self.views[vid] = {"id": vid, "project": body["project"], "data": body["data"]}
+            return httpx.Response(201, json=self.views[vid])
+        if (m := re.fullmatch(r"/api/dm/views/(\d+)/", path)) and method == "PATCH":
+            self.views[int(m.group(1))]["data"] = body["data"]
+            return httpx.Response(200, json=self.views[int(m.group(1))])
+        if path == "/api/dm/columns/":
+            return httpx.Response(
+                200, json={"columns": self.columns(int(request.url.params["project"]))}
+            )
         if path == "/api/users/":
             return httpx.Response(200, json=list(self.users.values()))
         if m := re.fullmatch(r"/api/users/(\d+)/", path):

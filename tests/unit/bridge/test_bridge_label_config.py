@@ -1,4 +1,5 @@
-"""Label configs for every task type: well-formed XML naming the controls labelloop reads."""
+"""Label configs for every task type: well-formed XML naming the controls labelloop reads, an
+interface that fits one screen, hotkeys that are the classes, a review panel."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pytest
 from labelloop.project import ProjectConfig, TaskType
 from labelloop_bridge.domain.label_config import (
     CONTROL_NAME,
+    IMAGE_MAX_HEIGHT,
+    REVIEW_REASON_FIELD,
+    REVIEW_VOTES_FIELD,
     LabelConfigError,
     build_label_config,
     guidelines_html,
+    option_hotkeys,
     parse_label_config,
 )
 
@@ -54,7 +59,7 @@ def test_every_task_type_gives_xml_naming_its_control(task_type: TaskType) -> No
     assert control.tag == control_tag
     assert control.to_name == field
     assert info.objects == {field: field}
-    assert root.find(f"{object_tag}[@name='{field}']") is not None
+    assert root.find(f".//{object_tag}[@name='{field}']") is not None
     assert control.options == ("cat", "dog", "bird & <fish>")
     assert control.multiple is (task_type is TaskType.TEXT_MULTILABEL)
 
@@ -119,3 +124,94 @@ def test_guidelines_markdown_becomes_html_with_raw_html_escaped() -> None:
     assert "<script>" not in html
     assert guidelines_html(None) == ""
     assert guidelines_html("   ") == ""
+
+
+# ---------------------------------------------------------------------------- one screen, hotkeys
+
+
+def _digits(**extra: Any) -> ProjectConfig:
+    classes = [str(d) for d in range(10)]
+    return _config(TaskType.IMAGE_CLASSIFICATION, labels={"classes": classes}, **extra)
+
+
+def test_digit_classes_are_their_own_hotkeys() -> None:
+    """Label Studio numbers options itself from 1: class 0 took key 1, and 7 selected 6."""
+    control = parse_label_config(build_label_config(_digits())).controls[CONTROL_NAME]
+    assert control.options == tuple("0123456789")
+    assert control.hotkeys == tuple("0123456789")
+
+
+@pytest.mark.parametrize(
+    ("classes", "keys"),
+    [
+        (["A", "C", "d"], ["a", "c", "d"]),  # single letters: the letter (lower case)
+        (["3", "1", "x"], ["3", "1", "x"]),
+        (["cat", "dog"], ["1", "2"]),  # names: 1..9 then 0 in class order
+        (["a", "A"], ["1", "2"]),  # the same key twice
+        (["a", "b"], ["1", "2"]),  # b is Label Studio's brush tool
+        (["u", "x"], ["1", "2"]),  # u unselects a region
+        (["é", "x"], ["1", "2"]),  # not a key on every keyboard
+        ([f"c{i}" for i in range(10)], list("1234567890")),
+        (
+            [f"c{i}" for i in range(27)],
+            [*"1234567890qtasdfgzxcyijln", None, None],  # beyond: none from labelloop
+        ),
+    ],
+)
+def test_hotkey_rule(classes: list[str], keys: list[str | None]) -> None:
+    assert option_hotkeys(classes) == keys
+
+
+def test_options_of_every_control_carry_the_hotkeys_label_studio_shows() -> None:
+    for task_type in TaskType:
+        config = _config(task_type, labels={"classes": ["yes", "no", "maybe"]})
+        control = parse_label_config(build_label_config(config)).controls[CONTROL_NAME]
+        assert control.hotkeys == ("1", "2", "3"), task_type
+
+
+def test_the_digits_interface_fits_one_screen() -> None:
+    """Options inline (a wrapping row, not one per line) and the image bounded in height."""
+    root = ET.fromstring(build_label_config(_digits()))  # noqa: S314 - our own output
+    choices = root.find("Choices")
+    assert choices is not None
+    assert choices.get("layout") == "inline"
+    assert choices.get("showInline") is None  # it would override the layout
+    image = root.find("Image")
+    assert image is not None
+    assert image.get("maxHeight") == IMAGE_MAX_HEIGHT
+    assert image.get("maxHeight", "").endswith("vh")
+    assert root.find("Header") is None  # one data field: no header to push the item down
+
+
+def test_a_long_text_scrolls_in_a_bounded_box_above_its_options() -> None:
+    root = ET.fromstring(build_label_config(_config(TaskType.TEXT_CLASSIFICATION)))  # noqa: S314
+    box, choices = list(root)
+    assert box.tag == "View"
+    assert "max-height" in box.get("style", "")
+    assert "overflow-y: auto" in box.get("style", "")
+    assert box.find("Text[@name='text']") is not None
+    assert choices.tag == "Choices"
+
+
+def test_several_data_fields_keep_their_headers() -> None:
+    config = _config(
+        TaskType.IMAGE_CLASSIFICATION,
+        data_fields=[{"name": "caption", "kind": "text"}, {"name": "image", "kind": "image"}],
+    )
+    root = ET.fromstring(build_label_config(config))  # noqa: S314 - our own output
+    assert [h.get("value") for h in root.iter("Header")] == ["caption", "image"]
+
+
+def test_the_review_interface_shows_why_and_the_votes_above_the_item() -> None:
+    plain = build_label_config(_digits())
+    review = build_label_config(_digits(), review=True)
+    root = ET.fromstring(review)  # noqa: S314 - our own output
+    panel = root[0]
+    assert panel.tag == "View"
+    assert [h.get("value") for h in panel.iter("Header")] == [
+        f"${REVIEW_REASON_FIELD}",
+        f"${REVIEW_VOTES_FIELD}",
+    ]
+    # the same controls and objects: annotations of both projects read alike
+    assert parse_label_config(review) == parse_label_config(plain)
+    assert REVIEW_REASON_FIELD not in plain

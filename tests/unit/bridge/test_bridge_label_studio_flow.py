@@ -25,9 +25,10 @@ from labelloop.events import (
 )
 from labelloop.project import ProjectConfig
 from labelloop.stores import ConflictError, MemoryKeyValue
+from labelloop_bridge.domain.label_config import REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD
 from labelloop_bridge.domain.ledger import BatchLedger
 from labelloop_bridge.importer import BatchImporter, ImportLeaseLost
-from labelloop_bridge.intake import AnnotationIntake, observation_from_ls
+from labelloop_bridge.intake import TASK_BATCH, AnnotationIntake, observation_from_ls
 from labelloop_bridge.labelstudio import (
     LabelStudioAuthError,
     LabelStudioClient,
@@ -35,7 +36,7 @@ from labelloop_bridge.labelstudio import (
     RetryPolicy,
 )
 from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.provisioning import ProjectProvisioner, WebhookSpec
+from labelloop_bridge.provisioning import INTERNAL_COLUMNS, ProjectProvisioner, WebhookSpec
 from labelloop_bridge.reconciliation import Reconciler
 from labelloop_bridge.registry import AnnotatorRegistry
 from labelloop_bridge.store import BridgeState
@@ -83,7 +84,7 @@ class Bridge:
         return [e for e in self.published if isinstance(e, cls)]
 
     def ls_id(self) -> int:
-        (pid,) = [p for p, v in self.fake.projects.items() if "(expert review)" not in v["title"]]
+        (pid,) = [p for p, v in self.fake.projects.items() if "(review)" not in v["title"]]
         return pid
 
     def task(self, item_id: str) -> int:
@@ -161,7 +162,7 @@ async def test_a_batch_becomes_a_project_with_tasks_predictions_overlap_and_webh
     bridge = _bridge(fake_ls, kv)
     assert await bridge.importer.place(_batch(), CONFIG) == 5
     project = fake_ls.projects[bridge.ls_id()]
-    assert project["title"] == "Product reviews"
+    assert project["title"] == "Product reviews · test"  # the namespace tells runs apart
     assert project["maximum_annotations"] == 3
     assert "<h1>Guide</h1>" in project["expert_instruction"]
     assert "[labelloop:test/reviews/labeling]" in project["description"]
@@ -338,7 +339,8 @@ async def test_review_batches_go_to_the_expert_project_and_come_back_expert(
 ) -> None:
     bridge = _bridge(fake_ls, kv)
     await bridge.importer.place(_batch("review-1", kind="review", n=1, first_required=1), CONFIG)
-    (review_id,) = [p for p, v in fake_ls.projects.items() if "(expert review)" in v["title"]]
+    (review_id,) = [p for p, v in fake_ls.projects.items() if "(review)" in v["title"]]
+    assert fake_ls.projects[review_id]["title"] == "Product reviews (review) · test"
     assert fake_ls.projects[review_id]["maximum_annotations"] == 1
     expert = fake_ls.user("x@example.com")
     fake_ls.annotate(bridge.task("item-0"), expert, _choice("neg"))
@@ -726,3 +728,108 @@ async def test_an_annotation_counted_after_the_listing_was_read_is_not_taken_for
     fake_ls.delete(t0, a0["id"])
     await bridge.reconciler.run_once()
     assert bridge.of(AnnotationsSubmitted)[-1].annotations[0].deleted
+
+
+# ------------------------------------------------------------------ what people see
+
+
+async def test_labelloops_ids_are_hidden_in_every_data_manager_tab(fake_ls: Any, kv: Any) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2), CONFIG)
+    pid = bridge.ls_id()
+    (tab,) = [v for v in fake_ls.views.values() if v["project"] == pid]
+    hidden = tab["data"]["hiddenColumns"]
+    for mode in ("explore", "labeling"):
+        assert set(INTERNAL_COLUMNS) <= set(hidden[mode])
+    assert "tasks:inner_id" in hidden["explore"]  # Label Studio's own defaults stay hidden
+    assert "tasks:data.text" not in hidden["explore"]  # the item itself stays visible
+
+    # people add tabs (Label Studio's defaults show every data key) or unhide a column
+    fake_ls.views[9001] = {
+        "id": 9001,
+        "project": pid,
+        "data": {"title": "Mine", "type": "grid", "ordering": ["-tasks:id"]},
+    }
+    tab["data"]["hiddenColumns"] = {"explore": ["tasks:id"], "labeling": []}
+    await bridge.importer.place(_batch("batch-2", n=1), CONFIG)
+    assert set(INTERNAL_COLUMNS) <= set(tab["data"]["hiddenColumns"]["explore"])
+    assert "tasks:id" in tab["data"]["hiddenColumns"]["explore"]  # their choice is kept
+    mine = fake_ls.views[9001]["data"]
+    assert set(INTERNAL_COLUMNS) <= set(mine["hiddenColumns"]["labeling"])
+    assert (mine["title"], mine["type"]) == ("Mine", "grid")
+    assert "ordering" not in mine  # kept by Label Studio apart from the tab's data
+
+
+async def test_a_data_manager_that_refuses_tabs_does_not_hold_the_batch_back(
+    fake_ls: Any, kv: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hiding columns is cosmetic: a refusal (a permission on tabs, say) is logged, the tasks go
+    in, and the next batch tries again."""
+    bridge = _bridge(fake_ls, kv)
+    for status in (403, 400):  # the new project, then after the import
+        fake_ls.fail("GET", "/api/dm/views/", lambda r, s=status: httpx.Response(s, json={}))
+    assert await bridge.importer.place(_batch(n=1), CONFIG) == 1
+    assert "internal columns not hidden" in caplog.text
+    assert not fake_ls.views
+    await bridge.importer.place(_batch("batch-2", n=1), CONFIG)
+    assert len(fake_ls.views) == 1
+
+
+async def test_a_review_task_says_why_and_shows_every_crowd_vote_with_nothing_preselected(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    await bridge.importer.place(_batch(n=2), CONFIG)
+    ann, bob, cat = (fake_ls.user(f"{n}@example.com") for n in ("ann", "bob", "cat"))
+    t0 = bridge.task("item-0")
+    fake_ls.annotate(t0, ann, _choice("pos"))
+    fake_ls.annotate(t0, bob, _choice("neg"))
+    fake_ls.annotate(t0, cat, [], cancelled=True)
+    await bridge.reconciler.run_once()
+
+    review = BatchCreated(
+        project="reviews",
+        batch_id="review-1",
+        round=1,
+        strategy="review",
+        seed=0,
+        kind="review",
+        tasks=[
+            BatchTask(  # as the sampler cuts it from QA's ReviewRequested
+                item_id="item-0",
+                data={"text": "review 0"},
+                annotations_required=1,
+                is_review=True,
+                score=0.41,
+                prediction=Prediction(label="pos", score=0.41),
+                metadata={"review_reason": "disagreement", "simulation_truth": "neg"},
+            )
+        ],
+    )
+    await bridge.importer.place(review, CONFIG)
+    (task,) = [t for t in fake_ls.tasks.values() if t["data"][TASK_BATCH] == "review-1"]
+    assert task["predictions"] == []  # the crowd's label is not pre-selected
+    assert task["data"][REVIEW_REASON_FIELD] == (
+        "Why review: the crowd's annotators disagree (confidence 0.41)."
+    )
+    votes = task["data"][REVIEW_VOTES_FIELD]
+    for who, label in ((ann, "pos"), (bob, "neg"), (cat, "skipped")):
+        assert f"ls-user-{who} → {label}" in votes
+    assert "Current label: pos (not pre-selected" in votes
+    assert "simulation_truth" not in repr(task)
+    # the expert's answer still comes back as the review's
+    fake_ls.annotate(task["id"], fake_ls.user("x@example.com"), _choice("neg"))
+    await bridge.reconciler.run_once()
+    (done,) = [e for e in bridge.of(BatchCompleted) if e.kind == "review"]
+    assert done.tasks[0].prediction is not None  # QA still gets what the task was sent with
+
+
+async def test_a_review_of_an_item_labeloop_never_sent_to_label_studio_has_no_votes(
+    fake_ls: Any, kv: Any
+) -> None:
+    bridge = _bridge(fake_ls, kv)
+    review = _batch("review-1", kind="review", n=1, first_required=1)
+    await bridge.importer.place(review, CONFIG)
+    (task,) = fake_ls.tasks.values()
+    assert task["data"][REVIEW_VOTES_FIELD] == "Crowd votes: none recorded."
+    assert task["data"][REVIEW_REASON_FIELD] == "Why review: QA held this label back."
