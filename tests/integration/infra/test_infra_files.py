@@ -1,7 +1,7 @@
 """The deployment files hold together: compose, Dockerfile, NATS permissions, Prometheus, Grafana.
 
-Docker is not available on these machines, so the files are checked statically where only Docker
-could run them, and for real where something else can:
+The files are checked statically where only Docker could run them (``make compose-test`` runs
+them on a Docker engine, outside ``make test``), and for real where something else can:
 
 * the compose file parses, every labelloop container runs ``labelloop-service <name>`` from the
   service image (no operator console in it), only
