@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from labelloop.events import DeadLetter, Event, ItemsSubmitted
+from labelloop.client import PRODUCER_INBOX, PRODUCER_USER
+from labelloop.events import DeadLetter, Event, ItemsSubmitted, SubmissionAnswered
 from labelloop.provisioning import advisory_stream
 from labelloop.services import ServiceSpec, service_specs
 from labelloop.streams import OBJECT_BUCKETS, Namespace
 
-__all__ = ["PASSWORD_VARIABLES", "accounts_conf", "service_permissions"]
+__all__ = ["PASSWORD_VARIABLES", "accounts_conf", "producer_permissions", "service_permissions"]
 
 PASSWORD_VARIABLES: dict[str, str] = {
     "ingester": "NATS_INGESTER_PASSWORD",
@@ -66,6 +67,12 @@ _HEADER = """\
 #
 # Subscriptions: only _INBOX.> (API replies, pull deliveries, ordered consumers); a pull
 # consumer never subscribes to the event subjects themselves.
+#
+# Data producers may submit items and hear the ingester's answers, nothing else: they read the
+# project configurations (to check a project exists) and stream infos (provisioning checks), and
+# subscribe to the answers' subject (verdicts and reasons by line: no item data) and to inboxes
+# of their own (their connections take the prefix _INBOX_producer). Under _INBOX.> they would
+# receive every message the services pull; they may read no other stream, consumer or object.
 #
 # The subjects assume the default namespace `labelloop` (LABELLOOP_NAMESPACE); a deployment with
 # another namespace regenerates this file (`labelloop docs` with LABELLOOP_NAMESPACE set).
@@ -128,6 +135,26 @@ def service_permissions(spec: ServiceSpec, ns: Namespace | None = None) -> list[
     ]
 
 
+def producer_permissions(ns: Namespace | None = None) -> tuple[list[str], list[str]]:
+    """What the data producers' user may publish and subscribe to: items in, answers out.
+
+    Reads: stream infos (``connect`` checks the streams exist) and the project configurations
+    (``labelloop ingest`` refuses an unknown project before sending anything), no other
+    message. Answers come on their subject, as a core subscription: no consumer on the ITEMS
+    stream, which holds every producer's items. Replies come to the producers' own inboxes."""
+    ns = ns or Namespace()
+    projects = f"KV_{ns.kv_bucket('projects')}"
+    publish = [
+        ns.subject(ItemsSubmitted),
+        f"{_API}.INFO",
+        f"{_API}.STREAM.INFO.*",
+        f"{_API}.STREAM.MSG.GET.{projects}",
+        f"{_API}.DIRECT.GET.{projects}",
+        f"{_API}.DIRECT.GET.{projects}.>",
+    ]
+    return publish, [f"{PRODUCER_INBOX}.>", ns.subject(SubmissionAnswered)]
+
+
 def _user(name: str, publish: list[str], subscribe: list[str], comment: str) -> str:
     def block(subjects: list[str]) -> str:
         return ",\n".join(f'              "{s}"' for s in subjects)
@@ -162,11 +189,10 @@ def accounts_conf(ns: Namespace | None = None) -> str:
     ]
     users.append(
         _user(
-            "producer",
-            [ns.subject(ItemsSubmitted), *_reads(ns)],
-            ["_INBOX.>"],
+            PRODUCER_USER,
+            *producer_permissions(ns),
             "data producers (`labelloop ingest`, or any system submitting items): items in,"
-            " nothing else",
+            " the ingester's answers out, nothing else",
         )
     )
     users.append(

@@ -3,5 +3,7 @@
 Consumes ``ItemsSubmitted`` (many items per message, from ``labelloop ingest`` or any producer).
 Produces ``ItemsIngested`` (new items with stable content-hash ids, in chunks under the message
 size limit, each with a ``.npz`` of feature vectors in the ``artifacts`` object store) and
-``ItemsRejected`` (every invalid item with its reason). Items seen before add nothing.
+``ItemsRejected`` (every invalid item with its reason), then ``SubmissionAnswered``: one answer per
+submitted message, each item not ingested named by where it came from (its line in the producer's
+file), which ``labelloop ingest`` waits for. Items seen before add nothing but a duplicate verdict.
 """

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from labelloop.catalog import Catalog
-from labelloop.events import ItemsIngested, ItemsRejected
+from labelloop.events import ItemsIngested, ItemsRejected, SubmissionAnswered
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
+from .domain.answer import ANSWER_BYTES
 from .domain.validation import Limits
 from .handlers import register_handlers
 from .metrics import IngesterMetrics
@@ -50,6 +51,8 @@ def build_app(
                 text_dim=settings.text_dim,
                 image_side=settings.image_side,
                 load_image=loader,
+                # an answer travels inline, whatever the deployment's inline limit
+                answer_bytes=min(ANSWER_BYTES, settings.max_inline_payload_bytes // 2),
             )
         return built[key]
 
@@ -64,6 +67,7 @@ SPEC = ServiceSpec(
     publishes=(
         ItemsIngested,
         ItemsRejected,
+        SubmissionAnswered,
     ),
     state_keys=("ingester", "catalog"),
     artifacts="catalog",

@@ -1,4 +1,5 @@
-"""One submitted message end to end: validate, claim ids, featurise, store features, publish."""
+"""One submitted message end to end: validate, claim ids, featurise, store features, publish,
+answer."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from labelloop.events import (
 )
 from labelloop.project import ProjectConfig
 
+from .domain.answer import ANSWER_BYTES, answer
 from .domain.featurize import FeatureBlock, decode_data_uri, featurize
 from .domain.intake import Accepted, chunk_by_size, take_in
 from .domain.validation import Limits
@@ -66,16 +68,20 @@ class Ingest:
     text_dim: int
     image_side: int
     load_image: Callable[[str], bytes | None]
+    answer_bytes: int = ANSWER_BYTES
 
     async def __call__(self, event: ItemsSubmitted, project: ProjectConfig) -> None:
         started = time.perf_counter()
         # parsing, hashing and featurizing are CPU work: off the event loop, so that heartbeats,
         # other messages and /healthz keep being served meanwhile
-        intake = await asyncio.to_thread(take_in, event.items, project, self.limits)
+        intake = await asyncio.to_thread(take_in, event.items, project, self.limits, event.origins)
         ids = [a.item.item_id for a in intake.accepted]
         owned = await self.claims.claim(event.project, ids, owner=event.event_id)
         fresh = [a for a, mine in zip(intake.accepted, owned, strict=True) if mine]
-        duplicates = intake.duplicates + len(intake.accepted) - len(fresh)
+        claimed_before = [
+            a.index for a, mine in zip(intake.accepted, owned, strict=True) if not mine
+        ]
+        duplicates = intake.duplicates + len(claimed_before)
         groups = await asyncio.to_thread(self._feature_groups, fresh, project)
         chunk = 0
         for block, members in groups:
@@ -105,8 +111,12 @@ class Ingest:
                     project=event.project,
                     submission_id=event.event_id,
                     rejections=intake.rejections,
+                    request_id=event.request_id,
                 )
             )
+        # last: whoever hears the answer finds the items announced and in the catalog
+        for reply in answer(event, intake, claimed_before, max_bytes=self.answer_bytes):
+            await self.publish(reply)
         self.metrics.ingested.inc(len(fresh))
         self.metrics.duplicates.inc(duplicates)
         for reason, n in intake.reasons.items():
@@ -148,4 +158,5 @@ class Ingest:
             chunk_ref=ref,
             submission_id=event.event_id,
             duplicates=duplicates if chunk == 0 else 0,
+            request_id=event.request_id,
         )

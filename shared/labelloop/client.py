@@ -27,11 +27,27 @@ from labelloop.settings import ServiceSettings
 from labelloop.stores import Blobs, KeyValue, NatsKeyValue
 from labelloop.streams import Namespace
 
-__all__ = ["COMMAND_WAIT_SECONDS", "OPERATOR_AREA", "BusClient", "Unreachable", "connect"]
+__all__ = [
+    "COMMAND_WAIT_SECONDS",
+    "OPERATOR_AREA",
+    "PRODUCER_INBOX",
+    "PRODUCER_USER",
+    "BusClient",
+    "Unreachable",
+    "connect",
+]
 
 OPERATOR_AREA = "operator"
 """Where the bodies of operator commands too large to travel inline are stored. Data producers
 may write no artefact: ``labelloop ingest`` keeps its messages small enough to travel inline."""
+
+PRODUCER_USER = "producer"
+"""The NATS user of data producers in production (``infra/nats/accounts.conf``)."""
+
+PRODUCER_INBOX = "_INBOX_producer"
+"""The inbox prefix of a connection as :data:`PRODUCER_USER`: the replies it gets (JetStream API
+answers, publish acknowledgements) come here. The producer may subscribe to no other inbox:
+under ``_INBOX.>`` it would receive every message the services pull, of every stream."""
 
 log = logging.getLogger("labelloop.client")
 
@@ -172,8 +188,12 @@ async def connect(
     server restart). ``give_up_after``: seconds to wait for the *first* connection before
     raising :class:`Unreachable` with the last error (an operator's command should say "no
     NATS at URL" and stop, not retry for two minutes). Connection errors are logged as one
-    line at debug level, not as nats-py's traceback on stderr."""
+    line at debug level, not as nats-py's traceback on stderr. A connection as the data
+    producers' user takes their inbox prefix (:data:`PRODUCER_INBOX`)."""
     settings = settings or ServiceSettings()
+    options = nats_connect_options(settings)
+    if options.get("user") == PRODUCER_USER:
+        options["inbox_prefix"] = PRODUCER_INBOX
     last_error: list[BaseException] = []  # the latest only: a long outage reports every 2 s
     refused = asyncio.Event()
 
@@ -183,9 +203,7 @@ async def connect(
         if _is_refusal(exc):
             refused.set()  # wrong or missing credentials: retrying will not change that
 
-    opening = asyncio.ensure_future(
-        nats.connect(**nats_connect_options(settings), connect_timeout=5, error_cb=on_error)
-    )
+    opening = asyncio.ensure_future(nats.connect(**options, connect_timeout=5, error_cb=on_error))
     refusal = asyncio.ensure_future(refused.wait())
     try:
         done, _ = await asyncio.wait(

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 __all__ = [
     "ALL_EVENTS",
@@ -47,6 +47,7 @@ __all__ = [
     "Event",
     "IngestedItem",
     "ItemIn",
+    "ItemOutcome",
     "ItemsIngested",
     "ItemsRejected",
     "ItemsSubmitted",
@@ -54,6 +55,7 @@ __all__ = [
     "LabelingConverged",
     "LabelsReady",
     "ModelTrained",
+    "OriginUnit",
     "Prediction",
     "ProjectConfigured",
     "QAReport",
@@ -65,6 +67,7 @@ __all__ = [
     "RequestTraining",
     "ReviewItem",
     "ReviewRequested",
+    "SubmissionAnswered",
     "SuspectLabel",
     "deterministic_id",
     "utc_now",
@@ -151,9 +154,27 @@ class IngestedItem(_Frozen):
 
 class Rejection(_Frozen):
     index: int
-    """Position of the item in the submitted message or file."""
+    """Position of the item in the submitted message (0-based)."""
     reason: str
     external_id: str | None = None
+    origin: int | None = None
+    """Where the item came from, as its submission said (``ItemsSubmitted.origins``)."""
+
+
+OriginUnit = Literal["line", "item", "file"]
+"""What an origin counts: lines of a JSONL or CSV file, elements of a JSON list (or items of a
+message), files of a folder. Origins are 1-based."""
+
+
+class ItemOutcome(_Frozen):
+    """An item of a submission that was not ingested, and why."""
+
+    origin: int
+    """Where it came from: its entry of ``ItemsSubmitted.origins``, else its 1-based position in
+    the message."""
+    verdict: Literal["duplicate", "rejected"]
+    reason: str
+    """``missing_field: data.text is required``; for a duplicate, which item it repeats."""
 
 
 class BatchTask(_Frozen):
@@ -273,6 +294,19 @@ class ItemsSubmitted(Event):
     SUBJECT: ClassVar[str] = "items.submitted"
     source: str = "api"
     items: list[ItemIn] = Field(min_length=1)
+    request_id: str | None = Field(default=None, max_length=128)
+    """Names the producer's request (``labelloop ingest`` sends one per file): the answers to
+    its messages (``SubmissionAnswered``) carry it."""
+    origins: list[int] | None = None
+    """Where each item came from, one per item, in ``origin_unit``s (a file's 1-based line, ...):
+    the answer names each item that was not ingested by it. ``None``: positions in the message."""
+    origin_unit: OriginUnit = "item"
+
+    @model_validator(mode="after")
+    def _one_origin_per_item(self) -> ItemsSubmitted:
+        if self.origins is not None and len(self.origins) != len(self.items):
+            raise ValueError(f"{len(self.origins)} origins for {len(self.items)} items")
+        return self
 
 
 class ItemsIngested(Event):
@@ -285,6 +319,8 @@ class ItemsIngested(Event):
     written before this event: whoever reads it after the event finds it."""
     submission_id: str
     duplicates: int = 0
+    request_id: str | None = None
+    """The submission's ``request_id``."""
 
 
 class ItemsRejected(Event):
@@ -293,6 +329,35 @@ class ItemsRejected(Event):
     SUBJECT: ClassVar[str] = "items.rejected"
     submission_id: str
     rejections: list[Rejection]
+    request_id: str | None = None
+    """The submission's ``request_id``."""
+
+
+class SubmissionAnswered(Event):
+    """The ingester's answer to one submitted message: how many of its items were ingested,
+    and each item that was not, with where it came from and why. One per message (in parts when
+    the list is long), published after the message's ``ItemsIngested`` and ``ItemsRejected``.
+
+    It carries no item data, and ``labelloop ingest`` waits for it: every data producer may
+    read every answer, and nothing else on the ITEMS stream."""
+
+    SUBJECT: ClassVar[str] = "items.answered"
+    submission_id: str
+    """The submitted message's ``event_id``."""
+    request_id: str | None = None
+    """The submission's ``request_id``."""
+    origin_unit: OriginUnit = "item"
+    n_items: int = Field(ge=0)
+    """Items in the submitted message; the counts below are the whole message's, in every part."""
+    ingested: int = Field(ge=0)
+    """New items, and items an earlier delivery of this same message ingested."""
+    duplicates: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    outcomes: list[ItemOutcome] = Field(default_factory=list)
+    """This part's share of the items not ingested, in submission order: every item of the
+    message not listed in any part was ingested."""
+    part: int = Field(default=1, ge=1)
+    parts: int = Field(default=1, ge=1)
 
 
 class BatchCreated(Event):
@@ -554,6 +619,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ItemsSubmitted,
     ItemsIngested,
     ItemsRejected,
+    SubmissionAnswered,
     BatchCreated,
     AnnotationsSubmitted,
     BatchCompleted,

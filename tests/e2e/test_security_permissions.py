@@ -9,6 +9,12 @@ does); publish another service's event; subscribe to the event subjects. Afterwa
 the consumer, the keys and the artefacts are as the operator left them. The positive controls:
 each user may still write its own keys and replace its own artefacts, and the operator may do
 what the others may not.
+
+The data producers' user, which every producer shares, must read nothing of the bus but the
+project configurations and the ingester's answers: it may not fetch a message of the ITEMS stream
+(or any other), create a consumer there (not even on the answers), read the catalog, sniff the
+inboxes the services' pulls are delivered to, subscribe to the items, or forge an answer. And
+``labelloop ingest`` as that user gets its own answers: the report by line, no violation logged.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -27,10 +37,19 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from security_support import NS, secured_server, url_for
 
 from labelloop.artifacts import AREAS
-from labelloop.events import DatasetExported, LabelsReady
+from labelloop.events import (
+    DatasetExported,
+    ItemsIngested,
+    ItemsSubmitted,
+    LabelsReady,
+    SubmissionAnswered,
+)
 from labelloop.natsserver import EmbeddedNats
 from labelloop.services import service_specs
 from labelloop.streams import Namespace
+from labelloop.testing import configure_project, started
+from labelloop_ingester.app import build_app as build_ingester
+from labelloop_ingester.settings import IngesterSettings
 
 pytestmark = [pytest.mark.e2e]
 
@@ -39,6 +58,7 @@ QUALITY = NAMESPACE.stream_name(NAMESPACE.stream_for(LabelsReady))
 MODELS = NAMESPACE.stream_name(NAMESPACE.stream_for(DatasetExported))
 STATE = NAMESPACE.kv_bucket("state")
 PROJECTS = NAMESPACE.kv_bucket("projects")
+ITEMS = NAMESPACE.stream_name(NAMESPACE.stream_for(ItemsSubmitted))
 VICTIM = NAMESPACE.durable("trainer", DatasetExported)  # the trainer's own consumer
 ATTACKERS = [*service_specs(), "producer"]
 
@@ -134,7 +154,48 @@ def _attacks(user: str, keys: dict[str, bytes]) -> list[tuple[str, bytes]]:
         )
     if user != "qa-scorer":  # QA's event, forged
         attacks.append((NAMESPACE.subject(LabelsReady, "matrix"), b'{"forged": true}'))
+    if user == "producer":
+        attacks += _producer_reads()
     return attacks
+
+
+def _producer_reads() -> list[tuple[str, bytes]]:
+    """What a data producer must not read: other producers' items, any other message."""
+    api = "$JS.API"
+    submitted = NAMESPACE.subject(ItemsSubmitted, "matrix")
+    answered = NAMESPACE.subject(SubmissionAnswered, "matrix")
+    catalog = f"OBJ_{NAMESPACE.object_bucket('catalog')}"
+
+    def consumer(stream: str, filter_subject: str) -> bytes:
+        config = {"name": "sniff", "filter_subject": filter_subject, "deliver_policy": "all"}
+        return json.dumps({"stream_name": stream, "config": config}).encode()
+
+    return [
+        (f"{api}.STREAM.MSG.GET.{ITEMS}", json.dumps({"seq": 1}).encode()),
+        (f"{api}.STREAM.MSG.GET.{QUALITY}", json.dumps({"seq": 1}).encode()),
+        (f"{api}.STREAM.MSG.GET.KV_{STATE}", json.dumps({"seq": 1}).encode()),
+        (f"{api}.DIRECT.GET.{ITEMS}", json.dumps({"seq": 1}).encode()),
+        (f"{api}.DIRECT.GET.{ITEMS}.{submitted}", b""),
+        (f"{api}.CONSUMER.CREATE.{ITEMS}", consumer(ITEMS, submitted)),
+        (f"{api}.CONSUMER.CREATE.{ITEMS}.sniff.{submitted}", consumer(ITEMS, submitted)),
+        (f"{api}.CONSUMER.CREATE.{ITEMS}.sniff.{answered}", consumer(ITEMS, answered)),
+        (f"{api}.CONSUMER.DURABLE.CREATE.{ITEMS}.sniff", consumer(ITEMS, submitted)),
+        (f"{api}.CONSUMER.CREATE.{catalog}", consumer(catalog, ">")),
+        (answered, b'{"forged": true}'),
+    ]
+
+
+def _forbidden_subscriptions(user: str) -> list[str]:
+    """Subjects ``user`` may not subscribe to: the events (pull consumers never need them); for
+    the producer also the inboxes every pull is delivered to, and the items themselves."""
+    forbidden = [f"{NS}.>"]
+    if user == "producer":
+        forbidden += [
+            "_INBOX.>",
+            NAMESPACE.subject(ItemsSubmitted),
+            NAMESPACE.subject(ItemsIngested),
+        ]
+    return forbidden
 
 
 async def _try_all(server: EmbeddedNats, user: str, keys: dict[str, bytes]) -> list[str]:
@@ -151,10 +212,13 @@ async def _try_all(server: EmbeddedNats, user: str, keys: dict[str, bytes]) -> l
         attacks = _attacks(user, keys)
         for subject, payload in attacks:
             await nc.publish(subject, payload, reply=nc.new_inbox())
-        await nc.subscribe(f"{NS}.>")  # sniffing the events: pull consumers never need it
+        forbidden = _forbidden_subscriptions(user)
+        for subject in forbidden:  # sniffing the events, or the deliveries of others' pulls
+            await nc.subscribe(subject)
         await nc.flush()
         # what the server says, as nats-py lowercases it
-        expected = [f'publish to "{s}"' for s, _ in attacks] + [f'subscription to "{NS}.>"']
+        expected = [f'publish to "{s}"' for s, _ in attacks]
+        expected += [f'subscription to "{s}"' for s in forbidden]
 
         def unrefused() -> list[str]:
             said = " ".join(refused).lower()
@@ -220,3 +284,50 @@ async def test_no_user_but_the_operator_can_destroy_or_forge(server: EmbeddedNat
         await js.delete_consumer(MODELS, VICTIM)
     finally:
         await nc.close()
+
+
+async def test_the_producer_hears_its_own_answers(server: EmbeddedNats, tmp_path: Path) -> None:
+    """``labelloop ingest`` as the producer, the ingester as its own user: the report by line
+    (so the answers reached the producer), and the server logged no violation meanwhile."""
+    project = {
+        "name": "answered",
+        "task_type": "text_classification",
+        "labels": {"classes": ["pos", "neg"]},
+        "data_fields": [{"name": "text", "kind": "text", "max_length": 20}],
+    }
+    await configure_project(url_for(server, "operator"), NS, project)
+    rows = [
+        {"data": {"text": "fine"}},
+        {"data": {"text": "also fine"}},
+        {"data": {"text": "fine"}},
+        {"data": {"title": "no text"}},
+        {"data": {"text": "far too long for the field"}},
+    ]
+    file = tmp_path / "rows.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    log = server.log_file
+    assert log is not None
+    logged = len(log.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+    env |= {"LABELLOOP_NATS_URL": url_for(server, "producer"), "LABELLOOP_NAMESPACE": NS}
+    command = [
+        str(Path(sys.executable).parent / "labelloop"),
+        "ingest",
+        str(file),
+        "-p",
+        "answered",
+    ]
+    ingester = build_ingester(IngesterSettings(nats_url=url_for(server, "ingester"), namespace=NS))
+    async with started(ingester):
+        done = await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, timeout=180
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "line 3: same content as line 1: duplicate",
+        "line 4: missing_field: data.text is required: rejected",
+        "line 5: too_long: data.text has 26 characters, the limit is 20: rejected",
+    ]
+    assert done.stdout.splitlines()[1] == "2 ingested, 1 duplicate, 2 rejected, 0 not submitted"
+    since = log.read_bytes()[logged:].decode(errors="replace")
+    assert "Violation" not in since, since

@@ -36,27 +36,45 @@ class Intake:
     accepted: list[Accepted] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     reasons: Counter[RejectReason] = field(default_factory=Counter)
-    duplicates: int = 0
-    """Items repeated inside this submission (the first one counts)."""
+    repeats: list[tuple[int, int]] = field(default_factory=list)
+    """Items repeated inside this submission: (position, position of the first one, which
+    counts)."""
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.repeats)
 
 
-def take_in(items: Sequence[ItemIn], project: ProjectConfig, limits: Limits) -> Intake:
-    """Validate each item; give the valid ones their content id; drop repeats within the message."""
+def take_in(
+    items: Sequence[ItemIn],
+    project: ProjectConfig,
+    limits: Limits,
+    origins: Sequence[int] | None = None,
+) -> Intake:
+    """Validate each item; give the valid ones their content id; drop repeats within the message.
+
+    ``origins``: where each item came from (``ItemsSubmitted.origins``), kept in rejections."""
     out = Intake()
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, raw in enumerate(items):
         verdict = validate_item(raw, project, limits)
         if verdict is not None:
             out.rejections.append(
-                Rejection(index=index, reason=verdict.message, external_id=raw.external_id)
+                Rejection(
+                    index=index,
+                    reason=verdict.message,
+                    external_id=raw.external_id,
+                    origin=origins[index] if origins is not None else None,
+                )
             )
             out.reasons[verdict.reason] += 1
             continue
         iid = item_id(raw.data)
-        if iid in seen:
-            out.duplicates += 1
+        first = seen.get(iid)
+        if first is not None:
+            out.repeats.append((index, first))
             continue
-        seen.add(iid)
+        seen[iid] = index
         ingested = IngestedItem(
             item_id=iid,
             data=raw.data,

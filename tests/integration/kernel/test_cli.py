@@ -28,10 +28,16 @@ def test_project_apply_ingest_dlq_and_status(nats_url: str, namespace: str, tmp_
     items.write_text(
         "\n".join(json.dumps({"data": {"text": f"review {i}"}}) for i in range(5)) + "\n{oops\n"
     )
-    ingested = run("ingest", str(items), "--project", "reviews")
-    assert ingested.returncode == 2  # one row unreadable: said, not silently dropped
-    assert "submitted 5 items" in ingested.stdout
+    # no ingester runs here: not waiting, the unreadable row is said, not silently dropped
+    ingested = run("ingest", str(items), "--project", "reviews", "--wait", "0")
+    assert ingested.returncode == 2
+    assert "submitted 5 items in 1 message; not waiting for the ingester" in ingested.stdout
     assert "line 6: not valid JSON" in ingested.stderr
+    assert ingested.stderr.rstrip().endswith(": not submitted")
+    # waiting for an ingester that does not answer: the report is incomplete, exit code 1
+    unheard = run("ingest", str(items), "--project", "reviews", "--wait", "1")
+    assert unheard.returncode == 1
+    assert "no answer from the ingester for 1 message of 1 within 1 s" in unheard.stderr
 
     listed = run("dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -72,13 +78,15 @@ async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
     path.write_bytes(b"\n".join(lines) + b"\n")
 
     async with EventCollector(nats_url, namespace, ItemsSubmitted) as submitted:
-        done = await asyncio.to_thread(run, "ingest", str(path), "--project", "reviews")
+        done = await asyncio.to_thread(
+            run, "ingest", str(path), "--project", "reviews", "--wait", "0"
+        )
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
         assert "line 101: not valid UTF-8" in done.stderr
         assert "line 202: too_large: 900" in done.stderr
         assert "submitted 300 items" in done.stdout
-        assert "2 rows not submitted" in done.stdout
+        assert "2 not submitted" in done.stdout
         messages = await submitted.wait_for(1, timeout=30)
         await asyncio.sleep(0)  # the command has finished publishing: every message is here
     texts = [item.data["text"] for m in submitted.events for item in m.items]
