@@ -113,6 +113,94 @@ def _token_in(store_dir: Path) -> str:
     return token
 
 
+# ---------------------------------------------------------------------- the loop, kept running
+
+
+@app.command("up")
+def up_command(
+    home: Annotated[Path, typer.Option(help="State: NATS store, logs, env file")] = Path(
+        ".labelloop"
+    ),
+    backend: Annotated[
+        str, typer.Option(help="simulated (a simulated crew) or label-studio (people)")
+    ] = "simulated",
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; `labelloop down` stops")
+    ] = False,
+    namespace: Annotated[str, typer.Option(help="Subject and bucket prefix")] = "labelloop",
+    port: Annotated[int, typer.Option(help="NATS client port")] = 4222,
+    http_port: Annotated[int, typer.Option(help="NATS monitoring port")] = 8222,
+    bridge_port: Annotated[
+        int, typer.Option(help="The bridge's port, where Label Studio posts its webhooks")
+    ] = 8093,
+    label_studio_env: Annotated[
+        Path | None,
+        typer.Option(help="Env file with the Label Studio URL and token (`make labelstudio`'s)"),
+    ] = None,
+) -> None:
+    """Start the embedded NATS and the six services and keep them running (a service that exits
+    is restarted) until Ctrl-C, or `labelloop down` with --detach. Shells and the CLI reach them
+    with `set -a; . HOME/env; set +a`."""
+    from labelloop_console.local import LocalOptions, UpFailed, run_up, start_detached
+
+    if backend not in ("simulated", "label-studio"):
+        err_console.print("backend is simulated or label-studio")
+        raise typer.Exit(2)
+    default_env = Path(".labelstudio/labelstudio.env")
+    if label_studio_env is None and backend == "label-studio" and default_env.exists():
+        label_studio_env = default_env
+    options = LocalOptions(
+        home=home.resolve(),
+        backend=backend,
+        namespace=namespace,
+        port=port,
+        http_port=http_port,
+        bridge_port=bridge_port,
+        label_studio_env=label_studio_env,
+    )
+    try:
+        if detach:
+            state = start_detached(options)
+            console.print(
+                f"labelloop is up in the background (pid {state['pid']}): nats"
+                f" {state['nats_url']}, {len(state['services'])} services, backend {backend}"
+            )
+            console.print(f"set -a; . {home / 'env'}; set +a    # then: labelloop status")
+            console.print(f"labelloop down --home {home}    # to stop it")
+            return
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        options.home.mkdir(parents=True, exist_ok=True)
+        token = _token_in(options.home / "nats")
+        run_up(options, token, lambda line: console.print(line, markup=False), lambda: stop)
+    except UpFailed as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("down")
+def down_command(
+    home: Annotated[Path, typer.Option(help="The state directory `labelloop up` used")] = Path(
+        ".labelloop"
+    ),
+) -> None:
+    """Stop what `labelloop up --detach` started: the services, then NATS (data is kept)."""
+    from labelloop_console.local import UpFailed, down
+
+    try:
+        stopped = down(home)
+    except UpFailed as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print("labelloop is down" if stopped else f"nothing is up in {home}")
+
+
 # ---------------------------------------------------------------------- services
 
 
@@ -373,10 +461,14 @@ def dlq_replay(
 def demo_command(
     budget: Annotated[int, typer.Option(help="Label budget of the campaign")] = 400,
     backend: Annotated[
-        str, typer.Option(help="simulated (a simulated crew) or label-studio (people)")
+        str,
+        typer.Option(
+            help="simulated (a simulated crew) or label-studio (people: no random arm, 24 h)"
+        ),
     ] = "simulated",
     random_arm: Annotated[
-        bool, typer.Option(help="Run a random-sampling project beside it as the baseline")
+        bool,
+        typer.Option(help="Run a random-sampling project beside it as the baseline (simulated)"),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the data split, sampling and crew")] = 20,
     runs_dir: Annotated[Path, typer.Option(help="Where runs/<run-id>/ goes")] = Path("runs"),
@@ -412,6 +504,11 @@ def demo_command(
         raise typer.Exit(2)
     if backend == "label-studio":
         timeout = max(timeout, 24 * 3600.0)  # people take their time
+        console.print(
+            "with people (label-studio) the demo waits up to 24 h for the campaign and runs no"
+            " random arm (people would label it too); the loop stops with the demo: `labelloop"
+            " up --backend label-studio` keeps it running"
+        )
     options = DemoOptions(
         budget=budget,
         backend=backend,

@@ -15,6 +15,8 @@ import asyncio
 import base64
 import io
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +100,8 @@ class DemoOptions:
     """Override the project's ``sampling.max_model_lag``."""
     time_scale: float | None = None
     """Override the simulated crew's ``time_scale`` (0: answers at once)."""
+    bridge_port: int = 8093
+    """With people (``label-studio``): the bridge's port, where Label Studio posts webhooks."""
     variants: dict[str, dict[str, Any]] | None = None
     """Instead of the active-learning project and its random arm: one project per entry, named
     ``<project>-<key>``, the value's sections merged into the project (``{"quality":
@@ -900,7 +904,17 @@ def run_demo(options: DemoOptions, data: DemoData | None = None) -> dict[str, An
         )
     else:  # credentials, if the server wants any, come from the environment as for any client
         settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
-    supervisor = Supervisor(nats_url, namespace, run_dir, env=env)
+    ports = {}
+    if options.backend == "label-studio" and "LABELLOOP_BRIDGE_WEBHOOK_URL" not in os.environ:
+        # a fixed address and a secret of this run's, so Label Studio's webhooks reach the bridge
+        # (without them every annotation waits for the reconciliation pass)
+        ports["annotation-bridge"] = options.bridge_port
+        env.setdefault(
+            "LABELLOOP_BRIDGE_WEBHOOK_URL",
+            f"http://127.0.0.1:{options.bridge_port}/webhooks/label-studio",
+        )
+        env.setdefault("LABELLOOP_BRIDGE_WEBHOOK_SECRET", secrets.token_hex(20))
+    supervisor = Supervisor(nats_url, namespace, run_dir, env=env, ports=ports)
     _stop_cleanly_on_sigterm()
     try:
         console.print(

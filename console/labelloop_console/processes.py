@@ -89,13 +89,16 @@ class Supervisor:
     processes: list[ServiceProcess] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=dict)
     """Crashes revived, per process name."""
+    ports: dict[str, int] = field(default_factory=dict)
+    """Fixed HTTP ports per service (the bridge's, where Label Studio posts its webhooks); the
+    others get a free port."""
 
     def start(
         self, service: str, replica: int = 0, extra_env: dict[str, str] | None = None
     ) -> ServiceProcess:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = self.ports.get(service) or free_port()
         inherited = dict(os.environ)
         if any(key in self.env for key in CREDENTIAL_VARIABLES):
             # this server's credentials, not a mix with those of another server in the shell
