@@ -198,6 +198,9 @@ def start(state_dir: Path | None, port: int | None, timeout: float) -> Path:
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "COLLECT_ANALYTICS": "false",
+        # how long a task a person opened stays theirs (Label Studio's default: 24 h, which held
+        # a half-done task, and with it its batch, until that person came back)
+        "LABEL_STUDIO_TASK_LOCK_TTL": os.environ.get("LABEL_STUDIO_TASK_LOCK_TTL", "600"),
     }
     log = state / LOG_FILE
     with log.open("ab") as out:
