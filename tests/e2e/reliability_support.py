@@ -236,12 +236,18 @@ async def _messages(nc: NatsClient, ns: Namespace, event: type[Event]) -> list[A
         ),
     )
     out: list[Any] = []
+    deadline = time.monotonic() + 60
     try:
         while len(out) < expected:
             try:
                 out += await sub.fetch(512, timeout=5)
-            except TimeoutError:
-                break
+            except (TimeoutError, nats.js.errors.ServiceUnavailableError):
+                # a consumer just created on a replicated stream, right after its leader changed,
+                # may answer 503 or nothing for a while (the CI run of 2026-12-07 met a 503):
+                # asking again is right; giving up early would report messages as missing
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
     finally:
         await sub.unsubscribe()
     return out
