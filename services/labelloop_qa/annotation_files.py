@@ -3,6 +3,11 @@
 Every row keeps where it came from (``line 7``, 1-based with the CSV header as line 1, or
 ``task 3, annotation 12`` in a Label Studio export), so that whatever is skipped, repeated or
 refused is reported at its place in the file.
+
+Read with the standard library's ``csv`` and ``json`` and coded with dictionaries and numpy:
+no pandas, whose import alone takes longer than reading a small file and computing every
+coefficient on it. Ids and labels are coded once, here: ``item``/``annotator`` index the sorted
+distinct ids (``np.unique``'s order), ``label`` the labels in order of appearance.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
+import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "DUPLICATE_RULES",
@@ -37,6 +43,8 @@ Duplicates = Literal["last", "first", "error"]
 DUPLICATE_RULES: tuple[Duplicates, ...] = ("last", "first", "error")
 _SHOWN = 10
 """Places quoted in a one-line error; the rest are counted."""
+
+_Codes = NDArray[np.int64]
 
 
 class AnnotationFileError(ValueError):
@@ -61,18 +69,36 @@ class RepeatedAnswer:
     """Every row of the pair, in file order."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LongTable:
+    """The usable rows of an annotation file, in file order, coded."""
+
     path: Path
-    frame: pd.DataFrame
-    """Columns ``item_id``, ``annotator_id``, ``label`` (strings) and ``where``: the row's line
-    (an int) in a CSV/JSONL file, its ``"task 3, annotation 12"`` in a Label Studio export, which
-    also gives ``lead_time``."""
+    item: _Codes
+    """Each row's item: an index into ``items``."""
+    annotator: _Codes
+    """Each row's annotator: an index into ``annotators``."""
+    label: _Codes
+    """Each row's label as written: an index into ``labels``."""
+    where: NDArray[Any]
+    """Each row's line (an int) in a CSV/JSONL file, its ``"task 3, annotation 12"`` in a Label
+    Studio export."""
+    items: list[str]
+    """Distinct item ids, sorted."""
+    annotators: list[str]
+    """Distinct annotator ids, sorted."""
+    labels: list[str]
+    """Distinct labels, in order of first appearance."""
     skipped_rows: tuple[SkippedRow, ...] = ()
     """Rows or annotations left out (malformed, empty field, cancelled, several choices)."""
     repeated: tuple[RepeatedAnswer, ...] = ()
     """(item, annotator) pairs answered more than once: one answer counts, by ``duplicate_rule``."""
     duplicate_rule: Duplicates = "last"
+    lead_time: NDArray[np.float64] | None = None
+    """Seconds spent on each annotation (NaN where not given), from a Label Studio export."""
+
+    def __len__(self) -> int:
+        return len(self.item)
 
     @property
     def skipped(self) -> int:
@@ -85,7 +111,7 @@ class LongTable:
 
 
 def _place(where: object) -> str:
-    # line numbers stay ints in the frame: a million "line N" strings cost a quarter second
+    # line numbers stay ints: a million "line N" strings cost a quarter second
     return where if isinstance(where, str) else f"line {where}"
 
 
@@ -109,11 +135,6 @@ def _text(value: Any) -> str | None:
     if isinstance(value, (dict, list)):
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def _empty_reason(values: Sequence[str]) -> str | None:
-    empty = [name for name, v in zip(REQUIRED, values, strict=True) if not v.strip()]
-    return f"empty {', '.join(empty)}" if empty else None
 
 
 def _csv_rows(path: Path) -> tuple[_Columns, list[SkippedRow]]:
@@ -230,30 +251,81 @@ def _label_studio(raw: list[Any]) -> tuple[_Columns, list[SkippedRow]]:
     return columns, skipped
 
 
-def _without_empty(
-    frame: pd.DataFrame, skipped: list[SkippedRow]
-) -> tuple[pd.DataFrame, list[SkippedRow]]:
-    """Rows of a CSV/JSONL file with an empty (or blank) id or label left out, in line order."""
-    if frame.empty:
-        return frame, skipped
-    blank = pd.DataFrame({c: frame[c].str.strip().eq("") for c in REQUIRED})
-    empty = blank.any(axis=1)
-    if not empty.any():
-        return frame, skipped
-    for where, *values in frame.loc[empty, ["where", *REQUIRED]].itertuples(index=False):
-        skipped.append(SkippedRow(_place(where), _empty_reason(values) or "empty field"))
-    skipped.sort(key=lambda row: int(row.where.removeprefix("line ")))
-    return frame[~empty].reset_index(drop=True), skipped
+# --------------------------------------------------------------------------- coding
 
 
-def _repeated(frame: pd.DataFrame) -> tuple[RepeatedAnswer, ...]:
-    key = ["item_id", "annotator_id"]
-    twice = frame.duplicated(subset=key, keep=False)
-    if not twice.any():
-        return ()
-    groups = frame.loc[twice].groupby(key, sort=False)["where"].agg(list)
-    pairs = zip(groups.index.tolist(), groups.tolist(), strict=True)
-    return tuple(RepeatedAnswer(str(i), str(a), tuple(map(_place, w))) for (i, a), w in pairs)
+def _code(values: list[str]) -> tuple[_Codes, list[str]]:
+    """Each value's index among the distinct values, in order of first appearance."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return np.array(codes, dtype=np.int64), list(index)
+
+
+def _sorted_domain(codes: _Codes, domain: list[str]) -> tuple[_Codes, list[str]]:
+    """Recode onto the values that occur, sorted as ``np.unique`` sorts them."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(domain)))
+    values = domain if len(used) == len(domain) else [domain[c] for c in used.tolist()]
+    order = sorted(range(len(values)), key=values.__getitem__)
+    recode = np.zeros(len(domain), dtype=np.int64)
+    recode[used[order]] = np.arange(len(order))
+    return recode[codes], [values[n] for n in order]
+
+
+def _appearance_domain(codes: _Codes, domain: list[str]) -> tuple[_Codes, list[str]]:
+    """Recode onto the values that occur, in order of appearance."""
+    _, first = np.unique(codes, return_index=True)
+    first = np.sort(first)
+    recode = np.zeros(len(domain), dtype=np.int64)
+    recode[codes[first]] = np.arange(len(first))
+    return recode[codes], [domain[c] for c in codes[first].tolist()]
+
+
+def _empty_reason(values: Sequence[str]) -> str | None:
+    empty = [name for name, v in zip(REQUIRED, values, strict=True) if not v.strip()]
+    return f"empty {', '.join(empty)}" if empty else None
+
+
+def _blank_rows(
+    coded: list[tuple[_Codes, list[str]]], where: NDArray[Any], skipped: list[SkippedRow]
+) -> NDArray[np.bool_]:
+    """Rows with an empty (or blank) id or label, listed among the skipped rows in line order.
+
+    Each distinct value is checked once, not each row.
+    """
+    blank = np.zeros(len(where), dtype=bool)
+    for codes, domain in coded:
+        empty = [n for n, v in enumerate(domain) if not v.strip()]
+        if empty:
+            blank |= np.isin(codes, empty)
+    if blank.any():
+        for row in np.flatnonzero(blank).tolist():
+            values = [dom[c[row]] for c, dom in coded]
+            skipped.append(SkippedRow(_place(where[row]), _empty_reason(values) or "empty field"))
+        skipped.sort(key=lambda s: int(s.where.removeprefix("line ")))
+    return blank
+
+
+def _seconds(value: Any) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number else math.nan
+
+
+def _repeats(item: _Codes, annotator: _Codes, n_annotators: int) -> list[_Codes]:
+    """Rows of each (item, annotator) pair answered more than once, in file order; pairs in
+    order of their first row."""
+    key = item * max(n_annotators, 1) + annotator
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return []
+    member = np.zeros(len(key), dtype=bool)
+    member[1:] |= same
+    member[:-1] |= same
+    rows, keys = order[member], ordered[member]
+    groups = np.split(rows, np.flatnonzero(keys[1:] != keys[:-1]) + 1)
+    groups.sort(key=lambda g: int(g[0]))
+    return groups
 
 
 def read_annotations(path: str | Path, *, duplicates: Duplicates = "last") -> LongTable:
@@ -291,10 +363,22 @@ def read_annotations(path: str | Path, *, duplicates: Duplicates = "last") -> Lo
         raise AnnotationFileError(f"{path}: not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise AnnotationFileError(f"{path}: cannot read: {exc}") from None
-    frame = pd.DataFrame(columns)
-    if suffix != ".json":
-        frame, skipped = _without_empty(frame, skipped)
-    repeated = _repeated(frame)
+    where = np.array(columns["where"], dtype=np.int64 if suffix != ".json" else object)
+    coded = [_code(columns[c]) for c in REQUIRED]
+    keep = np.ones(len(where), dtype=bool)
+    if suffix != ".json":  # a Label Studio export's empty fields are skipped as they are read
+        keep &= ~_blank_rows(coded, where, skipped)
+    rows = np.flatnonzero(keep)
+    (item, item_dom), (annotator, annotator_dom), (label, label_dom) = coded
+    groups = _repeats(item[rows], annotator[rows], len(annotator_dom))
+    repeated = tuple(
+        RepeatedAnswer(
+            item_dom[item[rows[g[0]]]],
+            annotator_dom[annotator[rows[g[0]]]],
+            tuple(_place(w) for w in where[rows[g]].tolist()),
+        )
+        for g in groups
+    )
     if repeated and duplicates == "error":
         shown = "; ".join(
             f"item {r.item_id!r} by {r.annotator_id!r} at {places(r.where)}"
@@ -305,16 +389,35 @@ def read_annotations(path: str | Path, *, duplicates: Duplicates = "last") -> Lo
         raise AnnotationFileError(
             f"{path}: {n} repeated (item, annotator) rows, and repeats are refused: {shown}{more}"
         )
-    if repeated:
-        keep: Literal["first", "last"] = "first" if duplicates == "first" else "last"
-        frame = frame[~frame.duplicated(subset=["item_id", "annotator_id"], keep=keep)]
-        frame = frame.reset_index(drop=True)
-    if frame.empty:
+    for g in groups:  # one answer per pair counts
+        keep[rows[g[:-1] if duplicates == "last" else g[1:]]] = False
+    if not keep.any():
         said = "; ".join(f"{row.where}: {row.reason}" for row in skipped[:_SHOWN])
         more = f"; and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
         why = f" ({len(skipped)} rows skipped: {said}{more})" if skipped else ""
         raise AnnotationFileError(f"{path}: no usable annotations{why}")
-    return LongTable(path, frame, tuple(skipped), repeated, duplicates)
+    rows = np.flatnonzero(keep)
+    item, items = _sorted_domain(item[rows], item_dom)
+    annotator, annotators = _sorted_domain(annotator[rows], annotator_dom)
+    label, labels = _appearance_domain(label[rows], label_dom)
+    lead_time = None
+    if "lead_time" in columns:
+        lead = [_seconds(t) for t in columns["lead_time"]]
+        lead_time = np.array(lead, dtype=np.float64)[rows]
+    return LongTable(
+        path,
+        item,
+        annotator,
+        label,
+        where[rows],
+        items,
+        annotators,
+        labels,
+        tuple(skipped),
+        repeated,
+        duplicates,
+        lead_time,
+    )
 
 
 # --------------------------------------------------------------------------- labels
@@ -335,24 +438,29 @@ def _spelling(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LabelScale:
     """Each row's label on the scale of the chosen level, and the scale in order."""
 
-    labels: pd.Series
+    codes: _Codes
+    """Each row's class: an index into ``classes``."""
     classes: list[str]
     notes: tuple[str, ...] = ()
     """Things the reader should notice (labels that differ as written but not as numbers)."""
 
 
-def _quoted_at(frame: pd.DataFrame, mask: pd.Series) -> str:
-    bad = frame.loc[mask, ["where", "label"]]
-    shown = ", ".join(f"{_place(w)} {lab!r}" for w, lab in bad.head(_SHOWN).itertuples(index=False))
-    return shown + (f", and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+def _quoted_at(table: LongTable, bad_labels: set[int]) -> tuple[int, str]:
+    """How many rows carry one of these labels, and the first of them quoted with their place."""
+    bad = np.flatnonzero(np.isin(table.label, sorted(bad_labels)))
+    shown = ", ".join(
+        f"{_place(table.where[row])} {table.labels[table.label[row]]!r}"
+        for row in bad[:_SHOWN].tolist()
+    )
+    return len(bad), shown + (f", and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
 
 
 def _same_numbers(
-    frame: pd.DataFrame, numbers: dict[str, float | None], level: str, merged: bool
+    table: LongTable, numbers: dict[str, float | None], level: str, merged: bool
 ) -> tuple[str, ...]:
     by_value: dict[float, list[str]] = {}
     for label, value in numbers.items():
@@ -361,7 +469,10 @@ def _same_numbers(
     twins = [group for group in by_value.values() if len(group) > 1]  # in order of appearance
     if not twins:
         return ()
-    first = frame.drop_duplicates("label").set_index("label")["where"]
+    _, first_row = np.unique(table.label, return_index=True)
+    first = {
+        lab: table.where[row] for lab, row in zip(table.labels, first_row.tolist(), strict=True)
+    }
     notes = []
     for group in twins:
         quoted = [f"{lab!r} ({_place(first[lab])})" for lab in group]
@@ -388,10 +499,15 @@ def label_scale(table: LongTable, level: str, order: Sequence[str] | None = None
 
     A label outside ``order``, or a non-number at a numeric level, is refused with its place.
     """
-    frame, path = table.frame, table.path
-    labels: pd.Series = frame["label"]
-    numbers = {str(u): _number(str(u)) for u in labels.unique()}
+    path = table.path
+    numbers = {lab: _number(lab) for lab in table.labels}  # in order of appearance
     all_numbers = all(v is not None for v in numbers.values())
+
+    def coded(classes: list[str], spelled: dict[str, str] | None = None) -> _Codes:
+        position = {c: n for n, c in enumerate(classes)}
+        of_label = [position[spelled[lab] if spelled else lab] for lab in table.labels]
+        return np.array(of_label, dtype=np.int64)[table.label]
+
     if order is not None:
         if level in ("interval", "ratio"):
             raise AnnotationFileError(
@@ -403,24 +519,24 @@ def label_scale(table: LongTable, level: str, order: Sequence[str] | None = None
         twice = sorted({c for c in declared if declared.count(c) > 1})
         if twice:
             raise AnnotationFileError(f"--order lists {', '.join(map(repr, twice))} more than once")
-        outside = ~labels.isin(declared)
-        if outside.any():
+        outside = {n for n, lab in enumerate(table.labels) if lab not in set(declared)}
+        if outside:
+            n_rows, shown = _quoted_at(table, outside)
             raise AnnotationFileError(
-                f"{path}: labels outside --order {','.join(declared)}"
-                f" ({int(outside.sum())} rows): " + _quoted_at(frame, outside)
+                f"{path}: labels outside --order {','.join(declared)} ({n_rows} rows): " + shown
             )
-        notes = _same_numbers(frame, numbers, level, merged=False)
-        return LabelScale(labels, declared, notes)
+        notes = _same_numbers(table, numbers, level, merged=False)
+        return LabelScale(coded(declared), declared, notes)
     if level in ("interval", "ratio") or (level == "ordinal" and all_numbers):
         if not all_numbers:
-            outside = labels.map(lambda v: numbers[v] is None).astype(bool)
+            words = {n for n, lab in enumerate(table.labels) if numbers[lab] is None}
             raise AnnotationFileError(
-                f"{path}: level {level} needs numeric labels: " + _quoted_at(frame, outside)
+                f"{path}: level {level} needs numeric labels: " + _quoted_at(table, words)[1]
             )
         spelling = {lab: _spelling(v) for lab, v in numbers.items() if v is not None}
         classes = sorted(set(spelling.values()), key=float)
-        notes = _same_numbers(frame, numbers, level, merged=True)
-        return LabelScale(labels.map(spelling), classes, notes)
+        notes = _same_numbers(table, numbers, level, merged=True)
+        return LabelScale(coded(classes, spelling), classes, notes)
     if level == "ordinal":
         seen = ", ".join(map(repr, list(numbers)[:_SHOWN])) + (
             ", ..." if len(numbers) > _SHOWN else ""
@@ -433,21 +549,40 @@ def label_scale(table: LongTable, level: str, order: Sequence[str] | None = None
         classes = sorted(numbers, key=lambda lab: (numbers[lab], lab))
     else:
         classes = sorted(numbers)
-    return LabelScale(labels, classes, _same_numbers(frame, numbers, level, merged=False))
+    return LabelScale(coded(classes), classes, _same_numbers(table, numbers, level, merged=False))
 
 
 # --------------------------------------------------------------------------- gold
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def _gold_rows(path: Path) -> tuple[set[str], list[dict[str, Any]]]:
+    """The columns and the records of a gold file."""
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype=False)
-    except (ValueError, OSError) as exc:
-        raise AnnotationFileError(f"{path}: cannot read: {exc}") from None
+    records: list[dict[str, Any]] = []
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, strict=True)
+            header = next(reader, None) or []
+            for fields in reader:
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise AnnotationFileError(
+                        f"{path}: cannot read: line {reader.line_num}: expected"
+                        f" {len(header)} fields, found {len(fields)}"
+                    )
+                records.append(dict(zip(header, fields, strict=True)))
+        return set(header), records
+    if suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8-sig") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise AnnotationFileError(f"{path}: line {number}: not a JSON object")
+                records.append(record)
+        return {key for record in records for key in record}, records
     raise AnnotationFileError(f"{path}: expected .csv, .jsonl or a Label Studio .json export")
 
 
@@ -456,7 +591,12 @@ def read_gold(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.exists():
         raise AnnotationFileError(f"{path}: no such file")
-    frame = _read_frame(path)
-    if "item_id" not in frame.columns or "label" not in frame.columns:
+    try:
+        columns, records = _gold_rows(path)
+    except AnnotationFileError:
+        raise
+    except (ValueError, OSError, csv.Error) as exc:
+        raise AnnotationFileError(f"{path}: cannot read: {exc}") from None
+    if "item_id" not in columns or "label" not in columns:
         raise AnnotationFileError(f"{path}: a gold file needs item_id and label columns")
-    return {str(i): str(lab) for i, lab in zip(frame["item_id"], frame["label"], strict=True)}
+    return {_text(r.get("item_id")) or "": _text(r.get("label")) or "" for r in records}

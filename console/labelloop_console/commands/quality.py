@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
 def _ratings(
     path: Path, level: str, order: str | None, duplicates: str
 ) -> tuple[Ratings, LongTable]:
+    import numpy as np
+
     from labelloop_qa.annotation_files import (
         DUPLICATE_RULES,
         label_scale,
@@ -60,12 +62,14 @@ def _ratings(
     scale = label_scale(table, level, declared)
     for note in scale.notes:
         _note(f"{path}: {note}")
-    frame = table.frame
-    r = Ratings.from_records(
-        frame["item_id"].to_numpy(dtype=object),
-        frame["annotator_id"].to_numpy(dtype=object),
-        scale.labels.to_numpy(dtype=object),
-        classes=scale.classes,
+    # the file is coded already: ids in np.unique's order, as Ratings.from_records would
+    r = Ratings(
+        table.item,
+        table.annotator,
+        scale.codes,
+        np.array(table.items, dtype=object),
+        np.array(table.annotators, dtype=object),
+        np.asarray(scale.classes),
     )
     return r, table
 
@@ -248,8 +252,9 @@ def aggregate_command(
     duplicates: Annotated[str, typer.Option(help=_DUPLICATES_HELP)] = "last",
 ) -> None:
     """Consensus labels of an annotation file, one row per item."""
+    import csv
+
     import numpy as np
-    import pandas as pd
 
     from labelloop_qa.annotation_files import AnnotationFileError, read_gold
     from labelloop_qa.domain.aggregation import METHODS, aggregate
@@ -264,27 +269,27 @@ def aggregate_command(
     index = {str(c): i for i, c in enumerate(r.classes.tolist())}
     known = np.full(r.n_items, -1, dtype=np.int64)
     unknown_gold = 0
-    for i, item in enumerate(r.item_ids.tolist()):
-        if str(item) in answers:
-            label = answers[str(item)]
-            if label in index:
-                known[i] = index[label]
-            else:
-                unknown_gold += 1
+    if answers:
+        for i, item in enumerate(r.item_ids.tolist()):
+            if str(item) in answers:
+                label = answers[str(item)]
+                if label in index:
+                    known[i] = index[label]
+                else:
+                    unknown_gold += 1
     if method == "dawid-skene" and (known >= 0).any():
         method = "gold-dawid-skene"
     consensus = aggregate(r, method, known=known if (known >= 0).any() else None)
-    frame = pd.DataFrame(
-        {
-            "item_id": r.item_ids,
-            "label": r.classes[consensus.label],
-            "confidence": np.round(consensus.confidence, 6),
-        }
-    )
+    confidence = ["" if math.isnan(c) else c for c in np.round(consensus.confidence, 6).tolist()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(("item_id", "label", "confidence"))
+        writer.writerows(
+            zip(r.item_ids.tolist(), r.classes[consensus.label].tolist(), confidence, strict=True)
+        )
     typer.echo(
-        f"wrote {len(frame)} labels to {out} (method {consensus.method}"
+        f"wrote {r.n_items} labels to {out} (method {consensus.method}"
         + (
             f", {unknown_gold} gold labels outside the annotated classes ignored"
             if unknown_gold

@@ -85,6 +85,12 @@ Level = Literal["nominal", "ordinal", "interval", "ratio"]
 Weights = Literal["linear", "quadratic"] | None
 _MAX_PAIR_CELLS = 50_000_000
 """Cap on annotator-pair x class x class cells held at once by ``cohen_kappa_pairs``."""
+_DENSE_VALUES = 4
+"""Alpha's item x value counts are dense up to this many times ``DENSE_CELLS`` (every other
+coefficient takes the dense item x class counts anyway): 1M ratings of 5 classes in 10 MB."""
+_GRAM_CELLS = 1 << 22
+"""Up to this many (annotator, class)^2 cells (32 MB of counts: 400 annotators x 5 classes),
+``cohen_kappa_pairs`` counts every pair's table in one dense array."""
 
 
 def _counts(data: Ratings | ArrayLike) -> FloatArray:
@@ -99,7 +105,9 @@ def _counts(data: Ratings | ArrayLike) -> FloatArray:
 
 
 def _pairable(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
-    totals = counts.sum(axis=1)
+    # einsum for sums along rows: numpy's axis-1 reductions over a handful of classes cost
+    # several times more (here and below)
+    totals: FloatArray = np.einsum("ij->i", counts)
     keep = totals >= 2
     if not keep.any():
         raise AgreementUndefined("no item has two or more ratings")
@@ -109,7 +117,7 @@ def _pairable(counts: FloatArray) -> tuple[FloatArray, FloatArray]:
 def _item_agreement(counts: FloatArray) -> FloatArray:
     """Fleiss' P_i: the share of agreeing rating pairs on each (pairable) item."""
     c, n = _pairable(counts)
-    result: FloatArray = (c * (c - 1)).sum(axis=1) / (n * (n - 1))
+    result: FloatArray = (np.einsum("ij,ij->i", c, c) - n) / (n * (n - 1))
     return result
 
 
@@ -145,9 +153,10 @@ def per_class_agreement(data: Ratings | ArrayLike) -> FloatArray:
 
 
 def _class_shares(counts: FloatArray) -> FloatArray:
-    totals = counts.sum(axis=1)
+    totals = np.einsum("ij->i", counts)
     rated = totals > 0
-    shares: FloatArray = (counts[rated] / totals[rated, None]).mean(axis=0)
+    shares: FloatArray = np.einsum("ij,i->j", counts[rated], 1.0 / totals[rated])
+    shares /= rated.sum()
     return shares
 
 
@@ -266,6 +275,18 @@ class PairwiseKappa:
         return out
 
 
+def _grouped(r: Ratings) -> tuple[IntArray, IntArray, IntArray]:
+    """Items, annotators and labels with each item's ratings next to each other."""
+    # stable: linear on a file already grouped by item, as exports are
+    order = np.argsort(r.item, kind="stable")
+    return r.item[order], r.annotator[order], r.label[order]
+
+
+def _offsets(item: IntArray) -> range:
+    """Within-item offsets that can pair two ratings (1 to the most ratings of an item - 1)."""
+    return range(1, int(np.bincount(item).max()) if len(item) else 0)
+
+
 def rating_pairs(r: Ratings) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """Every pair of ratings of the same item by two different annotators.
 
@@ -273,15 +294,20 @@ def rating_pairs(r: Ratings) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     Loops over the within-item offset (at most the largest number of ratings on one item), never
     over ratings.
     """
-    order = np.lexsort((r.annotator, r.item))
-    it, an, lb = r.item[order], r.annotator[order], r.label[order]
-    max_m = int(np.bincount(it).max()) if len(it) else 0
+    it, an, lb = _grouped(r)
     parts: list[tuple[IntArray, IntArray, IntArray, IntArray]] = []
-    for d in range(1, max_m):
-        same = it[:-d] == it[d:]
-        a1, a2 = an[:-d][same], an[d:][same]
-        keep = a1 != a2
-        parts.append((a1[keep], lb[:-d][same][keep], a2[keep], lb[d:][same][keep]))
+    for d in _offsets(it):
+        same = np.flatnonzero((it[:-d] == it[d:]) & (an[:-d] != an[d:]))
+        a1, a2, l1, l2 = an[same], an[same + d], lb[same], lb[same + d]
+        swap = a1 > a2
+        parts.append(
+            (
+                np.where(swap, a2, a1),
+                np.where(swap, l2, l1),
+                np.where(swap, a1, a2),
+                np.where(swap, l1, l2),
+            )
+        )
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
@@ -291,6 +317,45 @@ def rating_pairs(r: Ratings) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         np.concatenate([p[2] for p in parts]),
         np.concatenate([p[3] for p in parts]),
     )
+
+
+def _pair_tables(r: Ratings) -> tuple[IntArray, IntArray, FloatArray]:
+    """Each annotator pair sharing items: ``first < second`` and their K x K confusion table.
+
+    Up to ``_GRAM_CELLS``, one count per (annotator, label) x (annotator, label) cell, the
+    response matrix's Gram matrix without its diagonal blocks: a bincount per within-item
+    offset, no sort of the rating pairs. Beyond (thousands of annotators), the pairs that occur
+    are numbered with ``np.unique``.
+    """
+    a, k = r.n_annotators, r.n_classes
+    if (a * k) ** 2 <= _GRAM_CELLS:
+        it, an, lb = _grouped(r)
+        cell = an * k + lb
+        gram = np.zeros((a * k) ** 2, dtype=np.int64)
+        for d in _offsets(it):
+            same = np.flatnonzero((it[:-d] == it[d:]) & (an[:-d] != an[d:]))
+            gram += np.bincount(cell[same] * (a * k) + cell[same + d], minlength=(a * k) ** 2)
+        half = gram.reshape(a * k, a * k)
+        square = half + half.T  # each pair was counted in the order it came in
+        blocks = square.reshape(a, k, a, k).transpose(0, 2, 1, 3)
+        first, second = np.triu_indices(a, 1)
+        tables = blocks[first, second]
+        shared = tables.sum(axis=(1, 2)) > 0
+        return (
+            first[shared].astype(np.int64),
+            second[shared].astype(np.int64),
+            tables[shared].astype(np.float64),
+        )
+    a1, l1, a2, l2 = rating_pairs(r)
+    uniq, inv = np.unique(a1 * a + a2, return_inverse=True)
+    p = len(uniq)
+    if p * k * k > _MAX_PAIR_CELLS:
+        raise ValueError(
+            f"{p} annotator pairs x {k}^2 classes exceed the pairwise table budget; "
+            "use Fleiss' kappa or Krippendorff's alpha for this many annotators"
+        )
+    flat = np.bincount((inv * k + l1) * k + l2, minlength=p * k * k)
+    return uniq // a, uniq % a, flat.reshape(p, k, k).astype(np.float64)
 
 
 def cohen_kappa_pairs(
@@ -304,18 +369,8 @@ def cohen_kappa_pairs(
 
     An annotator who rated an item twice contributes no pair with themself.
     """
-    a1, l1, a2, l2 = rating_pairs(r)
+    first, second, tables = _pair_tables(r)
     k = r.n_classes
-    code = a1 * r.n_annotators + a2
-    uniq, inv = np.unique(code, return_inverse=True)
-    p = len(uniq)
-    if p * k * k > _MAX_PAIR_CELLS:
-        raise ValueError(
-            f"{p} annotator pairs x {k}^2 classes exceed the pairwise table budget; "
-            "use Fleiss' kappa or Krippendorff's alpha for this many annotators"
-        )
-    flat = np.bincount((inv * k + l1) * k + l2, minlength=p * k * k)
-    tables: FloatArray = flat.reshape(p, k, k).astype(np.float64)
     if scale == "observed" and weights is not None:
         used = (tables.sum(axis=2) + tables.sum(axis=1)) > 0
         rank = np.cumsum(used, axis=1).astype(np.float64)
@@ -327,7 +382,6 @@ def cohen_kappa_pairs(
     n_common = tables.sum(axis=(1, 2)).astype(np.int64)
     ok = ~np.isnan(kappa) & (n_common >= min_common)
     mean = float(kappa[ok].mean()) if ok.any() else None
-    first, second = uniq // max(r.n_annotators, 1), uniq % max(r.n_annotators, 1)
     return PairwiseKappa(first, second, n_common, kappa, mean)
 
 
@@ -438,27 +492,31 @@ def _delta(level: Level, r: Ratings, totals: FloatArray) -> FloatArray:
 def _alpha_parts(
     r: Ratings, level: Level
 ) -> tuple[sp.csr_matrix | FloatArray, FloatArray, FloatArray]:
-    """Pairable item x value counts (dense up to ``DENSE_CELLS``), each item's disagreement
-    term, and the distance matrix."""
+    """Pairable item x value counts (dense up to ``_DENSE_VALUES`` cells), each item's
+    disagreement term, and the distance matrix."""
     m: sp.csr_matrix | FloatArray
-    if r.n_items * r.n_classes <= DENSE_CELLS:
-        m = r.item_counts().astype(np.float64)
+    if r.n_items * r.n_classes <= _DENSE_VALUES * DENSE_CELLS:
+        # einsum, not axis-1 sums or BLAS: with a handful of values those cost several times more
+        totals = r.item_totals()
+        pairable = totals >= 2
+        m = r.item_counts()[pairable].astype(np.float64)
+        per_item = totals[pairable].astype(np.float64)
+        value_totals = np.einsum("ij->j", m)
     else:
         import scipy.sparse as sp  # only past DENSE_CELLS: 70-100 ms to import
 
         m = sp.csr_matrix((np.ones(r.n_ratings), (r.item, r.label)), shape=(r.n_items, r.n_classes))
         m.sum_duplicates()
-    totals = np.asarray(m.sum(axis=1)).ravel()
-    m = m[totals >= 2]
+        m = m[np.asarray(m.sum(axis=1)).ravel() >= 2]
+        per_item = np.asarray(m.sum(axis=1)).ravel()
+        value_totals = np.asarray(m.sum(axis=0)).ravel()
     if m.shape[0] == 0:
         raise AgreementUndefined("no item has two or more ratings")
-    per_item = np.asarray(m.sum(axis=1)).ravel()
-    value_totals = np.asarray(m.sum(axis=0)).ravel()
     delta = _delta(level, r, value_totals)
-    product = m @ delta
-    within = np.asarray(
-        (m * product).sum(axis=1) if isinstance(m, np.ndarray) else m.multiply(product).sum(axis=1)
-    ).ravel()
+    if isinstance(m, np.ndarray):
+        within = np.einsum("ij,ij->i", np.einsum("ij,jk->ik", m, delta), m)
+    else:
+        within = np.asarray(m.multiply(m @ delta).sum(axis=1)).ravel()
     d_item = within / (per_item - 1.0)
     return m, d_item, delta
 
@@ -475,8 +533,8 @@ def _alpha(d_obs: FloatArray, value_totals: FloatArray, delta: FloatArray) -> Fl
 def krippendorff_alpha(r: Ratings, level: Level = "nominal") -> float:
     """Krippendorff's alpha at the given level of measurement, with missing values."""
     m, d_item, delta = _alpha_parts(r, level)
-    totals = np.asarray(m.sum(axis=0)).ravel()
-    value = _alpha(np.asarray(d_item.sum()), totals, delta)
+    totals = np.einsum("ij->j", m) if isinstance(m, np.ndarray) else np.asarray(m.sum(axis=0))
+    value = _alpha(np.asarray(d_item.sum()), totals.ravel(), delta)
     if np.isnan(value):
         raise AgreementUndefined("only one value occurs among items rated twice: alpha is 0/0")
     return float(value)

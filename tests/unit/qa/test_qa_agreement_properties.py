@@ -211,3 +211,36 @@ def test_per_class_agreement() -> None:
 def test_unknown_label_against_declared_classes_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="outside the declared categories"):
         Ratings.from_records(["a"], ["x"], ["nope"], classes=["p", "q"])
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=60
+    ),
+    st.sampled_from([None, "linear", "quadratic"]),
+)
+def test_pairwise_kappa_tables_match_a_plain_count_of_the_pairs(
+    rows: list[tuple[int, int, int]], weights: ag.Weights
+) -> None:
+    # rows in any order, an annotator may rate an item twice (no pair with themself); both the
+    # dense table and the path for thousands of annotators against a loop over rating pairs
+    items, who, labels = (list(c) for c in zip(*rows, strict=True))
+    r = Ratings.from_records(items, who, labels, classes=[0, 1, 2, 3])
+    counted: dict[tuple[int, int], np.ndarray] = {}
+    for x in range(len(rows)):
+        for y in range(len(rows)):
+            a, b = int(r.annotator[x]), int(r.annotator[y])
+            if a < b and r.item[x] == r.item[y]:
+                counted.setdefault((a, b), np.zeros((4, 4)))[r.label[x], r.label[y]] += 1
+    dense = ag.cohen_kappa_pairs(r, weights, min_common=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ag, "_GRAM_CELLS", 0)
+        sparse = ag.cohen_kappa_pairs(r, weights, min_common=1)
+    for got in (dense, sparse):
+        assert list(zip(got.first.tolist(), got.second.tolist(), strict=True)) == sorted(counted)
+        assert got.n_common.tolist() == [int(counted[p].sum()) for p in sorted(counted)]
+        for a, b, kappa in zip(got.first, got.second, got.kappa, strict=True):
+            t = counted[(int(a), int(b))]
+            want = ag._kappa_from_tables(t[None], ag._kappa_weights(4, weights))[0]
+            assert kappa == pytest.approx(want, nan_ok=True)

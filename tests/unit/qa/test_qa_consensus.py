@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelloop_qa.domain.aggregation import (
+    TOLERANCE,
     aggregate,
     choose_method,
     dawid_skene,
@@ -137,6 +138,56 @@ def test_a_spammer_is_caught_on_little_evidence_and_an_unlucky_start_is_not() ->
     # the bound stands for the threshold: a lenient project (0.9) flags neither
     lenient = score_annotators(tallies, classes, spammer_threshold=0.9)
     assert not any(s.flagged for s in lenient)
+
+
+@pytest.mark.parametrize("fit", [dawid_skene, one_coin_dawid_skene])
+def test_em_stops_once_the_log_likelihood_changes_by_less_than_tol(crew, fit) -> None:  # type: ignore[no-untyped-def]
+    r = crew.ratings
+    done = fit(r)
+    assert done.converged
+    m = done.n_iter
+    assert 2 < m < 100
+    # the same EM run for m - 1 and m - 2 iterations (a negative tol never stops early)
+    before = fit(r, tol=-1.0, max_iter=m - 1)
+    earlier = fit(r, tol=-1.0, max_iter=m - 2)
+    assert not before.converged
+    tol = TOLERANCE["likelihood"]
+    assert abs(done.log_likelihood - before.log_likelihood) <= tol * abs(done.log_likelihood)
+    assert abs(before.log_likelihood - earlier.log_likelihood) > tol * abs(before.log_likelihood)
+    # a looser tolerance stops no later, a tighter one no earlier
+    assert fit(r, tol=1e-4).n_iter <= m <= fit(r, tol=1e-9).n_iter
+
+
+@pytest.mark.parametrize("fit", [dawid_skene, one_coin_dawid_skene])
+def test_both_stopping_rules_give_the_same_labels_on_a_crew_that_converges(crew, fit) -> None:  # type: ignore[no-untyped-def]
+    r = crew.ratings
+    likelihood = fit(r, smoothing=0.01)
+    parameters = fit(r, smoothing=0.01, stop="parameters")
+    assert likelihood.n_iter < parameters.n_iter
+    assert np.array_equal(likelihood.label, parameters.label)
+    assert np.abs(likelihood.posterior - parameters.posterior).max() < 0.05
+
+
+def test_posteriors_of_ratings_the_model_finds_all_but_impossible() -> None:
+    from scipy.special import logsumexp, softmax
+
+    from labelloop_qa.domain.aggregation import _softmax_rows
+
+    logp = np.array([[-1.0, -2.0, -3.0], [-900.0, -905.0, -2000.0], [-1e4, -1e4, -1e4 - 1]])
+    post, norm = _softmax_rows(logp.copy())
+    assert post == pytest.approx(softmax(logp, axis=1), rel=1e-12)
+    assert norm == pytest.approx(logsumexp(logp, axis=1), rel=1e-12)
+
+
+def test_a_negative_tol_runs_every_iteration_and_bad_settings_are_refused(crew) -> None:  # type: ignore[no-untyped-def]
+    r = crew.ratings
+    for stop in ("likelihood", "parameters"):
+        c = dawid_skene(r, tol=-1.0, max_iter=7, stop=stop)  # type: ignore[arg-type]
+        assert (c.n_iter, c.converged) == (7, False)
+    with pytest.raises(ValueError, match="stopping rule"):
+        aggregate(r, "dawid-skene", stop="elbo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_iter"):
+        dawid_skene(r, max_iter=0)
 
 
 def test_majority_vote_tie_rule_is_documented_and_deterministic() -> None:
