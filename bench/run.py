@@ -30,6 +30,7 @@ BENCHMARKS = {
     "latency": "bench_latency",
     "sampler": "bench_sampler",
     "campaign": "bench_campaign",
+    "multilabel": "bench_multilabel",
 }
 
 

@@ -14,6 +14,12 @@ Nothing lost, nothing imported twice:
   after a failure the bridge waits, lists the batch's tasks again and imports what is still missing;
 * the ledger is marked ``imported`` last; a redelivered ``BatchCreated`` then does nothing.
 
+A task's prediction becomes Label Studio's pre-annotation in the result format of the interface
+the bridge generated (:func:`prediction_result`): the chosen class, or for a multi-label project
+every label the model predicts (the labels whose probability reaches
+``training.multilabel_threshold``, chosen by the sampler from the model's scores), selected in
+the ``Choices`` control that takes several.
+
 Each task's overlap is set to its ``annotations_required`` when it differs from the project's.
 Gold answers and simulation truths never reach Label Studio: annotators could see them. The ids
 the bridge finds its tasks by travel in the task data; after each import the project's Data
@@ -39,7 +45,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from labelloop.events import BatchCreated, BatchTask
+from labelloop.events import BatchCreated, BatchTask, LabelValue
 from labelloop.project import ProjectConfig
 
 from .domain.label_config import REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD
@@ -52,7 +58,7 @@ from .metrics import BridgeMetrics
 from .provisioning import ProjectProvisioner, project_fields
 from .store import BridgeState
 
-__all__ = ["BatchImporter", "ImportLeaseLost", "ls_task"]
+__all__ = ["BatchImporter", "ImportLeaseLost", "ls_task", "prediction_result"]
 
 log = logging.getLogger("labelloop.bridge.importer")
 
@@ -65,6 +71,19 @@ class ImportLeaseLost(RuntimeError):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def prediction_result(value: LabelValue, config: ProjectConfig) -> list[dict[str, Any]]:
+    """A model's prediction as Label Studio result items (:class:`ResultError` if it does not
+    fit the task). A multi-label prediction keeps the labels the project has, in its order; one
+    of no label is an empty result: the model's word that none applies."""
+    if config.task_type.is_multilabel and isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ResultError(f"{config.task_type.value} takes class names, not regions")
+        value = [c for c in config.labels.classes if c in value]
+        if not value:
+            return []
+    return to_ls_result(value, config.task_type, config.primary_field.name)
 
 
 def ls_task(
@@ -91,9 +110,7 @@ def ls_task(
     out: dict[str, JsonValue] = {"data": data}
     if task.prediction is not None:
         try:
-            result = to_ls_result(
-                task.prediction.label, config.task_type, config.primary_field.name
-            )
+            result = prediction_result(task.prediction.label, config)
         except ResultError as exc:
             log.warning("prediction of item %s not imported: %s", task.item_id, exc)
         else:

@@ -292,6 +292,7 @@ class Sampler:
             random_fraction=sampling.random_fraction,
             prefilter_factor=self.prefilter_factor,
             random_state=seed,
+            multilabel=scores is not None and scores.multilabel,
         )
         rng = np.random.default_rng(seed)
         gold_ids = (
@@ -314,12 +315,11 @@ class Sampler:
             item = items.records[t.item_id]
             prediction = item.prediction
             if scores is not None and t.item_id in rows:
-                p = scores.proba[rows[t.item_id]]
-                best = int(np.argmax(p))
-                prediction = Prediction(
-                    label=scores.classes[best],
-                    score=round(float(p[best]), 6),
-                    model_version=outcome.model_version if outcome else None,
+                prediction = _prediction(
+                    scores,
+                    rows[t.item_id],
+                    outcome.model_version if outcome else None,
+                    config.training.multilabel_threshold,
                 )
             tasks.append(
                 BatchTask(
@@ -523,6 +523,28 @@ _WAIT_REASONS = (
     "waiting_for_model",
     "waiting_for_qa",
 )
+
+
+def _prediction(
+    scores: ProbabilityTable, row: int, model_version: str | None, threshold: float
+) -> Prediction:
+    """The model's answer for one item, shown to annotators as a pre-annotation: its most likely
+    class; or, from a multi-label model's scores, every label whose probability reaches
+    ``threshold`` (``training.multilabel_threshold``), scored by the probability of that exact
+    set (labels independent given the item, as the one-vs-rest model has them)."""
+    p = scores.proba[row]
+    if scores.multilabel:
+        chosen = p >= threshold
+        probability = float(np.prod(np.where(chosen, p, 1.0 - p)))
+        return Prediction(
+            label=[c for c, yes in zip(scores.classes, chosen.tolist(), strict=True) if yes],
+            score=round(min(max(probability, 0.0), 1.0), 6),
+            model_version=model_version,
+        )
+    best = int(np.argmax(p))
+    return Prediction(
+        label=scores.classes[best], score=round(float(p[best]), 6), model_version=model_version
+    )
 
 
 def waits_for_model(config: ProjectConfig) -> bool:

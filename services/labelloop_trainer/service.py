@@ -8,6 +8,11 @@ scores the unlabeled pool with it and checks convergence. Its ``ModelTrained`` a
 model serves after the round (the candidate or the one before), also when no model could be
 trained: the sampler waits for exactly that word.
 
+A multi-label project (``text_multilabel``) trains one binary model per label on the same
+features (:mod:`~labelloop_trainer.domain.multilabel`): it is judged by micro-F1 (and reports
+macro-F1, subset accuracy as ``accuracy``, and Hamming loss), scores the pool with each label's
+probability (a table of kind ``label_probabilities``), and lists no suspect labels.
+
 Model versions are ``m<round>``: the same version always gives the same model, whichever replica
 trains it, and a redelivered version republishes the stored ``ModelTrained``.
 """
@@ -18,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 import io
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,8 +54,15 @@ from labelloop_trainer.domain.convergence import compare_predictions, converged,
 from labelloop_trainer.domain.estimators import (
     InputKind,
     aligned_proba,
+    label_proba,
     make_pipeline,
     regularization_grid,
+)
+from labelloop_trainer.domain.multilabel import (
+    indicator,
+    label_sets,
+    predicted_sets,
+    train_multilabel_round,
 )
 from labelloop_trainer.domain.retraining import decide_retrain
 from labelloop_trainer.domain.suspects import suspect_labels
@@ -71,6 +84,7 @@ ProjectLookup = Callable[[str], Awaitable[ProjectConfig]]
 
 _KIND: dict[TaskType, InputKind] = {
     TaskType.TEXT_CLASSIFICATION: "text",
+    TaskType.TEXT_MULTILABEL: "text",
     TaskType.IMAGE_CLASSIFICATION: "vectors",
     TaskType.AUDIO_CLASSIFICATION: "vectors",
     TaskType.VIDEO_CLASSIFICATION: "vectors",
@@ -113,6 +127,21 @@ def _text(value: object, fallback: str | None) -> str | None:
     return value if isinstance(value, str) else fallback
 
 
+def _label_set(cell: object) -> list[str]:
+    """A multi-label row's labels from its label cell: the exporter writes a list as JSON text
+    (a bare class name, as a hand-made dataset may hold, is a set of one)."""
+    if isinstance(cell, list | tuple):
+        return [str(v) for v in cell]
+    text = str(cell)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text] if text else []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
 def _inputs(
     frame: pd.DataFrame, items: ProjectItems, kind: InputKind, config: ProjectConfig
 ) -> _Inputs:
@@ -150,10 +179,16 @@ def _inputs(
         labeled_x = np.asarray([rows[i] for i in ids[keep]], dtype=np.float64).reshape(-1, dim)
         pool_ids = [i for i in pool_candidates if i in rows]
         pool_x = np.asarray([rows[i] for i in pool_ids], dtype=np.float64).reshape(-1, dim)
+    y: Array
+    if config.task_type.is_multilabel:
+        sets = [_label_set(cell) for cell in frame["label"].tolist()]
+        y = indicator(sets, list(config.labels.classes))
+    else:
+        y = frame["label"].astype(str).to_numpy()
     labeled = LabeledData(
         item_ids=ids[keep],
         x=labeled_x if kind == "vectors" else labeled_x[keep],
-        y=frame["label"].astype(str).to_numpy()[keep],
+        y=y[keep],
         split=frame["split"].astype(str).to_numpy()[keep],
         weight=frame["weight"].astype(float).to_numpy()[keep],
     )
@@ -163,7 +198,10 @@ def _inputs(
 def _suspects(
     frame: pd.DataFrame, inputs: _Inputs, oos: Array, config: ProjectConfig
 ) -> list[SuspectLabel]:
-    """The round's suspect labels (gold and expert-reviewed rows are settled)."""
+    """The round's suspect labels (gold and expert-reviewed rows are settled). A multi-label
+    model lists none: a recheck sends one class back to an expert, a label set has several."""
+    if config.task_type.is_multilabel:
+        return []
     settled = set()
     batches: dict[str, str | None] = {}
     ids = frame["item_id"].astype(str).tolist()
@@ -279,20 +317,38 @@ class Trainer:
             seen = await self._train_set(project, state.current)
             fresh = np.asarray([i not in seen for i in inputs.labeled.item_ids.tolist()])
         classes = list(config.labels.classes)
+        multilabel = config.task_type.is_multilabel
+        pipeline = make_pipeline(kind, t.estimator, t.random_state, multilabel=multilabel)
+        grid = regularization_grid(t, kind, multilabel=multilabel)
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(
-                train_round,
-                make_pipeline(kind, t.estimator, t.random_state),
-                inputs.labeled,
-                classes,
-                current_model=current,
-                fresh=fresh,
-                tolerance=t.promotion_tolerance,
-                random_state=t.random_state,
-                folds=self._oos_folds,
-                grid=regularization_grid(t, kind),
-            )
+            if multilabel:
+                result = await asyncio.to_thread(
+                    train_multilabel_round,
+                    pipeline,
+                    inputs.labeled,
+                    classes,
+                    current_model=current,
+                    fresh=fresh,
+                    tolerance=t.promotion_tolerance,
+                    threshold=t.multilabel_threshold,
+                    random_state=t.random_state,
+                    folds=self._oos_folds,
+                    grid=grid,
+                )
+            else:
+                result = await asyncio.to_thread(
+                    train_round,
+                    pipeline,
+                    inputs.labeled,
+                    classes,
+                    current_model=current,
+                    fresh=fresh,
+                    tolerance=t.promotion_tolerance,
+                    random_state=t.random_state,
+                    folds=self._oos_folds,
+                    grid=grid,
+                )
         except NotEnoughClasses as exc:
             await self._skip(config, event, state, str(exc))
             return
@@ -388,15 +444,26 @@ class Trainer:
     ) -> None:
         project = config.name
         classes = list(config.labels.classes)
+        multilabel = config.task_type.is_multilabel
         model_ref, model_digest = await self.store.save_model(project, mv, result.model)
-        agreement = await self._stability(project, mv, result, inputs, before, classes)
+        agreement = await self._stability(project, mv, result, inputs, before, config)
         scores_ref = None
         if result.promoted:
             started = time.perf_counter()
-            proba = await asyncio.to_thread(aligned_proba, result.model, inputs.pool_x, classes)
-            scores_ref = await self.store.save_scores(project, mv, inputs.pool_ids, proba, classes)
+            score = label_proba if multilabel else aligned_proba
+            proba = await asyncio.to_thread(score, result.model, inputs.pool_x, classes)
+            scores_ref = await self.store.save_scores(
+                project, mv, inputs.pool_ids, proba, classes, multilabel=multilabel
+            )
             self._metrics.scoring.observe(time.perf_counter() - started)
         ev = result.evaluation
+        multilabel_report: dict[str, Any] = {}
+        if multilabel:
+            multilabel_report = {
+                "task": "multi_label",
+                "promotion_metric": ev.promotion_metric,
+                "threshold": config.training.multilabel_threshold,
+            }
         await self.store.save_report(
             project,
             mv,
@@ -414,6 +481,7 @@ class Trainer:
                 "estimator": config.training.estimator,
                 "regularization": result.params,
                 "dropped_rows_without_input": inputs.dropped,
+                **multilabel_report,
             },
         )
         history = [*before.history(), agreement] if before.last_model is not None else []
@@ -445,6 +513,8 @@ class Trainer:
             metrics[f"regularization_{name.split('__')[-1]}"] = float(value)
         if result.current_evaluation is not None:
             metrics["current_macro_f1_on_fresh"] = result.current_evaluation.macro_f1
+            if result.current_evaluation.micro_f1 is not None:
+                metrics["current_micro_f1_on_fresh"] = result.current_evaluation.micro_f1
         if agreement is not None:
             metrics["agreement_with_previous"] = agreement
         outcome = ModelTrained(
@@ -493,13 +563,14 @@ class Trainer:
         self._metrics.retrains.labels(project=project, outcome=label).inc()
         self._observe(project, state)
         log.info(
-            "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f, %s",
+            "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f%s, %s",
             project,
             mv,
             event.version,
             result.n_train,
             ev.accuracy,
             ev.macro_f1,
+            f", micro-F1 {ev.micro_f1:.3f}" if ev.micro_f1 is not None else "",
             label,
         )
 
@@ -535,17 +606,19 @@ class Trainer:
         result: RoundResult,
         inputs: _Inputs,
         before: ProjectState,
-        classes: list[str],
+        config: ProjectConfig,
     ) -> float | None:
-        """Predict the stop set, keep the predictions, compare with the previous model's."""
+        """Predict the stop set, keep the predictions, compare with the previous model's (a
+        multi-label model's prediction is its label set: two models agree on an item when they
+        predict the same set)."""
         chosen = set(stop_set(inputs.pool_ids, self._stop_set_size, salt=project))
         rows = [k for k, i in enumerate(inputs.pool_ids) if i in chosen]
         predictions: dict[str, str] = {}
         if rows:
             labels = await asyncio.to_thread(
-                predict_labels, result.model, inputs.pool_x[rows], classes
+                _stop_set_predictions, result.model, inputs.pool_x[rows], config
             )
-            predictions = {inputs.pool_ids[k]: str(v) for k, v in zip(rows, labels, strict=True)}
+            predictions = {inputs.pool_ids[k]: v for k, v in zip(rows, labels, strict=True)}
         await self.store.save_stop_set(project, mv, predictions)
         previous = before.last_model
         if previous is None or previous == mv:
@@ -554,3 +627,12 @@ class Trainer:
         if earlier is None:
             return None
         return compare_predictions(earlier, predictions).share
+
+
+def _stop_set_predictions(model: Any, x: Array, config: ProjectConfig) -> list[str]:
+    """Each item's predicted class, or a multi-label model's predicted set as JSON text."""
+    classes = list(config.labels.classes)
+    if not config.task_type.is_multilabel:
+        return [str(v) for v in predict_labels(model, x, classes)]
+    chosen = predicted_sets(model, x, classes, config.training.multilabel_threshold)
+    return [json.dumps(names) for names in label_sets(chosen, classes)]

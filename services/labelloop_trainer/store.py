@@ -8,7 +8,8 @@
   data, never code; its digest is in the state and in ``ModelTrained``,
   :mod:`labelloop.model_format`) and its evaluation report;
 * ``trainer/<project>/scores/<mv>.npz``: pool scores of a promoted model (a
-  ``labelloop.catalog`` probability table);
+  ``labelloop.catalog`` probability table: class probabilities, or a multi-label model's
+  per-label probabilities, and the table says which);
 * ``trainer/<project>/stopset/<mv>.npz``: predicted classes on the stop set (convergence).
 """
 
@@ -139,9 +140,11 @@ class TrainerStore:
         item_ids: Sequence[str],
         proba: Array,
         classes: Sequence[str],
+        *,
+        multilabel: bool = False,
     ) -> str:
         name = self.name(project, "scores", model_version, "npz")
-        table = ProbabilityTable(list(item_ids), np.asarray(proba), list(classes))
+        table = ProbabilityTable(list(item_ids), np.asarray(proba), list(classes), multilabel)
         await self._artifacts().put(name, await asyncio.to_thread(encode_table, table))
         return name
 

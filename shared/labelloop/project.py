@@ -160,7 +160,12 @@ class TrainingConfig(_Section):
     min_growth: float = Field(default=0.1, ge=0.0)
     """Retrain when labels grew by this fraction since the last model (or min_new_labels)."""
     promotion_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
-    """A new model is promoted unless its macro-F1 is worse than the current one's by more."""
+    """A new model is promoted unless its macro-F1 (multi-label: micro-F1) is worse than the
+    current one's by more, and significantly so."""
+    multilabel_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """Multi-label projects: a label is predicted when the model gives it at least this
+    probability; the labels its F1 scores count, the predictions convergence compares, and the
+    pre-annotations Label Studio shows."""
     tune_regularization: bool = True
     """Choose the estimator's regularization strength by cross-validation over the labels
     (logistic regression's ``C``, the linear SVM's ``alpha``) instead of scikit-learn's default:

@@ -5,7 +5,9 @@ positions into them. Everything is vectorised and seeded: the same inputs and ``
 give the same selection, on any replica.
 
 * ``least_confidence``, ``margin``, ``entropy``: the model's pool probabilities, most uncertain
-  first (Settles 2009).
+  first (Settles 2009). A multi-label model's scores (each label's own probability,
+  ``multilabel=True``) are uncertain label by label, each label a binary question
+  (:func:`multilabel_uncertainty`).
 * ``diversity``: k-means on the feature vectors with ``k = n``, the item nearest to each
   centroid. It is also the cold start of every uncertainty strategy (no model yet).
 * ``hybrid``: the ``prefilter_factor * n`` most uncertain items (10 times the batch by default),
@@ -39,6 +41,7 @@ from labelloop.project import SamplingStrategy
 __all__ = [
     "UNCERTAINTY_STRATEGIES",
     "Selection",
+    "multilabel_uncertainty",
     "select",
     "uncertainty",
 ]
@@ -77,14 +80,19 @@ class Selection:
     """How many of ``indices`` (the first ones) are the random control slice."""
 
 
-def uncertainty(proba: NDArray[np.floating], method: SamplingStrategy) -> NDArray[np.float64]:
+def uncertainty(
+    proba: NDArray[np.floating], method: SamplingStrategy, *, multilabel: bool = False
+) -> NDArray[np.float64]:
     """Uncertainty per row of class probabilities, higher is more uncertain; NaN rows stay NaN.
 
-    ``hybrid`` ranks by margin, which worked best on our reference runs.
+    ``hybrid`` ranks by margin, which worked best on our reference runs. ``multilabel``: the
+    columns are labels, each its own probability (:func:`multilabel_uncertainty`).
     """
     p = np.asarray(proba)
     if p.ndim != 2:
         raise ValueError(f"proba must be 2-d, got shape {p.shape}")
+    if multilabel:
+        return multilabel_uncertainty(p, method)
     if p.shape[1] == 1:
         # a model that has seen one class is sure of it: nothing to rank by
         return np.where(np.isnan(p[:, 0]), np.nan, 0.0)
@@ -99,6 +107,45 @@ def uncertainty(proba: NDArray[np.floating], method: SamplingStrategy) -> NDArra
             logs = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)
         ent = -(p * logs).sum(axis=1)
         return np.where(np.isnan(p).any(axis=1), np.nan, ent)
+    raise ValueError(f"{method.value} is not an uncertainty strategy")
+
+
+def multilabel_uncertainty(
+    proba: NDArray[np.floating], method: SamplingStrategy
+) -> NDArray[np.float64]:
+    """Uncertainty of a multi-label model's scores (column *j*: the probability ``p_j`` that the
+    item has label *j*), higher is more uncertain; a row with a NaN is NaN.
+
+    Each label is a binary question; its uncertainty is aggregated over the labels:
+
+    * ``least_confidence``: the mean over labels of ``min(p_j, 1 - p_j)``, one minus the
+      confidence of each binary decision (the average aggregation of Esuli and Sebastiani 2009,
+      "Active Learning Strategies for Multi-Label Text Classification", ECIR);
+    * ``margin`` (and ``hybrid``): the mean over labels of ``1 - |2 p_j - 1|``, one minus the
+      margin between a label's two answers (same source). For a binary question the margin is
+      twice the least confidence, so the two rank items alike;
+    * ``entropy``: the sum over labels of the binary entropies ``H(p_j)``, the entropy of the
+      whole label set when labels are independent given the item, as the one-vs-rest model has
+      them (Settles 2009, section 3.1, applied to the joint label vector).
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"proba must be 2-d, got shape {p.shape}")
+    if p.shape[1] == 0:
+        return np.zeros(len(p))
+    if method is SamplingStrategy.LEAST_CONFIDENCE:
+        out: NDArray[np.float64] = np.minimum(p, 1.0 - p).mean(axis=1)
+        return out
+    if method in (SamplingStrategy.MARGIN, SamplingStrategy.HYBRID):
+        margin: NDArray[np.float64] = (1.0 - np.abs(2.0 * p - 1.0)).mean(axis=1)
+        return margin
+    if method is SamplingStrategy.ENTROPY:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inside = (p > 0) & (p < 1)
+            q = np.where(inside, p, 0.5)
+            h = np.where(inside, -(q * np.log(q) + (1.0 - q) * np.log(1.0 - q)), 0.0)
+        entropy: NDArray[np.float64] = h.sum(axis=1)
+        return np.where(np.isnan(p).any(axis=1), np.nan, entropy)
     raise ValueError(f"{method.value} is not an uncertainty strategy")
 
 
@@ -124,7 +171,10 @@ def _margin(p: NDArray[np.floating]) -> NDArray[np.float64]:
 
 
 def _pool_uncertainty(
-    proba: NDArray[np.floating], rows: NDArray[np.intp], method: SamplingStrategy
+    proba: NDArray[np.floating],
+    rows: NDArray[np.intp],
+    method: SamplingStrategy,
+    multilabel: bool = False,
 ) -> NDArray[np.float64]:
     """``uncertainty(proba[rows])`` a chunk of rows at a time: the pool is read, never copied."""
     p = np.asarray(proba)
@@ -133,7 +183,7 @@ def _pool_uncertainty(
     for start in range(0, len(rows), _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, len(rows))
         chunk = p[start:stop] if contiguous else p[rows[start:stop]]
-        out[start:stop] = uncertainty(chunk, method)
+        out[start:stop] = uncertainty(chunk, method, multilabel=multilabel)
     return out
 
 
@@ -148,13 +198,15 @@ def select(
     random_fraction: float = 0.0,
     prefilter_factor: int = 10,
     random_state: int = 0,
+    multilabel: bool = False,
 ) -> Selection:
     """Choose ``n`` of ``n_candidates`` items.
 
     ``X`` (features, one row per candidate) drives diversity; ``proba`` (the latest model's class
     probabilities, NaN rows for items it has not scored) drives the uncertainty strategies;
     ``strata`` (one value per candidate) drives the stratified strategy. A ``random_fraction`` of
-    the ``n`` is drawn at random first, as a control slice.
+    the ``n`` is drawn at random first, as a control slice. ``multilabel``: ``proba`` holds a
+    multi-label model's per-label probabilities (:func:`multilabel_uncertainty`).
     """
     rng = np.random.default_rng(random_state)
     n = max(0, min(n, n_candidates))
@@ -177,6 +229,7 @@ def select(
         strata=strata,
         prefilter_factor=prefilter_factor,
         rng=rng,
+        multilabel=multilabel,
     )
     indices = np.concatenate([random_part, rest[sub.indices]]).astype(np.int64)
     scores = np.concatenate([np.full(n_random, np.nan), sub.scores])
@@ -193,6 +246,7 @@ def _select_core(
     strata: NDArray[np.object_] | None,
     prefilter_factor: int,
     rng: np.random.Generator,
+    multilabel: bool = False,
 ) -> Selection:
     """Select ``n`` positions into ``rows`` (which index the candidate arrays)."""
     if n <= 0 or len(rows) == 0:
@@ -204,7 +258,7 @@ def _select_core(
             return _random(len(rows), n, rng)
         return _stratified(strata[rows], n, rng)
     if strategy in UNCERTAINTY_STRATEGIES:
-        u = np.empty(0) if proba is None else _pool_uncertainty(proba, rows, strategy)
+        u = np.empty(0) if proba is None else _pool_uncertainty(proba, rows, strategy, multilabel)
         unscored = np.isnan(u)
         if len(u) and not unscored.all():
             if unscored.any():

@@ -1,4 +1,5 @@
-"""Scores of a model on held-out labels: accuracy, macro-F1, per class, confusion matrix."""
+"""Scores of a model on held-out labels: accuracy, macro-F1, per class, confusion matrix; for a
+multi-label model micro- and macro-F1 over labels, subset accuracy and Hamming loss."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import (
     accuracy_score,
@@ -16,7 +18,7 @@ from sklearn.metrics import (
 
 Array = npt.NDArray[Any]
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "evaluate_multilabel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,24 +29,55 @@ class Evaluation:
     """Macro-F1 over the classes present in truth or predictions (scikit-learn's default)."""
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
-    """Rows: true class, columns: predicted class, both in the project's class order."""
+    """Rows: true class, columns: predicted class, both in the project's class order (empty for
+    a multi-label model: its per-label counts are in ``per_class``)."""
+    micro_f1: float | None = None
+    """Multi-label: F1 over every (item, label) decision pooled (``None``: single-label)."""
+    hamming_loss: float | None = None
+    """Multi-label: the share of (item, label) decisions that are wrong."""
+
+    @property
+    def multilabel(self) -> bool:
+        return self.micro_f1 is not None
+
+    @property
+    def promotion_metric(self) -> str:
+        """What promotion compares: macro-F1 for single-label models, micro-F1 for multi-label
+        ones (``labelloop_trainer.domain.multilabel``)."""
+        return "micro_f1" if self.multilabel else "macro_f1"
+
+    @property
+    def promotion_score(self) -> float:
+        return self.micro_f1 if self.micro_f1 is not None else self.macro_f1
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        """Flat metrics for ``ModelTrained.metrics``."""
+        """Flat metrics for ``ModelTrained.metrics`` (multi-label: ``accuracy`` is the subset
+        accuracy, also reported as ``subset_accuracy``)."""
         out = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
+        if self.micro_f1 is not None and self.hamming_loss is not None:
+            out[f"{prefix}micro_f1"] = self.micro_f1
+            out[f"{prefix}subset_accuracy"] = self.accuracy
+            out[f"{prefix}hamming_loss"] = self.hamming_loss
         out[f"{prefix}n"] = float(self.n)
         for cls, scores in self.per_class.items():
             out[f"{prefix}f1.{cls}"] = scores["f1"]
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "n": self.n,
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
             "per_class": self.per_class,
             "confusion": self.confusion,
         }
+        if self.multilabel:
+            out.update(
+                micro_f1=self.micro_f1,
+                subset_accuracy=self.accuracy,
+                hamming_loss=self.hamming_loss,
+            )
+        return out
 
 
 def evaluate(y_true: Array, y_pred: Array, classes: Sequence[str]) -> Evaluation:
@@ -70,3 +103,43 @@ def evaluate(y_true: Array, y_pred: Array, classes: Sequence[str]) -> Evaluation
         per_class=per_class,
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     )
+
+
+def evaluate_multilabel(y_true: Array, y_pred: Array, labels: Sequence[str]) -> Evaluation:
+    """Multi-label scores of 0/1 matrices (one column per label, in ``labels`` order).
+
+    ``accuracy`` is the subset accuracy (every label of the item right); ``macro_f1`` averages
+    the labels present in truth or predictions, as single-label macro-F1 averages classes (a label
+    nobody has and nobody predicted is not a zero); ``micro_f1`` pools every decision;
+    ``hamming_loss`` is the share of wrong decisions. Counted here rather than by scikit-learn's
+    functions, which take a one-column matrix for a binary problem of two classes."""
+    truth = np.asarray(y_true).astype(bool).reshape(len(y_true), -1)
+    predicted = np.asarray(y_pred).astype(bool).reshape(len(y_pred), -1)
+    if len(truth) == 0:
+        raise ValueError("nothing to evaluate on")
+    tp = (truth & predicted).sum(axis=0).astype(np.float64)
+    fp = (~truth & predicted).sum(axis=0).astype(np.float64)
+    fn = (truth & ~predicted).sum(axis=0).astype(np.float64)
+    per_class = {
+        cls: {
+            "precision": _ratio(tp[j], tp[j] + fp[j]),
+            "recall": _ratio(tp[j], tp[j] + fn[j]),
+            "f1": _ratio(2 * tp[j], 2 * tp[j] + fp[j] + fn[j]),
+            "support": float(tp[j] + fn[j]),
+        }
+        for j, cls in enumerate(labels)
+    }
+    seen = [cls for j, cls in enumerate(labels) if tp[j] + fp[j] + fn[j] > 0]
+    macro = float(np.mean([per_class[c]["f1"] for c in seen])) if seen else 0.0
+    return Evaluation(
+        n=len(truth),
+        accuracy=float(np.mean((truth == predicted).all(axis=1))),
+        macro_f1=macro,
+        per_class=per_class,
+        micro_f1=_ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum()),
+        hamming_loss=float(np.mean(truth != predicted)),
+    )
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else 0.0

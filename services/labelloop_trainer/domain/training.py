@@ -37,7 +37,9 @@ class NotEnoughClasses(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LabeledData:
-    """Labeled rows aligned by position; ``x`` is a 1-D array of texts or a 2-D float matrix."""
+    """Labeled rows aligned by position; ``x`` is a 1-D array of texts or a 2-D float matrix;
+    ``y`` the class names, or for a multi-label project a 0/1 matrix with one column per label
+    (:mod:`labelloop_trainer.domain.multilabel`)."""
 
     item_ids: Array
     x: Array
@@ -66,7 +68,8 @@ class RoundResult:
     """The serving model on the fresh rows (``None``: no serving model or no fresh rows)."""
     promoted: bool
     oos_proba: Array
-    """Out-of-sample class probabilities for every labeled row (project class order)."""
+    """Out-of-sample class probabilities for every labeled row (project class order; a
+    multi-label model's: each label's own probability)."""
     n_train: int
     params: dict[str, float]
     """The regularization chosen by cross-validation (empty: the estimator's defaults)."""
