@@ -2,33 +2,58 @@
 
     .venv/bin/python bench/bench_throughput.py [--quick]
 
-Starts an embedded nats-server and ``labelloop run ingester`` as a subprocess, applies a text
-project, submits 100k unique text items in ``ItemsSubmitted`` messages of 500 and waits until
-``ItemsIngested`` has announced every one of them (validated, content-hashed, claimed in KV,
-featurised, features stored in the object store, announced). Checked: every submitted item is
-ingested exactly once under the id computed locally, nothing rejected.
+Starts an embedded nats-server and ``labelloop-service ingester`` as subprocesses, applies a
+text project, submits 100k unique text items in ``ItemsSubmitted`` messages of 500 (published
+pipelined, the bodies written as JSON directly: a lean producer) and waits until every message
+is answered (``SubmissionAnswered``, which the ingester publishes last: items validated,
+content-hashed, claimed, featurised, stored in the catalog and announced). Timed from the first
+publish to the last answer, after a warm-up message. Three measurements:
+
+* one ingester replica, 100k new items;
+* the same 100k items submitted again to it (new messages): every item a duplicate, which is
+  deduplication alone (no features, no catalog writes);
+* in a namespace of its own, two replicas sharing the consumer (what a second container does),
+  100k new items: the replicas race for the same claim log.
+
+Exactly once, checked after each run (not timed): every ``ItemsIngested`` on the stream read
+back, every catalog chunk read back and decoded, every answer added up; each item id computed
+locally appears once in the announcements and once in the catalog, none missing, none extra,
+none rejected; the re-ingest announces nothing and answers every item a duplicate. Also
+counted: the claim log's appends against the messages (the first version made one KV ``create``
+per item).
 
 Anchors measured in the same run on the same server: nats-py ``publish_async`` (pipelined
-JetStream publishes with acks) and KV ``create`` with 256 in flight (what the ingester does once
-per item to deduplicate) in operations per second.
+JetStream publishes with acks: measured before and after the ingester runs, the machine being
+shared) and KV ``create`` with 256 in flight, in operations per second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
+from nats.js.api import DeliverPolicy
 
 from bus import namespace, nats_server, service_process, text_project
 from harness import row, standalone
-from labelloop.client import connect
-from labelloop.events import ItemIn, ItemsIngested, ItemsRejected, ItemsSubmitted, deterministic_id
+from labelloop.catalog import Catalog, chunk_name, decode_chunk
+from labelloop.client import BusClient, connect
+from labelloop.events import (
+    ItemsIngested,
+    ItemsSubmitted,
+    SubmissionAnswered,
+    deterministic_id,
+)
+from labelloop.payloads import resolve
 from labelloop.project import parse_project
 from labelloop.settings import ServiceSettings
+from labelloop.stores import NatsKeyValue
 from labelloop_ingester.domain.identity import item_id
 
 NAME = "throughput"
@@ -86,123 +111,264 @@ async def raw_kv_create(url: str, n: int, concurrency: int = 256) -> float:
         await nc.close()
 
 
-async def ingest(url: str, n_items: int, timeout: float) -> dict[str, Any]:
+async def _submit(bus: BusClient, texts: list[str], tag: str) -> list[str]:
+    """Publish ``texts`` as ``ItemsSubmitted`` messages of ``PER_MESSAGE`` items, pipelined
+    (``publish_async``, as the raw anchor does), each body written as JSON directly: a lean
+    producer, so that the machine's two cores go to the ingester. Their event ids."""
+    js, ns = bus.js, bus.ns
+    subject = ns.subject(ItemsSubmitted, PROJECT)
+    stream = ns.stream_name(ns.stream_for(ItemsSubmitted))
+    now = datetime.now(UTC).isoformat()
+    ids, acks = [], []
+    for k in range(0, len(texts), PER_MESSAGE):
+        event_id = deterministic_id("bench-submit", tag, k)
+        body = {
+            "event_id": event_id,
+            "occurred_at": now,
+            "project": PROJECT,
+            "source": "bench",
+            "items": [{"data": {"text": t}} for t in texts[k : k + PER_MESSAGE]],
+        }
+        acks.append(
+            await js.publish_async(
+                subject, json.dumps(body).encode(), stream=stream, headers={"Nats-Msg-Id": event_id}
+            )
+        )
+        ids.append(event_id)
+    for ack in await asyncio.gather(*acks):
+        if ack.duplicate:
+            raise RuntimeError(f"submission {ack.seq} dropped as a duplicate")
+    return ids
+
+
+class _Answers:
+    """The ingester's answers as they come (small messages: counting them costs the benchmark
+    next to nothing while the ingester works)."""
+
+    def __init__(self) -> None:
+        self.by_submission: dict[str, SubmissionAnswered] = {}
+        self.expected: set[str] = set()
+        self.done = asyncio.Event()
+
+    async def on_message(self, msg: Any) -> None:
+        answer = SubmissionAnswered.model_validate_json(msg.data)
+        self.by_submission[answer.submission_id] = answer
+        if self.expected and self.expected <= self.by_submission.keys():
+            self.done.set()
+
+    async def wait(self, ids: list[str], timeout: float) -> None:
+        self.expected = set(ids)
+        if self.expected <= self.by_submission.keys():
+            return
+        self.done.clear()
+        await asyncio.wait_for(self.done.wait(), timeout=timeout)
+
+    def totals(self, ids: list[str]) -> dict[str, int]:
+        answers = [self.by_submission[i] for i in ids]
+        return {
+            "answered_ingested": sum(a.ingested for a in answers),
+            "answered_duplicates": sum(a.duplicates for a in answers),
+            "answered_rejected": sum(a.rejected for a in answers),
+        }
+
+
+async def _announced(bus: BusClient, submissions: set[str]) -> list[str]:
+    """Item ids of every ``ItemsIngested`` of ``submissions`` the stream holds, repeats kept."""
+    js, ns = bus.js, bus.ns
+    stream = ns.stream_name(ns.stream_for(ItemsIngested))
+    info = await js.stream_info(stream, subjects_filter=ns.subject(ItemsIngested))
+    total = sum((info.state.subjects or {}).values())
+    blobs = await bus.blobs()
+    ids: list[str] = []
+    sub = await js.subscribe(
+        ns.subject(ItemsIngested),
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    try:
+        for _ in range(total):
+            msg = await sub.next_msg(timeout=30)
+            event = ItemsIngested.model_validate_json(await resolve(msg.data, msg.headers, blobs))
+            if event.submission_id in submissions:
+                ids += [i.item_id for i in event.items]
+    finally:
+        await sub.unsubscribe()
+    return ids
+
+
+async def _catalogued(bus: BusClient, submissions: set[str]) -> list[str]:
+    """Item ids of every catalog chunk of ``submissions``, decoded from the object store."""
+    kv = NatsKeyValue(await bus.js.key_value(bus.ns.kv_bucket("state")))
+    blobs = await bus.blobs()
+    ids: list[str] = []
+    for chunk_id in await Catalog(kv, blobs).chunk_ids(PROJECT):
+        if chunk_id.rsplit("-", 1)[0] not in submissions:
+            continue
+        raw = await blobs.get(chunk_name(PROJECT, chunk_id))
+        if raw is None:
+            raise RuntimeError(f"catalog chunk {chunk_id} indexed but not stored")
+        ids += [i.item_id for i in decode_chunk(raw).items]
+    return ids
+
+
+async def _claim_appends(bus: BusClient) -> int:
+    kv = NatsKeyValue(await bus.js.key_value(bus.ns.kv_bucket("state")))
+    return len(await kv.keys(f"ingester.{PROJECT}.claims."))
+
+
+def _once(ids: list[str], expected: set[str]) -> dict[str, Any]:
+    distinct = set(ids)
+    return {
+        "rows": len(ids),
+        "distinct": len(distinct),
+        "repeated": len(ids) - len(distinct),
+        "missing": len(expected - distinct),
+        "extra": len(distinct - expected),
+    }
+
+
+async def ingest(
+    url: str, n_items: int, timeout: float, *, replicas: int = 1, again: bool = False
+) -> dict[str, Any]:
+    """``n_items`` new items through ``replicas`` ingesters; with ``again``, then the same
+    items a second time (every one a duplicate). Timed from the first publish to the last
+    answer; checked exactly once afterwards."""
     ns = namespace("benchin")
     settings = ServiceSettings(nats_url=url, namespace=ns)
     texts = _texts(n_items)
     expected = {item_id({"text": t}) for t in texts}
-    async with connect(settings) as bus:
-        await bus.apply_project(parse_project(text_project(PROJECT, ["pos", "neg"])))
-        seen: set[str] = set()
-        counts = {"ingested": 0, "rejected": 0, "messages": 0, "duplicates": 0}
-        done = asyncio.Event()
-        warm = asyncio.Event()
-        warmup_texts = [f"warm-up {t}" for t in _texts(PER_MESSAGE)]
-        warmup_ids = {item_id({"text": t}) for t in warmup_texts}
-
-        async def on_ingested(msg: Any) -> None:
-            body = json.loads(msg.data)
-            if body["submission_id"].startswith("warmup"):
-                warm.set()
-                return
-            counts["messages"] += 1
-            counts["duplicates"] += body.get("duplicates", 0)
-            for item in body["items"]:
-                counts["ingested"] += 1
-                seen.add(item["item_id"])
-            if len(seen) >= n_items:
-                done.set()
-
-        async def on_rejected(msg: Any) -> None:
-            counts["rejected"] += len(json.loads(msg.data)["rejections"])
-
-        await bus.nc.subscribe(bus.ns.subject(ItemsIngested), cb=on_ingested)
-        await bus.nc.subscribe(bus.ns.subject(ItemsRejected), cb=on_rejected)
-        with service_process("ingester", url, ns):
-            # the first submission pays the service's cold start (imports, KV/object-store
-            # handles): timed on its own, then the measured run starts warm
+    out: dict[str, Any] = {"replicas": replicas, "n_items": n_items, "per_message": PER_MESSAGE}
+    with contextlib.ExitStack() as processes:
+        async with connect(settings) as bus:
+            await bus.apply_project(parse_project(text_project(PROJECT, ["pos", "neg"])))
+            answers = _Answers()
+            await bus.nc.subscribe(bus.ns.subject(SubmissionAnswered), cb=answers.on_message)
+            for _ in range(replicas):
+                processes.enter_context(service_process("ingester", url, ns))
+            # the first submission pays each replica's first message: timed on its own, then the
+            # measured run starts warm
             start = time.perf_counter()
-            await bus.publish(
-                ItemsSubmitted(
-                    event_id=f"warmup{ns}",
-                    project=PROJECT,
-                    items=[ItemIn(data={"text": t}) for t in warmup_texts],
-                )
-            )
-            await asyncio.wait_for(warm.wait(), timeout=timeout)
-            cold = time.perf_counter() - start
+            warm = await _submit(bus, [f"warm-up {t}" for t in _texts(PER_MESSAGE)], f"warm{ns}")
+            await answers.wait(warm, timeout)
+            out["first_submission_seconds"] = time.perf_counter() - start
+
             start = time.perf_counter()
-            for k in range(0, n_items, PER_MESSAGE):
-                chunk = texts[k : k + PER_MESSAGE]
-                await bus.publish(
-                    ItemsSubmitted(
-                        event_id=deterministic_id("bench-submit", ns, k),
-                        project=PROJECT,
-                        items=[ItemIn(data={"text": t}) for t in chunk],
-                    )
-                )
-            submitted = time.perf_counter() - start
-            try:
-                await asyncio.wait_for(done.wait(), timeout=timeout)
-            finally:
-                elapsed = time.perf_counter() - start
-    return {
-        "n_items": n_items,
-        "items_per_message": PER_MESSAGE,
-        "seconds": elapsed,
-        "first_submission_cold_seconds": cold,
-        "submit_seconds": submitted,
-        "items_per_second": n_items / elapsed,
-        "ingested_messages": counts["messages"],
-        "ingested_items": counts["ingested"],
-        "duplicates": counts["duplicates"],
-        "rejected": counts["rejected"],
-        "ids_equal_expected": seen == expected and not (seen & warmup_ids),
-        "ids_digest": hashlib.sha256("".join(sorted(seen)).encode()).hexdigest()[:16],
-    }
+            first = await _submit(bus, texts, f"first{ns}")
+            out["submit_seconds"] = time.perf_counter() - start
+            await answers.wait(first, timeout)
+            out["seconds"] = time.perf_counter() - start
+            out["items_per_second"] = n_items / out["seconds"]
+            # the warm-up's message and the measured ones: every one of them had new items
+            out["claim_appends"] = await _claim_appends(bus)
+
+            if again:
+                start = time.perf_counter()
+                second = await _submit(bus, texts, f"again{ns}")
+                await answers.wait(second, timeout)
+                out["again_seconds"] = time.perf_counter() - start
+                out["again_items_per_second"] = n_items / out["again_seconds"]
+
+            out["messages"] = len(first)
+            out.update(answers.totals(first))
+            out["announced"] = _once(await _announced(bus, set(first)), expected)
+            out["catalogued"] = _once(await _catalogued(bus, set(first)), expected)
+            if again:
+                out["again_claim_appends"] = await _claim_appends(bus) - out["claim_appends"]
+                out["again_answers"] = answers.totals(second)
+                out["again_announced"] = len(await _announced(bus, set(second)))
+                out["again_catalogued"] = len(await _catalogued(bus, set(second)))
+            out["ids_digest"] = hashlib.sha256("".join(sorted(expected)).encode()).hexdigest()[:16]
+    out["exactly_once"] = _exactly_once(out)
+    return out
+
+
+def _exactly_once(out: dict[str, Any]) -> bool:
+    n = out["n_items"]
+    clean = {"rows": n, "distinct": n, "repeated": 0, "missing": 0, "extra": 0}
+    ok = (
+        out["announced"] == clean
+        and out["catalogued"] == clean
+        and out["answered_ingested"] == n
+        and out["answered_duplicates"] == 0
+        and out["answered_rejected"] == 0
+    )
+    if "again_answers" in out:
+        ok = ok and out["again_answers"] == {
+            "answered_ingested": 0,
+            "answered_duplicates": n,
+            "answered_rejected": 0,
+        }
+        ok = ok and out["again_announced"] == 0 and out["again_catalogued"] == 0
+        ok = ok and out["again_claim_appends"] == 0
+    return bool(ok)
 
 
 async def _run(quick: bool) -> dict[str, Any]:
     n_items = 10_000 if quick else 100_000
+    n_raw = 20_000 if quick else 100_000
+    timeout = 120 if quick else 600
     with nats_server() as server:
-        publish_rate = await raw_publish_async(server.url, 20_000 if quick else 100_000)
+        publish_before = await raw_publish_async(server.url, n_raw)
         kv_rate = await raw_kv_create(server.url, 5_000 if quick else 20_000)
-        result = await ingest(server.url, n_items, timeout=120 if quick else 600)
+        one = await ingest(server.url, n_items, timeout, again=True)
+        two = await ingest(server.url, n_items, timeout, replicas=2)
+        publish_after = await raw_publish_async(server.url, n_raw)
     return {
-        "ingester": result,
-        "raw_publish_async_msgs_per_second": publish_rate,
+        "ingester": one,
+        "two_replicas": two,
+        "raw_publish_async_msgs_per_second": publish_before,
+        "raw_publish_async_after_msgs_per_second": publish_after,
         "raw_kv_create_ops_per_second": kv_rate,
     }
 
 
 def run(quick: bool) -> dict[str, Any]:
     out = asyncio.run(_run(quick))
-    ing = out["ingester"]
-    ok = (
-        ing["ids_equal_expected"]
-        and ing["ingested_items"] == ing["n_items"]
-        and ing["rejected"] == 0
-    )
+    one, two = out["ingester"], out["two_replicas"]
+    before = out["raw_publish_async_msgs_per_second"]
+    after = out["raw_publish_async_after_msgs_per_second"]
+    kv = out["raw_kv_create_ops_per_second"]
+    anchor = f"publish_async {before:,.0f} / {after:,.0f} msg/s"
+
+    def of_raw(rate: float) -> str:
+        return f"{rate / before:.2f} / {rate / after:.2f} of raw"
+
     out["rows"] = [
         row(
-            f"ingester: {ing['n_items'] // 1000}k items end to end (warm)",
-            f"{ing['items_per_second']:,.0f} items/s ({ing['seconds']:.1f} s)",
-            f"publish_async {out['raw_publish_async_msgs_per_second']:,.0f} msg/s",
-            f"{ing['items_per_second'] / out['raw_publish_async_msgs_per_second']:.2f} of raw",
-            ok,
+            f"ingester: {one['n_items'] // 1000}k new items end to end, 1 replica",
+            f"{one['items_per_second']:,.0f} items/s ({one['seconds']:.1f} s)",
+            anchor,
+            of_raw(one["items_per_second"]),
+            one["exactly_once"],
         ),
         row(
-            f"ingester: first {PER_MESSAGE}-item submission (cold start)",
-            f"{ing['first_submission_cold_seconds']:.2f} s",
-            "",
-            "",
+            f"ingester: {two['n_items'] // 1000}k new items end to end, 2 replicas",
+            f"{two['items_per_second']:,.0f} items/s ({two['seconds']:.1f} s)",
+            anchor,
+            of_raw(two["items_per_second"]),
+            two["exactly_once"],
+        ),
+        row(
+            f"ingester: the same {one['n_items'] // 1000}k again (all duplicates), 1 replica",
+            f"{one['again_items_per_second']:,.0f} items/s",
+            f"KV create {kv:,.0f} ops/s",
+            f"{one['again_items_per_second'] / kv:.2f} of raw KV",
+            one["exactly_once"],
+        ),
+        row(
+            "claim log appends (KV create) per message of new items",
+            f"{one['claim_appends'] / (one['messages'] + 1):.2f} (1 replica)",
+            f"first version: {PER_MESSAGE} (one per item)",
+            f"{one['claim_appends']} for {one['messages'] + 1} messages;"
+            f" 2 replicas: {two['claim_appends']} for {two['messages'] + 1}",
             None,
         ),
         row(
-            "ingester vs raw KV create (1 per item)",
-            f"{ing['items_per_second']:,.0f} items/s",
-            f"KV create {out['raw_kv_create_ops_per_second']:,.0f} ops/s",
-            f"{ing['items_per_second'] / out['raw_kv_create_ops_per_second']:.2f} of raw",
+            f"ingester: first {PER_MESSAGE}-item submission (warm-up)",
+            f"{one['first_submission_seconds']:.2f} s",
+            "",
+            "",
             None,
         ),
     ]

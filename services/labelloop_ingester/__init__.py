@@ -5,5 +5,7 @@ Produces ``ItemsIngested`` (new items with stable content-hash ids, in chunks un
 size limit, each with a ``.npz`` of feature vectors in the ``artifacts`` object store) and
 ``ItemsRejected`` (every invalid item with its reason), then ``SubmissionAnswered``: one answer per
 submitted message, each item not ingested named by where it came from (its line in the producer's
-file), which ``labelloop ingest`` waits for. Items seen before add nothing but a duplicate verdict.
+file), which ``labelloop ingest`` waits for. Items seen before add nothing but a duplicate verdict:
+content hashes are claimed in a claim log per project (``store``: one KV append per message, not
+per item), so replicas and redeliveries ingest each item exactly once.
 """

@@ -27,6 +27,16 @@ class IngesterMetrics:
             "Items dropped because an item with the same content was ingested before",
             registry=registry,
         )
+        self.claim_appends = Counter(
+            "labelloop_ingester_claim_appends_total",
+            "Segments appended to the claim logs: one KV create for every message waiting to claim",
+            registry=registry,
+        )
+        self.claim_conflicts = Counter(
+            "labelloop_ingester_claim_conflicts_total",
+            "Appends lost to another replica's (its segment read, the claims decided again)",
+            registry=registry,
+        )
         self.duration = Histogram(
             "labelloop_ingester_ingest_duration_seconds",
             "Time to ingest one submitted message",

@@ -1,5 +1,8 @@
 """One submitted message end to end: validate, claim ids, featurise, store features, publish,
-answer."""
+answer.
+
+Per message, not per item: one claim (``store.ItemClaims``), one feature matrix per feature
+space, one catalog object and one ``ItemsIngested`` per chunk."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelloop.catalog import Catalog, Chunk
+from labelloop.catalog import Catalog, Chunk, encode_chunk
 from labelloop.events import (
     Event,
     IngestedItem,
@@ -72,36 +75,29 @@ class Ingest:
 
     async def __call__(self, event: ItemsSubmitted, project: ProjectConfig) -> None:
         started = time.perf_counter()
-        # parsing, hashing and featurizing are CPU work: off the event loop, so that heartbeats,
-        # other messages and /healthz keep being served meanwhile
+        # parsing, hashing, featurising and encoding are CPU work: off the event loop, so that
+        # heartbeats, other messages and /healthz keep being served meanwhile
         intake = await asyncio.to_thread(take_in, event.items, project, self.limits, event.origins)
-        ids = [a.item.item_id for a in intake.accepted]
+        ids = [a.item_id for a in intake.accepted]
         owned = await self.claims.claim(event.project, ids, owner=event.event_id)
         fresh = [a for a, mine in zip(intake.accepted, owned, strict=True) if mine]
         claimed_before = [
             a.index for a, mine in zip(intake.accepted, owned, strict=True) if not mine
         ]
         duplicates = intake.duplicates + len(claimed_before)
-        groups = await asyncio.to_thread(self._feature_groups, fresh, project)
-        chunk = 0
-        for block, members in groups:
-            sizes = [len(a.item.model_dump_json()) + 1 for a in members]
-            for part in chunk_by_size(sizes, self.max_message_bytes - _ENVELOPE_BYTES):
-                items = [members[i].item for i in part]
-                # the catalog holds the chunk before the bus hears of it: whoever learns of
-                # these items from a message finds them there
-                ref = await self.catalog.write(
-                    event.project,
-                    chunk_id(event.event_id, chunk),
-                    Chunk(
-                        items,
-                        block.space if block is not None else None,
-                        block.X[list(part)] if block is not None else None,
-                    ),
-                )
-                await self.publish(self._ingested(event, chunk, items, ref, duplicates))
-                chunk += 1
-        if chunk == 0:
+        chunks = await asyncio.to_thread(self._chunks, fresh, project)
+        for number, (chunk, raw) in enumerate(chunks):
+            # the catalog holds the chunk before the bus hears of it: whoever learns of these
+            # items from a message finds them there
+            ref = await self.catalog.write_encoded(
+                event.project,
+                chunk_id(event.event_id, number),
+                raw,
+                n=len(chunk.items),
+                space=chunk.space,
+            )
+            await self.publish(self._ingested(event, number, chunk.items, ref, duplicates))
+        if not chunks:
             # nothing new: say so, so that a producer sees its re-ingest counted as duplicates
             await self.publish(self._ingested(event, 0, [], None, duplicates))
         if intake.rejections:
@@ -122,6 +118,23 @@ class Ingest:
         for reason, n in intake.reasons.items():
             self.metrics.rejected.labels(reason=reason.value).inc(n)
         self.metrics.duration.observe(time.perf_counter() - started)
+
+    def _chunks(self, fresh: list[Accepted], project: ProjectConfig) -> list[tuple[Chunk, bytes]]:
+        """The new items as catalog chunks, encoded: one per feature space (one matrix
+        computed for the whole message per space), cut to stay under the message size.
+        Deterministic: a redelivered message cuts the same chunks."""
+        chunks = []
+        for block, members in self._feature_groups(fresh, project):
+            items = [a.item() for a in members]
+            sizes = [a.size + 1 for a in members]
+            for part in chunk_by_size(sizes, self.max_message_bytes - _ENVELOPE_BYTES):
+                chunk = Chunk(
+                    items[part.start : part.stop],
+                    block.space if block is not None else None,
+                    block.X[part.start : part.stop] if block is not None else None,
+                )
+                chunks.append((chunk, encode_chunk(chunk)))
+        return chunks
 
     def _feature_groups(
         self, fresh: list[Accepted], project: ProjectConfig

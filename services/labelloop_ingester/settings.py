@@ -24,5 +24,5 @@ class IngesterSettings(ServiceSettings):
     image_side: int = 16
     media_root: str | None = None
     """Image paths under this folder are read for pixel features; ``None``: paths are not read."""
-    claim_concurrency: int = 256
-    """Concurrent KV writes when claiming item ids."""
+    claim_concurrency: int = 64
+    """Concurrent KV reads when loading a project's claims (its claim log's segments)."""

@@ -19,9 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ __all__ = [
     "featurize",
     "image_vector",
     "text_vectors",
+    "warm_up",
 ]
 
 _HASH_FEATURES = 2**18
@@ -96,30 +100,143 @@ def featurize(
 
 
 def text_vectors(texts: Sequence[str], dim: int = 64) -> NDArray[np.float32]:
-    """Hashed word n-grams projected to ``dim`` dimensions (stateless, same on every replica)."""
-    from sklearn.feature_extraction.text import HashingVectorizer
+    """Hashed word n-grams projected to ``dim`` dimensions (stateless, same on every replica).
 
-    hashed = HashingVectorizer(
-        n_features=_HASH_FEATURES,
-        ngram_range=(1, 2),
-        alternate_sign=False,
-        norm="l2",
-        dtype=np.float32,
-    ).transform(texts)
-    X: NDArray[np.float32] = np.asarray(_projection(dim).transform(hashed), dtype=np.float32)
+    The same vectors as scikit-learn's ``HashingVectorizer(ngram_range=(1, 2),
+    alternate_sign=False, norm="l2")`` followed by the projection, computed for the whole
+    message at once: the words of every text in one array of word numbers, the word pairs
+    (bigrams) as pairs of numbers, each distinct word and pair hashed once (and remembered:
+    words recur from message to message), one sparse matrix, one product."""
+    from scipy import sparse
+
+    lowered = list(map(str.lower, texts))
+    # ASCII text (most text): the ASCII pattern finds the same words a quarter faster
+    pattern = _ASCII_TOKEN if all(map(str.isascii, lowered)) else _TOKEN
+    docs = list(map(pattern.findall, lowered))
+    rows, columns = _vocabulary().columns(docs)
+    hashed = sparse.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), (rows, columns)),
+        shape=(len(texts), _HASH_FEATURES),
+    )
+    hashed.sum_duplicates()
+    # each row over its L2 norm as scikit-learn's normalize(norm="l2") computes it: squares in
+    # float32 summed in float64, the division in float64 rounded to float32 (the counts are
+    # whole numbers: every sum is exact, whatever its order)
+    row = np.repeat(np.arange(len(texts)), np.diff(hashed.indptr))
+    squares = np.square(hashed.data).astype(np.float64)
+    lengths = np.sqrt(np.bincount(row, weights=squares, minlength=len(texts)))
+    hashed.data = (hashed.data / lengths[row]).astype(np.float32)
+    X: NDArray[np.float32] = np.asarray((hashed @ _projection(dim)).toarray(), dtype=np.float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     out: NDArray[np.float32] = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
     return out
 
 
+_TOKEN = re.compile(r"\w\w+")
+r"""Words of two or more word characters: what scikit-learn's default token pattern
+``(?u)\b\w\w+\b`` finds, a quarter faster. The same matches: a greedy run of word characters
+ends where a non-word character (a boundary) starts, and the search resumes there, so every
+match starts at a boundary too; a lone word character matches neither."""
+
+
+_ASCII_TOKEN = re.compile(r"\w\w+", re.ASCII)
+"""The same on ASCII text, where a word character is ``[a-zA-Z0-9_]`` either way."""
+
+
+def _hasher() -> Callable[[str], int]:
+    """The hashed-space column of an n-gram, as scikit-learn computes it: murmurhash3 (seed 0)
+    of its UTF-8, ``abs(h) % n``, with ``abs(-2**31)`` taken as ``2**31 - 1``."""
+    from sklearn.utils import murmurhash3_32
+
+    def column(gram: str) -> int:
+        h = int(murmurhash3_32(gram, 0))
+        if h == -(2**31):
+            return (2**31 - 1 - (_HASH_FEATURES - 1)) % _HASH_FEATURES
+        return abs(h) % _HASH_FEATURES
+
+    return column
+
+
+class _Vocabulary:
+    """The words and word pairs this process has seen, numbered, with their columns.
+
+    Forgotten all at once when it holds more than ``limit`` words or pairs (some 50 MB);
+    one lock around its use: messages are featurised in several threads."""
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._column = _hasher()
+        self._forget()
+
+    def _forget(self) -> None:
+        self._number: dict[str, int] = {}
+        self._words: list[str] = []
+        self._word_columns: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._pair_columns: dict[int, int] = {}
+
+    def columns(self, docs: list[list[str]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(row, column) of every word and every pair of consecutive words of each document
+        (its row), repeats included: the entries of the hashed count matrix."""
+        flat = list(chain.from_iterable(docs))
+        row = np.repeat(np.arange(len(docs)), np.fromiter(map(len, docs), np.int64, len(docs)))
+        with self._lock:
+            new = set(flat).difference(self._number)
+            if len(self._words) + len(new) > self._limit or len(self._pair_columns) > self._limit:
+                self._forget()
+                new = set(flat)
+            if new:
+                start = len(self._words)
+                self._words += new
+                self._number.update(
+                    zip(self._words[start:], range(start, len(self._words)), strict=True)
+                )
+                added = np.fromiter(map(self._column, self._words[start:]), np.int64, len(new))
+                self._word_columns = np.concatenate([self._word_columns, added])
+            word = np.fromiter(map(self._number.__getitem__, flat), np.int64, len(flat))
+            # a pair is two consecutive words of one document; numbered first * 2**32 + second
+            same = row[:-1] == row[1:]
+            pairs, where = np.unique((word[:-1][same] << 32) | word[1:][same], return_inverse=True)
+            keys: list[int] = pairs.tolist()
+            known = self._pair_columns
+            pair_columns = [known.get(k) for k in keys]
+            if None in pair_columns:
+                words, column = self._words, self._column
+                for i, k in enumerate(keys):
+                    if pair_columns[i] is None:
+                        known[k] = pair_columns[i] = column(f"{words[k >> 32]} {words[k & _LOW]}")
+            word_columns = self._word_columns[word]
+        columns = np.concatenate([word_columns, np.asarray(pair_columns, np.int64)[where]])
+        return np.concatenate([row, row[:-1][same]]), columns
+
+
+_LOW = (1 << 32) - 1
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> _Vocabulary:
+    return _Vocabulary()
+
+
 @lru_cache(maxsize=4)
 def _projection(dim: int) -> Any:
-    """A sparse random projection whose matrix depends only on the dimensions and the seed."""
+    """The matrix of a sparse random projection to ``dim`` dimensions (hashed features x
+    ``dim``, CSR), which depends only on the dimensions and the seed: scikit-learn's
+    ``SparseRandomProjection(random_state=0)``, its product taken directly."""
     from scipy import sparse
     from sklearn.random_projection import SparseRandomProjection
 
     projector = SparseRandomProjection(n_components=dim, dense_output=True, random_state=0)
-    return projector.fit(sparse.csr_matrix((1, _HASH_FEATURES), dtype=np.float32))
+    projector.fit(sparse.csr_matrix((1, _HASH_FEATURES), dtype=np.float32))
+    return projector.components_.T.tocsr()
+
+
+def warm_up(text_dim: int = 64) -> None:
+    """Load what featurising needs (scikit-learn, SciPy, Pillow, the projection matrix) now,
+    rather than in the first message's handler."""
+    import PIL.Image  # noqa: F401
+
+    text_vectors(["warm up"], text_dim)
 
 
 def decode_data_uri(ref: str) -> bytes | None:

@@ -10,8 +10,8 @@ from typing import TypeVar
 from labelloop.events import IngestedItem, ItemIn, Rejection
 from labelloop.project import ProjectConfig
 
-from .identity import item_id
-from .validation import Limits, RejectReason, validate_item
+from .identity import item_id_of
+from .validation import ItemRules, Limits, RejectReason, Verdict, finite_features
 
 __all__ = [
     "MAX_ITEMS_PER_MESSAGE",
@@ -23,12 +23,29 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
+    """A valid item new to its message (not frozen: one is made per item, and a frozen
+    dataclass takes four times as long to build)."""
+
     index: int
     """Position in the submission."""
-    item: IngestedItem
+    item_id: str
     raw: ItemIn
+    size: int
+    """Bytes of the item's JSON as ingested, or a little more (never less)."""
+
+    def item(self) -> IngestedItem:
+        """The item as ingested (built only for the items that are: not for duplicates)."""
+        raw = self.raw
+        return IngestedItem(
+            item_id=self.item_id,
+            data=raw.data,
+            metadata=raw.metadata,
+            known_label=raw.known_label,
+            prediction=raw.prediction,
+            external_id=raw.external_id,
+        )
 
 
 @dataclass(slots=True)
@@ -56,9 +73,11 @@ def take_in(
     ``origins``: where each item came from (``ItemsSubmitted.origins``), kept in rejections."""
     out = Intake()
     seen: dict[str, int] = {}
+    rules = ItemRules(project, limits)
+    finite = finite_features(items)
     for index, raw in enumerate(items):
-        verdict = validate_item(raw, project, limits)
-        if verdict is not None:
+        verdict = rules.check(raw, finite=finite[index])
+        if isinstance(verdict, Verdict):
             out.rejections.append(
                 Rejection(
                     index=index,
@@ -69,23 +88,19 @@ def take_in(
             )
             out.reasons[verdict.reason] += 1
             continue
-        iid = item_id(raw.data)
+        iid = item_id_of(verdict.data)
         first = seen.get(iid)
         if first is not None:
             out.repeats.append((index, first))
             continue
         seen[iid] = index
-        ingested = IngestedItem(
-            item_id=iid,
-            data=raw.data,
-            metadata=raw.metadata,
-            known_label=raw.known_label,
-            prediction=raw.prediction,
-            external_id=raw.external_id,
-        )
-        out.accepted.append(Accepted(index, ingested, raw))
+        out.accepted.append(Accepted(index, iid, raw, verdict.size + _INGESTED_OVER_CANONICAL))
     return out
 
+
+_INGESTED_OVER_CANONICAL = 128
+"""What an ingested item's JSON has over the item's canonical JSON, at most: its id, and a
+null for each field it lacks."""
 
 MAX_ITEMS_PER_MESSAGE = 5_000
 

@@ -16,7 +16,14 @@ from labelloop.project import ProjectConfig, parse_project
 from labelloop_ingester.domain.featurize import decode_data_uri, featurize, text_vectors
 from labelloop_ingester.domain.identity import canonical_json, item_id
 from labelloop_ingester.domain.intake import chunk_by_size, take_in
-from labelloop_ingester.domain.validation import Limits, RejectReason, validate_item
+from labelloop_ingester.domain.validation import (
+    ItemRules,
+    Limits,
+    RejectReason,
+    Valid,
+    finite_features,
+    validate_item,
+)
 
 
 def _project(**over: object) -> ProjectConfig:
@@ -102,8 +109,9 @@ def test_take_in_rejects_with_indices_and_drops_repeats_inside_the_message() -> 
     ]
     out = take_in(items, _project(), Limits())
     assert [a.index for a in out.accepted] == [0, 3]
-    assert out.accepted[1].item.known_label == "neg"
-    assert out.accepted[0].item.item_id == item_id({"text": "one"})
+    assert out.accepted[1].item().known_label == "neg"
+    assert out.accepted[0].item_id == item_id({"text": "one"})
+    assert out.accepted[0].item().item_id == out.accepted[0].item_id
     assert [(r.index, r.external_id) for r in out.rejections] == [(1, "bad-1")]
     assert out.reasons == {RejectReason.WRONG_TYPE: 1}
     assert out.duplicates == 1
@@ -174,3 +182,81 @@ def test_featurize_images_from_data_uris_and_a_loader() -> None:
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        ItemIn(data={"text": "plain"}),
+        ItemIn(data={"text": 'é — 😀 \n\t"quoted"', "n": 3, "x": None}, metadata={"b": [1, 2.5]}),
+        ItemIn(data={"text": "f"}, features=[0.1, 1e-05, 1e16, -2.5e-308, 3.0]),
+        ItemIn(
+            data={"text": "all"},
+            metadata={"z": {"y": None}},
+            known_label="pos",
+            prediction=Prediction(label="neg", score=0.25),
+            external_id="ext-1",
+        ),
+        ItemIn(data={"text": "p"}, prediction=Prediction(label="pos", model_version="m1")),
+    ],
+)
+def test_the_size_check_measures_the_canonical_json_of_the_whole_item(item: ItemIn) -> None:
+    exact = len(canonical_json(item.model_dump(mode="json", exclude_none=True)))
+    project = _project(
+        data_fields=[
+            {"name": "text", "kind": "text"},
+            {"name": "n", "kind": "number", "required": False},
+        ]
+    )
+    # at the limit: accepted, and the size it reports is never under the exact one
+    valid = ItemRules(project, Limits(max_item_bytes=exact)).check(item)
+    assert isinstance(valid, Valid)
+    assert valid.data == canonical_json(item.data)
+    assert valid.size >= exact
+    if item.features is None:
+        assert valid.size == exact
+    # a byte under: rejected with the exact size
+    verdict = validate_item(item, project, Limits(max_item_bytes=exact - 1))
+    assert verdict is not None
+    assert verdict.reason is RejectReason.TOO_LARGE
+    assert verdict.detail == f"the item is {exact} bytes, the limit is {exact - 1}"
+
+
+def test_features_are_checked_finite_for_a_whole_message_at_once() -> None:
+    items = [
+        ItemIn(data={"text": "a"}, features=[1.0, 2.0]),
+        ItemIn(data={"text": "b"}, features=[1.0, float("inf")]),
+        ItemIn(data={"text": "c"}),
+        ItemIn(data={"text": "d"}, features=[float("nan"), 0.0, 1.0]),
+        ItemIn(data={"text": "e"}, features=[0.0, 0.0, 1.0]),
+    ]
+    assert finite_features(items) == [True, False, True, False, True]
+    out = take_in(items, _project(), Limits())
+    assert [a.index for a in out.accepted] == [0, 2, 4]
+    assert [r.reason for r in out.rejections] == [
+        "bad_features: features must be finite numbers"
+    ] * 2
+
+
+def test_text_vectors_are_scikit_learns_to_the_bit() -> None:
+    from scipy import sparse
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.random_projection import SparseRandomProjection
+
+    rng = np.random.default_rng(0)
+    alphabet = [*"abcdefghijklmnopqrstuvwxyz ÉéàüßİıΣσς日本語 \t\n.,;!?-_'0123456789", "😀", "ﬁ"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 80))) for _ in range(300)]
+    texts += ["", "a", "ab", "AB ab ab", "one two one two", "x y z", "\u212a is k"]
+    ascii_only = [t for t in texts if t.lower().isascii()]  # the ASCII pattern's messages
+    projector = SparseRandomProjection(n_components=16, dense_output=True, random_state=0)
+    projector.fit(sparse.csr_matrix((1, 2**18), dtype=np.float32))
+    for batch in (texts, ascii_only):
+        hashed = HashingVectorizer(
+            n_features=2**18, ngram_range=(1, 2), alternate_sign=False, norm="l2", dtype=np.float32
+        ).transform(batch)
+        X = np.asarray(projector.transform(hashed), dtype=np.float32)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        expected = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+        # twice: the second time every word and pair is known already
+        for _ in range(2):
+            assert np.array_equal(text_vectors(batch, 16), expected)

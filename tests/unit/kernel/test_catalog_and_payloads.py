@@ -45,6 +45,25 @@ def test_chunks_and_tables_round_trip() -> None:
     assert np.allclose(again.proba, table.proba)
 
 
+def test_chunks_of_the_first_format_are_still_read() -> None:
+    import io
+
+    items = _items(3)
+    buf = io.BytesIO()
+    np.savez_compressed(  # what the catalog wrote before its records were one JSON list
+        buf,
+        item_ids=np.asarray([i.item_id for i in items], dtype=np.str_),
+        records=np.asarray("\n".join(i.model_dump_json() for i in items), dtype=np.str_),
+        X=np.ones((3, 2), dtype=np.float32),
+        space=np.asarray("producer-2"),
+    )
+    back = decode_chunk(buf.getvalue())
+    assert back.items == items
+    assert back.space == "producer-2"
+    assert back.X is not None
+    assert back.X.shape == (3, 2)
+
+
 async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
     kv, blobs = MemoryKeyValue(), MemoryBlobs()
     writer = Catalog(kv, blobs)
