@@ -322,32 +322,26 @@ class Trainer:
         grid = regularization_grid(t, kind, multilabel=multilabel)
         started = time.perf_counter()
         try:
+            common: dict[str, Any] = {
+                "current_model": current,
+                "fresh": fresh,
+                "tolerance": t.promotion_tolerance,
+                "random_state": t.random_state,
+                "folds": self._oos_folds,
+                "grid": grid,
+            }
             if multilabel:
                 result = await asyncio.to_thread(
                     train_multilabel_round,
                     pipeline,
                     inputs.labeled,
                     classes,
-                    current_model=current,
-                    fresh=fresh,
-                    tolerance=t.promotion_tolerance,
                     threshold=t.multilabel_threshold,
-                    random_state=t.random_state,
-                    folds=self._oos_folds,
-                    grid=grid,
+                    **common,
                 )
             else:
                 result = await asyncio.to_thread(
-                    train_round,
-                    pipeline,
-                    inputs.labeled,
-                    classes,
-                    current_model=current,
-                    fresh=fresh,
-                    tolerance=t.promotion_tolerance,
-                    random_state=t.random_state,
-                    folds=self._oos_folds,
-                    grid=grid,
+                    train_round, pipeline, inputs.labeled, classes, **common
                 )
         except NotEnoughClasses as exc:
             await self._skip(config, event, state, str(exc))

@@ -34,6 +34,7 @@ from labelloop.events import (
     BatchCreated,
     DeadLetter,
     Event,
+    ItemIn,
 )
 from labelloop.natsserver import EmbeddedNats, free_port
 from labelloop.streams import Namespace
@@ -510,3 +511,53 @@ class People:
                 done += 1
         self.created += done
         return done
+
+
+# --------------------------------------------------------------------------- support tickets
+
+TICKET_CLASSES = ("billing", "bug", "praise")
+TICKET_WORDS = {
+    "billing": ["charged twice", "refund please", "invoice wrong", "card declined"],
+    "bug": ["app crashes", "button broken", "page freezes", "login fails"],
+    "praise": ["love it", "great support", "works well", "very happy"],
+}
+"""A small text project people can label through Label Studio's API: each ticket's class is
+plain from its phrase, so a careful annotator always answers it right."""
+
+
+def ticket_project(name: str, title: str, budget: int) -> dict[str, Any]:
+    """The tickets' project: batches of 10 by random sampling, 30% overlapped by 3 annotators."""
+    return {
+        "name": name,
+        "title": title,
+        "task_type": "text_classification",
+        "labels": {"classes": list(TICKET_CLASSES)},
+        "data_fields": [{"name": "text", "kind": "text"}],
+        "quality": {
+            "overlap_fraction": 0.3,
+            "annotators_per_overlapped_item": 3,
+            "gold_fraction": 0.0,
+        },
+        "sampling": {"strategy": "random", "batch_size": 10, "seed": 4},
+        "export": {"every_n_labels": 10, "formats": ["jsonl"]},
+        "training": {"min_new_labels": 5},
+        "budget": {"max_labels": budget},
+    }
+
+
+def ticket_items(n: int) -> list[ItemIn]:
+    items = []
+    for k in range(n):
+        label = TICKET_CLASSES[k % 3]
+        phrase = TICKET_WORDS[label][k % 4]
+        items.append(ItemIn(data={"text": f"ticket {k}: {phrase}"}, metadata={"truth": label}))
+    return items
+
+
+def ticket_answer(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a careful annotator answers for a ticket (Label Studio's result): its true class."""
+    text = data["text"]
+    label = next(c for c, phrases in TICKET_WORDS.items() if any(p in text for p in phrases))
+    return [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+    ]

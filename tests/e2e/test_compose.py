@@ -31,11 +31,10 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import People, bus_facts
+from reliability_support import People, bus_facts, ticket_answer, ticket_items, ticket_project
 
 from labelloop.client import BusClient, connect
 from labelloop.events import (
-    ItemIn,
     ItemsSubmitted,
     LabelsReady,
     RequestExport,
@@ -62,12 +61,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent / "docker-compose"
 NAME = "labelloop-compose-test"
 PROJECT = "compose-tickets"
-CLASSES = ("billing", "bug", "praise")
-WORDS = {
-    "billing": ["charged twice", "refund please", "invoice wrong", "card declined"],
-    "bug": ["app crashes", "button broken", "page freezes", "login fails"],
-    "praise": ["love it", "great support", "works well", "very happy"],
-}
 ANNOTATORS = ("ann", "bob", "cat")
 QA_REPLICAS = 3
 ONE_SHOTS = {"provision", "labelstudio-init"}
@@ -78,41 +71,6 @@ LOGS = ROOT / "runs" / "compose-test.log"
 def _say(what: str) -> None:
     """Progress on the terminal (`make compose-test` runs with -s): the test takes minutes."""
     print(f"{time.strftime('%H:%M:%S')} {what}", flush=True)
-
-
-def _config() -> dict[str, Any]:
-    return {
-        "name": PROJECT,
-        "title": "Support tickets (compose test)",
-        "task_type": "text_classification",
-        "labels": {"classes": list(CLASSES)},
-        "data_fields": [{"name": "text", "kind": "text"}],
-        "quality": {
-            "overlap_fraction": 0.3,
-            "annotators_per_overlapped_item": 3,
-            "gold_fraction": 0.0,
-        },
-        "sampling": {"strategy": "random", "batch_size": 10, "seed": 4},
-        "export": {"every_n_labels": 10, "formats": ["jsonl"]},
-        "training": {"min_new_labels": 5},
-        "budget": {"max_labels": 30},
-    }
-
-
-def _items() -> list[ItemIn]:
-    items = []
-    for n in range(60):
-        label = CLASSES[n % 3]
-        phrase = WORDS[label][n % 4]
-        items.append(ItemIn(data={"text": f"ticket {n}: {phrase}"}, metadata={"truth": label}))
-    return items
-
-
-def _answer(data: dict[str, Any]) -> list[dict[str, Any]]:
-    label = next(c for c, phrases in WORDS.items() if any(p in data["text"] for p in phrases))
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
 
 
 @dataclass
@@ -244,13 +202,19 @@ async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignVi
         watcher = CampaignWatcher(bus.nc, bus.ns, [PROJECT])
         await watcher.start()
         view = watcher.view(PROJECT)
-        await bus.apply_project(parse_project(_config()))
+        await bus.apply_project(
+            parse_project(ticket_project(PROJECT, "Support tickets (compose test)", 30))
+        )
         await producer.publish(
             ItemsSubmitted(
-                event_id=deterministic_id("compose-test", PROJECT), project=PROJECT, items=_items()
+                event_id=deterministic_id("compose-test", PROJECT),
+                project=PROJECT,
+                items=ticket_items(60),
             )
         )
-        people = People(http, f"[labelloop:labelloop/{PROJECT}/labeling]", ANNOTATORS, _answer)
+        people = People(
+            http, f"[labelloop:labelloop/{PROJECT}/labeling]", ANNOTATORS, ticket_answer
+        )
         await people.sign_up()
         started = time.monotonic()
         stopped = False

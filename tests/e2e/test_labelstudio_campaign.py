@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import People
+from reliability_support import People, ticket_answer, ticket_items, ticket_project
 
 from labelloop.client import connect
 from labelloop.events import (
     AnnotationSource,
     AnnotationsSubmitted,
-    ItemIn,
     ItemsSubmitted,
     LabelsReady,
     RequestExport,
@@ -39,54 +38,8 @@ from labelloop_console.processes import Supervisor
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.slow]
 
 PROJECT = "ls-tickets"
-CLASSES = ("billing", "bug", "praise")
-WORDS = {
-    "billing": ["charged twice", "refund please", "invoice wrong", "card declined"],
-    "bug": ["app crashes", "button broken", "page freezes", "login fails"],
-    "praise": ["love it", "great support", "works well", "very happy"],
-}
 USERS = ("ann", "bob", "cat")
 SECRET = "e2e-webhook-secret-4f1c"
-
-
-def _config() -> dict[str, Any]:
-    return {
-        "name": PROJECT,
-        "title": "Support tickets (e2e)",
-        "task_type": "text_classification",
-        "labels": {"classes": list(CLASSES)},
-        "data_fields": [{"name": "text", "kind": "text"}],
-        "quality": {
-            "overlap_fraction": 0.3,
-            "annotators_per_overlapped_item": 3,
-            "gold_fraction": 0.0,
-        },
-        "sampling": {"strategy": "random", "batch_size": 10, "seed": 4},
-        "export": {"every_n_labels": 10, "formats": ["jsonl"]},
-        "training": {"min_new_labels": 5},
-        "budget": {"max_labels": 20},
-    }
-
-
-def _items() -> list[ItemIn]:
-    items = []
-    for n in range(45):
-        label = CLASSES[n % 3]
-        phrase = WORDS[label][n % 4]
-        items.append(ItemIn(data={"text": f"ticket {n}: {phrase}"}, metadata={"truth": label}))
-    return items
-
-
-def _truth(text: str) -> str:
-    return next(c for c, phrases in WORDS.items() if any(p in text for p in phrases))
-
-
-def _answer(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a careful annotator answers for a ticket: its true class."""
-    label = _truth(data["text"])
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
 
 
 def _bridge_metrics(text: str) -> str:
@@ -151,15 +104,19 @@ async def test_a_campaign_with_people_in_label_studio(
             watcher = CampaignWatcher(bus.nc, bus.ns, [PROJECT])
             await watcher.start()
             view = watcher.view(PROJECT)
-            await bus.apply_project(parse_project(_config()))
+            await bus.apply_project(
+                parse_project(ticket_project(PROJECT, "Support tickets (e2e)", 20))
+            )
             await bus.publish(
                 ItemsSubmitted(
                     event_id=deterministic_id("ls-e2e", namespace),
                     project=PROJECT,
-                    items=_items(),
+                    items=ticket_items(45),
                 )
             )
-            people = People(http, f"[labelloop:{namespace}/{PROJECT}/labeling]", USERS, _answer)
+            people = People(
+                http, f"[labelloop:{namespace}/{PROJECT}/labeling]", USERS, ticket_answer
+            )
             await people.sign_up()
 
             deadline = time.monotonic() + 150
