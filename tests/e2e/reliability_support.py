@@ -561,3 +561,50 @@ def ticket_answer(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
     ]
+
+
+def campaign_over(view: Any) -> bool:
+    """The budget is spent, no batch is open, and every completed batch has its QA report."""
+    completed = [b for b in view.batches.values() if b.completed is not None]
+    reported = {r.batch_id for r in view.reports}
+    return (
+        view.budget_exhausted is not None
+        and not view.open_batches
+        and bool(completed)
+        and all(b.batch_id in reported for b in completed)
+    )
+
+
+async def final_model(
+    bus: Any,
+    view: Any,
+    project: str,
+    reason: str,
+    *,
+    export_seconds: float,
+    train_seconds: float,
+    total_seconds: float | None = None,
+) -> str:
+    """The last labels into a dataset version and a model trained on it; returns the version.
+
+    Asked for once the exporter applied every label on the bus (a version asked for earlier
+    would miss the last ones). Each phase has its deadline, and ``total_seconds`` one for both."""
+    from labelloop.events import LabelsReady, RequestExport, RequestTraining
+
+    started = time.monotonic()
+    overall = started + total_seconds if total_seconds is not None else float("inf")
+    deadline = min(started + export_seconds, overall)
+    while await bus.backlog("exporter", LabelsReady):
+        assert time.monotonic() < deadline, "the exporter never caught up"
+        await asyncio.sleep(0.2)
+    await bus.publish(RequestExport(project=project, reason=reason))
+    while not any(d.n_rows >= view.labels_used for d in view.datasets):
+        assert time.monotonic() < deadline, "no dataset version with every label"
+        await asyncio.sleep(0.2)
+    final: str = max(view.datasets, key=lambda d: d.version).version
+    await bus.publish(RequestTraining(project=project, dataset_version=final, reason=reason))
+    deadline = min(time.monotonic() + train_seconds, overall)
+    while not any(m.dataset_version == final for m in view.models):
+        assert time.monotonic() < deadline, f"no model trained on {final}"
+        await asyncio.sleep(0.2)
+    return final

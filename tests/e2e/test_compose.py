@@ -31,14 +31,19 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import People, bus_facts, ticket_answer, ticket_items, ticket_project
+from reliability_support import (
+    People,
+    bus_facts,
+    campaign_over,
+    final_model,
+    ticket_answer,
+    ticket_items,
+    ticket_project,
+)
 
-from labelloop.client import BusClient, connect
+from labelloop.client import connect
 from labelloop.events import (
     ItemsSubmitted,
-    LabelsReady,
-    RequestExport,
-    RequestTraining,
     deterministic_id,
 )
 from labelloop.natsserver import free_ports
@@ -176,17 +181,6 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             found.compose("down", "--volumes", "--timeout", "10")
 
 
-def _finished(view: CampaignView) -> bool:
-    completed = [b for b in view.batches.values() if b.completed is not None]
-    reported = {r.batch_id for r in view.reports}
-    return (
-        view.budget_exhausted is not None
-        and not view.open_batches
-        and bool(completed)
-        and all(b.batch_id in reported for b in completed)
-    )
-
-
 async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignView:
     """Items in, people labeling until the budget is spent, nats-2 stopped after the first QA
     report; then a dataset version with every label and a model trained on it."""
@@ -219,7 +213,7 @@ async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignVi
         started = time.monotonic()
         stopped = False
         deadline = started + 600
-        while not _finished(view):
+        while not campaign_over(view):
             assert time.monotonic() < deadline, (
                 f"campaign stuck: {len(view.batches)} batches, {len(view.open_batches)} open,"
                 f" {view.labels_used} labels, {len(view.reports)} reports,"
@@ -243,30 +237,20 @@ async def _campaign(deployment: Deployment, facts: dict[str, Any]) -> CampaignVi
         facts["campaign seconds"] = round(time.monotonic() - started, 1)
         _say(f"budget spent: {view.labels_used} labels, {len(view.reports)} QA reports")
         facts["annotations made in Label Studio"] = people.created
-        await _final_model(bus, view)
+        await final_model(
+            bus,
+            view,
+            PROJECT,
+            "compose test finished",
+            export_seconds=180,
+            train_seconds=180,
+            total_seconds=180,
+        )
         _say("a model trained on the final dataset version")
         await watcher.stop()
         facts["bus"] = await bus_facts(bus.nc, bus.ns)
         _say("streams read")
         return view
-
-
-async def _final_model(bus: BusClient, view: CampaignView) -> None:
-    deadline = time.monotonic() + 180
-    while await bus.backlog("exporter", LabelsReady):
-        assert time.monotonic() < deadline, "the exporter never caught up"
-        await asyncio.sleep(0.5)
-    await bus.publish(RequestExport(project=PROJECT, reason="compose test finished"))
-    while not any(d.n_rows >= view.labels_used for d in view.datasets):
-        assert time.monotonic() < deadline, "no dataset version with every label"
-        await asyncio.sleep(0.5)
-    final = max(view.datasets, key=lambda d: d.version).version
-    await bus.publish(
-        RequestTraining(project=PROJECT, dataset_version=final, reason="compose test finished")
-    )
-    while not any(m.dataset_version == final for m in view.models):
-        assert time.monotonic() < deadline, f"no model trained on {final}"
-        await asyncio.sleep(0.5)
 
 
 def _image_sizes() -> dict[str, str]:

@@ -16,23 +16,27 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import People, ticket_answer, ticket_items, ticket_project
+from reliability_support import (
+    People,
+    campaign_over,
+    final_model,
+    ticket_answer,
+    ticket_items,
+    ticket_project,
+)
 
 from labelloop.client import connect
 from labelloop.events import (
     AnnotationSource,
     AnnotationsSubmitted,
     ItemsSubmitted,
-    LabelsReady,
-    RequestExport,
-    RequestTraining,
     deterministic_id,
 )
 from labelloop.natsserver import EmbeddedNats, free_port
 from labelloop.project import parse_project
 from labelloop.settings import ServiceSettings
 from labelloop.testing import EventCollector
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.campaign import CampaignWatcher
 from labelloop_console.processes import Supervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.slow]
@@ -47,17 +51,6 @@ def _bridge_metrics(text: str) -> str:
     keep = ("labelloop_bridge_", "labelloop_runtime_messages_total", "labelloop_runtime_dead")
     return "\n".join(
         line for line in text.splitlines() if line.startswith(keep) and "_created" not in line
-    )
-
-
-def _finished(view: CampaignView) -> bool:
-    completed = [b for b in view.batches.values() if b.completed is not None]
-    reported = {r.batch_id for r in view.reports}
-    return (
-        view.budget_exhausted is not None
-        and not view.open_batches
-        and bool(completed)
-        and all(b.batch_id in reported for b in completed)
     )
 
 
@@ -120,7 +113,7 @@ async def test_a_campaign_with_people_in_label_studio(
             await people.sign_up()
 
             deadline = time.monotonic() + 150
-            while not _finished(view):
+            while not campaign_over(view):
                 assert time.monotonic() < deadline, (
                     f"{_bridge_metrics(bridge.metrics())}\n"
                     f"campaign stuck: {len(view.batches)} batches, "
@@ -134,25 +127,9 @@ async def test_a_campaign_with_people_in_label_studio(
                         await asyncio.wait_for(watcher.changed.wait(), timeout=1.0)
             spent = time.monotonic()
 
-            # the last labels into a dataset version, and a model trained on it
-            # (once the exporter applied every label on the bus: a version asked for earlier
-            # would miss the last ones)
-            deadline = time.monotonic() + 60
-            while await bus.backlog("exporter", LabelsReady):
-                assert time.monotonic() < deadline, "the exporter never caught up"
-                await asyncio.sleep(0.2)
-            await bus.publish(RequestExport(project=PROJECT, reason="e2e finished"))
-            while not any(d.n_rows >= view.labels_used for d in view.datasets):
-                assert time.monotonic() < deadline, "no dataset version with every label"
-                await asyncio.sleep(0.2)
-            final = max(view.datasets, key=lambda d: d.version).version
-            await bus.publish(
-                RequestTraining(project=PROJECT, dataset_version=final, reason="e2e finished")
+            final = await final_model(
+                bus, view, PROJECT, "e2e finished", export_seconds=60, train_seconds=90
             )
-            deadline = time.monotonic() + 90
-            while not any(m.dataset_version == final for m in view.models):
-                assert time.monotonic() < deadline, f"no model trained on {final}"
-                await asyncio.sleep(0.2)
             await watcher.stop()
 
         got = [a for e in annotations.events for a in e.annotations if e.project == PROJECT]
