@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dataset_support import exported
 from sklearn.datasets import load_digits
 
 from labelloop.catalog import Catalog, Chunk, decode_table
@@ -66,7 +67,6 @@ async def _ingest(bus: Any, ids: list[str], x: np.ndarray) -> None:
 
 def _dataset(root: Path, number: int, ids: list[str], y: np.ndarray, n: int) -> DatasetExported:
     """A dataset version as the exporter writes it (only the columns the trainer reads)."""
-    version = f"v{number:04d}"
     frame = pd.DataFrame(
         {
             "item_id": ids[:n],
@@ -76,22 +76,7 @@ def _dataset(root: Path, number: int, ids: list[str], y: np.ndarray, n: int) -> 
             "image": [f"img/{i}.png" for i in ids[:n]],
         }
     )
-    path = root / version
-    path.mkdir(parents=True)
-    frame.to_parquet(path / "dataset.parquet", index=False)
-    return DatasetExported(
-        project=PROJECT,
-        event_id=f"exported-{version}",
-        version=version,
-        round=number,
-        path=str(path),
-        n_rows=n,
-        n_new_rows=n,
-        split_sizes={},
-        class_counts={},
-        formats=["parquet"],
-        manifest_sha256="0" * 64,
-    )
+    return exported(root, PROJECT, number, frame)
 
 
 def _outcome(bus: Any, number: int) -> ModelTrained:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dataset_support import exported
 
 from labelloop.catalog import Catalog, Chunk, decode_table
 from labelloop.events import DatasetExported, IngestedItem, ModelTrained
@@ -58,7 +59,6 @@ def _dataset(
     root: Path, number: int, ids: list[str], sets: list[list[str]], n: int
 ) -> DatasetExported:
     """A version as the exporter writes it: a multi-label row's label is JSON text."""
-    version = f"v{number:04d}"
     frame = pd.DataFrame(
         {
             "item_id": ids[:n],
@@ -67,22 +67,7 @@ def _dataset(
             "weight": 1.0,
         }
     )
-    path = root / version
-    path.mkdir(parents=True)
-    frame.to_parquet(path / "dataset.parquet", index=False)
-    return DatasetExported(
-        project=PROJECT,
-        event_id=f"exported-{version}",
-        version=version,
-        round=number,
-        path=str(path),
-        n_rows=n,
-        n_new_rows=n,
-        split_sizes={},
-        class_counts={},
-        formats=["parquet"],
-        manifest_sha256="0" * 64,
-    )
+    return exported(root, PROJECT, number, frame)
 
 
 async def test_a_multilabel_round_scores_the_pool_label_by_label(tmp_path: Path) -> None:
