@@ -34,7 +34,12 @@ chunk names, the same event ids, which the stream deduplicates). A message dead-
 its claim keeps its items until it is replayed: the same event id claims them back. A claim whose
 reply was lost (the ``create`` landed, the answer did not) is read back on the next attempt.
 
-Each process keeps the index of every project it ingests in memory (one dict entry per item;
+A segment holds at most :data:`SEGMENT_IDS` ids (about 0.6 MB of JSON, under NATS's 1 MB
+message limit): claims beyond that, from many messages waiting at once or one huge message, go
+to the next segments. That is safe because a claim is per id: a submission that holds part of its
+ids when an append is lost holds them on its next decision, and decides on the rest again.
+
+Each process keeps the index of every project it ingests in memory (about 20 bytes per item;
 loaded on first use by reading the log, plus any per-item keys the first version wrote: stop
 ingesters of the first version before starting these, whose claims the log does not see) and
 reads only the segments it has not seen. Claim keys are never deleted: removing one would let
@@ -49,10 +54,13 @@ from dataclasses import dataclass, field
 
 from labelloop.stores import ConflictError, KeyValue
 
-from .domain.claims import ClaimIndex, decode_segment, encode_segment
+from .domain.claims import Claim, ClaimIndex, decode_segment, encode_segment
 from .metrics import IngesterMetrics
 
-__all__ = ["ItemClaims"]
+__all__ = ["SEGMENT_IDS", "ItemClaims"]
+
+SEGMENT_IDS = 16_384
+"""The most ids one segment holds: 16,384 x 32 hex characters and JSON quoting, about 0.6 MB."""
 
 
 @dataclass
@@ -77,9 +85,11 @@ class ItemClaims:
         *,
         read_ahead: int = 64,
         attempts: int = 1_000,
+        segment_ids: int = SEGMENT_IDS,
         metrics: IngesterMetrics | None = None,
     ) -> None:
         self._kv = kv
+        self._segment_ids = segment_ids
         self._metrics = metrics
         self._read_ahead = max(1, read_ahead)
         self._attempts = attempts
@@ -123,16 +133,25 @@ class ItemClaims:
         if not log.loaded:
             await self._load(project, log.index)
             log.loaded = True
-        for _ in range(self._attempts):
+        lost = 0
+        while lost < self._attempts:
             answers, claims = log.index.decide([(a.item_ids, a.owner) for a in asks])
             if not claims:
                 return answers
+            segment, rest = _cut(claims, self._segment_ids)
             number = log.index.segments + 1
-            if await self._kv.create(self.key(project, number), encode_segment(claims)) is not None:
-                log.index.add(claims)
+            if (
+                await self._kv.create(self.key(project, number), encode_segment(segment))
+                is not None
+            ):
+                log.index.add(segment, decided=True)
                 if self._metrics is not None:
                     self._metrics.claim_appends.inc()
-                return answers
+                if not rest:
+                    return answers
+                lost = 0
+                continue  # the rest goes to the next segment, decided again
+            lost += 1
             if self._metrics is not None:
                 self._metrics.claim_conflicts.inc()
             # another replica appended first: most often one segment, so read a few first
@@ -168,3 +187,16 @@ class ItemClaims:
     async def _get_all(self, keys: Sequence[str]) -> list[bytes | None]:
         entries = await asyncio.gather(*(self._kv.get(k) for k in keys))
         return [e.value if e is not None else None for e in entries]
+
+
+def _cut(claims: list[Claim], most: int) -> tuple[list[Claim], list[Claim]]:
+    """The first ``most`` ids of ``claims`` (a claim split if need be), and the rest."""
+    head: list[Claim] = []
+    for n, claim in enumerate(claims):
+        if len(claim.items) >= most:
+            head.append(Claim(claim.owner, claim.items[:most]))
+            rest = [Claim(claim.owner, claim.items[most:])] if claim.items[most:] else []
+            return head, rest + claims[n + 1 :]
+        head.append(claim)
+        most -= len(claim.items)
+    return head, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -172,3 +173,54 @@ def test_only_owners_of_claims_are_remembered() -> None:
     assert (answers, claims) == ([[True], [True]], [Claim("c", _ids(2))])
     index.add(claims)
     assert index.owners() == ["a", "c"]
+
+
+def test_a_large_index_holds_ids_compactly_and_answers_as_a_dict_would() -> None:
+    """Ids move from the recent dict into the sorted array as the index grows; odd ids (not
+    32 lowercase hex characters) stay apart; every owner is answered as a plain dict says."""
+    rng = np.random.default_rng(7)
+    index = ClaimIndex(merge_at=1_000)
+    truth: dict[str, str] = {}
+    odd = ["ABCDEF" * 5 + "00", "short", "00 11" + "0" * 27, "g" * 32]
+    for segment in range(40):
+        halves = rng.integers(0, 2**63, size=(500, 2))
+        halves[::3, 0] = segment % 4  # some upper halves equal, to be told apart by the lower
+        ids = [f"{high:016x}{low:016x}" for high, low in halves.tolist()]
+        ids += [odd[segment % len(odd)], ids[0]]
+        owner = f"sub-{segment}"
+        answers, claims = index.decide([(ids, owner)])
+        index.add(claims)
+        for item, mine in zip(ids, answers[0], strict=True):
+            assert mine == (truth.setdefault(item, owner) == owner)
+    assert len(index) == len(truth)
+    assert index.nbytes <= 20 * len(truth)  # 16 bytes of id and 4 of owner, nothing per object
+    probe = [*list(truth)[::37], *odd, f"{2**63:032x}", "0" * 32]
+    assert [index.owner(i) for i in probe] == [truth.get(i) for i in probe]
+    assert index.decide([(probe, "sub-3")])[0][0] == [
+        truth.get(i, "sub-3") == "sub-3" for i in probe
+    ]
+
+
+async def test_claims_beyond_a_segment_go_to_the_next_segments() -> None:
+    """A segment never outgrows NATS's message limit: many messages at once, or one huge one,
+    are appended in several segments, and every id is still claimed once, by its first ask."""
+    kv = MemoryKeyValue()
+    claims = ItemClaims(kv, segment_ids=100)
+    answers = await asyncio.gather(
+        claims.claim("p", _ids(*range(250)), owner="big"),
+        claims.claim("p", _ids(*range(200, 330)), owner="late"),
+    )
+    assert answers[0] == [True] * 250
+    assert answers[1] == [False] * 50 + [True] * 80
+    keys = await kv.keys("ingester.p.claims.")
+    segments = [decode_segment((await kv.get(k)).value) for k in keys]  # type: ignore[union-attr]
+    assert all(sum(len(c.items) for c in segment) <= 100 for segment in segments)
+    assert sorted(i for s in segments for c in s for i in c.items) == sorted(_ids(*range(330)))
+    # a fresh process reads the same owners back
+    again = ItemClaims(kv)
+    assert await again.claim("p", _ids(0, 249, 250, 329), owner="late") == [
+        False,
+        False,
+        True,
+        True,
+    ]
