@@ -7,6 +7,12 @@ their order (:class:`~labelloop.sequencing.RoundSequencer`): a round that arrive
 parked, for the one before. So a version depends on its rounds alone, not on when messages
 arrived: the same campaign gives byte-identical files (the manifest's ``created_at`` apart).
 
+A process keeps each project's labels as of the last version it wrote and folds the next round
+into them (:func:`~labelloop_exporter.domain.labels.fold_round`), so writing version *n* reads
+round *n* alone; only a process that has none (a restart, another replica's version in between)
+reads rounds 1 to *n - 1* again, one at a time. Of the catalog it keeps the data of the labeled
+items only (read from their chunks when first labeled), not that of every ingested item.
+
 Every version is written to disk atomically (``DatasetDirectory``) and shared through the object
 store for a trainer without the export volume; a redelivered round finds its version on disk and
 announces it again (same event id: JetStream drops the copy).
@@ -17,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from labelloop.catalog import Catalog
@@ -35,7 +42,7 @@ from labelloop_exporter.domain.dataset import (
     render,
 )
 from labelloop_exporter.domain.formats import labels_only
-from labelloop_exporter.domain.labels import current_labels
+from labelloop_exporter.domain.labels import CurrentLabel, fold_round
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
 from labelloop_exporter.domain.table import ItemData
@@ -62,6 +69,33 @@ class ExportOutcome:
     event: DatasetExported | None = None
 
 
+@dataclass
+class _Folded:
+    """A project's labels and batch agreements as of version ``through``."""
+
+    through: int = 0
+    labels: dict[str, CurrentLabel] = field(default_factory=dict)
+    agreement: dict[str, BatchAgreement] = field(default_factory=dict)
+    data: dict[str, ItemData] = field(default_factory=dict)
+    """Data of the items labeled so far (an item's data never changes: shared by versions)."""
+
+    def then(self, event: LabelsReady) -> _Folded:
+        """The state of the next version (a new one: this one stays as it was)."""
+        labels = dict(self.labels)
+        fold_round(labels, event)
+        agreement = {
+            **self.agreement,
+            event.batch_id: BatchAgreement(
+                event.percent_agreement, event.krippendorff_alpha, event.n_items
+            ),
+        }
+        return _Folded(event.round, labels, agreement, self.data)
+
+
+FOLDED_PROJECTS = 8
+"""Projects whose folded labels a process keeps (the others are folded again when needed)."""
+
+
 class Exporter:
     def __init__(
         self,
@@ -78,13 +112,13 @@ class Exporter:
         self._publish = publish
         self._project = project
         self.datasets = datasets
-        self.catalog = Catalog(state, artifacts)
+        self.catalog = Catalog(state, artifacts, keep_data=False, chunk_cache=4)
         self._metrics = metrics
         self._salt = salt
         self.rounds = RoundSequencer(
             "exporter-rounds", state, artifacts, self._export_round, area="exporter"
         )
-        self._labels: dict[tuple[str, int], LabelsReady] = {}
+        self._folded: OrderedDict[str, _Folded] = OrderedDict()
 
     def salt(self, project: str) -> str:
         return self._salt or split_salt(project)
@@ -128,36 +162,45 @@ class Exporter:
         return f"exporter/{project}/rounds/{number:06d}.json"
 
     async def _round(self, project: str, number: int) -> LabelsReady | None:
-        key = (project, number)
-        if key not in self._labels:
-            raw = await self._artifacts().get(self._round_name(project, number))
-            if raw is None:
-                return None
-            self._labels[key] = LabelsReady.model_validate_json(raw)
-        return self._labels[key]
+        raw = await self._artifacts().get(self._round_name(project, number))
+        return None if raw is None else LabelsReady.model_validate_json(raw)
+
+    async def _folded_through(self, project: str, number: int) -> _Folded:
+        """The project's labels as of round ``number``: this process's own if it has them,
+        else folded again from the rounds' stored labels."""
+        folded = self._folded.get(project)
+        if folded is None or folded.through != number:
+            folded = _Folded()
+            for earlier in range(1, number + 1):
+                found = await self._round(project, earlier)
+                if found is None:
+                    raise LookupError(f"{project}: labels of round {earlier} are missing")
+                folded = folded.then(found)
+        return folded
+
+    def _keep(self, project: str, folded: _Folded) -> None:
+        self._folded[project] = folded
+        self._folded.move_to_end(project)
+        while len(self._folded) > FOLDED_PROJECTS:
+            self._folded.popitem(last=False)
 
     async def _export_round(self, project: str, number: int, payload: bytes) -> None:
         event = LabelsReady.model_validate_json(payload)
-        self._labels[(project, number)] = event
         version = version_name(number)
         if version in await asyncio.to_thread(self.datasets.versions, project):
             await self._announce(project, version)  # written before a crash: announce it
             return
         config = await self._project(project)
         started = time.perf_counter()
-        rounds = []
-        for earlier in range(1, number + 1):
-            found = await self._round(project, earlier)
-            if found is None:
-                raise LookupError(f"{project}: labels of round {earlier} are missing")
-            rounds.append(found)
+        folded = (await self._folded_through(project, number - 1)).then(event)
+        labels = folded.labels
         items = await self.catalog.load(project)
-        data = {
-            item_id: ItemData(data=record.data, metadata=record.metadata)
-            for item_id, record in items.records.items()
-        }
+        new = [i for i in labels if i not in folded.data and i in items.records]
+        found = await self.catalog.data_of(project, items, new)
+        for item_id in new:
+            folded.data[item_id] = ItemData(found[item_id], items.records[item_id].metadata)
+        data = {i: folded.data[i] for i in labels if i in folded.data}
         salt = self.salt(project)
-        labels = current_labels(rounds)
         prepared = await asyncio.to_thread(prepare, labels, data, config, salt=salt)
         if not prepared.ok:
             # the project's own formats cannot be written: a configuration error, said loudly
@@ -172,10 +215,7 @@ class Exporter:
             self.datasets.versions, project
         ):
             parent_labels = await asyncio.to_thread(self.datasets.labels_of, project, parent)
-        agreement = {
-            r.batch_id: BatchAgreement(r.percent_agreement, r.krippendorff_alpha, r.n_items)
-            for r in rounds
-        }
+        agreement = folded.agreement
         rendered = await asyncio.to_thread(
             render,
             prepared,
@@ -192,6 +232,7 @@ class Exporter:
             path = await asyncio.to_thread(self.datasets.write, project, version, rendered.files)
         except VersionExists:
             # a replica wrote it first (the same rows: versions are a function of their rounds)
+            self._keep(project, folded)
             await self._announce(project, version)
             return
         base, labels_digest = await self._share(
@@ -204,6 +245,7 @@ class Exporter:
             dataset_ref=base,
             labels_sha256=labels_digest,
         )
+        self._keep(project, folded)
         await self._publish(announced)
         self._metrics.exports.labels(project=project, outcome="published").inc()
         self._metrics.versions.labels(project=project).inc()

@@ -14,11 +14,15 @@ Everything lives in the ``artifacts`` object store under ``qa/<project>/``:
 
 Re-admissions an operator asked for are kept in KV (``qa.<project>.readmit``) until the next
 round is scored.
+
+A process keeps the last :data:`ROUND_CACHE` records it read or wrote (round *n* reads the
+history of *n - 1*, which it usually just wrote); older ones are read again when asked for.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +40,10 @@ from labelloop.events import (
 from labelloop.stores import Blobs, KeyValue, kv_update
 from labelloop_qa.domain.annotators import Tally
 
-__all__ = ["History", "HistoryRecord", "QAStore", "RoundRecord"]
+__all__ = ["ROUND_CACHE", "History", "HistoryRecord", "QAStore", "RoundRecord"]
+
+ROUND_CACHE = 64
+"""Round records a process keeps decoded."""
 
 
 @dataclass
@@ -90,10 +97,17 @@ class RoundRecord(BaseModel):
 
 
 class QAStore:
-    def __init__(self, blobs: Callable[[], Blobs], kv: Callable[[], KeyValue]) -> None:
+    def __init__(
+        self,
+        blobs: Callable[[], Blobs],
+        kv: Callable[[], KeyValue],
+        *,
+        round_cache: int = ROUND_CACHE,
+    ) -> None:
         self._blobs = blobs
         self._kv = kv
-        self._rounds: dict[tuple[str, int], RoundRecord] = {}
+        self._round_cache = round_cache
+        self._rounds: OrderedDict[tuple[str, int], RoundRecord] = OrderedDict()
 
     @staticmethod
     def _round_name(project: str, number: int) -> str:
@@ -103,19 +117,29 @@ class QAStore:
         key = (project, number)
         cached = self._rounds.get(key)
         if cached is not None and cached.final is not None:
+            self._remember(key, cached)
             return cached  # final records never change
         raw = await self._blobs().get(self._round_name(project, number))
         if raw is None:
             return None
         record = RoundRecord.model_validate_json(raw)
-        self._rounds[key] = record
+        self._remember(key, record)
         return record
 
     async def save_round(self, project: str, record: RoundRecord) -> None:
         await self._blobs().put(
             self._round_name(project, record.round), record.model_dump_json().encode()
         )
-        self._rounds[(project, record.round)] = record
+        self._remember((project, record.round), record)
+
+    def _remember(self, key: tuple[str, int], record: RoundRecord) -> None:
+        self._rounds[key] = record
+        self._rounds.move_to_end(key)
+        while len(self._rounds) > self._round_cache:
+            self._rounds.popitem(last=False)
+
+    def cached_rounds(self) -> int:
+        return len(self._rounds)
 
     async def history(self, project: str, number: int) -> History:
         """The annotators' history after round ``number`` (empty before the first)."""

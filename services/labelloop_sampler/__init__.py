@@ -9,5 +9,6 @@ with overlap and gold, and one ``review`` batch per round that needs it) and ``B
 
 Labeling batch *n* is chosen by the model of round *n - 1 - max_model_lag* and waits for it, so
 a campaign's batches do not depend on timing. State lives in NATS only: the ledger in KV
-(compare-and-swap), committed batches in the object store, items in the catalog.
+(compare-and-swap; closed rounds leave it in archived segments, so it stays small), committed
+batches in the object store, items in the catalog (their data read for a batch's tasks only).
 """

@@ -25,7 +25,10 @@ def build_app(
     # the service's stores exist once it has started: adapters look them up at call time
     sampler = Sampler(
         ledgers=LedgerStore(lambda: service.state, lambda: service.artifacts),
-        catalog=Catalog(lambda: service.state, lambda: service.artifacts),
+        # the items' data (data URIs, long texts) is read for a batch's tasks only
+        catalog=Catalog(
+            lambda: service.state, lambda: service.artifacts, keep_data=False, chunk_cache=4
+        ),
         artifacts=lambda: service.artifacts,
         publish=service.publish,
         metrics=SamplerMetrics(service.registry),

@@ -147,6 +147,7 @@ class Sampler:
                 flagged=flagged,
                 lead_seconds=event.lead_time_seconds,
                 lead_count=event.n_lead_times,
+                review_due=event.items_flagged > 0,
             ),
         )
         await self.advance(config)
@@ -165,6 +166,7 @@ class Sampler:
                     self.metrics.conflicts.inc()
                     continue
                 if not made:
+                    await self._compact(config)
                     return cut
                 cut += 1
             raise RuntimeError(f"ledger of {config.name!r} kept changing: retry later")
@@ -275,7 +277,8 @@ class Sampler:
         ):
             scores = await self._scores_of(outcome.scores_ref)
         proba = None if scores is None else proba_rows(pool.item_ids, scores.rows(), scores.proba)
-        features = items.matrix(pool.item_ids)
+        # random and stratified picks never read the features: the pool's rows are not stacked
+        features = None if sampling.strategy in _NO_FEATURES else items.matrix(pool.item_ids)
         strata = None
         if sampling.stratify_by:
             strata = strata_of(
@@ -310,6 +313,7 @@ class Sampler:
         if not planned:
             return None
         rows = scores.rows() if scores is not None else {}
+        data = await self.catalog.data_of(config.name, items, [t.item_id for t in planned])
         tasks = []
         for t in planned:
             item = items.records[t.item_id]
@@ -324,7 +328,7 @@ class Sampler:
             tasks.append(
                 BatchTask(
                     item_id=t.item_id,
-                    data=item.data,
+                    data=data[t.item_id],
                     annotations_required=t.annotations_required,
                     is_gold=t.is_gold,
                     score=None if t.score is None else round(t.score, 6),
@@ -335,7 +339,7 @@ class Sampler:
             )
         batch_id = batch_id_of(config.name, number)
         used_model = proba is not None and chosen.strategy not in ("diversity", "random")
-        done = ledger.rechecked()
+        done = (await self.ledgers.taken(config.name, ledger)).rechecked
         rechecks = [] if outcome is None else [s for s in outcome.suspects if s.item_id not in done]
         return BatchCreated(
             event_id=deterministic_id("batch-created", batch_id),
@@ -354,18 +358,31 @@ class Sampler:
     async def _taken(
         self, project: str, ledger: Ledger, *, recent: int
     ) -> tuple[set[str], set[str]]:
-        """Items earlier labeling batches hold, and the gold items of the last ``recent + 1``."""
-        taken: set[str] = set()
+        """Items earlier labeling batches hold, and the gold items of the last ``recent + 1``
+        (rounds never compacted: they are the basis of the next batch and after)."""
+        taken = await self.ledgers.taken(project, ledger)
         recent_gold: set[str] = set()
         last = ledger.next_round - 1
-        for number, r in sorted(ledger.rounds.items()):
+        for number in range(max(1, last - recent), last + 1):
+            r = ledger.rounds[number]
             batch = await self.ledgers.batch(project, "labeling", number, r.nonce)
-            for t in batch.tasks:
-                if not t.is_gold:
-                    taken.add(t.item_id)
-                elif number > last - recent - 1:
-                    recent_gold.add(t.item_id)
-        return taken, recent_gold
+            recent_gold.update(t.item_id for t in batch.tasks if t.is_gold)
+        return taken.items, recent_gold
+
+    async def _compact(self, config: ProjectConfig) -> None:
+        """Move the rounds that can change nothing any more out of the ledger, a segment at a
+        time (:meth:`LedgerStore.compact`), so that it stays small however long a project runs."""
+        name = config.name
+        for _ in range(self.max_cas_attempts):
+            ledger, revision = await self.ledgers.read(name)
+            if revision is None:
+                return
+            keep_from = next_batch(ledger, config.sampling, uses_model=False).basis
+            try:
+                if not await self.ledgers.compact(name, ledger, revision, keep_from):
+                    return
+            except Conflict:
+                self.metrics.conflicts.inc()
 
     async def _scores_of(self, ref: str) -> ProbabilityTable | None:
         if ref not in self._scores:
@@ -388,6 +405,9 @@ class Sampler:
             if number in ledger.reviews:
                 await self._announce(config, ledger)
                 return
+            if ledger.is_compacted(number) and event.batch_id == batch_id_of(name, number):
+                # compacted only once its review, if QA asked for one, was cut and announced
+                return
             cut = ledger.rounds.get(number)
             if cut is None or cut.batch_id != event.batch_id:
                 # only QA asks for reviews, of rounds this sampler cut: anything else is forged or
@@ -397,6 +417,7 @@ class Sampler:
                     " project's sampler never cut"
                 )
             items = await self.catalog.load(name)
+            data = await self.catalog.data_of(name, items, [i.item_id for i in event.items])
             tasks = []
             for item in sorted(event.items, key=lambda i: i.item_id):
                 record = items.records.get(item.item_id)
@@ -408,7 +429,7 @@ class Sampler:
                 tasks.append(
                     BatchTask(
                         item_id=item.item_id,
-                        data=record.data if record else item.data,
+                        data=data[item.item_id] if record else item.data,
                         annotations_required=1,
                         is_review=True,
                         score=item.confidence,
@@ -469,10 +490,9 @@ class Sampler:
         for kind, number, _batch_id, nonce in ledger.unannounced():
             batch = await self.ledgers.batch(config.name, kind, number, nonce)
             items = await self.catalog.load(config.name)
+            data = await self.catalog.data_of(config.name, items, [t.item_id for t in batch.tasks])
             tasks = [
-                t.model_copy(update={"data": items.records[t.item_id].data})
-                if t.item_id in items.records
-                else t
+                t.model_copy(update={"data": data[t.item_id]}) if t.item_id in data else t
                 for t in batch.tasks
             ]
             await self._publish_batch(
@@ -514,6 +534,9 @@ class Sampler:
             cost = estimated_cost(ledger.annotations_used, lead, config.budget.hourly_rate)
             self.metrics.cost.labels(project=config.name).set(cost)
 
+
+_NO_FEATURES = frozenset({"random", "stratified"})
+"""Strategies whose selection reads no feature matrix (:func:`select`)."""
 
 _WAIT_REASONS = (
     "not_started",

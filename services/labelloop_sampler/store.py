@@ -5,23 +5,50 @@
 * ``sampler/<project>/batches/<kind>-<round>.<nonce>.json`` (object store): each batch as
   published, without the data of the items the catalog holds. Written before the ledger
   commit names it; a replica that lost the race leaves an unnamed artefact behind;
+* ``sampler/<project>/ledger/segment-<first round>.json`` (object store): the archived entries of
+  compacted rounds (:class:`~labelloop_sampler.domain.ledger.Segment`), with the items their
+  batches took; written before the ledger that drops those rounds is committed;
 * ``sampler.<project>.progress.<batch>`` (KV): annotations seen per open batch (backpressure).
+
+What a process keeps in memory is bounded: the last :data:`BATCH_CACHE` batches it read, and per
+project the items labeling batches took (:class:`Taken`, what the next batch must not pick again).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from labelloop.events import Annotation, BatchCreated
 from labelloop.stores import Blobs, Entry, KeyValue, kv_update
 
-from .domain.ledger import Ledger
+from .domain.ledger import SEGMENT_ROUNDS, Ledger, Segment
 from .domain.progress import SeenAnnotations
 
-__all__ = ["Conflict", "LedgerStore"]
+__all__ = ["BATCH_CACHE", "Conflict", "LedgerStore", "Taken"]
 
 Kind = Literal["labeling", "review"]
+
+BATCH_CACHE = 256
+"""Committed batches a process keeps decoded (the open ones and the last few are what it reads)."""
+
+
+def segment_first(number: int) -> int:
+    """The first round of the segment that holds round ``number`` (segments are compacted
+    :data:`SEGMENT_ROUNDS` at a time, from round 1)."""
+    return (number - 1) // SEGMENT_ROUNDS * SEGMENT_ROUNDS + 1
+
+
+@dataclass
+class Taken:
+    """Items the labeling batches 1 to ``through`` took (never to be picked again), and the
+    items they sent back to an expert: grown batch by batch, never read twice."""
+
+    through: int = 0
+    items: set[str] = field(default_factory=set)
+    rechecked: set[str] = field(default_factory=set)
 
 
 class Conflict(Exception):
@@ -29,11 +56,19 @@ class Conflict(Exception):
 
 
 class LedgerStore:
-    def __init__(self, kv: Callable[[], KeyValue], blobs: Callable[[], Blobs]) -> None:
+    def __init__(
+        self,
+        kv: Callable[[], KeyValue],
+        blobs: Callable[[], Blobs],
+        *,
+        batch_cache: int = BATCH_CACHE,
+    ) -> None:
         self._kv = kv
         self._blobs = blobs
-        self._batches: dict[str, BatchCreated] = {}
-        """Committed batches never change: each is read once per process."""
+        self._batch_cache = batch_cache
+        self._batches: OrderedDict[str, BatchCreated] = OrderedDict()
+        """Committed batches never change: the last ``batch_cache`` read, least recent out."""
+        self._taken: dict[str, Taken] = {}
 
     @staticmethod
     def _key(project: str) -> str:
@@ -83,16 +118,80 @@ class LedgerStore:
             }
         )
         await self._blobs().put(name, slim.model_dump_json().encode())
-        self._batches[name] = slim
+        self._remember(name, slim)
 
     async def batch(self, project: str, kind: Kind, number: int, nonce: str) -> BatchCreated:
         name = self.batch_name(project, kind, number, nonce)
-        if name not in self._batches:
+        found = self._batches.get(name)
+        if found is None:
             raw = await self._blobs().get(name)
             if raw is None:
                 raise LookupError(f"committed batch {name} is missing from the object store")
-            self._batches[name] = BatchCreated.model_validate_json(raw)
-        return self._batches[name]
+            found = BatchCreated.model_validate_json(raw)
+        self._remember(name, found)
+        return found
+
+    def _remember(self, name: str, batch: BatchCreated) -> None:
+        self._batches[name] = batch
+        self._batches.move_to_end(name)
+        while len(self._batches) > self._batch_cache:
+            self._batches.popitem(last=False)
+
+    def cached_batches(self) -> int:
+        return len(self._batches)
+
+    # ------------------------------------------------------------------ compaction
+
+    @staticmethod
+    def segment_name(project: str, first: int) -> str:
+        return f"sampler/{project}/ledger/segment-{first:06d}.json"
+
+    async def compact(self, project: str, ledger: Ledger, revision: int, keep_from: int) -> bool:
+        """Move the ledger's next closable segment out of it: archive, then compare-and-swap.
+        False when no segment is closable; :class:`Conflict` when the ledger changed."""
+        found = ledger.compacted(keep_from)
+        if found is None:
+            return False
+        kept, segment = found
+        taken: set[str] = set()
+        for number, r in sorted(segment.rounds.items()):
+            batch = await self.batch(project, "labeling", number, r.nonce)
+            taken.update(t.item_id for t in batch.tasks if not t.is_gold)
+        segment = segment.model_copy(update={"taken": sorted(taken)})
+        # the same rounds give the same segment: a replica that loses the commit below wrote
+        # what the winner wrote
+        await self._blobs().put(
+            self.segment_name(project, segment.first), segment.model_dump_json().encode()
+        )
+        await self.commit(project, kept, revision)
+        return True
+
+    async def segment(self, project: str, first: int) -> Segment:
+        raw = await self._blobs().get(self.segment_name(project, first))
+        if raw is None:
+            raise LookupError(f"{project}: the ledger segment from round {first} is missing")
+        return Segment.model_validate_json(raw)
+
+    async def taken(self, project: str, ledger: Ledger) -> Taken:
+        """Items labeling batches up to the ledger's last took, and the items they rechecked:
+        what this process knew, plus the rounds committed since (a compacted round from its
+        segment, the others from their batches)."""
+        known = self._taken.setdefault(project, Taken())
+        last = ledger.next_round - 1
+        while known.through < last:
+            number = known.through + 1
+            if ledger.is_compacted(number):
+                segment = await self.segment(project, segment_first(number))
+                known.items.update(segment.taken)
+                known.rechecked.update(segment.rechecked)
+                known.through = segment.last
+                continue
+            r = ledger.rounds[number]
+            batch = await self.batch(project, "labeling", number, r.nonce)
+            known.items.update(t.item_id for t in batch.tasks if not t.is_gold)
+            known.rechecked.update(r.rechecks)
+            known.through = number
+        return known
 
     # ------------------------------------------------------------------ progress
 

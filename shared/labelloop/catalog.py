@@ -7,6 +7,11 @@ fastest level) and indexes it in KV
 anyone who learned of an item from the bus (a batch naming it, a label for it) finds it here: no
 service keeps a copy, and no service waits for another's message to know an item.
 
+A reader that needs the items' data for a few of them only (the sampler: the data of a batch's
+tasks) builds its catalog with ``keep_data=False``: it keeps every item's record without its data
+(which may be a data URI of kilobytes) and reads the data of the items it asks for
+(:meth:`Catalog.data_of`) from their chunks, keeping the last few chunks decoded.
+
 This module is also the one place that encodes arrays for the object store: feature chunks
 (:func:`encode_chunk`) and probability tables (:func:`encode_table`, the trainer's pool scores).
 """
@@ -17,6 +22,7 @@ import asyncio
 import io
 import json
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import TypeAdapter
+from pydantic import JsonValue, TypeAdapter
 
 from labelloop.events import IngestedItem
 from labelloop.stores import Blobs, KeyValue
@@ -176,8 +182,11 @@ class ProjectItems:
     """What the catalog holds for one project, as one process has loaded it so far."""
 
     records: dict[str, IngestedItem] = field(default_factory=dict)
+    """Every item; without its data when the catalog does not keep it (``keep_data=False``)."""
     spaces: dict[str, FeatureSpace] = field(default_factory=dict)
     chunks: set[str] = field(default_factory=set)
+    chunk_of: dict[str, str] = field(default_factory=dict)
+    """Item id -> the chunk its record was read from (kept only without the data)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -218,16 +227,26 @@ class ProjectItems:
 class Catalog:
     """Writes (the ingester) and reads (everyone else) the item catalog of every project.
 
-    Chunks never change once written, so each process reads each one once and keeps it.
+    Chunks never change once written, so each process reads each one once and keeps it: the
+    records and features, and the data too unless ``keep_data`` is false; then the data of the
+    items asked for is read from their chunks (the last ``chunk_cache`` kept decoded).
     """
 
     def __init__(
-        self, kv: KeyValue | Callable[[], KeyValue], blobs: Blobs | Callable[[], Blobs]
+        self,
+        kv: KeyValue | Callable[[], KeyValue],
+        blobs: Blobs | Callable[[], Blobs],
+        *,
+        keep_data: bool = True,
+        chunk_cache: int = 8,
     ) -> None:
         self._kv = kv
         self._blobs = blobs
         self._projects: dict[str, ProjectItems] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._keep_data = keep_data
+        self._chunk_cache = chunk_cache
+        self._decoded: OrderedDict[tuple[str, str], dict[str, IngestedItem]] = OrderedDict()
 
     @property
     def kv(self) -> KeyValue:
@@ -271,14 +290,65 @@ class Catalog:
                 if raw is None:  # indexed but deleted by an operator: nothing to read
                     continue
                 chunk = await asyncio.to_thread(decode_chunk, raw)
-                _add(items, chunk)
+                _add(items, chunk, None if self._keep_data else chunk_id)
                 items.chunks.add(chunk_id)
             return items
 
+    async def data_of(
+        self, project: str, items: ProjectItems, item_ids: Iterable[str]
+    ) -> dict[str, dict[str, JsonValue]]:
+        """The data of the items of ``item_ids`` that ``items`` (this catalog's
+        :meth:`load`) holds: from their records, or read from their chunks when the catalog
+        does not keep the data."""
+        out: dict[str, dict[str, JsonValue]] = {}
+        wanted: dict[str, list[str]] = {}
+        for item_id in item_ids:
+            record = items.records.get(item_id)
+            if record is None:
+                continue
+            chunk_id = items.chunk_of.get(item_id)
+            if chunk_id is None:
+                out[item_id] = record.data
+            else:
+                wanted.setdefault(chunk_id, []).append(item_id)
+        for chunk_id, ids in sorted(wanted.items()):
+            records = await self._chunk_records(project, chunk_id)
+            for item_id in ids:
+                out[item_id] = records[item_id].data
+        return out
 
-def _add(items: ProjectItems, chunk: Chunk) -> None:
+    async def _chunk_records(self, project: str, chunk_id: str) -> dict[str, IngestedItem]:
+        key = (project, chunk_id)
+        records = self._decoded.get(key)
+        if records is None:
+            raw = await self.blobs.get(chunk_name(project, chunk_id))
+            if raw is None:
+                raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
+            chunk = await asyncio.to_thread(decode_chunk, raw)
+            records = {}
+            for item in chunk.items:
+                records.setdefault(item.item_id, item)
+        self._decoded[key] = records
+        self._decoded.move_to_end(key)
+        while len(self._decoded) > self._chunk_cache:
+            self._decoded.popitem(last=False)
+        return records
+
+    def decoded_chunks(self) -> int:
+        """Chunks kept decoded for :meth:`data_of` (at most ``chunk_cache``)."""
+        return len(self._decoded)
+
+
+def _add(items: ProjectItems, chunk: Chunk, chunk_id: str | None = None) -> None:
+    """Add a chunk's items; ``chunk_id``: keep their records without data, and where it is."""
     for item in chunk.items:
-        items.records.setdefault(item.item_id, item)
+        if item.item_id in items.records:
+            continue
+        if chunk_id is None:
+            items.records[item.item_id] = item
+        else:
+            items.records[item.item_id] = item.model_copy(update={"data": {}})
+            items.chunk_of[item.item_id] = chunk_id
     if chunk.X is None or chunk.space is None:
         return
     space = items.spaces.setdefault(chunk.space, FeatureSpace(dim=int(chunk.X.shape[1])))

@@ -84,6 +84,9 @@ class ConflictError(RuntimeError):
     """A compare-and-swap loop lost too many races in a row."""
 
 
+_LIST_CONCURRENCY = 64
+"""Metadata reads a listing has in flight at once."""
+
 MAX_BACKOFF_SECONDS = 0.1
 """Longest pause between two conflicting attempts of ``kv_update``."""
 
@@ -252,19 +255,59 @@ class NatsBlobs:
             return
 
     async def list(self, prefix: str = "", *, timeout: float = 30.0) -> list[str]:
-        """Names of the objects starting with ``prefix``, read from their latest metadata
-        messages (not nats-py's ``list()``: its watcher has the early end-marker race described
-        in :meth:`NatsKeyValue.keys`)."""
+        """Names of the objects starting with ``prefix``.
+
+        Reads the metadata of the matching objects only: the server lists the bucket's metadata
+        subjects (each an object's name, base64-encoded: a subject filter cannot select a name
+        prefix), the names are decoded here, and only those starting with ``prefix`` have their
+        latest metadata read, to leave out deleted objects. Not nats-py's ``list()``: its
+        watcher has the early end-marker race described in :meth:`NatsKeyValue.keys`."""
         store = self._store
-        names: set[str] = set()
-        async for msg in _latest_per_subject(
-            store._js, store._stream, f"$O.{store._name}.M.>", headers_only=False, timeout=timeout
-        ):
-            meta = json.loads(msg.data or b"{}")
-            name = meta.get("name")
-            if name and not meta.get("deleted") and name.startswith(prefix):
-                names.add(name)
+        meta = f"$O.{store._name}.M."
+        wanted: list[tuple[str, str]] = []
+        for subject in await _stream_subjects(store, f"{meta}>"):
+            token = subject[len(meta) :]
+            try:
+                name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if name.startswith(prefix):
+                wanted.append((subject, name))
+        names: list[str] = []
+        for start in range(0, len(wanted), _LIST_CONCURRENCY):
+            part = wanted[start : start + _LIST_CONCURRENCY]
+            found = await asyncio.gather(*(self._live(subject, timeout) for subject, _ in part))
+            names += [name for (_, name), live in zip(part, found, strict=True) if live]
         return sorted(names)
+
+    async def _live(self, subject: str, timeout: float) -> bool:
+        """Whether the object whose latest metadata is on ``subject`` exists (not deleted)."""
+        store = self._store
+        try:
+            msg = await asyncio.wait_for(store._js.get_last_msg(store._stream, subject), timeout)
+        except NotFoundError:
+            return False
+        meta = json.loads(msg.data or b"{}")
+        return bool(meta.get("name")) and not meta.get("deleted")
+
+
+async def _stream_subjects(store: _NatsObjectStore, pattern: str) -> list[str]:
+    """Subjects of an object store's stream matching ``pattern`` that hold a message, page by
+    page (the server answers at most a page of subjects per request)."""
+    js: Any = store._js
+    subjects: list[str] = []
+    while True:
+        request = {"subjects_filter": pattern, "offset": len(subjects)}
+        response = await js._api_request(
+            f"{js._prefix}.STREAM.INFO.{store._stream}",
+            json.dumps(request).encode(),
+            timeout=js._timeout,
+        )
+        page = list((response.get("state") or {}).get("subjects") or {})
+        subjects += page
+        total = int(response.get("total") or 0)
+        if not page or len(subjects) >= total:
+            return subjects
 
 
 async def _latest_per_subject(

@@ -29,6 +29,7 @@ __all__ = [
     "InMemoryBus",
     "apply_project",
     "in_memory",
+    "kv_value_sizes",
     "started",
     "wait_until",
     "writing_as",
@@ -199,3 +200,40 @@ async def publish_events(nats_url: str, namespace: str, *events: Event) -> None:
     async with connect(ServiceSettings(nats_url=nats_url, namespace=namespace)) as bus:
         for event in events:
             await bus.publish(event)
+
+
+async def kv_value_sizes(nats_url: str, namespace: str, bucket: str = "state") -> dict[str, int]:
+    """The size in bytes of every key's current value in one of a namespace's KV buckets (what
+    a soak checks stays bounded). Reads headers only: the server tells each value's size."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        name = Namespace(namespace).kv_bucket(bucket)
+        prefix = f"$KV.{name}."
+        sub = await js.subscribe(
+            f"{prefix}>",
+            stream=f"KV_{name}",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            headers_only=True,
+        )
+        sizes: dict[str, int] = {}
+        try:
+            info = await sub.consumer_info()
+            if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
+                return sizes
+            while True:
+                msg = await sub.next_msg(timeout=30)
+                headers = msg.headers or {}
+                key = msg.subject[len(prefix) :]
+                if headers.get("KV-Operation") in ("DEL", "PURGE"):
+                    sizes.pop(key, None)
+                else:
+                    sizes[key] = int(headers.get("Nats-Msg-Size", "0"))
+                if msg.metadata.num_pending == 0:
+                    return sizes
+        finally:
+            with suppress(Exception):
+                await sub.unsubscribe()
+    finally:
+        await nc.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from labelloop.events import ConsensusLabel, LabelsReady, LabelValue
 
-__all__ = ["CurrentLabel", "current_labels", "label_classes", "region_label"]
+__all__ = ["CurrentLabel", "current_labels", "fold_round", "label_classes", "region_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +33,26 @@ def current_labels(rounds: Iterable[LabelsReady]) -> dict[str, CurrentLabel]:
     """
     out: dict[str, CurrentLabel] = {}
     for event in sorted(rounds, key=lambda e: e.round):
-        for item_id in event.withdrawn:
-            previous = out.pop(item_id, None)
-            if previous is not None and previous.is_gold:
-                out[item_id] = previous  # a gold item's known answer is never withdrawn
-        for label in event.labels:
-            previous = out.get(label.item_id)
-            was_gold = previous is not None and previous.is_gold
-            out[label.item_id] = CurrentLabel(
-                label=label,
-                round=event.round,
-                batch_id=label.batch_id or event.batch_id,
-                is_gold=label.is_gold or was_gold,
-            )
+        fold_round(out, event)
     return out
+
+
+def fold_round(labels: dict[str, CurrentLabel], event: LabelsReady) -> None:
+    """Fold one more round into ``labels`` (in place): the labels of rounds 1 to *n - 1*
+    become those of rounds 1 to *n*, without reading the earlier rounds again."""
+    for item_id in event.withdrawn:
+        previous = labels.pop(item_id, None)
+        if previous is not None and previous.is_gold:
+            labels[item_id] = previous  # a gold item's known answer is never withdrawn
+    for label in event.labels:
+        previous = labels.get(label.item_id)
+        was_gold = previous is not None and previous.is_gold
+        labels[label.item_id] = CurrentLabel(
+            label=label,
+            round=event.round,
+            batch_id=label.batch_id or event.batch_id,
+            is_gold=label.is_gold or was_gold,
+        )
 
 
 def region_label(region: dict[str, Any]) -> list[str]:

@@ -5,6 +5,13 @@ The ledger is one small JSON document in KV, changed only by compare-and-swap, s
 race for the same project serialise on it: batch *n* exists once the ledger names it. Item ids of
 batches live in the batch artefacts (the ledger keeps a nonce to find the committed one).
 
+It stays small however many rounds a project runs: rounds that can no longer change anything (the
+labeling batch and its review completed and announced, the round's model and QA report known, and
+no batch still to be cut on it) leave it in segments of :data:`SEGMENT_ROUNDS`
+(:meth:`Ledger.compacted`). The ledger keeps what they add up to (:class:`Closed`: how many,
+their lead times, a convergence verdict); each segment's entries go to an archive object
+(:class:`Segment`) written before the ledger that drops them is committed.
+
 What round *j* taught (:class:`Outcome`) arrives from two services: the serving model after the
 round (``ModelTrained``, trainer) and the annotators QA flagged after it (``QAReport``, qa-scorer).
 The sampler joins them here; batch *n* needs the outcome of round *n - 1 - max_model_lag*
@@ -19,7 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labelloop.events import SuspectLabel
 
-__all__ = ["Ledger", "Outcome", "ReviewBatch", "Round"]
+__all__ = ["SEGMENT_ROUNDS", "Closed", "Ledger", "Outcome", "ReviewBatch", "Round", "Segment"]
+
+SEGMENT_ROUNDS = 50
+"""Rounds compacted together into one archived segment."""
 
 
 class _Model(BaseModel):
@@ -72,11 +82,45 @@ class Outcome(_Model):
     lead_seconds: float = 0.0
     lead_count: int = 0
     """Lead times of the round's annotations (for the money budget)."""
+    review_due: bool | None = None
+    """QA held items of the round for an expert (a ``ReviewRequested`` of the round exists);
+    ``None``: the report came before the ledger kept this (then a review is due only if one
+    was cut)."""
+
+
+class Closed(_Model):
+    """What the ledger keeps of its compacted rounds: no entry per round, only their sums."""
+
+    rounds: int = 0
+    """Rounds 1 to ``rounds`` (labeling batch, review, outcome) are compacted."""
+    converged: str | None = None
+    """The first convergence verdict among them, and its round."""
+    converged_round: int = 0
+    lead_seconds: float = 0.0
+    lead_count: int = 0
+    """Lead times of their annotations (the money budget of every later batch counts them)."""
+
+
+class Segment(_Model):
+    """The archived entries of compacted rounds ``first`` to ``last``: what the ledger held of
+    them when they closed (facts that no longer change)."""
+
+    first: int
+    last: int
+    rounds: dict[int, Round]
+    reviews: dict[int, ReviewBatch] = Field(default_factory=dict)
+    outcomes: dict[int, Outcome] = Field(default_factory=dict)
+    taken: list[str] = Field(default_factory=list)
+    """Non-gold items of the segment's labeling batches (filled in from the batch artefacts by
+    the store: a new reader learns them from one object instead of one per batch)."""
+    rechecked: list[str] = Field(default_factory=list)
+    """Items the segment's batches sent back to an expert."""
 
 
 class Ledger(_Model):
     started: bool = False
     paused: bool = False
+    closed: Closed = Field(default_factory=Closed)
     rounds: dict[int, Round] = Field(default_factory=dict)
     outcomes: dict[int, Outcome] = Field(default_factory=dict)
     reviews: dict[int, ReviewBatch] = Field(default_factory=dict)
@@ -96,7 +140,11 @@ class Ledger(_Model):
 
     @property
     def next_round(self) -> int:
-        return len(self.rounds) + 1
+        return max(self.rounds, default=self.closed.rounds) + 1
+
+    def is_compacted(self, number: int) -> bool:
+        """Round ``number`` left the ledger for an archived segment."""
+        return 1 <= number <= self.closed.rounds
 
     def round_of(self, batch_id: str) -> int | None:
         for number, r in self.rounds.items():
@@ -118,14 +166,17 @@ class Ledger(_Model):
 
     def converged(self, up_to: int) -> str | None:
         """The convergence verdict of a round up to ``up_to``, if any said so."""
+        if self.closed.converged and self.closed.converged_round <= up_to:
+            return self.closed.converged
         for number in sorted(self.outcomes):
             if number <= up_to and self.outcomes[number].converged:
                 return self.outcomes[number].converged
         return None
 
     def mean_lead_seconds(self, up_to: int) -> float | None:
-        """Mean annotation lead time over the rounds up to ``up_to`` whose QA is known."""
-        seconds = count = 0.0
+        """Mean annotation lead time over the rounds up to ``up_to`` whose QA is known (the
+        compacted ones always count: ``up_to`` is never below the rounds still needed)."""
+        seconds, count = self.closed.lead_seconds, float(self.closed.lead_count)
         for number, outcome in self.outcomes.items():
             if number <= up_to and outcome.qa_known:
                 seconds += outcome.lead_seconds
@@ -133,7 +184,8 @@ class Ledger(_Model):
         return seconds / count if count else None
 
     def rechecked(self) -> set[str]:
-        """Items some batch already sent back to an expert."""
+        """Items some batch not compacted yet sent back to an expert (the compacted ones' are in
+        their segments)."""
         return {item for r in self.rounds.values() for item in r.rechecks}
 
     def unannounced(self) -> list[tuple[Literal["labeling", "review"], int, str, str]]:
@@ -216,7 +268,7 @@ class Ledger(_Model):
         suspects: list[SuspectLabel] | None = None,
     ) -> Self:
         old = self.outcomes.get(number, Outcome())
-        if old.model_known:
+        if old.model_known or self.is_compacted(number):
             return self  # the round's first word stands: a retrained copy changes nothing
         new = old.model_copy(
             update={
@@ -230,10 +282,16 @@ class Ledger(_Model):
         return self.model_copy(update={"outcomes": {**self.outcomes, number: new}})
 
     def with_qa(
-        self, number: int, *, flagged: list[str], lead_seconds: float, lead_count: int
+        self,
+        number: int,
+        *,
+        flagged: list[str],
+        lead_seconds: float,
+        lead_count: int,
+        review_due: bool | None = None,
     ) -> Self:
         old = self.outcomes.get(number, Outcome())
-        if old.qa_known:
+        if old.qa_known or self.is_compacted(number):
             return self
         new = old.model_copy(
             update={
@@ -241,6 +299,7 @@ class Ledger(_Model):
                 "flagged": sorted(set(flagged)),
                 "lead_seconds": lead_seconds,
                 "lead_count": lead_count,
+                "review_due": review_due,
             }
         )
         return self.model_copy(update={"outcomes": {**self.outcomes, number: new}})
@@ -253,3 +312,65 @@ class Ledger(_Model):
 
     def with_exhausted(self, reason: str | None) -> Self:
         return self.model_copy(update={"exhausted": reason})
+
+    # ------------------------------------------------------------------ compaction
+
+    def closable(self, number: int, keep_from: int) -> bool:
+        """Whether round ``number`` can change nothing any more: its labeling batch completed
+        and announced, its model and QA report known, its review (if QA asked for one) cut,
+        completed and announced, and it is older than ``keep_from`` (the basis of the next
+        batch: its outcome and the gold of the rounds from it on are still read)."""
+        r = self.rounds.get(number)
+        outcome = self.outcomes.get(number)
+        if number >= keep_from or r is None or outcome is None:
+            return False
+        if not (r.completed and r.announced and outcome.model_known and outcome.qa_known):
+            return False
+        review = self.reviews.get(number)
+        if review is None:
+            # a report from before ``review_due`` was kept: its review, if any, was requested
+            # with it long ago; only a known due review still to come holds the round open
+            return outcome.review_due is not True
+        return review.completed and review.announced
+
+    def compacted(self, keep_from: int, size: int = SEGMENT_ROUNDS) -> tuple[Self, Segment] | None:
+        """The next ``size`` rounds moved out into a :class:`Segment`, if all are closable.
+
+        The segment holds only what no longer changes, so two replicas compacting the same
+        ledger write the same segment (whichever commits, the archive agrees with it)."""
+        first = self.closed.rounds + 1
+        last = first + size - 1
+        if not all(self.closable(n, keep_from) for n in range(first, last + 1)):
+            return None
+        numbers = range(first, last + 1)
+        outcomes = {n: self.outcomes[n].model_copy(update={"suspects": []}) for n in numbers}
+        segment = Segment(
+            first=first,
+            last=last,
+            rounds={n: self.rounds[n] for n in numbers},
+            reviews={n: self.reviews[n] for n in numbers if n in self.reviews},
+            outcomes=outcomes,
+            rechecked=sorted({item for n in numbers for item in self.rounds[n].rechecks}),
+        )
+        converged = self.closed.converged, self.closed.converged_round
+        if not converged[0]:
+            converged = next(
+                ((o.converged, n) for n, o in sorted(outcomes.items()) if o.converged),
+                (None, 0),
+            )
+        closed = Closed(
+            rounds=last,
+            converged=converged[0],
+            converged_round=converged[1],
+            lead_seconds=self.closed.lead_seconds + sum(o.lead_seconds for o in outcomes.values()),
+            lead_count=self.closed.lead_count + sum(o.lead_count for o in outcomes.values()),
+        )
+        kept = self.model_copy(
+            update={
+                "closed": closed,
+                "rounds": {n: r for n, r in self.rounds.items() if n > last},
+                "reviews": {n: r for n, r in self.reviews.items() if n > last},
+                "outcomes": {n: o for n, o in self.outcomes.items() if n > last},
+            }
+        )
+        return kept, segment

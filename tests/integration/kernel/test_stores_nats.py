@@ -94,3 +94,26 @@ async def test_keys_and_listings_are_complete_under_concurrent_readers(
         assert all(len(n) == 49 and "obj/007" not in n for n in names)
     finally:
         await nc.close()
+
+
+async def test_a_listing_by_prefix_reads_the_metadata_of_its_objects_only(
+    nats_url: str, namespace: str
+) -> None:
+    """``list("mine/")`` on a bucket of 300 other objects: the messages the client receives
+    follow the objects listed, not the bucket's size (it read every object's metadata)."""
+    nc = await nats.connect(nats_url)
+    try:
+        store = await nc.jetstream().create_object_store(f"{namespace}_blobs")
+        blobs = NatsBlobs(store, idle_seconds=2.0)
+        await asyncio.gather(*(blobs.put(f"others/{k:04d}", b"x") for k in range(300)))
+        for name in ("mine/a", "mine/bb", "mine/ccc", "minefield"):
+            await blobs.put(name, b"y")
+        await blobs.delete("mine/bb")
+        received = nc.stats["in_msgs"]
+        assert await blobs.list("mine/") == ["mine/a", "mine/ccc"]
+        assert await blobs.list("min") == ["mine/a", "mine/ccc", "minefield"]
+        assert await blobs.list("nobody/") == []
+        assert nc.stats["in_msgs"] - received < 30
+        assert len(await blobs.list("")) == 303
+    finally:
+        await nc.close()

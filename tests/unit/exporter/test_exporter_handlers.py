@@ -193,3 +193,75 @@ async def test_a_request_announces_the_latest_version_again(tmp_path: Path) -> N
         assert again.event_id != first.event_id  # the operator gets an answer of their own
         await bus.publish(RequestExport(project=PROJECT, formats=["coco"]))
         assert "add ['coco']" in bus.published(DeadLetter)[-1].reason
+
+
+async def test_a_process_keeps_the_folded_labels_not_every_rounds_message(tmp_path: Path) -> None:
+    """Version *n* folds round *n* into the labels of version *n - 1*: the process keeps no
+    message per round (it kept all of them, for good), and a restarted exporter, folding the
+    stored rounds again, writes the very same files."""
+    import gc
+
+    from labelloop.stores import MemoryStores
+
+    rounds = 30
+    stores = MemoryStores()
+    service = build_app(ExporterSettings(export_dir=tmp_path / "a"), stores=stores)
+    async with in_memory(service) as bus:
+        await bus.apply_project(parse_project(CONFIG))
+        await _catalog(bus, n=rounds * 2)
+        for number in range(1, rounds):
+            await bus.publish(_labels(number, range(2 * number - 2, 2 * number)))
+        gc.collect()
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, LabelsReady))
+        assert alive < 5, f"{alive} LabelsReady messages kept after {rounds - 1} rounds"
+        await bus.publish(_labels(rounds, range(3), label="neg"))
+        versions = bus.published(DatasetExported)
+    assert [v.round for v in versions] == list(range(1, rounds + 1))
+    restarted = build_app(ExporterSettings(export_dir=tmp_path / "b"), stores=stores)
+    async with in_memory(restarted) as bus:
+        # this process has folded nothing: it reads rounds 1 to 29 back, then folds round 30
+        (tmp_path / "b").mkdir()
+        import shutil
+
+        shutil.copytree(tmp_path / "a" / PROJECT, tmp_path / "b" / PROJECT)
+        shutil.rmtree(tmp_path / "b" / PROJECT / f"v{rounds:04d}")
+        await stores.state.delete(f"seq.exporter-rounds.{PROJECT}.next")
+        await stores.state.put(f"seq.exporter-rounds.{PROJECT}.next", str(rounds).encode())
+        await bus.publish(
+            _labels(rounds, range(3), label="neg").model_copy(update={"event_id": "again"})
+        )
+        (again,) = [v for v in bus.published(DatasetExported) if v.round == rounds]
+    assert again.n_rows == versions[-1].n_rows == rounds * 2 - 2
+    version = f"{PROJECT}/v{rounds:04d}"
+    assert _files(tmp_path / "a" / version) == _files(tmp_path / "b" / version)
+
+
+async def test_the_exporter_keeps_the_data_of_labeled_items_not_of_the_catalog(
+    tmp_path: Path,
+) -> None:
+    """A catalog of 500 items in 20 chunks, 10 of them labeled: the exporter joins the labeled
+    items' data, read from their chunks, and keeps no copy of the other items' data."""
+    import gc
+
+    service = build_app(ExporterSettings(export_dir=tmp_path))
+    async with in_memory(service) as bus:
+        await bus.apply_project(parse_project(CONFIG))
+        catalog = Catalog(bus.stores.state, bus.stores.artifacts)
+        for c in range(20):
+            chunk = [
+                IngestedItem(item_id=f"i{25 * c + k:03d}", data={"text": f"text {25 * c + k}"})
+                for k in range(25)
+            ]
+            await catalog.write(PROJECT, f"c{c:02d}", Chunk(chunk))
+        del chunk, catalog
+        await bus.publish(_labels(1, range(5)))
+        await bus.publish(_labels(2, range(100, 105)))
+        (_, v2) = bus.published(DatasetExported)
+        gc.collect()
+        kept = [o for o in gc.get_objects() if isinstance(o, IngestedItem) and o.data]
+        assert len(kept) <= 4 * 25, f"{len(kept)} items' data kept"
+    assert v2.n_rows == 10
+    rows = (Path(v2.path) / "dataset.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["text"] for r in rows) == sorted(
+        f"text {k}" for k in [*range(5), *range(100, 105)]
+    )
