@@ -18,9 +18,20 @@ A task's prediction becomes Label Studio's pre-annotation in the result format o
 the bridge generated (:func:`prediction_result`): the chosen class, or for a multi-label project
 every label the model predicts (the labels whose probability reaches
 ``training.multilabel_threshold``, chosen by the sampler from the model's scores), selected in
-the ``Choices`` control that takes several.
+the ``Choices`` control that takes several; for a NER project, the spans a sequence model
+predicts, over the task's own text (:func:`~.domain.results.predicted_spans`).
 
-Each task's overlap is set to its ``annotations_required`` when it differs from the project's.
+Blind overlap: when the project's ``annotators:`` list names people with the role ``annotator``,
+a labeling batch is assigned (:mod:`labelloop_bridge.domain.assignment`: each task to as many
+distinct annotators as it needs answers, fewer when the team is smaller, never to an excluded
+one), the assignment is written into the ledger with it, and each task is imported into the own
+Label Studio project of each of its annotators. An annotator's project holds only their tasks
+and only their answers, so nobody sees another's answer before submitting (Label Studio
+Community Edition shows every answer of a task to everyone who opens it); the ledger merges the
+answers by item. Without such a list the batch goes to the one shared labeling project.
+
+Each task's overlap in the shared project is set to its ``annotations_required`` when it differs
+from the project's.
 Gold answers and simulation truths never reach Label Studio: annotators could see them. The ids
 the bridge finds its tasks by travel in the task data; after each import the project's Data
 Manager tabs are made to hide them again (:meth:`ProjectProvisioner.hide_internal_columns`).
@@ -46,11 +57,12 @@ from typing import Any
 from pydantic import JsonValue
 
 from labelloop.events import BatchCreated, BatchTask, LabelValue
-from labelloop.project import ProjectConfig
+from labelloop.project import ProjectConfig, TaskType
 
+from .domain.assignment import assign
 from .domain.label_config import REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD
 from .domain.ledger import BatchLedger
-from .domain.results import ResultError, to_ls_result
+from .domain.results import ResultError, predicted_spans, to_ls_result
 from .domain.review_context import CrowdVote, reason_line, votes_line
 from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
 from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
@@ -73,10 +85,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def prediction_result(value: LabelValue, config: ProjectConfig) -> list[dict[str, Any]]:
+def prediction_result(
+    value: LabelValue, config: ProjectConfig, text: str | None = None
+) -> list[dict[str, Any]]:
     """A model's prediction as Label Studio result items (:class:`ResultError` if it does not
     fit the task). A multi-label prediction keeps the labels the project has, in its order; one
-    of no label is an empty result: the model's word that none applies."""
+    of no label is an empty result: the model's word that none applies. A NER model's spans
+    become span pre-annotations over ``text`` (:func:`predicted_spans`)."""
+    if config.task_type is TaskType.NER:
+        spans = predicted_spans(value, config.labels.classes, text)
+        return to_ls_result(spans, config.task_type, config.primary_field.name) if spans else []
     if config.task_type.is_multilabel and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ResultError(f"{config.task_type.value} takes class names, not regions")
@@ -110,7 +128,10 @@ def ls_task(
     out: dict[str, JsonValue] = {"data": data}
     if task.prediction is not None:
         try:
-            result = prediction_result(task.prediction.label, config)
+            text = task.data.get(config.primary_field.name)
+            result = prediction_result(
+                task.prediction.label, config, text if isinstance(text, str) else None
+            )
         except ResultError as exc:
             log.warning("prediction of item %s not imported: %s", task.item_id, exc)
         else:
@@ -155,16 +176,26 @@ class BatchImporter:
         self._clock = clock
 
     async def place(self, batch: BatchCreated, config: ProjectConfig) -> int:
-        """Import a batch (idempotent); the number of tasks newly imported."""
+        """Import a batch (idempotent); the number of tasks newly imported.
+
+        A labeling batch of a project that names its annotators is assigned (:func:`assign`)
+        and each task imported into the own project of each annotator it went to; the
+        assignment is kept in the ledger, written before anything is imported, so a redelivery
+        or another replica imports the same tasks to the same people."""
         kind = batch.kind
-        ls_id = await self._provisioner.ensure(config, kind)
         tasks = {t.item_id: t for t in batch.tasks}  # an item appears once per batch
+        team = [a.id for a in config.annotators if a.role == "annotator"]
+        assignees = None
+        if kind == "labeling" and team:
+            wanted = [(t.item_id, t.annotations_required) for t in batch.tasks]
+            assignees = assign(batch.batch_id, wanted, team, batch.excluded_annotators) or None
+        ls_id = None if assignees else await self._provisioner.ensure(config, kind)
         await self._state.mark_open(batch.project, batch.batch_id, True)
         ledger = await self._state.create_ledger(
-            batch.project, BatchLedger.of_batch(batch, ls_project_id=ls_id)
+            batch.project, BatchLedger.of_batch(batch, ls_project_id=ls_id, assignees=assignees)
         )
         if ledger.imported:
-            log.info("batch %s already imported into project %d", batch.batch_id, ls_id)
+            log.info("batch %s already imported", batch.batch_id)
             await self._intake.check_completion(batch.project, batch.batch_id)
             return 0
         owner = uuid.uuid4().hex
@@ -173,7 +204,16 @@ class BatchImporter:
             await self._intake.check_completion(batch.project, batch.batch_id)
             return 0
         try:
-            return await self._import(batch, config, ls_id, tasks, owner)
+            places: list[tuple[int, str | None, list[str]]]
+            if ledger.assigned:  # as stored first: a redelivery keeps the first assignment
+                places = [
+                    (await self._provisioner.ensure(config, kind, person), person, items)
+                    for person, items in sorted(ledger.assignments().items())
+                ]
+            else:
+                ls_id = ls_id or await self._provisioner.ensure(config, kind)
+                places = [(ls_id, None, list(tasks))]
+            return await self._import(batch, config, places, tasks, owner)
         finally:
             await self._state.release_import(batch.project, batch.batch_id, owner)
 
@@ -208,7 +248,32 @@ class BatchImporter:
         self,
         batch: BatchCreated,
         config: ProjectConfig,
+        places: list[tuple[int, str | None, list[str]]],
+        tasks: dict[str, BatchTask],
+        owner: str,
+    ) -> int:
+        """Import the batch's tasks into each ``(Label Studio project, its annotator or None,
+        the items it gets)``, then mark the ledger imported."""
+        imported = 0
+        for ls_id, annotator, items in places:
+            subset = {item: tasks[item] for item in items}
+            imported += await self._import_into(ls_id, annotator, batch, config, subset, owner)
+        await self._state.change_ledger(
+            batch.project, batch.batch_id, lambda stored: setattr(stored, "imported", True)
+        )
+        for ls_id, _, _ in places:
+            await self._provisioner.hide_internal_columns(ls_id, batch.kind)
+        self._metrics.tasks_imported.labels("label-studio", batch.kind).inc(imported)
+        self._metrics.project_seen(batch.project)
+        await self._intake.check_completion(batch.project, batch.batch_id)
+        return imported
+
+    async def _import_into(
+        self,
         ls_id: int,
+        annotator: str | None,
+        batch: BatchCreated,
+        config: ProjectConfig,
         tasks: dict[str, BatchTask],
         owner: str,
     ) -> int:
@@ -227,29 +292,25 @@ class BatchImporter:
             raise LabelStudioUnavailable(
                 "import_tasks", None, f"{len(lost)} tasks of {batch.batch_id} missing after import"
             )
-        default_overlap = project_fields(config, kind, self._namespace)["maximum_annotations"]
-        await self._renew(batch, owner)
-        await self._set_overlaps(
-            [
-                (present[item][0], task.annotations_required)
-                for item, task in tasks.items()
-                if task.annotations_required != (present[item][1] or default_overlap)
-            ]
-        )
-        await self._state.change_ledger(
-            batch.project, batch.batch_id, lambda stored: setattr(stored, "imported", True)
-        )
-        await self._provisioner.hide_internal_columns(ls_id, kind)
-        self._metrics.tasks_imported.labels("label-studio", kind).inc(len(missing))
-        self._metrics.project_seen(batch.project)
+        if annotator is None:  # an annotator's own project takes one answer per task: theirs
+            fields = project_fields(config, kind, self._namespace)
+            default_overlap = fields["maximum_annotations"]
+            await self._renew(batch, owner)
+            await self._set_overlaps(
+                [
+                    (present[item][0], task.annotations_required)
+                    for item, task in tasks.items()
+                    if task.annotations_required != (present[item][1] or default_overlap)
+                ]
+            )
         log.info(
-            "batch %s: %d tasks imported into Label Studio project %d (%d were there)",
+            "batch %s: %d tasks imported into Label Studio project %d%s (%d were there)",
             batch.batch_id,
             len(missing),
             ls_id,
+            f" of {annotator}" if annotator is not None else "",
             len(tasks) - len(missing),
         )
-        await self._intake.check_completion(batch.project, batch.batch_id)
         return len(missing)
 
     async def _set_overlaps(self, changes: list[tuple[int, int]]) -> None:
@@ -263,18 +324,25 @@ class BatchImporter:
         await asyncio.gather(*(one(task_id, overlap) for task_id, overlap in changes))
 
     async def _crowd_votes(self, project: str, items: list[str]) -> dict[str, list[CrowdVote]]:
-        """Item -> the crowd's votes on it: the annotations of its tasks in the labeling project,
-        as the bridge recorded them when it published them (labelloop's annotator id and label).
-        Annotations the bridge never counted (an excluded annotator's, say) are left out."""
-        labeling = await self._state.ls_project(project, "labeling")
-        if labeling is None:
+        """Item -> the crowd's votes on it: the annotations of its tasks in the labeling projects
+        (the shared one and each annotator's own), as the bridge recorded them when it published
+        them (labelloop's annotator id and label). Annotations the bridge never counted (an
+        excluded annotator's, say) are left out."""
+        labeling = [
+            ref.ls_project_id
+            for ref in await self._state.ls_projects()
+            if ref.project == project and ref.kind == "labeling"
+        ]
+        if not labeling:
             return {}
         limit = asyncio.Semaphore(_PARALLEL_REQUESTS)
         votes: dict[str, list[CrowdVote]] = {}
 
         async def one(item: str) -> None:
-            async with limit:
-                tasks = await self._client.tasks_with_data(labeling, TASK_ITEM, item)
+            tasks = []
+            for ls_id in labeling:
+                async with limit:
+                    tasks += await self._client.tasks_with_data(ls_id, TASK_ITEM, item)
             found = []
             for task in tasks:
                 for annotation in task.get("annotations") or []:

@@ -19,6 +19,11 @@ can deliver an older state after a newer one); so does the batch ledger, inside 
 compare-and-swap (:meth:`BatchLedger.record`). A deletion is published with ``deleted=True`` and
 stops counting.
 
+Assignees: in an annotator's own labeling project (blind overlap, see
+:mod:`labelloop_bridge.importer`) only that annotator's answers count; anyone else's there is
+ignored, counted as ``not_assignee``. Reviewers (role ``reviewer``) oversee: their answers count
+nowhere (``reviewer``).
+
 Experts: an answer is an expert answer (``is_expert``) when it was given in the review project by
 someone whose role is ``expert`` (the project's ``annotators:`` list). Anyone else's answer in the
 review project is *ignored*, counted as ``not_expert``: it was given under review instructions on
@@ -121,6 +126,8 @@ class Observation:
     source: AnnotationSource
     deleted: bool = False
     ls_task_id: int | None = None
+    owner: str | None = None
+    """The annotator whose own project the annotation is in; ``None``: a shared project."""
 
 
 def observation_from_ls(
@@ -129,6 +136,7 @@ def observation_from_ls(
     annotation: Any,
     task_data: Any,
     source: AnnotationSource,
+    owner: str | None = None,
 ) -> Observation:
     """An annotation JSON (task list or webhook payload) as an observation.
 
@@ -166,6 +174,7 @@ def observation_from_ls(
         updated_at=_parse_time(annotation.get("updated_at"), "updated_at"),
         source=source,
         ls_task_id=task_id if isinstance(task_id := annotation.get("task"), int) else None,
+        owner=owner,
     )
 
 
@@ -207,6 +216,18 @@ class AnnotationIntake:
         if config is None:
             raise LookupError(f"project {obs.project!r} has no configuration yet")
         who = await self._registry.resolve(obs.ls_user_id, config.annotators)
+        if who.role == "reviewer":
+            return self._ignored("reviewer")
+        if obs.owner is not None and who.annotator_id != obs.owner:
+            if (obs.project, obs.ls_annotation_id) not in self._warned:
+                self._warned.add((obs.project, obs.ls_annotation_id))
+                log.warning(
+                    "annotation %d is in the own project of %s, by %s: ignored",
+                    obs.ls_annotation_id,
+                    obs.owner,
+                    who.annotator_id,
+                )
+            return self._ignored("not_assignee")
         if obs.kind == "review" and who.role != "expert":
             if (obs.project, obs.ls_annotation_id) not in self._warned:
                 self._warned.add((obs.project, obs.ls_annotation_id))
@@ -410,7 +431,7 @@ class AnnotationIntake:
             data = (task or {}).get("data")
             annotation = payload.get("annotation")
             observations.append(
-                observation_from_ls(ref.project, ref.kind, annotation, data, source)
+                observation_from_ls(ref.project, ref.kind, annotation, data, source, ref.annotator)
             )
         elif action == "ANNOTATIONS_CREATED":
             # bulk creation: the payload may lack task data; the reconciliation loop reads them back
@@ -422,7 +443,9 @@ class AnnotationIntake:
                 task = tasks.get(task_id, {}) if isinstance(task_id, int) else {}
                 data = task.get("data")
                 observations.append(
-                    observation_from_ls(ref.project, ref.kind, annotation, data, source)
+                    observation_from_ls(
+                        ref.project, ref.kind, annotation, data, source, ref.annotator
+                    )
                 )
         else:  # ANNOTATIONS_DELETED
             for annotation in _objects(payload.get("annotations"), "annotations"):

@@ -1,13 +1,27 @@
-"""A thin async client for the Label Studio 1.23 (Community Edition) endpoints the bridge uses.
+"""The bridge's Label Studio 1.23 (Community Edition) client: ``label_studio_sdk``'s
+``AsyncLabelStudio`` under labelloop's retry policy, metrics and errors.
 
-Why not ``label_studio_sdk``: its client is synchronous (the async one wraps the same generated
-code), so every call would need a thread; we need a per-call retry policy (an import must *not* be
-blindly retried, a list may be), latency and error metrics per operation, and a transport tests can
-replace (``httpx.MockTransport``). A few endpoints over ``httpx.AsyncClient`` give all that in
-one page, and the bridge never touches the ~255 Enterprise-only SDK methods by accident.
+The SDK's async client is asynchronous all the way down (``AsyncHttpClient`` awaits an
+``httpx.AsyncClient``, which it accepts as ``httpx_client=``), so the bridge hands it its own
+``httpx.AsyncClient``: the base URL, the timeouts and, in tests, an ``httpx.MockTransport``. Around
+each SDK call this module keeps what the bridge needs and the SDK does not give:
 
-Every endpoint here was checked against a running label-studio 1.23.2 (see
-``tests/integration/bridge``). The token is sent as ``Authorization: Token ...`` and never logged.
+* **a per-call retry policy**: the SDK's own retries are off (``max_retries=0``: it would retry an
+  import on a 5xx or a dropped connection, and an import that timed out may have been applied);
+  :class:`RetryPolicy` retries what is safe to repeat, and an import is attempted once (the
+  importer lists what arrived before it tries again);
+* **per-operation latency and error metrics**: one observation per attempt (:class:`ApiObserver`);
+* **labelloop's errors**: the SDK's ``ApiError`` and httpx's transport errors become
+  :class:`LabelStudioUnavailable` (retry later), :class:`LabelStudioAuthError` or
+  :class:`LabelStudioError`; and plain JSON dicts, as Label Studio sent them, in place of the
+  SDK's models.
+
+Two endpoints the SDK (2.1.2) has no method for are called on the same ``httpx.AsyncClient``:
+``GET /api/dm/columns/`` (the Data Manager's columns, whose ids the bridge hides) and
+``GET /health``. The SDK never touches its ~255 Enterprise-only methods here. The SDK sends the
+token (``Authorization: Token ...`` for a legacy token) per request, never as a default header of
+the shared client, and it is never logged. Every endpoint here was checked against a running
+label-studio 1.23.2 (``tests/integration/bridge``).
 """
 
 from __future__ import annotations
@@ -19,9 +33,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import httpx
+from label_studio_sdk.client import AsyncLabelStudio
+from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.core.parse_error import ParsingError
 
 __all__ = [
     "ApiObserver",
@@ -36,6 +54,7 @@ __all__ = [
 log = logging.getLogger("labelloop.bridge.labelstudio")
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 class LabelStudioError(RuntimeError):
@@ -89,11 +108,24 @@ def _outcome(exc: Exception) -> str:
     return "error"
 
 
-class LabelStudioClient:
-    """Label Studio's REST API over an injected ``httpx.AsyncClient``.
+def _plain(value: Any) -> Any:
+    """An SDK model (or a list of them) as the JSON Label Studio sent: dicts, ISO date strings."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "json") and callable(value.json):
+        return json.loads(value.json())
+    return value
 
-    ``http`` carries the base URL, the timeouts and (in tests) a mock transport; the client adds
-    the token header to each request so that it never sits in a shared client's default headers.
+
+def _detail(body: Any) -> str:
+    return (body if isinstance(body, str) else json.dumps(body, default=str))[:300]
+
+
+class LabelStudioClient:
+    """Label Studio's API through ``AsyncLabelStudio`` over an injected ``httpx.AsyncClient``.
+
+    ``http`` carries the base URL, the timeouts and (in tests) a mock transport; the SDK adds the
+    token header to each request, so that it never sits in a shared client's default headers.
     """
 
     def __init__(
@@ -107,6 +139,15 @@ class LabelStudioClient:
     ) -> None:
         self._http = http
         self._auth = {"Authorization": f"Token {token}"}
+        # max_retries=0: the retry policy is ours (an import must never be retried blindly);
+        # timeout=None: each request takes the timeouts of ``http``
+        self._sdk = AsyncLabelStudio(  # type: ignore[no-untyped-call]  # (*args, **kwargs)
+            base_url=str(http.base_url).rstrip("/"),
+            api_key=token,
+            httpx_client=http,
+            max_retries=0,
+            timeout=None,
+        )
         self._retry = retry or RetryPolicy()
         self._observer = observer or _NoObserver()
         self._sleep = sleep
@@ -119,47 +160,39 @@ class LabelStudioClient:
 
     # ------------------------------------------------------------------ transport
 
-    async def _request(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, Any] | None = None,
-        body: Any = None,
-        retry: bool = True,
-        expect_json: bool = True,
-    ) -> Any:
+    async def _call(
+        self, operation: str, call: Callable[[], Awaitable[T]], *, retry: bool = True
+    ) -> T:
+        """One SDK call under the retry policy, each attempt observed; labelloop's errors out."""
         attempts = self._retry.attempts if retry else 1
+        error: LabelStudioError = LabelStudioUnavailable(operation, None, "not attempted")
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                response = await self._http.request(
-                    method, path, params=params, json=body, headers=self._auth
-                )
+                result = await call()
             except httpx.TransportError as exc:
                 outcome = _outcome(exc)
                 self._observer.api_call(operation, outcome, time.perf_counter() - started)
-                error: LabelStudioError = LabelStudioUnavailable(operation, None, outcome)
+                error = LabelStudioUnavailable(operation, None, outcome)
                 error.__cause__ = exc
-            else:
+            except ApiError as exc:
                 elapsed = time.perf_counter() - started
-                status = response.status_code
-                if status < 400:
-                    self._observer.api_call(operation, "ok", elapsed)
-                    if not expect_json or status == 204 or not response.content:
-                        return None
-                    return response.json()
-                detail = response.text[:300]
+                status = exc.status_code
                 if status in (401, 403):
                     self._observer.api_call(operation, "auth", elapsed)
-                    raise LabelStudioAuthError(operation, status, "check the API token")
-                if status == 429 or status >= 500:
+                    raise LabelStudioAuthError(operation, status, "check the API token") from None
+                if status is None or status == 429 or status >= 500:
                     self._observer.api_call(operation, "server_error", elapsed)
-                    error = LabelStudioUnavailable(operation, status, detail)
+                    error = LabelStudioUnavailable(operation, status, _detail(exc.body))
                 else:
                     self._observer.api_call(operation, "client_error", elapsed)
-                    raise LabelStudioError(operation, status, detail)
+                    raise LabelStudioError(operation, status, _detail(exc.body)) from None
+            except ParsingError as exc:  # an answer the SDK's models cannot read: not transient
+                self._observer.api_call(operation, "client_error", time.perf_counter() - started)
+                raise LabelStudioError(operation, exc.status_code, "unexpected response") from exc
+            else:
+                self._observer.api_call(operation, "ok", time.perf_counter() - started)
+                return result
             if attempt + 1 < attempts:
                 delay = self._retry.delay(attempt)
                 log.warning(
@@ -173,86 +206,122 @@ class LabelStudioClient:
                 await self._sleep(delay)
         raise error
 
+    async def _get(self, operation: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        """A GET the SDK has no method for, on the same client and under the same policy."""
+
+        async def call() -> Any:
+            response = await self._http.get(path, params=params, headers=self._auth)
+            if response.status_code >= 400:
+                try:
+                    body: Any = response.json()
+                except ValueError:
+                    body = response.text
+                raise ApiError(status_code=response.status_code, body=body)
+            return response.json() if response.content else None
+
+        return await self._call(operation, call)
+
     # ------------------------------------------------------------------ projects
 
     async def list_projects(self) -> list[Json]:
         projects: list[Json] = []
         page = 1
         while True:
-            data = await self._request(
-                "list_projects", "GET", "/api/projects", params={"page": page, "page_size": 100}
-            )
-            projects.extend(data.get("results", []))
-            if not data.get("next"):
+            pager = await self._call("list_projects", partial(self._list_projects, page))
+            projects.extend(_plain(list(pager.items or [])))
+            if pager.response is None or not getattr(pager.response, "next", None):
                 return projects
             page += 1
 
+    async def _list_projects(self, page: int) -> Any:
+        # the SDK's project list is an untyped extension (``AsyncProjectsClientExt.list``)
+        return await self._sdk.projects.list(page=page, page_size=100)  # type: ignore[no-untyped-call]
+
     async def get_project(self, project_id: int) -> Json | None:
         try:
-            return dict(await self._request("get_project", "GET", f"/api/projects/{project_id}"))
+            # not ``projects.get``: its extension re-dumps the model with every field it lacks
+            # as null; the raw response's model keeps what Label Studio sent
+            found = await self._call(
+                "get_project", lambda: self._sdk.projects.with_raw_response.get(project_id)
+            )
         except LabelStudioError as exc:
             if exc.status == 404:
                 return None
             raise
+        return dict(_plain(found.data))
 
     async def create_project(self, fields: Json) -> Json:
         # not retried: a create that timed out may have happened; the caller looks it up again
-        return dict(
-            await self._request("create_project", "POST", "/api/projects", body=fields, retry=False)
+        created = await self._call(
+            "create_project", lambda: self._sdk.projects.create(**fields), retry=False
         )
+        return dict(_plain(created))
 
     async def update_project(self, project_id: int, fields: Json) -> Json:
-        return dict(
-            await self._request(
-                "update_project", "PATCH", f"/api/projects/{project_id}", body=fields
-            )
+        updated = await self._call(
+            "update_project", lambda: self._sdk.projects.update(project_id, **fields)
         )
+        return dict(_plain(updated))
 
     async def delete_project(self, project_id: int) -> None:
-        await self._request(
-            "delete_project", "DELETE", f"/api/projects/{project_id}", expect_json=False
-        )
+        await self._call("delete_project", lambda: self._sdk.projects.delete(project_id))
 
     # ------------------------------------------------------------------ tasks
 
     async def import_tasks(self, project_id: int, tasks: list[Json]) -> list[int]:
         """Import tasks (with ``predictions``); one attempt: the caller checks before retrying."""
-        data = await self._request(
+        answer = await self._call(
             "import_tasks",
-            "POST",
-            f"/api/projects/{project_id}/import",
-            params={"return_task_ids": "true"},
-            body=tasks,
+            lambda: self._sdk.projects.import_tasks(
+                project_id,
+                request=tasks,  # type: ignore[arg-type]  # the SDK serializes plain dicts
+                return_task_ids=True,
+            ),
             retry=False,
         )
-        return [int(i) for i in data.get("task_ids", [])]
+        # Community Edition's answer (task_ids among it) is not modelled by the SDK: extra fields
+        return [int(i) for i in _plain(answer).get("task_ids") or []]
 
     async def iter_tasks(
         self, project_id: int, filters: list[Json] | None = None, page_size: int = 100
     ) -> AsyncIterator[Json]:
-        """Tasks of a project, with their annotations, page by page (Data Manager filters)."""
-        params: dict[str, Any] = {"project": project_id, "fields": "all", "page_size": page_size}
+        """Tasks of a project, with their annotations, page by page (Data Manager filters).
+
+        Paged here, not by the SDK's pager: iterating it asks for one page past the last (which
+        Label Studio 1.23 answers with 404, a request wasted per listing) and would put all
+        pages under one retry; here each page is one call and ``total`` says when to stop."""
+        query = None
         if filters:
-            query = {"filters": {"conjunction": "and", "items": filters}}
-            params["query"] = json.dumps(query, separators=(",", ":"))
+            query = json.dumps(
+                {"filters": {"conjunction": "and", "items": filters}}, separators=(",", ":")
+            )
         page = 1
         seen = 0
         while True:
             try:
-                data = await self._request(
-                    "list_tasks", "GET", "/api/tasks", params={**params, "page": page}
+                pager = await self._call(
+                    "list_tasks", partial(self._list_tasks, project_id, page, page_size, query)
                 )
             except LabelStudioError as exc:
                 if exc.status == 404:  # past the last page
                     return
                 raise
-            tasks = data.get("tasks", [])
+            tasks = list(pager.items or [])
             for task in tasks:
-                yield task
+                yield dict(_plain(task))
             seen += len(tasks)
-            if not tasks or seen >= int(data.get("total", 0)):
+            total = getattr(pager.response, "total", None) or 0
+            if not tasks or seen >= int(total):
                 return
             page += 1
+
+    async def _list_tasks(
+        self, project_id: int, page: int, page_size: int, query: str | None
+    ) -> Any:
+        # ``AsyncTasksClientExt.list`` is untyped (it defaults ``fields`` to ``all``)
+        return await self._sdk.tasks.list(  # type: ignore[no-untyped-call]
+            project=project_id, fields="all", page=page, page_size=page_size, query=query
+        )
 
     async def tasks_with_data(self, project_id: int, field: str, value: str) -> list[Json]:
         flt = {"filter": f"filter:tasks:data.{field}", "operator": "equal", "type": "String"}
@@ -269,14 +338,14 @@ class LabelStudioClient:
             yield task
 
     async def set_task_overlap(self, task_id: int, overlap: int) -> None:
-        await self._request(
-            "update_task", "PATCH", f"/api/tasks/{task_id}", body={"overlap": overlap}
+        await self._call(
+            "update_task", lambda: self._sdk.tasks.update(str(task_id), overlap=overlap)
         )
 
     async def annotation_exists(self, annotation_id: int) -> bool:
         """Whether Label Studio still has the annotation (404: deleted)."""
         try:
-            await self._request("get_annotation", "GET", f"/api/annotations/{annotation_id}/")
+            await self._call("get_annotation", lambda: self._sdk.annotations.get(annotation_id))
         except LabelStudioError as exc:
             if exc.status == 404:
                 return False
@@ -287,69 +356,82 @@ class LabelStudioClient:
 
     async def list_views(self, project_id: int) -> list[Json]:
         """The project's Data Manager tabs, shared by everyone in the organization."""
-        data = await self._request(
-            "list_views", "GET", "/api/dm/views/", params={"project": project_id}
-        )
-        return list(data if isinstance(data, list) else data.get("results", []))
+        views = await self._call("list_views", lambda: self._sdk.views.list(project=project_id))
+        return list(_plain(list(views)))
 
     async def create_view(self, project_id: int, data: Json) -> Json:
-        body = {"project": project_id, "data": data}
-        return dict(await self._request("create_view", "POST", "/api/dm/views/", body=body))
+        created = await self._call(
+            "create_view",
+            lambda: self._sdk.views.create(project=project_id, data=data),
+        )
+        return dict(_plain(created))
 
     async def update_view(self, view_id: int, project_id: int, data: Json) -> Json:
         """Replace a tab's ``data`` (its filters and ordering, kept apart by Label Studio, stay)."""
-        body = {"project": project_id, "data": data}
-        return dict(
-            await self._request("update_view", "PATCH", f"/api/dm/views/{view_id}/", body=body)
+        updated = await self._call(
+            "update_view",
+            lambda: self._sdk.views.update(
+                str(view_id),
+                project=project_id,
+                data=data,  # the SDK passes keys its model lacks (hiddenColumns) through
+            ),
         )
+        return dict(_plain(updated))
 
     async def columns(self, project_id: int) -> list[Json]:
-        """The Data Manager's columns of a project, with their default visibility."""
-        data = await self._request(
-            "list_columns", "GET", "/api/dm/columns/", params={"project": project_id}
-        )
-        return list(data.get("columns", []))
+        """The Data Manager's columns of a project, with their default visibility (no SDK
+        method: a plain GET)."""
+        data = await self._get("list_columns", "/api/dm/columns/", {"project": project_id})
+        return list((data or {}).get("columns", []))
 
     # ------------------------------------------------------------------ users
 
     async def list_users(self) -> list[Json]:
-        data = await self._request("list_users", "GET", "/api/users/")
-        return list(data if isinstance(data, list) else data.get("results", []))
+        users = await self._call("list_users", lambda: self._sdk.users.list())
+        return list(_plain(list(users)))
 
     async def get_user(self, user_id: int) -> Json | None:
         try:
-            return dict(await self._request("get_user", "GET", f"/api/users/{user_id}/"))
+            user = await self._call("get_user", lambda: self._sdk.users.get(user_id))
         except LabelStudioError as exc:
             if exc.status == 404:
                 return None
             raise
+        return dict(_plain(user))
 
     # ------------------------------------------------------------------ webhooks
 
     async def list_webhooks(self, project_id: int) -> list[Json]:
-        data = await self._request(
-            "list_webhooks", "GET", "/api/webhooks/", params={"project": project_id}
+        hooks = await self._call(
+            "list_webhooks", lambda: self._sdk.webhooks.list(project=str(project_id))
         )
-        return list(data if isinstance(data, list) else data.get("results", []))
+        return list(_plain(list(hooks)))
 
     async def create_webhook(self, fields: Json) -> Json:
-        return dict(await self._request("create_webhook", "POST", "/api/webhooks/", body=fields))
+        created = await self._call("create_webhook", lambda: self._sdk.webhooks.create(**fields))
+        return dict(_plain(created))
 
     async def update_webhook(self, webhook_id: int, fields: Json) -> Json:
-        return dict(
-            await self._request(
-                "update_webhook", "PATCH", f"/api/webhooks/{webhook_id}/", body=fields
-            )
+        # a webhook's project is fixed: the SDK's update takes everything else
+        changes = {k: v for k, v in fields.items() if k != "project"}
+        updated = await self._call(
+            "update_webhook", lambda: self._sdk.webhooks.update(webhook_id, **changes)
         )
+        return dict(_plain(updated))
 
     async def delete_webhook(self, webhook_id: int) -> None:
-        await self._request(
-            "delete_webhook", "DELETE", f"/api/webhooks/{webhook_id}/", expect_json=False
-        )
+        await self._call("delete_webhook", lambda: self._sdk.webhooks.delete(webhook_id))
 
     async def health(self) -> bool:
+        """``GET /health`` (no SDK method), one attempt."""
         try:
-            data = await self._request("health", "GET", "/health", retry=False)
+            data = await self._call(
+                "health", lambda: self._http.get("/health", headers=self._auth), retry=False
+            )
         except LabelStudioError:
             return False
-        return bool(data and data.get("status") == "UP")
+        try:
+            body = data.json() if data.status_code == 200 else None
+        except ValueError:
+            return False
+        return bool(body and body.get("status") == "UP")

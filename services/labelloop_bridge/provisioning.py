@@ -1,4 +1,11 @@
-"""Label Studio projects for labelloop projects: one for labeling, one for expert review.
+"""Label Studio projects for labelloop projects: one for labeling, one for expert review, and
+one per annotator for blind overlap.
+
+When the project's ``annotators:`` list names people with the role ``annotator``, each of them
+gets a labeling project of their own (``Support tickets · ann · <namespace>``, their labelloop id
+in the title and in the marker): the bridge imports into it the tasks assigned to them, so
+nobody sees, in their project, anyone else's answer. Otherwise labeling happens in the one
+labeling project everyone shares (overlap by Label Studio's ``maximum_annotations``, not blind).
 
 Idempotent: the Label Studio project id is kept in KV; when KV has none (a fresh bucket, a lost
 volume) the project is found again by the marker in its description, and only then created. The
@@ -57,6 +64,7 @@ WEBHOOK_ACTIONS = (
 )
 _TITLE_MAX = 50  # Label Studio's column width
 _NAMESPACE_MAX = 24  # in a title: the namespace's end (a run's timestamp) tells runs apart
+_ANNOTATOR_MAX = 12  # in a title: whose project it is
 INTERNAL_COLUMNS = tuple(f"tasks:data.{key}" for key in (TASK_ITEM, TASK_BATCH, TASK_REQUIRED))
 """The Data Manager columns of labelloop's bookkeeping in task data, hidden from people."""
 _REVIEW_COLUMNS = tuple(f"tasks:data.{key}" for key in (REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD))
@@ -71,33 +79,44 @@ def _same(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
-def _marker(namespace: str, project: str, kind: Kind) -> str:
-    return f"[labelloop:{namespace}/{project}/{kind}]"
+def _marker(namespace: str, project: str, kind: Kind, annotator: str | None = None) -> str:
+    whose = f"/{annotator}" if annotator is not None else ""
+    return f"[labelloop:{namespace}/{project}/{kind}{whose}]"
 
 
-def project_title(title: str, kind: Kind, namespace: str) -> str:
-    """``Handwritten digits · demo20261201`` (labeling), ``... (review) · ...`` (review).
+def project_title(title: str, kind: Kind, namespace: str, annotator: str | None = None) -> str:
+    """``Handwritten digits · demo20261201`` (labeling), ``... (review) · ...`` (review),
+    ``Handwritten digits · ann · demo20261201`` (the labeling project of annotator ``ann``).
 
     At most 50 characters (Label Studio's limit): a long namespace keeps its end (a demo run's
     timestamp), and the title is shortened to make room, so that what tells runs apart stays.
     """
     if len(namespace) > _NAMESPACE_MAX:
         namespace = "…" + namespace[-(_NAMESPACE_MAX - 1) :]
-    tail = (" (review)" if kind == "review" else "") + f" · {namespace}"
+    whose = ""
+    if annotator is not None:
+        short = annotator.split("@")[0] if "@" in annotator else annotator
+        whose = f" · {short[:_ANNOTATOR_MAX]}"
+    tail = (" (review)" if kind == "review" else "") + whose + f" · {namespace}"
     room = _TITLE_MAX - len(tail)
     if len(title) > room:
         title = title[: room - 1].rstrip() + "…"
     return title + tail
 
 
-def project_fields(config: ProjectConfig, kind: Kind, namespace: str) -> dict[str, Any]:
-    """The Label Studio project fields for a labelloop project (labeling or review)."""
-    overlap = 1 if kind == "review" else config.quality.annotators_per_overlapped_item
+def project_fields(
+    config: ProjectConfig, kind: Kind, namespace: str, annotator: str | None = None
+) -> dict[str, Any]:
+    """The Label Studio project fields for a labelloop project (labeling or review; with
+    ``annotator``, that annotator's own labeling project: one answer per task, theirs)."""
+    personal = annotator is not None
+    overlap = 1 if kind == "review" or personal else config.quality.annotators_per_overlapped_item
     what = "Expert review of" if kind == "review" else "Labeling of"
+    whose = f" for {annotator} only (tasks assigned to them)" if personal else ""
     return {
-        "title": project_title(config.title or config.name, kind, namespace),
-        "description": f"{what} labelloop project {config.name}. "
-        + _marker(namespace, config.name, kind),
+        "title": project_title(config.title or config.name, kind, namespace, annotator),
+        "description": f"{what} labelloop project {config.name}{whose}. "
+        + _marker(namespace, config.name, kind, annotator),
         "label_config": build_label_config(config, review=kind == "review"),
         "expert_instruction": guidelines_html(config.guidelines_text),
         "show_instruction": bool(config.guidelines_text),
@@ -173,51 +192,56 @@ class ProjectProvisioner:
         self._state = state
         self._namespace = namespace
         self._webhook = webhook
-        self._synced: dict[tuple[str, Kind], str] = {}
-        """(project, kind) -> fingerprint of the fields last written, to skip needless updates."""
+        self._synced: dict[tuple[str, Kind, str | None], str] = {}
+        """(project, kind, annotator) -> fingerprint of the fields last written."""
 
-    async def ensure(self, config: ProjectConfig, kind: Kind) -> int:
-        """The Label Studio project id for (project, kind), created or updated as needed."""
-        fields = project_fields(config, kind, self._namespace)
+    async def ensure(self, config: ProjectConfig, kind: Kind, annotator: str | None = None) -> int:
+        """The Label Studio project id for (project, kind) or for ``annotator``'s own labeling
+        project, created or updated as needed."""
+        fields = project_fields(config, kind, self._namespace, annotator)
         fingerprint = hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
-        ls_id = await self._state.ls_project(config.name, kind)
-        if ls_id is not None and self._synced.get((config.name, kind)) == fingerprint:
+        key = (config.name, kind, annotator)
+        ls_id = await self._state.ls_project(config.name, kind, annotator)
+        if ls_id is not None and self._synced.get(key) == fingerprint:
             return ls_id
         existing = await self._client.get_project(ls_id) if ls_id is not None else None
         if existing is None:
-            existing = await self._find(config.name, kind)
+            existing = await self._find(config.name, kind, annotator)
             if existing is not None:
                 ls_id = int(existing["id"])
-                await self._state.replace_ls_project(config.name, kind, ls_id)
+                await self._state.replace_ls_project(config.name, kind, ls_id, annotator)
         if existing is None:
-            ls_id = await self._create(config, kind, fields)
+            ls_id = await self._create(config, kind, fields, annotator)
         else:
             assert ls_id is not None
             await self._update(ls_id, existing, fields)
         assert ls_id is not None
         await self._try_webhook(ls_id)
-        self._synced[(config.name, kind)] = fingerprint
+        self._synced[key] = fingerprint
         return ls_id
 
-    async def _find(self, project: str, kind: Kind) -> dict[str, Any] | None:
-        marker = _marker(self._namespace, project, kind)
+    async def _find(self, project: str, kind: Kind, annotator: str | None) -> dict[str, Any] | None:
+        marker = _marker(self._namespace, project, kind, annotator)
         for candidate in await self._client.list_projects():
             if marker in (candidate.get("description") or ""):
                 return candidate
         return None
 
-    async def _create(self, config: ProjectConfig, kind: Kind, fields: dict[str, Any]) -> int:
+    async def _create(
+        self, config: ProjectConfig, kind: Kind, fields: dict[str, Any], annotator: str | None
+    ) -> int:
         created = await self._client.create_project(fields)
         ls_id = int(created["id"])
         await self._client.update_project(
             ls_id, {"maximum_annotations": fields["maximum_annotations"]}
         )
-        winner = await self._state.claim_ls_project(config.name, kind, ls_id)
+        winner = await self._state.claim_ls_project(config.name, kind, ls_id, annotator)
         if winner != ls_id:
             log.warning("another replica created the Label Studio project first; using it")
             await self._client.delete_project(ls_id)
             return winner
-        log.info("created Label Studio project %d for %s (%s)", ls_id, config.name, kind)
+        whose = f", {annotator}'s own" if annotator is not None else ""
+        log.info("created Label Studio project %d for %s (%s%s)", ls_id, config.name, kind, whose)
         await self.hide_internal_columns(ls_id, kind)  # before anyone opens it: no defaults
         return ls_id
 

@@ -8,7 +8,8 @@ interval the bridge makes two passes per labelloop project:
    re-reading ``margin`` seconds before it to cover clock skew and updates racing the listing.
    This catches updates and deletions anywhere, including in batches already completed.
 2. **Open batches**: for every batch placed and not yet complete, all of its tasks (Label Studio
-   filters on ``data.labelloop_batch_id``) with their annotations, whatever the watermark says.
+   filters on ``data.labelloop_batch_id``; in the own project of each annotator it was assigned
+   to, or in the shared one) with their annotations, whatever the watermark says.
    Annotations the ledger has not counted are observed (published if new) and counted; a batch
    cannot stay incomplete once all its answers are in Label Studio, even when they were made
    while the batch was still being imported and their webhooks were refused or lost. The cost is
@@ -82,7 +83,7 @@ class Reconciler:
         return published
 
     async def _project(self, ref: LsProjectRef) -> int:
-        watermark = await self._state.watermark(ref.project, ref.kind)
+        watermark = await self._state.watermark(ref.project, ref.kind, ref.annotator)
         since = (watermark or _EPOCH) - self._margin
         newest = watermark
         published = 0
@@ -92,7 +93,7 @@ class Reconciler:
             if newest is None or updated > newest:
                 newest = updated
         if newest is not None and newest != watermark:
-            await self._state.set_watermark(ref.project, ref.kind, newest)
+            await self._state.set_watermark(ref.project, ref.kind, newest, ref.annotator)
         if published:
             log.info(
                 "reconciliation: %d annotations from Label Studio project %d (%s %s)",
@@ -110,12 +111,20 @@ class Reconciler:
             ledger = await self._state.ledger(project, batch_id)
             if ledger is None or ledger.completed:  # not yet recorded, or already complete
                 continue
-            ref = next((r for r in refs if r.project == project and r.kind == ledger.kind), None)
-            if ref is None:
-                continue
+            people = set(ledger.assignments())
+            where = [
+                r
+                for r in refs
+                if r.project == project
+                and r.kind == ledger.kind
+                and (r.annotator in people if people else r.annotator is None)
+            ]
             seen: set[int] = set()
-            for task in await self._client.tasks_with_data(ref.ls_project_id, TASK_BATCH, batch_id):
-                published += await self._task(ref, task, seen)
+            for ref in where:
+                for task in await self._client.tasks_with_data(
+                    ref.ls_project_id, TASK_BATCH, batch_id
+                ):
+                    published += await self._task(ref, task, seen)
             # published earlier but never counted (a stop between the two): count them now
             after = await self._state.ledger(project, batch_id)
             if after is not None and not after.completed:
@@ -138,7 +147,12 @@ class Reconciler:
         for annotation in task.get("annotations") or []:
             try:
                 obs = observation_from_ls(
-                    ref.project, ref.kind, annotation, data, AnnotationSource.RECONCILIATION
+                    ref.project,
+                    ref.kind,
+                    annotation,
+                    data,
+                    AnnotationSource.RECONCILIATION,
+                    ref.annotator,
                 )
                 outcome = await self._intake.observe(obs)
             except BadPayload as exc:
@@ -156,14 +170,22 @@ class Reconciler:
         if ledger is None:
             return published
         entry = ledger.tasks.get(str(data[TASK_ITEM]))
-        for wire_id in sorted(set(entry.live()) - present) if entry else []:
+        live = entry.live() if entry else {}
+        if ref.annotator is not None:  # this project holds its owner's answers, no one else's
+            live = {a: x for a, x in live.items() if x.annotator_id == ref.annotator}
+        for wire_id in sorted(set(live) - present):
             ls_id = int(wire_id.removeprefix("ls-"))
             # counted but not in the listing: deleted, or created (and counted from its webhook)
             # after the listing was read. Only Label Studio can tell: a false deletion is final.
             if await self._client.annotation_exists(ls_id):
                 continue
             gone = observation_from_ls(
-                ref.project, ref.kind, {"id": ls_id}, data, AnnotationSource.RECONCILIATION
+                ref.project,
+                ref.kind,
+                {"id": ls_id},
+                data,
+                AnnotationSource.RECONCILIATION,
+                ref.annotator,
             )
             published += await self._intake.observe(replace(gone, deleted=True)) == "deleted"
         return published

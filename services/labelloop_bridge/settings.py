@@ -21,7 +21,9 @@ class BridgeSettings(ServiceSettings):
 
     label_studio_url: str = "http://127.0.0.1:8080"
     label_studio_token: SecretStr | None = None
-    """A legacy API token (``Authorization: Token``); see ``infra/labelstudio/labelstudio.sh``."""
+    """A legacy API token (``Authorization: Token``); see ``infra/labelstudio/labelstudio.sh``.
+    A personal access token works too, but label-studio-sdk exchanges it for an access token
+    with a blocking call (infra/labelstudio/README.md)."""
     request_timeout_seconds: float = Field(default=15.0, gt=0)
     retry_attempts: int = Field(default=4, ge=1)
     retry_base_delay_seconds: float = Field(default=0.5, ge=0)

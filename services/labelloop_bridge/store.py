@@ -5,12 +5,15 @@ Keys (all under ``bridge.``; ids that may hold any character are hashed). Nothin
 lists keys: the KV bucket is shared by every service, and listing scans all of it.
 
 * ``bridge.<project>.lsproject.<kind>`` -> Label Studio project id (``kind``: labeling, review)
-* ``bridge.lsprojects`` -> ``{id: {"project", "kind"}}`` (a webhook names only the LS project)
+* ``bridge.<project>.lsproject.labeling.<hash(annotator)>`` -> an annotator's own labeling project
+* ``bridge.lsprojects`` -> ``{id: {"project", "kind", "annotator"?}}`` (a webhook names only the
+  LS project)
 * ``bridge.<project>.batch.<hash(batch_id)>`` -> :class:`BatchLedger` JSON
 * ``bridge.<project>.open`` -> ids of batches placed and not yet announced complete
 * ``bridge.<project>.import.<hash(batch_id)>`` -> the import lease: ``{"owner", "until"}``
 * ``bridge.<project>.ann.<ls annotation id>`` -> the last state of that annotation we published
-* ``bridge.<project>.watermark.<kind>`` -> ISO time up to which tasks were reconciled
+* ``bridge.<project>.watermark.<kind>[.<hash(annotator)>]`` -> ISO time up to which tasks of
+  that Label Studio project were reconciled
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class LsProjectRef:
     ls_project_id: int
     project: str
     kind: Kind
+    annotator: str | None = None
+    """The annotator whose own project this is (only their answers count); ``None``: shared."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,37 +100,58 @@ def _import_key(project: str, batch_id: str) -> str:
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _ls_project_key(project: str, kind: Kind, annotator: str | None) -> str:
+    key = f"bridge.{project}.lsproject.{kind}"
+    return key if annotator is None else f"{key}.{deterministic_id(annotator)}"
+
+
+def _watermark_key(project: str, kind: Kind, annotator: str | None) -> str:
+    key = f"bridge.{project}.watermark.{kind}"
+    return key if annotator is None else f"{key}.{deterministic_id(annotator)}"
+
+
 class BridgeState:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
     # ------------------------------------------------------------------ Label Studio projects
 
-    async def ls_project(self, project: str, kind: Kind) -> int | None:
-        entry = await self._kv.get(f"bridge.{project}.lsproject.{kind}")
+    async def ls_project(
+        self, project: str, kind: Kind, annotator: str | None = None
+    ) -> int | None:
+        entry = await self._kv.get(_ls_project_key(project, kind, annotator))
         return int(entry.value) if entry else None
 
-    async def claim_ls_project(self, project: str, kind: Kind, ls_project_id: int) -> int:
+    async def claim_ls_project(
+        self, project: str, kind: Kind, ls_project_id: int, annotator: str | None = None
+    ) -> int:
         """Store the id unless another replica stored one first; the id that won."""
-        key = f"bridge.{project}.lsproject.{kind}"
+        key = _ls_project_key(project, kind, annotator)
         if await self._kv.create(key, str(ls_project_id).encode()) is None:
             entry = await self._kv.get(key)
             if entry is not None:
                 return int(entry.value)
             await self._kv.put(key, str(ls_project_id).encode())
-        await self._remember(ls_project_id, project, kind)
+        await self._remember(ls_project_id, project, kind, annotator)
         return ls_project_id
 
-    async def replace_ls_project(self, project: str, kind: Kind, ls_project_id: int) -> None:
+    async def replace_ls_project(
+        self, project: str, kind: Kind, ls_project_id: int, annotator: str | None = None
+    ) -> None:
         """The stored project is gone from Label Studio: use this one."""
-        await self._kv.put(f"bridge.{project}.lsproject.{kind}", str(ls_project_id).encode())
-        await self._remember(ls_project_id, project, kind)
+        key = _ls_project_key(project, kind, annotator)
+        await self._kv.put(key, str(ls_project_id).encode())
+        await self._remember(ls_project_id, project, kind, annotator)
 
-    async def _remember(self, ls_project_id: int, project: str, kind: Kind) -> None:
+    async def _remember(
+        self, ls_project_id: int, project: str, kind: Kind, annotator: str | None
+    ) -> None:
         # one small index instead of key listing: listing scans the whole shared bucket
         def add(raw: bytes | None) -> bytes | None:
             index = json.loads(raw) if raw else {}
             entry = {"project": project, "kind": kind}
+            if annotator is not None:
+                entry["annotator"] = annotator
             if index.get(str(ls_project_id)) == entry:
                 return None
             index[str(ls_project_id)] = entry
@@ -136,7 +162,10 @@ class BridgeState:
     async def ls_projects(self) -> list[LsProjectRef]:
         entry = await self._kv.get(_LS_INDEX)
         index = json.loads(entry.value) if entry else {}
-        return [LsProjectRef(int(i), v["project"], v["kind"]) for i, v in sorted(index.items())]
+        return [
+            LsProjectRef(int(i), v["project"], v["kind"], v.get("annotator"))
+            for i, v in sorted(index.items())
+        ]
 
     async def lookup_ls_project(self, ls_project_id: int) -> LsProjectRef | None:
         return next((r for r in await self.ls_projects() if r.ls_project_id == ls_project_id), None)
@@ -269,9 +298,14 @@ class BridgeState:
 
     # ------------------------------------------------------------------ watermarks
 
-    async def watermark(self, project: str, kind: Kind) -> datetime | None:
-        entry = await self._kv.get(f"bridge.{project}.watermark.{kind}")
+    async def watermark(
+        self, project: str, kind: Kind, annotator: str | None = None
+    ) -> datetime | None:
+        entry = await self._kv.get(_watermark_key(project, kind, annotator))
         return datetime.fromisoformat(entry.value.decode()) if entry else None
 
-    async def set_watermark(self, project: str, kind: Kind, moment: datetime) -> None:
-        await self._kv.put(f"bridge.{project}.watermark.{kind}", moment.isoformat().encode())
+    async def set_watermark(
+        self, project: str, kind: Kind, moment: datetime, annotator: str | None = None
+    ) -> None:
+        key = _watermark_key(project, kind, annotator)
+        await self._kv.put(key, moment.isoformat().encode())

@@ -6,11 +6,19 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from labelloop.kinds import DataKind, SamplingStrategy, TaskType
 
 __all__ = [
+    "ROLES",
     "AnnotatorSpec",
     "BudgetConfig",
     "DataField",
@@ -185,10 +193,33 @@ class BudgetConfig(_Section):
     currency: str = "USD"
 
 
+ROLES = ("annotator", "expert", "reviewer")
+"""What a person in the ``annotators:`` list does (README.md, "Roles"): ``annotator`` labels
+the tasks the bridge assigns them, ``expert`` answers expert review, ``reviewer`` oversees
+(their answers never count)."""
+
+
 class AnnotatorSpec(_Section):
+    """A person who works in Label Studio: labelloop's id for them, their role, and the e-mail
+    of their Label Studio account (``email``, or an ``id`` that is itself that e-mail)."""
+
     id: str = Field(min_length=1)
-    role: Literal["annotator", "expert"] = "annotator"
+    role: Literal["annotator", "expert", "reviewer"] = "annotator"
     email: str | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _known_role(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ROLES:
+            raise ValueError(f"unknown role {value!r}: one of {', '.join(ROLES)}")
+        return value
+
+    @property
+    def login(self) -> str | None:
+        """The e-mail that matches this person's Label Studio account, if any."""
+        if self.email:
+            return self.email.lower()
+        return self.id.lower() if "@" in self.id else None
 
 
 class SimulatedAnnotator(_Section):
@@ -237,6 +268,9 @@ class ProjectConfig(BaseModel):
         names = [f.name for f in self.data_fields]
         if len(set(names)) != len(names):
             raise ValueError(f"data_fields names must be unique: {names}")
+        people = [a.id for a in self.annotators]
+        if len(set(people)) != len(people):
+            raise ValueError(f"annotators ids must be unique: {people}")
         kind = self.task_type.primary_kind
         if not any(f.kind is kind for f in self.data_fields):
             raise ValueError(

@@ -2,8 +2,13 @@
 
 Annotator ids travel in events, datasets, QA reports, logs and metrics, so they are pseudonymous:
 a Label Studio user is ``ls-user-<id>`` unless the project's ``annotators:`` list names them, in
-which case the id configured there is used (the project owner chose it). An email or username
-only ever serves to *match* a user to that list; it is never an id.
+which case the id configured there is used (the project owner chose it). An e-mail only ever
+serves to *match* a user to that list; it is never an id.
+
+Roles are explicit: a person has the role their ``annotators:`` entry gives (``annotator``,
+``expert`` or ``reviewer``), matched by the e-mail of their Label Studio account (the entry's
+``email``, or an ``id`` that is an e-mail address). Nothing is inferred from a username or from
+the part of an e-mail before the ``@``; a user the list does not match is an ``annotator``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from typing import Literal
 
 from labelloop.project import AnnotatorSpec
 
-__all__ = ["AnnotatorInfo", "pseudonym", "resolve_annotator"]
+__all__ = ["AnnotatorInfo", "Role", "pseudonym", "resolve_annotator"]
 
-Role = Literal["annotator", "expert"]
+Role = Literal["annotator", "expert", "reviewer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +39,16 @@ def resolve_annotator(
 ) -> AnnotatorInfo:
     """The annotator a Label Studio user is.
 
-    A project's ``annotators:`` entry matches by email (case-insensitive) or by its id equal to the
-    user's email or username; it supplies the id and the role. Anyone else is an ``annotator``
-    known by the pseudonymous ``ls-user-<id>`` (never by their email or username).
+    A project's ``annotators:`` entry matches the user whose e-mail is its ``login`` (its
+    ``email``, or its ``id`` when that is an e-mail; case-insensitive); it supplies the id and the
+    role. Anyone else is an ``annotator`` known by the pseudonymous ``ls-user-<id>``, never by
+    their e-mail or username (``username`` is accepted and ignored: it matches nothing).
     """
-    keys = {k.lower() for k in (email, username) if k}
-    for spec in specs:
-        if (spec.email and spec.email.lower() in keys) or spec.id.lower() in keys:
-            return AnnotatorInfo(spec.id, spec.role, ls_user_id)
+    del username  # a username (by default the e-mail's local part) never decides a role
+    if email:
+        for spec in specs:
+            if spec.login is not None and spec.login == email.lower():
+                return AnnotatorInfo(spec.id, spec.role, ls_user_id)
     return AnnotatorInfo(pseudonym(ls_user_id), "annotator", ls_user_id)
 
 

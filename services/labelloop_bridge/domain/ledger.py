@@ -44,6 +44,9 @@ class TaskLedger:
     required: int
     answers: dict[str, Answer] = field(default_factory=dict)
     """Annotation id -> its latest state (deleted ones stay as tombstones)."""
+    assignees: tuple[str, ...] = ()
+    """The annotators the task was given to, each in their own Label Studio project (blind
+    overlap); empty when it went to the project everyone shares."""
 
     def live(self) -> dict[str, Answer]:
         return {a: answer for a, answer in self.answers.items() if not answer.deleted}
@@ -96,8 +99,13 @@ class BatchLedger:
         info: list[CompletedTask] | None = None,
         excluded: list[str] | None = None,
         rechecks: list[SuspectLabel] | None = None,
+        assignees: dict[str, tuple[str, ...]] | None = None,
     ) -> BatchLedger:
-        tasks = {item: TaskLedger(required=max(1, r)) for item, r in required.items()}
+        people = assignees or {}
+        tasks = {
+            item: TaskLedger(required=max(1, r), assignees=tuple(people.get(item, ())))
+            for item, r in required.items()
+        }
         return cls(
             batch_id=batch_id,
             kind=kind,
@@ -115,9 +123,13 @@ class BatchLedger:
         batch: BatchCreated,
         required: dict[str, int] | None = None,
         ls_project_id: int | None = None,
+        assignees: dict[str, tuple[str, ...]] | None = None,
     ) -> BatchLedger:
-        """The ledger of a new batch (``required`` overrides the tasks' own requirements)."""
+        """The ledger of a new batch (``required`` overrides the tasks' own requirements; a task
+        with ``assignees`` needs an answer from each of them, however many the batch asked)."""
         wanted = required or {t.item_id: t.annotations_required for t in batch.tasks}
+        if assignees:
+            wanted = {item: len(assignees.get(item, ())) or r for item, r in wanted.items()}
         return cls.new(
             batch.batch_id,
             batch.kind,
@@ -127,6 +139,7 @@ class BatchLedger:
             info=[completed_task(t) for t in batch.tasks],
             excluded=list(batch.excluded_annotators),
             rechecks=list(batch.rechecks),
+            assignees=assignees,
         )
 
     def record(
@@ -173,6 +186,19 @@ class BatchLedger:
             if not a.deleted and (count_skips or not a.cancelled)
         )
 
+    @property
+    def assigned(self) -> bool:
+        """The batch went to annotators' own projects (blind overlap)."""
+        return any(t.assignees for t in self.tasks.values())
+
+    def assignments(self) -> dict[str, list[str]]:
+        """Annotator -> the items assigned to them (in the ledger's order)."""
+        out: dict[str, list[str]] = {}
+        for item, task in self.tasks.items():
+            for person in task.assignees:
+                out.setdefault(person, []).append(item)
+        return out
+
     def open_tasks(self, count_skips: bool = True) -> int:
         return sum(1 for t in self.tasks.values() if len(t.answered_by(count_skips)) < t.required)
 
@@ -191,6 +217,7 @@ class BatchLedger:
                 "rechecks": [r.model_dump(mode="json") for r in self.rechecks],
                 "tasks": {
                     item: [t.required, {a: _answer_json(x) for a, x in t.answers.items()}]
+                    + ([list(t.assignees)] if t.assignees else [])
                     for item, t in self.tasks.items()
                 },
             },
@@ -200,12 +227,14 @@ class BatchLedger:
     @classmethod
     def from_json(cls, raw: bytes) -> BatchLedger:
         data = json.loads(raw)
+        # ledgers written before assignments were kept hold [required, answers]
         tasks = {
             item: TaskLedger(
                 required=int(required),
                 answers={a: _answer_from_json(x) for a, x in answers.items()},
+                assignees=tuple(str(p) for p in (rest[0] if rest else ())),
             )
-            for item, (required, answers) in data["tasks"].items()
+            for item, (required, answers, *rest) in data["tasks"].items()
         }
         return cls(
             batch_id=data["batch_id"],

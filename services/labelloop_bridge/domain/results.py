@@ -10,6 +10,7 @@ Regions on the wire:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import JsonValue
@@ -19,7 +20,7 @@ from labelloop.project import TaskType
 
 from .label_config import CONTROL_NAME
 
-__all__ = ["ResultError", "from_ls_result", "to_ls_result"]
+__all__ = ["ResultError", "from_ls_result", "predicted_spans", "to_ls_result"]
 
 _REGION_TYPE = {TaskType.NER: "labels", TaskType.BOUNDING_BOXES: "rectanglelabels"}
 _SPAN_KEYS = ("start", "end", "text")
@@ -59,6 +60,43 @@ def to_ls_result(value: LabelValue, task_type: TaskType, to_name: str) -> list[d
         payload[region_type] = [label]
         items.append({**_item(region_type, to_name, payload), "id": f"r{index}"})
     return items
+
+
+def predicted_spans(
+    value: LabelValue, labels: Sequence[str], text: str | None
+) -> list[dict[str, JsonValue]]:
+    """A sequence model's predicted spans, as Label Studio can show them over ``text``.
+
+    Kept: spans of a label the project has, with integer offsets inside the text (when the
+    text is known) and ``end > start``, none overlapping one kept before it (in order of
+    start), each with the document's own characters as ``text`` (a span's ``text`` is what
+    Label Studio highlights: it must be the text's, whatever the prediction said). The order is
+    the text's. Raises :class:`ResultError` when the value is not a list of regions."""
+    if isinstance(value, str) or not all(isinstance(v, dict) for v in value):
+        raise ResultError("a span prediction is a list of regions, not class names")
+    allowed = set(labels)
+    found: list[tuple[int, int, str]] = []
+    for region in value:
+        assert isinstance(region, dict)
+        start, end, label = region.get("start"), region.get("end"), region.get("label")
+        if not isinstance(start, int) or not isinstance(end, int) or not isinstance(label, str):
+            continue
+        if isinstance(start, bool) or isinstance(end, bool) or label not in allowed:
+            continue
+        if start < 0 or end <= start or (text is not None and end > len(text)):
+            continue
+        found.append((start, end, label))
+    kept: list[dict[str, JsonValue]] = []
+    last_end = -1
+    for start, end, label in sorted(found):
+        if start < last_end:
+            continue
+        span: dict[str, JsonValue] = {"start": start, "end": end, "label": label}
+        if text is not None:
+            span["text"] = text[start:end]
+        kept.append(span)
+        last_end = end
+    return kept
 
 
 def _item(kind: str, to_name: str, value: dict[str, Any]) -> dict[str, Any]:

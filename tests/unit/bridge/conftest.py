@@ -122,7 +122,9 @@ class FakeLabelStudio:
         if request.headers.get("Authorization") != f"Token {TOKEN}":
             return httpx.Response(401, json={"detail": "Invalid token."})
         for index, (f_method, f_path, what) in enumerate(self.failures):
-            if f_method == method and re.fullmatch(f_path, path):
+            if f_method == method and (
+                re.fullmatch(f_path, path) or re.fullmatch(f_path, path.rstrip("/") + "/")
+            ):
                 del self.failures[index]
                 if what == "apply-then-503":
                     self._route(request)
@@ -132,7 +134,8 @@ class FakeLabelStudio:
         return self._route(request)
 
     def _route(self, request: httpx.Request) -> httpx.Response:
-        method, path = request.method, request.url.path
+        # Label Studio answers with and without the trailing slash (the SDK sends one)
+        method, path = request.method, request.url.path.rstrip("/")
         body = json.loads(request.content) if request.content else None
         if path == "/api/projects" and method == "GET":
             return httpx.Response(
@@ -185,42 +188,42 @@ class FakeLabelStudio:
                 task.update(body)
                 task["updated_at"] = self.now()
             return httpx.Response(200, json=task)
-        if m := re.fullmatch(r"/api/annotations/(\d+)/", path):
+        if m := re.fullmatch(r"/api/annotations/(\d+)", path):
             wanted = int(m.group(1))
             for task in self.tasks.values():
                 for annotation in task["annotations"]:
                     if annotation["id"] == wanted:
                         return httpx.Response(200, json=annotation)
             return httpx.Response(404, json={"detail": "Not found."})
-        if path == "/api/dm/views/" and method == "GET":
+        if path == "/api/dm/views" and method == "GET":
             pid = int(request.url.params["project"])
             return httpx.Response(200, json=[v for v in self.views.values() if v["project"] == pid])
-        if path == "/api/dm/views/" and method == "POST":
+        if path == "/api/dm/views" and method == "POST":
             vid = next(self._ids)
             self.views[vid] = {"id": vid, "project": body["project"], "data": body["data"]}
             return httpx.Response(201, json=self.views[vid])
-        if (m := re.fullmatch(r"/api/dm/views/(\d+)/", path)) and method == "PATCH":
+        if (m := re.fullmatch(r"/api/dm/views/(\d+)", path)) and method == "PATCH":
             self.views[int(m.group(1))]["data"] = body["data"]
             return httpx.Response(200, json=self.views[int(m.group(1))])
-        if path == "/api/dm/columns/":
+        if path == "/api/dm/columns":
             return httpx.Response(
                 200, json={"columns": self.columns(int(request.url.params["project"]))}
             )
-        if path == "/api/users/":
+        if path == "/api/users":
             return httpx.Response(200, json=list(self.users.values()))
-        if m := re.fullmatch(r"/api/users/(\d+)/", path):
+        if m := re.fullmatch(r"/api/users/(\d+)", path):
             user = self.users.get(int(m.group(1)))
             return httpx.Response(200, json=user) if user else httpx.Response(404, json={})
-        if path == "/api/webhooks/" and method == "GET":
+        if path == "/api/webhooks" and method == "GET":
             pid = int(request.url.params["project"])
             return httpx.Response(
                 200, json=[h for h in self.webhooks.values() if h["project"] == pid]
             )
-        if path == "/api/webhooks/" and method == "POST":
+        if path == "/api/webhooks" and method == "POST":
             hid = next(self._ids)
             self.webhooks[hid] = {"id": hid, **body}
             return httpx.Response(201, json=self.webhooks[hid])
-        if m := re.fullmatch(r"/api/webhooks/(\d+)/", path):
+        if m := re.fullmatch(r"/api/webhooks/(\d+)", path):
             self.webhooks[int(m.group(1))].update(body)
             return httpx.Response(200, json=self.webhooks[int(m.group(1))])
         return httpx.Response(404, json={"detail": f"no route {method} {path}"})

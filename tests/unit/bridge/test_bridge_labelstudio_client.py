@@ -1,4 +1,5 @@
-"""The Label Studio client's error paths, over httpx.MockTransport (no sockets)."""
+"""The Label Studio client (label-studio-sdk's AsyncLabelStudio under labelloop's retry policy):
+its error paths, over httpx.MockTransport (no sockets)."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ async def test_401_is_an_auth_error_at_once_and_never_shows_the_token() -> None:
 
 async def test_4xx_is_a_plain_error_and_404_means_absent() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/7"):
+        if request.url.path.rstrip("/").endswith("/7"):
             return httpx.Response(404, json={"detail": "Not found."})
         return httpx.Response(400, json={"label_config": ["bad"]})
 
@@ -153,3 +154,39 @@ async def test_task_pages_are_followed_until_total_and_filters_sent() -> None:
     assert [t["id"] for t in tasks] == [1, 2, 3]
     (item,) = json.loads(queries[0])["filters"]["items"]
     assert item["value"] == "2026-01-02T03:04:05.000000Z" == format_ls_datetime(since)
+
+
+async def test_calls_go_through_the_sdk_whose_own_retries_are_off() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503, text="busy")
+
+    observer = Observer()
+    client, slept = _client(handler, observer)
+    with pytest.raises(LabelStudioUnavailable):
+        await client.list_users()
+    assert len(seen) == 3  # the policy's three attempts, not three times the SDK's
+    assert slept == [0.5, 1.0]
+    assert all(r.headers["User-Agent"].startswith("label_studio_sdk/") for r in seen)
+    assert observer.calls == [("list_users", "server_error")] * 3
+
+
+async def test_answers_come_back_as_label_studios_json_not_sdk_models() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.rstrip("/") == "/api/projects/4/import":
+            return httpx.Response(201, json={"task_count": 2, "task_ids": [11, 12]})
+        return httpx.Response(
+            200,
+            json={
+                "tasks": [{"id": 11, "data": {"k": 1}, "updated_at": "2026-01-02T03:04:05Z"}],
+                "total": 1,
+            },
+        )
+
+    client, _ = _client(handler)
+    assert await client.import_tasks(4, [{"data": {"k": 1}}, {"data": {"k": 2}}]) == [11, 12]
+    (task,) = await client.tasks_with_data(4, "k", "1")
+    assert task["data"] == {"k": 1}
+    assert datetime.fromisoformat(task["updated_at"]) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

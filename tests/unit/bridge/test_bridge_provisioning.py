@@ -36,6 +36,18 @@ def test_the_title_names_the_namespace_and_the_marker_stays_in_the_description()
     assert other["title"] != labeling["title"]
 
 
+def test_an_annotators_own_project_names_them_takes_one_answer_and_has_its_own_marker() -> None:
+    mine = project_fields(DIGITS, "labeling", "demo20261201094500", "amy")
+    assert mine["title"] == "Handwritten digits · amy · demo20261201094500"
+    assert mine["maximum_annotations"] == 1
+    assert "[labelloop:demo20261201094500/digits/labeling/amy]" in mine["description"]
+    # the shared project's marker is not found inside an annotator's
+    assert "[labelloop:demo20261201094500/digits/labeling]" not in mine["description"]
+    long = project_title("A" * 80, "labeling", "demo20261201094500", "lead.annotator@example.com")
+    assert len(long) <= 50
+    assert long.endswith(" · lead.annotat · demo20261201094500")
+
+
 @pytest.mark.parametrize("kind", ["labeling", "review"])
 @pytest.mark.parametrize(
     ("title", "namespace"),
