@@ -31,6 +31,7 @@ BENCHMARKS = {
     "sampler": "bench_sampler",
     "campaign": "bench_campaign",
     "multilabel": "bench_multilabel",
+    "ner": "bench_ner",
 }
 
 

@@ -11,6 +11,7 @@ second replica or a restarted one produces the very same ``BatchCreated``, which
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -296,6 +297,7 @@ class Sampler:
             prefilter_factor=self.prefilter_factor,
             random_state=seed,
             multilabel=scores is not None and scores.multilabel,
+            sequences=scores is not None and scores.sequences,
         )
         rng = np.random.default_rng(seed)
         gold_ids = (
@@ -554,8 +556,17 @@ def _prediction(
     """The model's answer for one item, shown to annotators as a pre-annotation: its most likely
     class; or, from a multi-label model's scores, every label whose probability reaches
     ``threshold`` (``training.multilabel_threshold``), scored by the probability of that exact
-    set (labels independent given the item, as the one-vs-rest model has them)."""
+    set (labels independent given the item, as the one-vs-rest model has them); or, from a
+    sequence (NER) model's scores, its predicted spans, scored by the probability of its best
+    tag sequence (one minus its least confidence)."""
     p = scores.proba[row]
+    if scores.predictions is not None:
+        spans = json.loads(scores.predictions[row])
+        return Prediction(
+            label=spans if isinstance(spans, list) else [],
+            score=round(min(max(1.0 - float(p[0]), 0.0), 1.0), 6),
+            model_version=model_version,
+        )
     if scores.multilabel:
         chosen = p >= threshold
         probability = float(np.prod(np.where(chosen, p, 1.0 - p)))

@@ -13,6 +13,13 @@ features (:mod:`~labelloop_trainer.domain.multilabel`): it is judged by micro-F1
 macro-F1, subset accuracy as ``accuracy``, and Hamming loss), scores the pool with each label's
 probability (a table of kind ``label_probabilities``), and lists no suspect labels.
 
+A NER project (``ner``) trains a linear-chain CRF on the texts' tokens, its labels the exported
+entity spans as BIO tags (:mod:`~labelloop_trainer.domain.ner`): it is judged by exact entity F1
+out of sample (and reports partial-match F1, per-type F1 and token accuracy), is stored as
+crfsuite's own model file (:mod:`~labelloop_trainer.crf_format`), scores the pool with its
+uncertainty per text and its predicted spans (a table of kind ``sequences``), compares
+consecutive models by their predicted spans for convergence, and lists no suspect labels.
+
 Model versions are ``m<round>``: the same version always gives the same model, whichever replica
 trains it, and a redelivered version republishes the stored ``ModelTrained``.
 """
@@ -36,7 +43,7 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow.parquet as pq
 
-from labelloop.catalog import Catalog, ProjectItems
+from labelloop.catalog import SEQUENCE_MEASURES, Catalog, ProjectItems
 from labelloop.events import (
     DatasetExported,
     Event,
@@ -64,6 +71,13 @@ from labelloop_trainer.domain.multilabel import (
     predicted_sets,
     train_multilabel_round,
 )
+from labelloop_trainer.domain.ner import (
+    CrfTagger,
+    parse_spans,
+    predict_spans,
+    score_pool,
+    train_ner_round,
+)
 from labelloop_trainer.domain.retraining import decide_retrain
 from labelloop_trainer.domain.suspects import suspect_labels
 from labelloop_trainer.domain.training import (
@@ -88,6 +102,7 @@ _KIND: dict[TaskType, InputKind] = {
     TaskType.IMAGE_CLASSIFICATION: "vectors",
     TaskType.AUDIO_CLASSIFICATION: "vectors",
     TaskType.VIDEO_CLASSIFICATION: "vectors",
+    TaskType.NER: "text",
 }
 _LABELS_FILE = "labels.parquet"
 """The label columns the exporter shares in the object store (item data is in the catalog)."""
@@ -183,6 +198,9 @@ def _inputs(
     if config.task_type.is_multilabel:
         sets = [_label_set(cell) for cell in frame["label"].tolist()]
         y = indicator(sets, list(config.labels.classes))
+    elif config.task_type is TaskType.NER:
+        y = np.empty(len(frame), dtype=object)
+        y[:] = [parse_spans(cell) for cell in frame["label"].tolist()]
     else:
         y = frame["label"].astype(str).to_numpy()
     labeled = LabeledData(
@@ -199,8 +217,9 @@ def _suspects(
     frame: pd.DataFrame, inputs: _Inputs, oos: Array, config: ProjectConfig
 ) -> list[SuspectLabel]:
     """The round's suspect labels (gold and expert-reviewed rows are settled). A multi-label
-    model lists none: a recheck sends one class back to an expert, a label set has several."""
-    if config.task_type.is_multilabel:
+    model lists none: a recheck sends one class back to an expert, a label set has several (and
+    a NER model's label is a set of spans)."""
+    if config.task_type.is_multilabel or config.task_type is TaskType.NER:
         return []
     settled = set()
     batches: dict[str, str | None] = {}
@@ -330,7 +349,18 @@ class Trainer:
                 "folds": self._oos_folds,
                 "grid": grid,
             }
-            if multilabel:
+            if config.task_type is TaskType.NER:
+                result = await asyncio.to_thread(
+                    train_ner_round,
+                    inputs.labeled,
+                    classes,
+                    current_model=current if isinstance(current, CrfTagger) else None,
+                    fresh=fresh,
+                    tolerance=t.promotion_tolerance,
+                    random_state=t.random_state,
+                    folds=self._oos_folds,
+                )
+            elif multilabel:
                 result = await asyncio.to_thread(
                     train_multilabel_round,
                     pipeline,
@@ -442,7 +472,19 @@ class Trainer:
         model_ref, model_digest = await self.store.save_model(project, mv, result.model)
         agreement = await self._stability(project, mv, result, inputs, before, config)
         scores_ref = None
-        if result.promoted:
+        if result.promoted and isinstance(result.model, CrfTagger):
+            started = time.perf_counter()
+            pool = await asyncio.to_thread(score_pool, result.model, inputs.pool_x.tolist())
+            scores_ref = await self.store.save_scores(
+                project,
+                mv,
+                inputs.pool_ids,
+                pool.uncertainty,
+                list(SEQUENCE_MEASURES),
+                predictions=[json.dumps(s, sort_keys=True) for s in pool.spans],
+            )
+            self._metrics.scoring.observe(time.perf_counter() - started)
+        elif result.promoted:
             started = time.perf_counter()
             score = label_proba if multilabel else aligned_proba
             proba = await asyncio.to_thread(score, result.model, inputs.pool_x, classes)
@@ -457,6 +499,13 @@ class Trainer:
                 "task": "multi_label",
                 "promotion_metric": ev.promotion_metric,
                 "threshold": config.training.multilabel_threshold,
+            }
+        elif config.task_type is TaskType.NER:
+            multilabel_report = {
+                "task": "ner",
+                "promotion_metric": ev.promotion_metric,
+                "model": "crf",
+                "uncertainty": list(SEQUENCE_MEASURES),
             }
         await self.store.save_report(
             project,
@@ -509,6 +558,8 @@ class Trainer:
             metrics["current_macro_f1_on_fresh"] = result.current_evaluation.macro_f1
             if result.current_evaluation.micro_f1 is not None:
                 metrics["current_micro_f1_on_fresh"] = result.current_evaluation.micro_f1
+            if result.current_evaluation.entity_f1 is not None:
+                metrics["current_entity_f1_on_fresh"] = result.current_evaluation.entity_f1
         if agreement is not None:
             metrics["agreement_with_previous"] = agreement
         outcome = ModelTrained(
@@ -564,7 +615,11 @@ class Trainer:
             result.n_train,
             ev.accuracy,
             ev.macro_f1,
-            f", micro-F1 {ev.micro_f1:.3f}" if ev.micro_f1 is not None else "",
+            f", micro-F1 {ev.micro_f1:.3f}"
+            if ev.micro_f1 is not None
+            else f", entity F1 {ev.entity_f1:.3f}"
+            if ev.entity_f1 is not None
+            else "",
             label,
         )
 
@@ -624,8 +679,11 @@ class Trainer:
 
 
 def _stop_set_predictions(model: Any, x: Array, config: ProjectConfig) -> list[str]:
-    """Each item's predicted class, or a multi-label model's predicted set as JSON text."""
+    """Each item's predicted class, or a multi-label model's predicted set, or a NER model's
+    predicted spans, as JSON text."""
     classes = list(config.labels.classes)
+    if isinstance(model, CrfTagger):
+        return [json.dumps(s, sort_keys=True) for s in predict_spans(model, x.tolist())]
     if not config.task_type.is_multilabel:
         return [str(v) for v in predict_labels(model, x, classes)]
     chosen = predicted_sets(model, x, classes, config.training.multilabel_threshold)

@@ -6,10 +6,12 @@
   redelivered dataset version republishes the same event instead of training again;
 * ``trainer/<project>/models/<mv>.skops`` and ``.json``: the fitted pipeline (a skops file:
   data, never code; its digest is in the state and in ``ModelTrained``,
-  :mod:`labelloop.model_format`) and its evaluation report;
+  :mod:`labelloop.model_format`) and its evaluation report; a NER project's model is
+  ``<mv>.crf.zip`` instead, crfsuite's own model file (:mod:`labelloop_trainer.crf_format`);
 * ``trainer/<project>/scores/<mv>.npz``: pool scores of a promoted model (a
   ``labelloop.catalog`` probability table: class probabilities, or a multi-label model's
-  per-label probabilities, and the table says which);
+  per-label probabilities, or a NER model's uncertainties and predicted spans, and the table
+  says which);
 * ``trainer/<project>/stopset/<mv>.npz``: predicted classes on the stop set (convergence).
 """
 
@@ -29,6 +31,8 @@ from labelloop.catalog import ProbabilityTable, encode_table
 from labelloop.events import ModelTrained
 from labelloop.model_format import digest_of, dump_model, load_model
 from labelloop.stores import Blobs, KeyValue, kv_update
+from labelloop_trainer.crf_format import EXTENSION, dump_crf, is_crf_ref, load_crf
+from labelloop_trainer.domain.ner import CrfTagger
 
 __all__ = ["ModelInfo", "ProjectState", "TrainerStore"]
 
@@ -115,8 +119,12 @@ class TrainerStore:
 
     async def save_model(self, project: str, model_version: str, model: Any) -> tuple[str, str]:
         """Store a fitted model; its reference and digest."""
-        name = self.name(project, "models", model_version, "skops")
-        data = await asyncio.to_thread(dump_model, model)
+        if isinstance(model, CrfTagger):
+            name = self.name(project, "models", model_version, EXTENSION)
+            data = await asyncio.to_thread(dump_crf, model)
+        else:
+            name = self.name(project, "models", model_version, "skops")
+            data = await asyncio.to_thread(dump_model, model)
         await self._artifacts().put(name, data)
         return name, digest_of(data)
 
@@ -126,6 +134,8 @@ class TrainerStore:
         raw = await self._artifacts().get(ref)
         if raw is None:
             return None
+        if is_crf_ref(ref):
+            return await asyncio.to_thread(load_crf, raw, digest=digest)
         return await asyncio.to_thread(load_model, raw, digest=digest)
 
     async def save_report(self, project: str, model_version: str, report: dict[str, Any]) -> str:
@@ -142,9 +152,18 @@ class TrainerStore:
         classes: Sequence[str],
         *,
         multilabel: bool = False,
+        predictions: Sequence[str] | None = None,
     ) -> str:
+        """``predictions``: a sequence model's predicted spans per item (JSON text); ``proba``
+        then holds its uncertainties, one column per measure named in ``classes``."""
         name = self.name(project, "scores", model_version, "npz")
-        table = ProbabilityTable(list(item_ids), np.asarray(proba), list(classes), multilabel)
+        table = ProbabilityTable(
+            list(item_ids),
+            np.asarray(proba),
+            list(classes),
+            multilabel,
+            predictions=None if predictions is None else list(predictions),
+        )
         await self._artifacts().put(name, await asyncio.to_thread(encode_table, table))
         return name
 

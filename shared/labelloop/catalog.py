@@ -36,6 +36,7 @@ from labelloop.events import IngestedItem
 from labelloop.stores import Blobs, KeyValue
 
 __all__ = [
+    "SEQUENCE_MEASURES",
     "Catalog",
     "Chunk",
     "FeatureSpace",
@@ -107,8 +108,14 @@ def _records() -> TypeAdapter[list[IngestedItem]]:
 
 _CLASSES = "classes"
 _LABELS = "labels"
-"""What a probability table's columns are (its ``kind``): classes of one distribution, or labels
-each with its own probability."""
+_SEQUENCES = "sequences"
+"""What a probability table's columns are (its ``kind``): classes of one distribution, labels
+each with its own probability, or a sequence model's uncertainties (:data:`SEQUENCE_MEASURES`)."""
+
+SEQUENCE_MEASURES = ("least_confidence", "margin", "entropy")
+"""The columns of a sequence (NER) model's table, in this order: one minus the probability of
+its best tag sequence, one minus the smallest gap between a token's two likeliest tags, and
+the total token entropy (``labelloop_trainer.domain.ner``)."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +124,20 @@ class ProbabilityTable:
 
     ``multilabel``: the columns are labels, each the probability that the item has that label
     (a multi-label model's scores: a row need not sum to 1); else a distribution over classes.
-    The encoded table says which (``kind``); a table written before it did holds classes."""
+    The encoded table says which (``kind``); a table written before it did holds classes.
+
+    ``predictions`` (a sequence model's table, ``sequences``): each item's predicted spans as
+    JSON text, and the columns are that model's uncertainties, :data:`SEQUENCE_MEASURES`."""
 
     item_ids: list[str]
     proba: NDArray[np.float64]
     classes: list[str]
     multilabel: bool = False
+    predictions: list[str] | None = None
+
+    @property
+    def sequences(self) -> bool:
+        return self.predictions is not None
 
     def rows(self) -> dict[str, int]:
         return {item: row for row, item in enumerate(self.item_ids)}
@@ -134,27 +149,44 @@ def encode_table(table: ProbabilityTable) -> bytes:
             f"probabilities of shape {table.proba.shape} for {len(table.item_ids)} items and "
             f"{len(table.classes)} classes"
         )
+    extra: dict[str, NDArray[Any]] = {}
+    kind = _LABELS if table.multilabel else _CLASSES
+    if table.predictions is not None:
+        if len(table.predictions) != len(table.item_ids) or (
+            tuple(table.classes) != SEQUENCE_MEASURES
+        ):
+            raise ValueError("a sequence table has one prediction per item and its measures")
+        kind = _SEQUENCES
+        # one UTF-8 JSON list, as the catalog's records: a fixed-width string array would
+        # take four bytes a character times the longest prediction for every item
+        raw = json.dumps(table.predictions).encode()
+        extra["predictions"] = np.frombuffer(raw, dtype=np.uint8)
+    arrays: dict[str, NDArray[Any]] = {
+        "item_ids": np.asarray(table.item_ids, dtype=np.str_),
+        "proba": np.asarray(table.proba, dtype=np.float32),
+        "classes": np.asarray(table.classes, dtype=np.str_),
+        "kind": np.asarray(kind),
+        **extra,
+    }
     buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        item_ids=np.asarray(table.item_ids, dtype=np.str_),
-        proba=np.asarray(table.proba, dtype=np.float32),
-        classes=np.asarray(table.classes, dtype=np.str_),
-        kind=np.asarray(_LABELS if table.multilabel else _CLASSES),
-    )
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return buf.getvalue()
 
 
 def decode_table(raw: bytes) -> ProbabilityTable:
     with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
         kind = str(npz["kind"]) if "kind" in npz.files else _CLASSES
-        if kind not in (_CLASSES, _LABELS):
+        if kind not in (_CLASSES, _LABELS, _SEQUENCES):
             raise ValueError(f"a probability table of unknown kind {kind!r}")
+        predictions = None
+        if kind == _SEQUENCES:
+            predictions = [str(p) for p in json.loads(npz["predictions"].tobytes())]
         return ProbabilityTable(
             [str(i) for i in npz["item_ids"].tolist()],
             np.asarray(npz["proba"], dtype=np.float64),
             [str(c) for c in npz["classes"].tolist()],
             multilabel=kind == _LABELS,
+            predictions=predictions,
         )
 
 

@@ -7,7 +7,8 @@ give the same selection, on any replica.
 * ``least_confidence``, ``margin``, ``entropy``: the model's pool probabilities, most uncertain
   first (Settles 2009). A multi-label model's scores (each label's own probability,
   ``multilabel=True``) are uncertain label by label, each label a binary question
-  (:func:`multilabel_uncertainty`).
+  (:func:`multilabel_uncertainty`). A sequence (NER) model's scores are already uncertainties
+  per text, one column per measure (``sequences=True``, :func:`sequence_uncertainty`).
 * ``diversity``: k-means on the feature vectors with ``k = n``, the item nearest to each
   centroid. It is also the cold start of every uncertainty strategy (no model yet).
 * ``hybrid``: the ``prefilter_factor * n`` most uncertain items (10 times the batch by default),
@@ -43,6 +44,7 @@ __all__ = [
     "Selection",
     "multilabel_uncertainty",
     "select",
+    "sequence_uncertainty",
     "uncertainty",
 ]
 
@@ -63,6 +65,15 @@ _DIVERSITY_MAX_POINTS = 20_000
 """Diversity on a larger pool clusters a random subsample of this size (or ``20 * n``)."""
 _DENSE_SUMS_MAX = 1 << 22
 """k-means sums clusters with a dense 0/1 matrix up to this many cells (16 MB), sparse above."""
+SEQUENCE_COLUMNS = {
+    SamplingStrategy.LEAST_CONFIDENCE: 0,
+    SamplingStrategy.MARGIN: 1,
+    SamplingStrategy.ENTROPY: 2,
+    SamplingStrategy.HYBRID: 0,
+}
+"""Each strategy's column in a sequence model's scores (``labelloop.catalog.SEQUENCE_MEASURES``:
+least confidence, margin, total token entropy)."""
+_SEQUENCE_MEASURES = 3
 _CHUNK_ROWS = 65_536
 """Pool-wide uncertainty runs over this many probability rows at a time (a few MB each)."""
 
@@ -81,7 +92,11 @@ class Selection:
 
 
 def uncertainty(
-    proba: NDArray[np.floating], method: SamplingStrategy, *, multilabel: bool = False
+    proba: NDArray[np.floating],
+    method: SamplingStrategy,
+    *,
+    multilabel: bool = False,
+    sequences: bool = False,
 ) -> NDArray[np.float64]:
     """Uncertainty per row of class probabilities, higher is more uncertain; NaN rows stay NaN.
 
@@ -91,6 +106,8 @@ def uncertainty(
     p = np.asarray(proba)
     if p.ndim != 2:
         raise ValueError(f"proba must be 2-d, got shape {p.shape}")
+    if sequences:
+        return sequence_uncertainty(p, method)
     if multilabel:
         return multilabel_uncertainty(p, method)
     if p.shape[1] == 1:
@@ -149,6 +166,31 @@ def multilabel_uncertainty(
     raise ValueError(f"{method.value} is not an uncertainty strategy")
 
 
+def sequence_uncertainty(
+    scores: NDArray[np.floating], method: SamplingStrategy
+) -> NDArray[np.float64]:
+    """A sequence model's uncertainty per text, higher is more uncertain; NaN rows stay NaN.
+
+    The trainer scores each text from its CRF (Settles and Craven 2008, "An Analysis of Active
+    Learning Strategies for Sequence Labeling Tasks"); the columns are
+    ``labelloop.catalog.SEQUENCE_MEASURES``, and each strategy ranks by one:
+
+    * ``least_confidence`` (and ``hybrid``): one minus the probability of the model's best tag
+      sequence. ``hybrid`` weighs its clustering by it: it lies in [0, 1] like the margin the
+      classifiers' hybrid uses, where the total token entropy is unbounded;
+    * ``margin``: one minus the smallest gap between a token's two likeliest tags;
+    * ``entropy``: the total token entropy, the sum of the tokens' tag entropies.
+    """
+    p = np.asarray(scores, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != _SEQUENCE_MEASURES:
+        raise ValueError(f"a sequence model's scores have 3 columns, got shape {p.shape}")
+    column = SEQUENCE_COLUMNS.get(method)
+    if column is None:
+        raise ValueError(f"{method.value} is not an uncertainty strategy")
+    out: NDArray[np.float64] = p[:, column].copy()
+    return out
+
+
 def _margin(p: NDArray[np.floating]) -> NDArray[np.float64]:
     """``1 - (top1 - top2)`` per row, with the top two found column by column.
 
@@ -175,6 +217,7 @@ def _pool_uncertainty(
     rows: NDArray[np.intp],
     method: SamplingStrategy,
     multilabel: bool = False,
+    sequences: bool = False,
 ) -> NDArray[np.float64]:
     """``uncertainty(proba[rows])`` a chunk of rows at a time: the pool is read, never copied."""
     p = np.asarray(proba)
@@ -183,7 +226,7 @@ def _pool_uncertainty(
     for start in range(0, len(rows), _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, len(rows))
         chunk = p[start:stop] if contiguous else p[rows[start:stop]]
-        out[start:stop] = uncertainty(chunk, method, multilabel=multilabel)
+        out[start:stop] = uncertainty(chunk, method, multilabel=multilabel, sequences=sequences)
     return out
 
 
@@ -199,6 +242,7 @@ def select(
     prefilter_factor: int = 10,
     random_state: int = 0,
     multilabel: bool = False,
+    sequences: bool = False,
 ) -> Selection:
     """Choose ``n`` of ``n_candidates`` items.
 
@@ -206,7 +250,8 @@ def select(
     probabilities, NaN rows for items it has not scored) drives the uncertainty strategies;
     ``strata`` (one value per candidate) drives the stratified strategy. A ``random_fraction`` of
     the ``n`` is drawn at random first, as a control slice. ``multilabel``: ``proba`` holds a
-    multi-label model's per-label probabilities (:func:`multilabel_uncertainty`).
+    multi-label model's per-label probabilities (:func:`multilabel_uncertainty`); ``sequences``:
+    ``proba`` holds a sequence model's uncertainties (:func:`sequence_uncertainty`).
     """
     rng = np.random.default_rng(random_state)
     n = max(0, min(n, n_candidates))
@@ -230,6 +275,7 @@ def select(
         prefilter_factor=prefilter_factor,
         rng=rng,
         multilabel=multilabel,
+        sequences=sequences,
     )
     indices = np.concatenate([random_part, rest[sub.indices]]).astype(np.int64)
     scores = np.concatenate([np.full(n_random, np.nan), sub.scores])
@@ -247,6 +293,7 @@ def _select_core(
     prefilter_factor: int,
     rng: np.random.Generator,
     multilabel: bool = False,
+    sequences: bool = False,
 ) -> Selection:
     """Select ``n`` positions into ``rows`` (which index the candidate arrays)."""
     if n <= 0 or len(rows) == 0:
@@ -258,7 +305,11 @@ def _select_core(
             return _random(len(rows), n, rng)
         return _stratified(strata[rows], n, rng)
     if strategy in UNCERTAINTY_STRATEGIES:
-        u = np.empty(0) if proba is None else _pool_uncertainty(proba, rows, strategy, multilabel)
+        u = (
+            np.empty(0)
+            if proba is None
+            else _pool_uncertainty(proba, rows, strategy, multilabel, sequences)
+        )
         unscored = np.isnan(u)
         if len(u) and not unscored.all():
             if unscored.any():

@@ -1,5 +1,6 @@
 """Scores of a model on held-out labels: accuracy, macro-F1, per class, confusion matrix; for a
-multi-label model micro- and macro-F1 over labels, subset accuracy and Hamming loss."""
+multi-label model micro- and macro-F1 over labels, subset accuracy and Hamming loss; for a NER
+model entity-level F1 (computed in :mod:`labelloop_trainer.domain.ner`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ class Evaluation:
     """Multi-label: F1 over every (item, label) decision pooled (``None``: single-label)."""
     hamming_loss: float | None = None
     """Multi-label: the share of (item, label) decisions that are wrong."""
+    entity_f1: float | None = None
+    """NER: micro F1 over entities, exact match of type and both boundaries (``None``: not a
+    sequence model). ``accuracy`` is then the share of tokens tagged right, ``macro_f1`` the
+    mean of the entity types' exact F1 (:mod:`labelloop_trainer.domain.ner`)."""
+    entity_precision: float | None = None
+    entity_recall: float | None = None
+    partial_f1: float | None = None
+    """NER: SemEval-2013's partial-match F1 (an entity overlapping a true one counts half)."""
 
     @property
     def multilabel(self) -> bool:
@@ -43,11 +52,15 @@ class Evaluation:
     @property
     def promotion_metric(self) -> str:
         """What promotion compares: macro-F1 for single-label models, micro-F1 for multi-label
-        ones (``labelloop_trainer.domain.multilabel``)."""
+        ones (``labelloop_trainer.domain.multilabel``), exact entity F1 for NER models."""
+        if self.entity_f1 is not None:
+            return "entity_f1"
         return "micro_f1" if self.multilabel else "macro_f1"
 
     @property
     def promotion_score(self) -> float:
+        if self.entity_f1 is not None:
+            return self.entity_f1
         return self.micro_f1 if self.micro_f1 is not None else self.macro_f1
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
@@ -58,6 +71,12 @@ class Evaluation:
             out[f"{prefix}micro_f1"] = self.micro_f1
             out[f"{prefix}subset_accuracy"] = self.accuracy
             out[f"{prefix}hamming_loss"] = self.hamming_loss
+        if self.entity_f1 is not None:
+            out[f"{prefix}entity_f1"] = self.entity_f1
+            out[f"{prefix}entity_precision"] = self.entity_precision or 0.0
+            out[f"{prefix}entity_recall"] = self.entity_recall or 0.0
+            out[f"{prefix}entity_f1_partial"] = self.partial_f1 or 0.0
+            out[f"{prefix}token_accuracy"] = self.accuracy
         out[f"{prefix}n"] = float(self.n)
         for cls, scores in self.per_class.items():
             out[f"{prefix}f1.{cls}"] = scores["f1"]
@@ -76,6 +95,14 @@ class Evaluation:
                 micro_f1=self.micro_f1,
                 subset_accuracy=self.accuracy,
                 hamming_loss=self.hamming_loss,
+            )
+        if self.entity_f1 is not None:
+            out.update(
+                entity_f1=self.entity_f1,
+                entity_precision=self.entity_precision,
+                entity_recall=self.entity_recall,
+                entity_f1_partial=self.partial_f1,
+                token_accuracy=self.accuracy,
             )
         return out
 

@@ -60,7 +60,8 @@ class LabeledData:
 
 @dataclass(frozen=True, slots=True)
 class RoundResult:
-    model: Pipeline
+    model: Any
+    """A fitted pipeline, or a NER project's ``CrfTagger``."""
     evaluation: Evaluation
     evaluated_on: str
     """``out_of_sample``: K-fold cross-validated predictions of every labeled row."""
