@@ -566,6 +566,7 @@ class Service:
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
+            msg.clear_cache()  # the validated event: nothing needs it once handled
         verdict = decide(
             error,
             deliveries=delivery.deliveries,

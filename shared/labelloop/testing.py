@@ -58,6 +58,14 @@ class InMemoryBus:
             self.service.ns.subject(event),
             headers={"Nats-Msg-Id": event.event_id},
         )
+        self._forget_calls()
+
+    def _forget_calls(self) -> None:
+        """FastStream's test broker records every body a handler was called with; a real one
+        keeps none. Forgotten after each delivery, so a test sees what the service keeps."""
+        for subscriber in self.service.broker.subscribers:
+            for call in subscriber.calls:
+                call.handler.refresh(with_mock=True)
 
     async def publish_raw(self, payload: bytes, event: type[Event], project: str = "p1") -> None:
         """Deliver arbitrary bytes on an event's subject of ``project`` (bad-input tests)."""
