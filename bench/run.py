@@ -32,6 +32,7 @@ BENCHMARKS = {
     "campaign": "bench_campaign",
     "multilabel": "bench_multilabel",
     "ner": "bench_ner",
+    "audio": "bench_audio",
 }
 
 

@@ -13,7 +13,7 @@ from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
 
 from .domain.answer import ANSWER_BYTES
-from .domain.featurize import warm_up
+from .domain.featurize import MediaOptions, warm_up
 from .domain.validation import Limits
 from .handlers import register_handlers
 from .metrics import IngesterMetrics
@@ -32,13 +32,20 @@ def build_app(
     settings: IngesterSettings | None = None,
     *,
     stores: MemoryStores | None = None,
-    load_image: Callable[[str], bytes | None] | None = None,
+    read_media: Callable[[str], bytes | None] | None = None,
 ) -> Service:
     settings = settings or IngesterSettings()
     service = Service(SPEC.name, settings, area=SPEC.artifacts, stores=stores)
     metrics = IngesterMetrics(service.registry)
     limits = Limits(settings.max_item_bytes, settings.text_max_length, settings.max_feature_dim)
-    loader = load_image or load_media(settings.media_root)
+    loader = read_media or load_media(settings.media_root, settings.media_max_bytes)
+    media = MediaOptions(
+        sample_rate=settings.audio_sample_rate,
+        audio_max_seconds=settings.audio_max_seconds,
+        video_frames=settings.video_frames,
+        video_max_seconds=settings.video_max_seconds,
+        image_side=settings.image_side,
+    )
 
     built: dict[int, Ingest] = {}
 
@@ -59,7 +66,8 @@ def build_app(
                 max_message_bytes=settings.max_message_bytes,
                 text_dim=settings.text_dim,
                 image_side=settings.image_side,
-                load_image=loader,
+                load_media=loader,
+                media=media,
                 # an answer travels inline, whatever the deployment's inline limit
                 answer_bytes=min(ANSWER_BYTES, settings.max_inline_payload_bytes // 2),
             )

@@ -6,7 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .domain.validation import RejectReason
 
-__all__ = ["IngesterMetrics"]
+__all__ = ["MEDIA_OUTCOMES", "IngesterMetrics"]
+
+MEDIA_OUTCOMES = ("featurized", "unreadable", "unread")
 
 
 class IngesterMetrics:
@@ -37,6 +39,14 @@ class IngesterMetrics:
             "Appends lost to another replica's (its segment read, the claims decided again)",
             registry=registry,
         )
+        self.media = Counter(
+            "labelloop_ingester_media_items_total",
+            "Audio and video items without producer features, by what became of their file:"
+            " featurized, unreadable (rejected) or unread (no bytes: a URL, a path outside the"
+            " media root)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         self.duration = Histogram(
             "labelloop_ingester_ingest_duration_seconds",
             "Time to ingest one submitted message",
@@ -45,3 +55,6 @@ class IngesterMetrics:
         )
         for reason in RejectReason:
             self.rejected.labels(reason=reason.value)
+        for kind in ("audio", "video"):
+            for outcome in MEDIA_OUTCOMES:
+                self.media.labels(kind=kind, outcome=outcome)

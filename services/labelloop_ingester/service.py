@@ -1,15 +1,18 @@
-"""One submitted message end to end: validate, claim ids, featurise, store features, publish,
-answer.
+"""One submitted message end to end: validate, decode media, claim ids, featurise, store
+features, publish, answer.
 
 Per message, not per item: one claim (``store.ItemClaims``), one feature matrix per feature
-space, one catalog object and one ``ItemsIngested`` per chunk."""
+space, one catalog object and one ``ItemsIngested`` per chunk. Audio and video files are decoded
+(and featurised) before the claim: a file that cannot be decoded rejects its item, which must
+then claim nothing. The price: a sound sent again is decoded again before it is found a
+duplicate."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelloop.catalog import Catalog, Chunk, encode_chunk
@@ -24,9 +27,15 @@ from labelloop.events import (
 from labelloop.project import ProjectConfig
 
 from .domain.answer import ANSWER_BYTES, answer
-from .domain.featurize import FeatureBlock, decode_data_uri, featurize
-from .domain.intake import Accepted, chunk_by_size, take_in
-from .domain.validation import Limits
+from .domain.featurize import (
+    FeatureBlock,
+    MediaOptions,
+    decode_data_uri,
+    featurize,
+    media_features,
+)
+from .domain.intake import Accepted, Intake, chunk_by_size, set_aside, take_in
+from .domain.validation import Limits, RejectReason
 from .metrics import IngesterMetrics
 from .store import ItemClaims
 
@@ -41,8 +50,11 @@ def chunk_id(submission_id: str, chunk: int) -> str:
     return f"{submission_id}-{chunk:04d}"
 
 
-def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
-    """An image loader: data URIs always; file paths only inside ``media_root``."""
+def load_media(
+    media_root: str | None, max_bytes: int | None = None
+) -> Callable[[str], bytes | None]:
+    """A media loader (images, audio, video): data URIs always; file paths only inside
+    ``media_root``, and only files of at most ``max_bytes``."""
     root = Path(media_root).resolve() if media_root else None
 
     def load(ref: str) -> bytes | None:
@@ -53,6 +65,8 @@ def load_media(media_root: str | None) -> Callable[[str], bytes | None]:
         if not path.is_relative_to(root) or not path.is_file():
             return None
         try:
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                return None
             return path.read_bytes()
         except OSError:
             return None
@@ -70,14 +84,15 @@ class Ingest:
     max_message_bytes: int
     text_dim: int
     image_side: int
-    load_image: Callable[[str], bytes | None]
+    load_media: Callable[[str], bytes | None]
+    media: MediaOptions = field(default_factory=MediaOptions)
     answer_bytes: int = ANSWER_BYTES
 
     async def __call__(self, event: ItemsSubmitted, project: ProjectConfig) -> None:
         started = time.perf_counter()
-        # parsing, hashing, featurising and encoding are CPU work: off the event loop, so that
-        # heartbeats, other messages and /healthz keep being served meanwhile
-        intake = await asyncio.to_thread(take_in, event.items, project, self.limits, event.origins)
+        # parsing, hashing, decoding, featurising and encoding are CPU work: off the event loop,
+        # so that heartbeats, other messages and /healthz keep being served meanwhile
+        intake, media = await asyncio.to_thread(self._take_in, event, project)
         ids = [a.item_id for a in intake.accepted]
         owned = await self.claims.claim(event.project, ids, owner=event.event_id)
         fresh = [a for a, mine in zip(intake.accepted, owned, strict=True) if mine]
@@ -85,7 +100,7 @@ class Ingest:
             a.index for a, mine in zip(intake.accepted, owned, strict=True) if not mine
         ]
         duplicates = intake.duplicates + len(claimed_before)
-        chunks = await asyncio.to_thread(self._chunks, fresh, project)
+        chunks = await asyncio.to_thread(self._chunks, fresh, project, media)
         for number, (chunk, raw) in enumerate(chunks):
             # the catalog holds the chunk before the bus hears of it: whoever learns of these
             # items from a message finds them there
@@ -119,12 +134,37 @@ class Ingest:
             self.metrics.rejected.labels(reason=reason.value).inc(n)
         self.metrics.duration.observe(time.perf_counter() - started)
 
-    def _chunks(self, fresh: list[Accepted], project: ProjectConfig) -> list[tuple[Chunk, bytes]]:
+    def _take_in(
+        self, event: ItemsSubmitted, project: ProjectConfig
+    ) -> tuple[Intake, FeatureBlock | None]:
+        """The message's intake, its audio or video files decoded and featurised (those that
+        cannot be decoded set aside as rejected); the media vectors, their rows the items'
+        positions in the message."""
+        intake = take_in(event.items, project, self.limits, event.origins)
+        found = media_features(
+            [a.raw for a in intake.accepted], project, self.load_media, self.media
+        )
+        if found.kind is None:
+            return intake, None
+        kind = found.kind.value
+        self.metrics.media.labels(kind=kind, outcome="unreadable").inc(len(found.unreadable))
+        self.metrics.media.labels(kind=kind, outcome="unread").inc(len(found.unread))
+        media = None
+        if found.block is not None:
+            self.metrics.media.labels(kind=kind, outcome="featurized").inc(len(found.block.rows))
+            at = [intake.accepted[position].index for position in found.block.rows]
+            media = FeatureBlock(found.block.space, at, found.block.X)
+        set_aside(intake, found.unreadable, RejectReason.UNREADABLE_MEDIA, event.origins)
+        return intake, media
+
+    def _chunks(
+        self, fresh: list[Accepted], project: ProjectConfig, media: FeatureBlock | None
+    ) -> list[tuple[Chunk, bytes]]:
         """The new items as catalog chunks, encoded: one per feature space (one matrix
         computed for the whole message per space), cut to stay under the message size.
         Deterministic: a redelivered message cuts the same chunks."""
         chunks = []
-        for block, members in self._feature_groups(fresh, project):
+        for block, members in self._feature_groups(fresh, project, media):
             items = [a.item() for a in members]
             sizes = [a.size + 1 for a in members]
             for part in chunk_by_size(sizes, self.max_message_bytes - _ENVELOPE_BYTES):
@@ -137,16 +177,23 @@ class Ingest:
         return chunks
 
     def _feature_groups(
-        self, fresh: list[Accepted], project: ProjectConfig
+        self, fresh: list[Accepted], project: ProjectConfig, media: FeatureBlock | None
     ) -> list[tuple[FeatureBlock | None, list[Accepted]]]:
-        """Items grouped by feature space (one matrix per group); featureless items last."""
+        """Items grouped by feature space (one matrix per group); featureless items last.
+        ``media``: the vectors of audio and video items, computed before the claim."""
         blocks = featurize(
             [a.raw for a in fresh],
             project,
-            load_image=self.load_image,
+            load_image=self.load_media,
             text_dim=self.text_dim,
             image_side=self.image_side,
         )
+        if media is not None:
+            where = {index: row for row, index in enumerate(media.rows)}
+            rows = [i for i, a in enumerate(fresh) if a.index in where]
+            if rows:
+                picked = [where[fresh[i].index] for i in rows]
+                blocks.append(FeatureBlock(media.space, rows, media.X[picked]))
         covered = {row for b in blocks for row in b.rows}
         groups: list[tuple[FeatureBlock | None, list[Accepted]]] = [
             (b, [fresh[r] for r in b.rows]) for b in blocks

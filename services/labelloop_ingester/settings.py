@@ -23,6 +23,16 @@ class IngesterSettings(ServiceSettings):
     text_dim: int = 64
     image_side: int = 16
     media_root: str | None = None
-    """Image paths under this folder are read for pixel features; ``None``: paths are not read."""
+    """Media paths (images, audio, video) under this folder are read for features; ``None``:
+    paths are not read (data URIs always are)."""
+    media_max_bytes: int = 200_000_000
+    """A media file larger than this is not read (the item is ingested without features)."""
+    audio_sample_rate: int = 16_000
+    """Sounds are resampled to this rate before their features are computed."""
+    audio_max_seconds: float = 30.0
+    """Only the first seconds of a longer sound are decoded."""
+    video_frames: int = 8
+    """Frames taken evenly over a video, whose image features are pooled."""
+    video_max_seconds: float = 60.0
     claim_concurrency: int = 64
     """Concurrent KV reads when loading a project's claims (its claim log's segments)."""

@@ -1,4 +1,4 @@
-"""Feature vectors for sampling: producer vectors win, else hashed text or downscaled pixels.
+"""Feature vectors for sampling: producer vectors win, else hashed text, pixels or spectra.
 
 Every featuriser here is stateless and deterministic (no fitting on the data), so replicas that
 ingest different chunks put their items in the same space:
@@ -6,7 +6,11 @@ ingest different chunks put their items in the same space:
 * text: word uni- and bi-grams hashed (``HashingVectorizer``) then a fixed sparse random
   projection (seeded, depends only on the dimensions) to ``text_dim`` dimensions, L2-normalised;
 * images: the picture in grayscale, downscaled to ``image_side`` squared pixels, in [0, 1];
-* anything else (audio, video, URLs the service cannot read): no vector; the sampler gives such
+* audio: spectral summary statistics of the waveform (:mod:`.audio`); video: the image
+  features of frames spread over the clip, pooled (:mod:`.video`). Both by
+  :func:`media_features`, which also names the files that cannot be decoded: such an item is
+  rejected (before its id is claimed), not ingested without features;
+* anything else (URLs or paths the service cannot read): no vector; the sampler gives such
   items the pool's mean vector.
 
 Items sharing a space form one ``FeatureBlock`` (a rectangular matrix).
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -33,12 +36,19 @@ from numpy.typing import NDArray
 from labelloop.events import ItemIn
 from labelloop.project import DataKind, ProjectConfig
 
+from .audio import UnreadableMedia, audio_space, audio_vectors, decode_audio
+from .pixels import image_vector
+from .video import video_space, video_vector
+
 __all__ = [
     "FeatureBlock",
     "ImageLoader",
+    "MediaFeatures",
+    "MediaOptions",
     "decode_data_uri",
     "featurize",
     "image_vector",
+    "media_features",
     "text_vectors",
     "warm_up",
 ]
@@ -46,16 +56,114 @@ __all__ = [
 _HASH_FEATURES = 2**18
 
 ImageLoader = Callable[[str], bytes | None]
-"""Returns the bytes behind an image reference (data URI, path), or None when it cannot."""
+"""Returns the bytes behind a media reference (an image's, a sound's, a video's: data URI,
+path), or None when it cannot."""
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureBlock:
     space: str
-    """``producer-<dim>``, ``text-hash-<dim>`` or ``image-px-<side>``."""
+    """``producer-<dim>``, ``text-hash-<dim>``, ``image-px-<side>``, ``audio-spectral-<rate>``
+    or ``video-px-<side>-x<frames>``."""
     rows: list[int]
     """Positions of the items (in the input sequence) whose vectors these are."""
     X: NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """How audio and video items are decoded and summarised."""
+
+    sample_rate: int = 16_000
+    """Every sound is resampled to this rate (its features' space depends on it)."""
+    audio_max_seconds: float = 30.0
+    """Only the start of a longer sound is decoded."""
+    video_frames: int = 8
+    video_max_seconds: float = 60.0
+    image_side: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFeatures:
+    """What :func:`media_features` found: positions are in its input sequence."""
+
+    block: FeatureBlock | None
+    unreadable: dict[int, str]
+    """Items whose file could not be decoded, with the reason."""
+    unread: list[int]
+    """Items whose reference gave no bytes (a URL, a path outside the media root)."""
+    kind: DataKind | None
+    """The project's media kind (audio or video), None for other projects."""
+
+
+def media_features(
+    items: Sequence[ItemIn],
+    project: ProjectConfig,
+    load: ImageLoader,
+    options: MediaOptions | None = None,
+) -> MediaFeatures:
+    """Vectors of the audio or video items that carry none, from their files; which files
+    cannot be decoded. Items of other projects, or with producer vectors, are left alone."""
+    options = options or MediaOptions()
+    field = project.primary_field
+    kind = field.kind if field.kind in (DataKind.AUDIO, DataKind.VIDEO) else None
+    if kind is None:
+        return MediaFeatures(None, {}, [], None)
+    rows: list[int] = []
+    vectors: list[NDArray[np.float32]] = []
+    waves: list[NDArray[np.float32]] = []
+    unreadable: dict[int, str] = {}
+    unread: list[int] = []
+    pending = 0  # samples in waves
+
+    def spectra() -> None:
+        # a message's sounds a few minutes of them at a time: the spectra of all of them at
+        # once would hold about 40 MB per minute of sound
+        if waves:
+            vectors.extend(audio_vectors(waves, options.sample_rate))
+            waves.clear()
+
+    for i, item in enumerate(items):
+        if item.features is not None:
+            continue
+        ref = item.data.get(field.name)
+        raw = load(ref) if isinstance(ref, str) else None
+        if raw is None:
+            unread.append(i)
+            continue
+        try:
+            if kind is DataKind.AUDIO:
+                waves.append(decode_audio(raw, options.sample_rate, options.audio_max_seconds))
+            else:
+                vectors.append(
+                    video_vector(
+                        raw,
+                        side=options.image_side,
+                        frames=options.video_frames,
+                        max_seconds=options.video_max_seconds,
+                    )
+                )
+        except UnreadableMedia as exc:
+            unreadable[i] = str(exc)
+            continue
+        rows.append(i)
+        if waves:
+            pending += waves[-1].size
+            if pending > _AUDIO_BATCH_SECONDS * options.sample_rate:
+                spectra()
+                pending = 0
+    spectra()
+    if not rows:
+        return MediaFeatures(None, unreadable, unread, kind)
+    space = (
+        audio_space(options.sample_rate)
+        if kind is DataKind.AUDIO
+        else video_space(options.image_side, options.video_frames)
+    )
+    return MediaFeatures(FeatureBlock(space, rows, np.stack(vectors)), unreadable, unread, kind)
+
+
+_AUDIO_BATCH_SECONDS = 300
 
 
 def featurize(
@@ -233,7 +341,8 @@ def _projection(dim: int) -> Any:
 
 def warm_up(text_dim: int = 64) -> None:
     """Load what featurising needs (scikit-learn, SciPy, Pillow, the projection matrix) now,
-    rather than in the first message's handler."""
+    rather than in the first message's handler. Not librosa (seconds of numba), which only
+    audio needs: the first audio item loads it."""
     import PIL.Image  # noqa: F401
 
     text_vectors(["warm up"], text_dim)
@@ -249,16 +358,4 @@ def decode_data_uri(ref: str) -> bytes | None:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        return None
-
-
-def image_vector(raw: bytes, side: int = 16) -> NDArray[np.float32] | None:
-    """Grayscale pixels of a ``side`` x ``side`` thumbnail in [0, 1], or None if not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            small = img.convert("L").resize((side, side), Image.Resampling.BILINEAR)
-            return (np.asarray(small, dtype=np.float32) / 255.0).ravel()
-    except (UnidentifiedImageError, OSError, ValueError):
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ __all__ = [
     "Accepted",
     "Intake",
     "chunk_by_size",
+    "set_aside",
     "stream_chunks",
     "take_in",
 ]
@@ -96,6 +97,32 @@ def take_in(
         seen[iid] = index
         out.accepted.append(Accepted(index, iid, raw, verdict.size + _INGESTED_OVER_CANONICAL))
     return out
+
+
+def set_aside(
+    intake: Intake,
+    failed: Mapping[int, str],
+    reason: RejectReason,
+    origins: Sequence[int] | None = None,
+) -> None:
+    """Reject accepted items after all: ``failed`` maps positions in ``intake.accepted`` to
+    what is wrong (a file behind the item that cannot be decoded). Before their ids are
+    claimed: a rejected item claims nothing, and the same item sent again is judged again."""
+    if not failed:
+        return
+    for position, detail in failed.items():
+        a = intake.accepted[position]
+        intake.rejections.append(
+            Rejection(
+                index=a.index,
+                reason=Verdict(reason, detail).message,
+                external_id=a.raw.external_id,
+                origin=origins[a.index] if origins is not None else None,
+            )
+        )
+    intake.rejections.sort(key=lambda r: r.index)
+    intake.reasons[reason] += len(failed)
+    intake.accepted = [a for i, a in enumerate(intake.accepted) if i not in failed]
 
 
 _INGESTED_OVER_CANONICAL = 128

@@ -35,6 +35,8 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     BAD_FEATURES = "bad_features"
     BAD_LABEL = "bad_label"
+    UNREADABLE_MEDIA = "unreadable_media"
+    """An audio or video file that cannot be decoded (corrupt, truncated, not media)."""
 
 
 @dataclass(frozen=True, slots=True)
