@@ -39,6 +39,6 @@ SPEC = ServiceSpec(
     settings=ExporterSettings,
     build=build_app,
     publishes=(DatasetExported,),
-    state_keys=("seq.exporter-rounds",),
+    state_keys=("seq.exporter-rounds", "exporter"),
     artifacts="exporter",
 )

@@ -16,11 +16,23 @@ items only (read from their chunks when first labeled), not that of every ingest
 Every version is written to disk atomically (``DatasetDirectory``) and shared through the object
 store for a trainer without the export volume; a redelivered round finds its version on disk and
 announces it again (same event id: JetStream drops the copy).
+
+**Revised rounds.** QA revises a round after it was scored when an answer is updated, deleted or
+added (``LabelsReady.revision`` ≥ 1: all of the round's labels again, items with no answer left
+withdrawn). The exporter keeps every revision (``exporter/<project>/rounds/<n>-r<k>.json``) and
+the latest one per round in KV (``exporter.<project>.revised``, written after the file). A
+version folds each of its rounds at the revision that KV names, and its manifest lists them
+(``revisions``). When a round the latest version holds is revised, that version is written again
+as a new, immutable version ``v<n>-r<j>`` (the same rounds, the corrected labels, withdrawn rows
+gone): the versions already written never change. Both sides write before they read (a revision:
+its KV entry, then the versions on disk; a round: its version, then KV), so a revision racing a
+round's version is in one of them, and a redelivered revision finds it there and writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -32,7 +44,7 @@ from labelloop.catalog import Catalog
 from labelloop.events import DatasetExported, Event, LabelsReady, utc_now
 from labelloop.project import ProjectConfig
 from labelloop.sequencing import RoundSequencer
-from labelloop.stores import Blobs, KeyValue
+from labelloop.stores import Blobs, KeyValue, kv_update
 from labelloop_exporter.domain.dataset import (
     DATASET_FILE,
     LABELS_FILE,
@@ -46,6 +58,7 @@ from labelloop_exporter.domain.labels import CurrentLabel, fold_round
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
 from labelloop_exporter.domain.table import ItemData
+from labelloop_exporter.domain.versions import format_revision, parse_revision
 from labelloop_exporter.metrics import ExporterMetrics
 from labelloop_exporter.store import DatasetDirectory, VersionExists
 
@@ -78,6 +91,8 @@ class _Folded:
     agreement: dict[str, BatchAgreement] = field(default_factory=dict)
     data: dict[str, ItemData] = field(default_factory=dict)
     """Data of the items labeled so far (an item's data never changes: shared by versions)."""
+    revisions: dict[int, int] = field(default_factory=dict)
+    """Rounds folded at a revision: round -> ``LabelsReady.revision``."""
 
     def then(self, event: LabelsReady) -> _Folded:
         """The state of the next version (a new one: this one stays as it was)."""
@@ -89,11 +104,20 @@ class _Folded:
                 event.percent_agreement, event.krippendorff_alpha, event.n_items
             ),
         }
-        return _Folded(event.round, labels, agreement, self.data)
+        revisions = dict(self.revisions)
+        if event.revision:
+            revisions[event.round] = event.revision
+        return _Folded(event.round, labels, agreement, self.data, revisions)
+
+    def holds(self, revised: dict[int, int]) -> bool:
+        """Whether every revision of its rounds in ``revised`` is folded in."""
+        return all(self.revisions.get(r, 0) >= k for r, k in revised.items() if r <= self.through)
 
 
 FOLDED_PROJECTS = 8
 """Projects whose folded labels a process keeps (the others are folded again when needed)."""
+REWRITE_ATTEMPTS = 20
+"""Tries to write a revised version while other replicas write theirs."""
 
 
 class Exporter:
@@ -109,6 +133,7 @@ class Exporter:
         salt: str | None = None,
     ) -> None:
         self._artifacts = artifacts
+        self._state = state
         self._publish = publish
         self._project = project
         self.datasets = datasets
@@ -126,12 +151,30 @@ class Exporter:
     # ------------------------------------------------------------------ inputs
 
     async def labels_ready(self, event: LabelsReady) -> str:
-        """Keep the round's labels; its version is written in its turn."""
+        """Keep the round's labels; its version is written in its turn. A revision of a round
+        the latest version holds writes that version again, corrected."""
         await self._artifacts().put(
-            self._round_name(event.project, event.round), event.model_dump_json().encode()
+            self._round_name(event.project, event.round, event.revision),
+            event.model_dump_json().encode(),
         )
-        self._metrics.labels.labels(project=event.project, outcome="new").inc(len(event.labels))
-        return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
+        if event.revision == 0:
+            self._metrics.labels.labels(project=event.project, outcome="new").inc(len(event.labels))
+            return await self.rounds.offer(
+                event.project, event.round, event.model_dump_json().encode()
+            )
+        self._metrics.labels.labels(project=event.project, outcome="revised").inc(len(event.labels))
+
+        def newer(raw: bytes | None) -> bytes | None:
+            revised = json.loads(raw) if raw else {}
+            if revised.get(str(event.round), 0) >= event.revision:
+                return None
+            return json.dumps(
+                {**revised, str(event.round): event.revision}, sort_keys=True
+            ).encode()
+
+        # the file first, then KV (a reader of KV finds the file), then the versions on disk
+        await kv_update(self._state(), self._revised_key(event.project), newer)
+        return await self._catch_up(event.project)
 
     async def requested(
         self, config: ProjectConfig, formats: list[str] | None, request_id: str
@@ -158,21 +201,33 @@ class Exporter:
     # ------------------------------------------------------------------ one round
 
     @staticmethod
-    def _round_name(project: str, number: int) -> str:
-        return f"exporter/{project}/rounds/{number:06d}.json"
+    def _round_name(project: str, number: int, revision: int = 0) -> str:
+        suffix = f"-r{revision}" if revision else ""
+        return f"exporter/{project}/rounds/{number:06d}{suffix}.json"
 
-    async def _round(self, project: str, number: int) -> LabelsReady | None:
-        raw = await self._artifacts().get(self._round_name(project, number))
+    async def _round(self, project: str, number: int, revision: int = 0) -> LabelsReady | None:
+        raw = await self._artifacts().get(self._round_name(project, number, revision))
         return None if raw is None else LabelsReady.model_validate_json(raw)
 
-    async def _folded_through(self, project: str, number: int) -> _Folded:
-        """The project's labels as of round ``number``: this process's own if it has them,
-        else folded again from the rounds' stored labels."""
+    @staticmethod
+    def _revised_key(project: str) -> str:
+        return f"exporter.{project}.revised"
+
+    async def _revised(self, project: str) -> dict[int, int]:
+        """Each revised round's latest revision (as far as this exporter has heard)."""
+        entry = await self._state().get(self._revised_key(project))
+        return {int(r): int(k) for r, k in json.loads(entry.value).items()} if entry else {}
+
+    async def _folded_through(self, project: str, number: int, revised: dict[int, int]) -> _Folded:
+        """The project's labels as of round ``number``, each round at its revision in
+        ``revised``: this process's own if it has them, else folded again from the rounds'
+        stored labels (a revision replaces the round's labels, so it is folded in its place)."""
         folded = self._folded.get(project)
-        if folded is None or folded.through != number:
-            folded = _Folded()
+        if folded is None or folded.through != number or not folded.holds(revised):
+            data = folded.data if folded is not None else {}
+            folded = _Folded(data=data)
             for earlier in range(1, number + 1):
-                found = await self._round(project, earlier)
+                found = await self._round(project, earlier, revised.get(earlier, 0))
                 if found is None:
                     raise LookupError(f"{project}: labels of round {earlier} are missing")
                 folded = folded.then(found)
@@ -189,10 +244,48 @@ class Exporter:
         version = version_name(number)
         if version in await asyncio.to_thread(self.datasets.versions, project):
             await self._announce(project, version)  # written before a crash: announce it
+            await self._catch_up(project)
             return
+        revised = await self._revised(project)
+        if revised.get(number, 0) > event.revision:  # revised while it waited for its turn
+            event = await self._round(project, number, revised[number]) or event
+        folded = (await self._folded_through(project, number - 1, revised)).then(event)
+        parent = version_name(number - 1) if number > 1 else None
+        await self._write(project, number, version, folded, parent)
+        # a revision that came while this version was written: it is in KV now, or saw this
+        # version on disk and wrote it again itself
+        await self._catch_up(project)
+
+    async def _catch_up(self, project: str) -> str:
+        """Write the latest version again (``v<n>-r<j>``) if rounds it holds were revised since
+        it was written; ``revised`` if it was, ``unchanged`` if the latest version holds them."""
+        for _ in range(REWRITE_ATTEMPTS):
+            versions = await asyncio.to_thread(self.datasets.versions, project)
+            if not versions:
+                return "unchanged"  # no version yet: the first holds every revision it needs
+            latest = versions[-1]
+            number, rewrites = parse_revision(latest) or (0, 0)
+            revised = await self._revised(project)
+            manifest = await asyncio.to_thread(self.datasets.manifest, project, latest)
+            held = {int(r): int(k) for r, k in (manifest.get("revisions") or {}).items()}
+            if all(held.get(r, 0) >= k for r, k in revised.items() if r <= number):
+                if rewrites:
+                    await self._announce(project, latest)  # again, should a crash have come first
+                return "unchanged"
+            folded = await self._folded_through(project, number, revised)
+            if await self._write(
+                project, number, format_revision(number, rewrites + 1), folded, latest
+            ):
+                return "revised"
+        raise RuntimeError(f"{project}: revised versions kept racing: retry later")
+
+    async def _write(
+        self, project: str, number: int, version: str, folded: _Folded, parent: str | None
+    ) -> bool:
+        """Write and announce one version of rounds 1 to ``number``; ``False`` if another
+        writer (a replica, an earlier delivery) wrote one by that name first."""
         config = await self._project(project)
         started = time.perf_counter()
-        folded = (await self._folded_through(project, number - 1)).then(event)
         labels = folded.labels
         items = await self.catalog.load(project)
         new = [i for i in labels if i not in folded.data and i in items.records]
@@ -209,7 +302,6 @@ class Exporter:
             left_out = len(problem.item_ids) or 1
             self._metrics.invalid.labels(project=project, reason=problem.code).inc(left_out)
             log.warning("%s %s: rows left out: %s", project, version, problem)
-        parent = version_name(number - 1) if number > 1 else None
         parent_labels = None
         if parent is not None and parent in await asyncio.to_thread(
             self.datasets.versions, project
@@ -227,14 +319,16 @@ class Exporter:
             salt=salt,
             agreement=agreement,
             round_number=number,
+            revisions=folded.revisions,
         )
         try:
             path = await asyncio.to_thread(self.datasets.write, project, version, rendered.files)
         except VersionExists:
-            # a replica wrote it first (the same rows: versions are a function of their rounds)
+            # a replica wrote it first (the same rows: versions are a function of their rounds
+            # and the revisions they hold, which the manifest lists)
             self._keep(project, folded)
             await self._announce(project, version)
-            return
+            return False
         base, labels_digest = await self._share(
             project, version, rendered.files[DATASET_FILE], rendered.files[MANIFEST_FILE]
         )
@@ -252,12 +346,14 @@ class Exporter:
         self._metrics.rows.labels(project=project).inc(announced.n_rows)
         self._metrics.duration.observe(time.perf_counter() - started)
         log.info(
-            "dataset %s/%s written: %d rows (%d new)",
+            "dataset %s/%s written: %d rows (%d new)%s",
             project,
             version,
             announced.n_rows,
             announced.n_new_rows,
+            f", revised rounds {folded.revisions}" if folded.revisions else "",
         )
+        return True
 
     async def _share(
         self, project: str, version: str, dataset: bytes, manifest: bytes

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from labelloop_exporter.domain.dataset import DATASET_FILE, MANIFEST_FILE
-from labelloop_exporter.domain.versions import parse_version
+from labelloop_exporter.domain.versions import parse_revision
 
 __all__ = ["DatasetDirectory", "VersionExists"]
 
@@ -50,16 +50,17 @@ class DatasetDirectory:
         )
 
     def versions(self, project: str) -> list[str]:
-        """Complete versions (those with a manifest), oldest first."""
+        """Complete versions (those with a manifest), oldest first: ``v0006`` before its
+        rewrites ``v0006-r1``, ``v0006-r2`` (revised rounds), before ``v0007``."""
         base = self.project_dir(project)
         if not base.is_dir():
             return []
         found = [
             p.name
             for p in base.iterdir()
-            if parse_version(p.name) is not None and (p / MANIFEST_FILE).is_file()
+            if parse_revision(p.name) is not None and (p / MANIFEST_FILE).is_file()
         ]
-        return sorted(found, key=lambda name: parse_version(name) or 0)
+        return sorted(found, key=lambda name: parse_revision(name) or (0, 0))
 
     def manifest(self, project: str, version: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labelloop.events import BatchCompleted, ReadmitAnnotator
+from labelloop.events import AnnotationsSubmitted, BatchCompleted, ReadmitAnnotator
 from labelloop.runtime import Service
 from labelloop_qa.service import QAScorer
 
@@ -20,6 +20,12 @@ def register_handlers(service: Service, scorer: QAScorer) -> None:
         """Score a labeling round in its turn, or settle a round's review."""
         await service.require_project(event.project)
         await scorer.batch_completed(event)
+
+    @service.handler(AnnotationsSubmitted)
+    async def on_annotations(event: AnnotationsSubmitted) -> None:
+        """An update, deletion or extra answer after a round was scored re-scores it."""
+        await service.require_project(event.project)
+        await scorer.annotations_submitted(event)
 
     @service.handler(ReadmitAnnotator)
     async def on_readmit(event: ReadmitAnnotator) -> None:

@@ -11,6 +11,19 @@ round gets exactly one ``LabelsReady``, so the exporter knows when a round is do
 Every event id derives from the project and the round, and every record is written before the
 events it leads to: a redelivered message, or a second replica, republishes the same events,
 which JetStream drops.
+
+**Revisions.** An answer updated, deleted or added after its round was scored (the bridge
+publishes every change as ``AnnotationsSubmitted``, also after ``BatchCompleted``) re-scores the
+round on the latest state of each annotation (:func:`merge_annotations`): consensus, agreement,
+the annotators' tallies. The round's new contribution replaces its old one in every later
+round's history (``RoundRecord.included``), so nothing is counted twice. It is published as a
+``LabelsReady`` with ``revision`` k ≥ 1 that replaces the round's labels; an item with no answer
+left is ``withdrawn``. Its id derives from the round and the digest of the annotations' state,
+and revisions are committed by compare-and-swap (``qa.<project>.revised``): a redelivered
+message, or a second replica, finds the same state and publishes nothing new. A revision asks
+for no new expert review: an expert's answer stands, an item the re-score finds doubtful is
+released as ``unreviewed`` with its confidence. A change to a round that has no final labels yet
+(not scored, or under review) waits in KV until it has them (``labelloop_qa.store``).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from typing import Any
 
 from labelloop.events import (
     Annotation,
+    AnnotationsSubmitted,
     BatchCompleted,
     ConsensusLabel,
     Event,
@@ -41,9 +55,25 @@ from labelloop_qa.domain.annotators import Tally
 from labelloop_qa.domain.review import prediction_contradictions
 from labelloop_qa.domain.scoring import Rating, TaskInfo, project_scores, score_batch
 from labelloop_qa.metrics import QAMetrics
-from labelloop_qa.store import History, QAStore, RoundRecord
+from labelloop_qa.store import (
+    History,
+    HistoryRecord,
+    QAStore,
+    Revised,
+    RevisionRecord,
+    RoundRecord,
+)
 
-__all__ = ["QAScorer", "live_ratings"]
+__all__ = [
+    "QAScorer",
+    "annotations_digest",
+    "live_ratings",
+    "merge_annotations",
+    "revised_labels",
+]
+
+CAS_ATTEMPTS = 50
+"""Tries to commit a revision while other replicas commit theirs."""
 
 log = logging.getLogger("labelloop.qa")
 
@@ -66,6 +96,55 @@ def live_ratings(annotations: Iterable[Annotation]) -> list[Rating]:
         Rating(a.item_id, a.annotator_id, a.value, a.lead_time_seconds, a.is_expert)  # type: ignore[arg-type]
         for a in ordered
     ]
+
+
+def merge_annotations(
+    before: Iterable[Annotation], after: Iterable[Annotation]
+) -> list[Annotation]:
+    """The latest state of each annotation (by ``updated_at``; at the same time a deletion
+    wins), sorted by annotation id: older states arriving late change nothing, and neither does
+    a deletion seen again (the bridge stamps a deletion with the time it saw it)."""
+    latest: dict[str, Annotation] = {}
+    for a in (*before, *after):
+        cur = latest.get(a.annotation_id)
+        if cur is not None and cur.deleted and a.deleted:
+            continue
+        if cur is None or (a.updated_at, a.deleted) > (cur.updated_at, cur.deleted):
+            latest[a.annotation_id] = a
+    return [latest[k] for k in sorted(latest)]
+
+
+def annotations_digest(annotations: Iterable[Annotation]) -> str:
+    """Of the state of a round's annotations (their order and arrival time aside)."""
+    return deterministic_id(
+        *(
+            (a.annotation_id, a.updated_at.isoformat(), a.deleted, a.cancelled, a.value)
+            for a in sorted(annotations, key=lambda a: a.annotation_id)
+        )
+    )
+
+
+def _voters(ratings: Iterable[Rating]) -> dict[str, list[str]]:
+    """Item -> the crowd annotators who answered it (experts apart)."""
+    out: dict[str, set[str]] = {}
+    for r in ratings:
+        if not r.is_expert:
+            out.setdefault(r.item_id, set()).add(r.annotator_id)
+    return {item: sorted(who) for item, who in out.items()}
+
+
+def _contribution(tallies: dict[str, Tally]) -> HistoryRecord:
+    return HistoryRecord(tallies={a: t.to_json() for a, t in sorted(tallies.items())})
+
+
+def _replaced(history: History, old: HistoryRecord, new: HistoryRecord) -> History:
+    """``history`` with a round's old contribution taken out and its new one added."""
+    tallies = dict(history.tallies)
+    for a, raw in old.tallies.items():
+        tallies[a] = tallies.get(a, Tally()).minus(Tally.from_json(raw))
+    for a, raw in new.tallies.items():
+        tallies[a] = tallies.get(a, Tally()).merged(Tally.from_json(raw))
+    return History({a: t for a, t in tallies.items() if not t.is_empty()}, set(history.flagged))
 
 
 def _cumulative(history: dict[str, Tally], batch: dict[str, Tally]) -> dict[str, Tally]:
@@ -104,6 +183,31 @@ class QAScorer:
             return "settled"
         return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
 
+    async def annotations_submitted(self, event: AnnotationsSubmitted) -> list[str]:
+        """Annotations of rounds already settled re-score them; those of rounds without final
+        labels yet wait for them (one outcome per batch the message touches)."""
+        by_batch: dict[str, list[Annotation]] = {}
+        for a in event.annotations:
+            # an expert's answer belongs to a review, settled by the review batch's completion
+            if a.batch_id is not None and not a.is_expert:
+                by_batch.setdefault(a.batch_id, []).append(a)
+        outcomes: list[str] = []
+        for batch_id, changed in sorted(by_batch.items()):
+            record = await self._revisable(event.project, batch_id)
+            key = None
+            if record is None:
+                # write, then look again: the scorer writes the round's final, then looks here
+                key = await self.store.put_pending(event.project, batch_id, event.event_id, changed)
+                record = await self._revisable(event.project, batch_id)
+            outcome = "pending"
+            if record is not None:
+                outcome = await self._revise(event.project, record, changed)
+                if key is not None:
+                    await self.store.drop_pending([key])
+            self.metrics.annotations.labels(outcome).inc(len(changed))
+            outcomes.append(outcome)
+        return outcomes
+
     async def readmit(self, project: str, annotator_id: str) -> None:
         """An operator re-admits a flagged annotator: their history starts afresh next round."""
         await self.store.readmit(project, annotator_id)
@@ -115,11 +219,13 @@ class QAScorer:
         event = BatchCompleted.model_validate_json(payload)
         existing = await self.store.round(project, number)
         if existing is not None:
+            await self.store.index_batch(project, existing.batch_id, number)
             await self._publish_round(existing)  # scored before: the same events again
+            await self._apply_pending(project, existing)
             return
         config = await self._project(project)
         started = time.perf_counter()
-        history = await self.store.history(project, number - 1)
+        history, included = await self._history_after(project, number - 1)
         readmitted = await self.store.readmissions(project)
         for annotator in readmitted:
             # a fresh start: the old record would flag them again at once
@@ -131,12 +237,17 @@ class QAScorer:
             decided = await asyncio.to_thread(self._decide, config, event, history, earlier)
         assert decided is not None
         record, after = decided
-        await self.store.save_round(project, record.model_copy(update={"history": after.dump()}))
+        record = record.model_copy(
+            update={"history": after.dump(), "included": included, "completed": event}
+        )
+        await self.store.save_round(project, record)
+        await self.store.index_batch(project, event.batch_id, number)
         if readmitted:
             await self.store.clear_readmissions(project, readmitted)
         self.metrics.duration.observe(time.perf_counter() - started)
         self._observe(project, record)
         await self._publish_round(record)
+        await self._apply_pending(project, record)
 
     def _decide(
         self,
@@ -293,6 +404,7 @@ class QAScorer:
             alert=alert,
             request=request,
             final=final,
+            contribution=_contribution(outcome.tallies),
         )
         return record, History(tallies, flagged)
 
@@ -330,6 +442,141 @@ class QAScorer:
                 self.metrics.labels.labels(project, "expert-review").inc(reviewed)
             assert record.final is not None
             await self._publish(record.final)
+        await self._apply_pending(project, record)
+
+    # ------------------------------------------------------------------ revising a round
+
+    async def _revisable(self, project: str, batch_id: str) -> RoundRecord | None:
+        """The record of the batch's round if it has its final labels (and the annotations a
+        re-score needs), else ``None``."""
+        number = await self.store.batch_round(project, batch_id)
+        if number is None:
+            return None
+        record = await self.store.round(project, number)
+        if record is None or record.final is None or record.completed is None:
+            return None
+        return record
+
+    async def _apply_pending(self, project: str, record: RoundRecord) -> None:
+        """Changes that arrived before the round had its final labels: a revision now."""
+        if record.final is None or record.completed is None:
+            return
+        keys, annotations = await self.store.pending(project, record.batch_id)
+        if not keys:
+            return
+        outcome = await self._revise(project, record, annotations)
+        await self.store.drop_pending(keys)
+        self.metrics.annotations.labels(outcome).inc(len(annotations))
+
+    async def _history_after(self, project: str, number: int) -> tuple[History, dict[str, str]]:
+        """The annotators' history after round ``number``, with every revised round's latest
+        contribution in place of the one the record holds; and which revisions it holds."""
+        history = await self.store.history(project, number)
+        if number < 1:
+            return history, {}
+        record = await self.store.round(project, number)
+        included = dict(record.included) if record is not None else {}
+        _, revised = await self.store.revised(project)
+        for r, latest in sorted(revised.items()):
+            if r > number or included.get(str(r)) == latest.name:
+                continue
+            old = await self._contribution_of(project, r, included.get(str(r)))
+            new = (await self.store.revision(latest.name)).contribution
+            history = _replaced(history, old, new)
+            included[str(r)] = latest.name
+        return history, included
+
+    async def _contribution_of(self, project: str, number: int, name: str | None) -> HistoryRecord:
+        if name is not None:
+            return (await self.store.revision(name)).contribution
+        record = await self.store.round(project, number)
+        if record is None:
+            raise LookupError(f"QA record of {project}'s round {number} is missing")
+        return record.contribution
+
+    async def _revise(
+        self, project: str, record: RoundRecord, annotations: list[Annotation]
+    ) -> str:
+        """Re-score a settled round if ``annotations`` change the state of its answers:
+        ``revised``, or ``unchanged`` (a redelivery, an older state, a state already applied)."""
+        number = record.round
+        assert record.completed is not None
+        lock = self._locks.setdefault(project, asyncio.Lock())
+        async with lock:
+            for _ in range(CAS_ATTEMPTS):
+                seen, revised = await self.store.revised(project)
+                latest = revised.get(number)
+                base = await self.store.revision(latest.name) if latest is not None else None
+                before = merge_annotations(
+                    base.annotations if base is not None else record.completed.annotations, []
+                )
+                merged = merge_annotations(before, annotations)
+                if merged == before:
+                    if base is not None:
+                        await self._publish(base.final)  # in case a crash came before it
+                    return "unchanged"
+                k = (latest.revision if latest is not None else 0) + 1
+                digest = annotations_digest(merged)
+                config = await self._project(project)
+                history, _ = await self._history_after(project, number - 1)
+                revision = await asyncio.to_thread(
+                    self._rescore, config, record, merged, k, digest, history
+                )
+                # one name per attempt: a replica that loses the race never overwrites the winner's
+                name = self.store.revision_name(
+                    project, number, k, deterministic_id(digest, seen.revision if seen else 0)
+                )
+                await self.store.save_revision(name, revision)
+                entry = Revised(revision=k, digest=digest, name=name)
+                if await self.store.commit_revision(project, seen, {**revised, number: entry}):
+                    log.info(
+                        "%s: round %d revised (revision %d): %d labels, %d withdrawn",
+                        project,
+                        number,
+                        k,
+                        len(revision.final.labels),
+                        len(revision.final.withdrawn),
+                    )
+                    await self._publish(revision.final)
+                    return "revised"
+            raise RuntimeError(f"{project}: revisions of round {number} kept racing: retry later")
+
+    def _rescore(
+        self,
+        config: ProjectConfig,
+        record: RoundRecord,
+        annotations: list[Annotation],
+        revision: int,
+        digest: str,
+        history: History,
+    ) -> RevisionRecord:
+        """The round scored again on its annotations' latest state (pure)."""
+        assert record.completed is not None
+        project, number = record.report.project, record.round
+        event = record.completed.model_copy(update={"annotations": annotations, "rechecks": []})
+        # earlier labels are not looked at again: a revision changes this round's labels only
+        decided = self._decide(config, event, history, {})
+        assert decided is not None
+        rescored, _ = decided
+        labels, withdrawn = revised_labels(record, rescored, live_ratings(annotations))
+        report = rescored.report.model_copy(
+            update={"event_id": deterministic_id("qa.report", project, number, revision, digest)}
+        )
+        final = self._labels_ready(report, labels, withdrawn).model_copy(
+            update={
+                "event_id": deterministic_id("qa.labels", project, number, revision, digest),
+                "revision": revision,
+            }
+        )
+        return RevisionRecord(
+            round=number,
+            revision=revision,
+            digest=digest,
+            annotations=annotations,
+            contribution=rescored.contribution,
+            report=report,
+            final=final,
+        )
 
     @staticmethod
     def _labels_ready(
@@ -392,6 +639,8 @@ def settle_review(
     that rested on a flagged annotator alone, skipped too, is withdrawn: nothing stands behind it;
     an earlier label the model doubted, skipped, stands as it was.
     """
+    # the crowd behind an unreviewed candidate: however many answered, whatever was required
+    voters = _voters(live_ratings(record.completed.annotations)) if record.completed else {}
     experts: dict[str, LabelValue] = {}
     for r in ratings:
         if r.is_expert and _valid(r.value, classes):
@@ -420,18 +669,68 @@ def settle_review(
                 withdrawn.append(item.item_id)
             continue
         else:
+            crowd = voters.get(item.item_id, []) if batch == record.batch_id else []
             label = ConsensusLabel(
                 item_id=item.item_id,
                 label=item.candidate_label,
                 confidence=max(0.0, min(1.0, item.confidence or 0.0)),
                 method="unreviewed",
-                n_annotations=0,
+                n_annotations=len(crowd),
+                annotators=crowd,
                 batch_id=batch,
             )
         if item.item_id in held:
             labels = [lab for lab in labels if lab.item_id != item.item_id]
         labels.append(label)
     return labels, withdrawn
+
+
+def revised_labels(
+    record: RoundRecord, rescored: RoundRecord, ratings: list[Rating]
+) -> tuple[list[ConsensusLabel], list[str]]:
+    """A revised round's labels (all of them) and withdrawn items, from its final labels and
+    its batch scored again.
+
+    An expert's answer stands, and so do corrections of earlier rounds' labels the round
+    released. Each other item of the batch takes the re-scored label; an item the re-score would
+    send to review is released as ``unreviewed`` with its candidate and confidence (a revision
+    asks for no new review); an item nobody answers any more is withdrawn.
+    """
+    assert record.final is not None
+    assert record.completed is not None
+    batch = record.batch_id
+    voters = _voters(ratings)
+    rescored_labels = {lab.item_id: lab for lab in rescored.labels}
+    doubtful = {item.item_id: item for item in rescored.review}
+    labels: list[ConsensusLabel] = []
+    withdrawn = set(record.final.withdrawn)
+    for lab in record.final.labels:
+        if (lab.batch_id or batch) != batch or lab.reviewed:
+            labels.append(lab)
+    settled = {lab.item_id for lab in labels}
+    mine = {t.item_id for t in record.completed.tasks} | {
+        lab.item_id for lab in record.final.labels if (lab.batch_id or batch) == batch
+    }
+    for item_id in sorted(mine - settled):
+        label = rescored_labels.get(item_id)
+        review = doubtful.get(item_id)
+        if label is None and review is not None and review.candidate_label is not None:
+            crowd = voters.get(item_id, [])
+            label = ConsensusLabel(
+                item_id=item_id,
+                label=review.candidate_label,
+                confidence=max(0.0, min(1.0, review.confidence or 0.0)),
+                method="unreviewed",
+                n_annotations=len(crowd),
+                annotators=crowd,
+                batch_id=batch,
+            )
+        if label is None:
+            withdrawn.add(item_id)
+        else:
+            labels.append(label)
+            withdrawn.discard(item_id)
+    return labels, sorted(withdrawn)
 
 
 def _valid(value: Any, classes: list[str]) -> bool:

@@ -15,6 +15,21 @@ Everything lives in the ``artifacts`` object store under ``qa/<project>/``:
 Re-admissions an operator asked for are kept in KV (``qa.<project>.readmit``) until the next
 round is scored.
 
+Revisions (an answer updated, deleted or added after its round was scored, see
+:mod:`labelloop_qa.service`):
+
+* ``qa.<project>.batch.<h(batch)>`` (KV): the round a scored batch belongs to, written when the
+  round is scored, so that a late annotation finds its round;
+* ``qa.<project>.pending.<h(batch)>.<h(message)>`` (KV): annotations of a batch whose round has no
+  final ``LabelsReady`` yet (not scored, or under review), kept until it has one. Each side
+  writes before it reads (the annotation its pending entry, the scorer the round's final), so
+  whichever comes second sees the other and nothing is dropped;
+* ``qa/<project>/revisions/<round>/<k>-<digest>.json``: a :class:`RevisionRecord`, the round
+  re-scored on the latest state of its annotations;
+* ``qa.<project>.revised`` (KV, compare-and-swap): round -> its latest revision. It serialises
+  revisions across replicas, and is how a later round's history takes a revised round's new
+  contribution in place of the old one (``RoundRecord.included``).
+
 A process keeps the last :data:`ROUND_CACHE` records it read or wrote (round *n* reads the
 history of *n - 1*, which it usually just wrote); older ones are read again when asked for.
 """
@@ -30,17 +45,28 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from labelloop.events import (
+    Annotation,
+    BatchCompleted,
     ConsensusLabel,
     LabelsReady,
     QAReport,
     QualityAlertRaised,
     ReviewItem,
     ReviewRequested,
+    deterministic_id,
 )
-from labelloop.stores import Blobs, KeyValue, kv_update
+from labelloop.stores import Blobs, Entry, KeyValue, kv_update
 from labelloop_qa.domain.annotators import Tally
 
-__all__ = ["ROUND_CACHE", "History", "HistoryRecord", "QAStore", "RoundRecord"]
+__all__ = [
+    "ROUND_CACHE",
+    "History",
+    "HistoryRecord",
+    "QAStore",
+    "Revised",
+    "RevisionRecord",
+    "RoundRecord",
+]
 
 ROUND_CACHE = 64
 """Round records a process keeps decoded."""
@@ -94,6 +120,40 @@ class RoundRecord(BaseModel):
     review of the round is answered."""
     history: HistoryRecord = Field(default_factory=HistoryRecord)
     """The annotators' history after this round."""
+    contribution: HistoryRecord = Field(default_factory=HistoryRecord)
+    """This round's own tallies (what its batch added to ``history``)."""
+    included: dict[str, str] = Field(default_factory=dict)
+    """Revised earlier rounds whose contribution ``history`` holds: round -> revision record
+    name. A revision committed since is applied when the next round reads this history."""
+    completed: BatchCompleted | None = None
+    """The scored batch (tasks and annotations), which a revision re-scores. ``None`` in records
+    written before revisions existed: those rounds are not revised."""
+
+
+class RevisionRecord(BaseModel):
+    """A round re-scored after a change of its annotations."""
+
+    model_config = ConfigDict(frozen=True)
+
+    round: int
+    revision: int
+    digest: str
+    """Of ``annotations``: the same state gives the same revision."""
+    annotations: list[Annotation]
+    """The latest state of every annotation of the round's batch."""
+    contribution: HistoryRecord
+    report: QAReport
+    """The round's report re-computed (kept, not published: the next round's report carries the
+    annotators' corrected cumulative scores)."""
+    final: LabelsReady
+
+
+class Revised(BaseModel):
+    """A round's latest revision, as ``qa.<project>.revised`` lists it."""
+
+    revision: int
+    digest: str
+    name: str
 
 
 class QAStore:
@@ -151,6 +211,80 @@ class QAStore:
         if record is None:
             raise LookupError(f"QA record of {project}'s round {number} is missing")
         return History.load(record.history)
+
+    # ------------------------------------------------------------------ revisions
+
+    @staticmethod
+    def _batch_key(project: str, batch_id: str) -> str:
+        return f"qa.{project}.batch.{deterministic_id(batch_id)}"
+
+    async def index_batch(self, project: str, batch_id: str, number: int) -> None:
+        await self._kv().put(self._batch_key(project, batch_id), str(number).encode())
+
+    async def batch_round(self, project: str, batch_id: str) -> int | None:
+        entry = await self._kv().get(self._batch_key(project, batch_id))
+        return int(entry.value) if entry is not None else None
+
+    @staticmethod
+    def _pending_prefix(project: str, batch_id: str) -> str:
+        return f"qa.{project}.pending.{deterministic_id(batch_id)}."
+
+    async def put_pending(
+        self, project: str, batch_id: str, message_id: str, annotations: list[Annotation]
+    ) -> str:
+        key = self._pending_prefix(project, batch_id) + deterministic_id(message_id)
+        raw = json.dumps([a.model_dump(mode="json") for a in annotations]).encode()
+        await self._kv().put(key, raw)
+        return key
+
+    async def pending(self, project: str, batch_id: str) -> tuple[list[str], list[Annotation]]:
+        """Pending annotations of a batch, and their keys (to drop once applied)."""
+        keys = sorted(await self._kv().keys(self._pending_prefix(project, batch_id)))
+        out: list[Annotation] = []
+        for key in keys:
+            entry = await self._kv().get(key)
+            if entry is not None:
+                out.extend(Annotation.model_validate(a) for a in json.loads(entry.value))
+        return keys, out
+
+    async def drop_pending(self, keys: list[str]) -> None:
+        for key in keys:
+            await self._kv().delete(key)
+
+    def _revised_key(self, project: str) -> str:
+        return f"qa.{project}.revised"
+
+    async def revised(self, project: str) -> tuple[Entry | None, dict[int, Revised]]:
+        entry = await self._kv().get(self._revised_key(project))
+        if entry is None:
+            return None, {}
+        raw = json.loads(entry.value)
+        return entry, {int(r): Revised.model_validate(v) for r, v in raw.items()}
+
+    async def commit_revision(
+        self, project: str, seen: Entry | None, revised: dict[int, Revised]
+    ) -> bool:
+        """Compare-and-swap the revision index; ``False`` if another replica moved it first."""
+        value = json.dumps(
+            {str(r): v.model_dump() for r, v in sorted(revised.items())}, sort_keys=True
+        ).encode()
+        key = self._revised_key(project)
+        if seen is None:
+            return await self._kv().create(key, value) is not None
+        return await self._kv().update(key, value, seen.revision) is not None
+
+    @staticmethod
+    def revision_name(project: str, number: int, revision: int, digest: str) -> str:
+        return f"qa/{project}/revisions/{number:06d}/{revision:04d}-{digest[:16]}.json"
+
+    async def save_revision(self, name: str, record: RevisionRecord) -> None:
+        await self._blobs().put(name, record.model_dump_json().encode())
+
+    async def revision(self, name: str) -> RevisionRecord:
+        raw = await self._blobs().get(name)
+        if raw is None:
+            raise LookupError(f"QA revision {name} is missing")
+        return RevisionRecord.model_validate_json(raw)
 
     # ------------------------------------------------------------------ re-admissions
 

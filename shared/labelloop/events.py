@@ -410,7 +410,9 @@ class BatchCompleted(Event):
 
 class LabelsReady(Event):
     """QA's final word on one labeling round: its consensus labels, the experts' answers to the
-    round's reviews, and corrections of earlier labels. Exactly one per round."""
+    round's reviews, and corrections of earlier labels. Exactly one per round (``revision`` 0),
+    then one more per distinct change of the round's annotations after it was scored
+    (``revision`` 1, 2, ...)."""
 
     SUBJECT: ClassVar[str] = "labels.ready"
     batch_id: str
@@ -422,6 +424,11 @@ class LabelsReady(Event):
     krippendorff_alpha: float | None = None
     """The round's agreement as QA reported it (a dataset manifest averages it)."""
     n_items: int = Field(default=0, ge=0)
+    revision: int = Field(default=0, ge=0)
+    """0: the round's first word. From 1 on: a revision of the round after it was scored (an
+    answer updated, deleted or added later), which *replaces* the round's earlier
+    ``LabelsReady``: ``labels`` are all of the round's labels again, and ``withdrawn`` adds the
+    round's items that no longer have a label (every answer deleted)."""
 
 
 class QAReport(Event):
@@ -495,6 +502,10 @@ class DatasetExported(Event):
     request_id: str | None = None
     """The ``RequestExport`` this announcement answers (``labelloop export`` waits for it);
     ``None`` for a round's own."""
+    revisions: dict[str, int] = Field(default_factory=dict)
+    """Rounds of this version held at a revision (round -> ``LabelsReady.revision``) rather than
+    as first released. A version named ``v<round>-r<k>`` is the ``k``-th rewrite of version
+    ``v<round>`` (the same rounds) for revisions that arrived after it was written."""
 
 
 class ModelTrained(Event):

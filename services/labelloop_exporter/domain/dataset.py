@@ -157,6 +157,7 @@ def render(
     salt: str,
     agreement: Mapping[str, BatchAgreement],
     round_number: int = 1,
+    revisions: Mapping[int, int] | None = None,
 ) -> Rendered:
     """The files of one version (data files first, then the manifest that lists their sha256)."""
     if not prepared.ok:
@@ -180,6 +181,8 @@ def render(
         elif fmt == "conll":
             files.update(render_conll(rows, primary))
     n_new, n_changed = _changes(prepared, parent_labels)
+    kept = set(prepared.validation.rows["item_id"])
+    n_removed = len(set(parent_labels or {}) - kept)
     manifest = build_manifest(
         project=config.name,
         version=version,
@@ -203,6 +206,8 @@ def render(
         formats=prepared.formats,
         agreement=agreement,
         round_number=round_number,
+        revisions=revisions or {},
+        n_removed_rows=n_removed,
         excluded=[
             {"reason": p.code, "message": p.message, "item_ids": sorted(p.item_ids)}
             for p in prepared.validation.problems
@@ -243,4 +248,5 @@ def dataset_event(
         dataset_ref=dataset_ref,
         labels_sha256=labels_sha256,
         request_id=request_id,
+        revisions={str(r): int(k) for r, k in (manifest.get("revisions") or {}).items()},
     )

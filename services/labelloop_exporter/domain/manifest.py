@@ -128,6 +128,8 @@ def build_manifest(
     agreement: Mapping[str, BatchAgreement],
     round_number: int = 1,
     excluded: Sequence[Mapping[str, Any]] = (),
+    revisions: Mapping[int, int] | None = None,
+    n_removed_rows: int = 0,
 ) -> dict[str, Any]:
     """Everything a reader needs to trust, reproduce and compare a dataset version."""
     counts = class_counts(rows, classes)
@@ -150,6 +152,8 @@ def build_manifest(
         "n_rows": len(rows),
         "n_new_rows": n_new_rows,
         "n_changed_rows": n_changed_rows,
+        "n_removed_rows": n_removed_rows,
+        "revisions": {str(r): int(k) for r, k in sorted((revisions or {}).items())},
         "content_sha256": content_sha256,
         "class_counts": counts,
         "distribution": dist,

@@ -69,6 +69,31 @@ class Tally:
             conf,
         )
 
+    def minus(self, other: Tally) -> Tally:
+        """This tally without ``other``'s contribution (a re-scored batch replaces its old one)."""
+        negated = Tally(
+            -other.n_annotations,
+            -other.n_informative,
+            -other.n_agree,
+            -other.gold_n,
+            -other.gold_correct,
+            -other.lead_time_sum,
+            -other.lead_time_n,
+            {t: {g: -w for g, w in row.items()} for t, row in other.confusion.items()},
+        )
+        out = self.merged(negated)
+        # float sums do not cancel exactly: a residue under 1e-9 is a zero
+        out.lead_time_sum = round(out.lead_time_sum, 9)
+        out.confusion = {
+            t: kept
+            for t, row in out.confusion.items()
+            if (kept := {g: round(w, 9) for g, w in row.items() if abs(w) > 1e-9})
+        }
+        return out
+
+    def is_empty(self) -> bool:
+        return self.n_annotations == 0 and self.gold_n == 0 and not self.confusion
+
     def confusion_matrix(self, classes: list[str]) -> FloatArray:
         """Dense truth x given soft counts over ``classes`` (unknown class names are ignored)."""
         index = {c: i for i, c in enumerate(classes)}
