@@ -76,8 +76,8 @@ labelstudio-stop: ## Stop the local Label Studio
 bench: install ## Benchmarks against the anchor libraries (writes bench/results/)
 	$(BIN)/python bench/run.py
 
-soak: install ## The full 1M-item flood test (long)
-	LABELLOOP_FLOOD_ITEMS=1000000 $(BIN)/pytest tests/e2e -k flood -q -s
+soak: install ## Soak: 10M items, then 10,000 batches through the six services (bench/README.md); SOAK_ARGS="--items 100000 --batches 200" quick, SOAK_ARGS=--flood the 1M-item flood test
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 compose-test: install ## docker-compose.yml for real on this machine's Docker engine: stand-in images, a campaign, a NATS node stopped (root, ~15 min; not in make test)
 	bash infra/docker/compose-test.sh
