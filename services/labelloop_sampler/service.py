@@ -402,6 +402,8 @@ class Sampler:
         """The items QA holds back from round ``event.round`` become its expert review batch."""
         name = config.name
         number = event.round
+        built: _ReviewBatch | None = None
+        nonce = secrets.token_hex(4)
         for _ in range(self.max_cas_attempts):
             ledger, revision = await self.ledgers.read(name)
             if number in ledger.reviews:
@@ -418,51 +420,15 @@ class Sampler:
                     f"{name}: review of round {number} (batch {event.batch_id}), a round this"
                     " project's sampler never cut"
                 )
-            items = await self.catalog.load(name)
-            data = await self.catalog.data_of(name, items, [i.item_id for i in event.items])
-            tasks = []
-            for item in sorted(event.items, key=lambda i: i.item_id):
-                record = items.records.get(item.item_id)
-                if record is None and not item.data:
-                    raise ReviewRefused(
-                        f"{name}: review of item {item.item_id!r}, which is not in the catalog"
-                        " and comes without its data (nobody could label it)"
-                    )
-                tasks.append(
-                    BatchTask(
-                        item_id=item.item_id,
-                        data=data[item.item_id] if record else item.data,
-                        annotations_required=1,
-                        is_review=True,
-                        score=item.confidence,
-                        prediction=None
-                        if item.candidate_label is None
-                        else Prediction(label=item.candidate_label, score=item.confidence),
-                        metadata={
-                            **(record.metadata if record else {}),
-                            "review_reason": item.reason,
-                        },
-                    )
-                )
-            batch_id = review_batch_id_of(name, number)
-            batch = BatchCreated(
-                event_id=deterministic_id("batch-created", batch_id),
-                project=name,
-                batch_id=batch_id,
-                round=number,
-                tasks=tasks,
-                strategy="review",
-                seed=0,
-                kind="review",
-            )
-            nonce = secrets.token_hex(4)
-            uncatalogued = frozenset(t.item_id for t in tasks if t.item_id not in items.records)
-            await self.ledgers.save_batch(batch, nonce, uncatalogued=uncatalogued)
+            if built is None:  # once: the batch depends on the event, not on the ledger
+                built = await self._review_batch(config, event)
+                await self.ledgers.save_batch(built.batch, nonce, uncatalogued=built.uncatalogued)
+            batch, tasks = built.batch, built.batch.tasks
             try:
                 await self.ledgers.commit(
                     name,
                     ledger.with_review(
-                        number, ReviewBatch(batch_id=batch_id, nonce=nonce, tasks=len(tasks))
+                        number, ReviewBatch(batch_id=batch.batch_id, nonce=nonce, tasks=len(tasks))
                     ),
                     revision,
                 )
@@ -473,6 +439,49 @@ class Sampler:
             self.metrics.batches.labels(strategy="review", kind="review").inc()
             return
         raise RuntimeError(f"ledger of {name!r} kept changing: retry later")
+
+    async def _review_batch(self, config: ProjectConfig, event: ReviewRequested) -> _ReviewBatch:
+        """The expert review batch of ``event``'s items, with their data from the catalog."""
+        name = config.name
+        items = await self.catalog.load(name)
+        data = await self.catalog.data_of(name, items, [i.item_id for i in event.items])
+        tasks = []
+        for item in sorted(event.items, key=lambda i: i.item_id):
+            record = items.records.get(item.item_id)
+            if record is None and not item.data:
+                raise ReviewRefused(
+                    f"{name}: review of item {item.item_id!r}, which is not in the catalog"
+                    " and comes without its data (nobody could label it)"
+                )
+            tasks.append(
+                BatchTask(
+                    item_id=item.item_id,
+                    data=data[item.item_id] if record else item.data,
+                    annotations_required=1,
+                    is_review=True,
+                    score=item.confidence,
+                    prediction=None
+                    if item.candidate_label is None
+                    else Prediction(label=item.candidate_label, score=item.confidence),
+                    metadata={
+                        **(record.metadata if record else {}),
+                        "review_reason": item.reason,
+                    },
+                )
+            )
+        batch_id = review_batch_id_of(name, event.round)
+        batch = BatchCreated(
+            event_id=deterministic_id("batch-created", batch_id),
+            project=name,
+            batch_id=batch_id,
+            round=event.round,
+            tasks=tasks,
+            strategy="review",
+            seed=0,
+            kind="review",
+        )
+        uncatalogued = frozenset(t.item_id for t in tasks if t.item_id not in items.records)
+        return _ReviewBatch(batch, uncatalogued)
 
     # ------------------------------------------------------------------ publishing
 
@@ -535,6 +544,12 @@ class Sampler:
         if config.budget.hourly_rate > 0:
             cost = estimated_cost(ledger.annotations_used, lead, config.budget.hourly_rate)
             self.metrics.cost.labels(project=config.name).set(cost)
+
+
+@dataclass(frozen=True)
+class _ReviewBatch:
+    batch: BatchCreated
+    uncatalogued: frozenset[str]
 
 
 _NO_FEATURES = frozenset({"random", "stratified"})
