@@ -19,7 +19,9 @@ the bridge generated (:func:`prediction_result`): the chosen class, or for a mul
 every label the model predicts (the labels whose probability reaches
 ``training.multilabel_threshold``, chosen by the sampler from the model's scores), selected in
 the ``Choices`` control that takes several; for a NER project, the spans a sequence model
-predicts, over the task's own text (:func:`~.domain.results.predicted_spans`).
+predicts, over the task's own text (:func:`~.domain.results.predicted_spans`); for a
+bounding-box project, the boxes (a model hook's, or the producer's own predictions), clipped to
+the image, of the project's labels (:func:`~.domain.results.predicted_boxes`).
 
 Blind overlap: when the project's ``annotators:`` list names people with the role ``annotator``,
 a labeling batch is assigned (:mod:`labelloop_bridge.domain.assignment`: each task to as many
@@ -62,7 +64,7 @@ from labelloop.project import ProjectConfig, TaskType
 from .domain.assignment import assign
 from .domain.label_config import REVIEW_REASON_FIELD, REVIEW_VOTES_FIELD
 from .domain.ledger import BatchLedger
-from .domain.results import ResultError, predicted_spans, to_ls_result
+from .domain.results import ResultError, predicted_boxes, predicted_spans, to_ls_result
 from .domain.review_context import CrowdVote, reason_line, votes_line
 from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
 from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
@@ -91,10 +93,18 @@ def prediction_result(
     """A model's prediction as Label Studio result items (:class:`ResultError` if it does not
     fit the task). A multi-label prediction keeps the labels the project has, in its order; one
     of no label is an empty result: the model's word that none applies. A NER model's spans
-    become span pre-annotations over ``text`` (:func:`predicted_spans`)."""
+    become span pre-annotations over ``text`` (:func:`predicted_spans`); predicted boxes become
+    rectangles of the project's labels, clipped to the image (:func:`predicted_boxes`)."""
     if config.task_type is TaskType.NER:
         spans = predicted_spans(value, config.labels.classes, text)
         return to_ls_result(spans, config.task_type, config.primary_field.name) if spans else []
+    if config.task_type is TaskType.BOUNDING_BOXES:
+        boxes = predicted_boxes(value, config.labels.classes)
+        items = to_ls_result(boxes, config.task_type, config.primary_field.name) if boxes else []
+        for item, box in zip(items, boxes, strict=True):
+            if "score" in box:  # each box's own confidence, as an ML backend gives it
+                item["score"] = box["score"]
+        return items
     if config.task_type.is_multilabel and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ResultError(f"{config.task_type.value} takes class names, not regions")

@@ -20,6 +20,15 @@ crfsuite's own model file (:mod:`~labelloop_trainer.crf_format`), scores the poo
 uncertainty per text and its predicted spans (a table of kind ``sequences``), compares
 consecutive models by their predicted spans for convergence, and lists no suspect labels.
 
+A bounding-box project (``bounding_boxes``) trains nothing here: no detector learns on these
+CPUs. When its project file names a ``model_hook`` (a model the producer serves), each round
+asks that model for box predictions over the unlabeled pool (:mod:`~labelloop_trainer.model_hook`,
+Label Studio's ML backend ``/predict``) and keeps them as the pool's scores, in a table of kind
+``sequences`` (:func:`~labelloop_trainer.domain.boxes.box_uncertainty`), which the sampler ranks
+and whose boxes pre-annotate the tasks. A hook that is down or answers garbage fails that round
+only: its ``ModelTrained`` says why (``skipped``), and the predictions of the last round that
+had some go on serving. Without a hook the round is skipped and says so.
+
 Model versions are ``m<round>``: the same version always gives the same model, whichever replica
 trains it, and a redelivered version republishes the stored ``ModelTrained``.
 """
@@ -54,9 +63,10 @@ from labelloop.events import (
     deterministic_id,
 )
 from labelloop.model_format import UntrustedModel
-from labelloop.project import ProjectConfig, TaskType
+from labelloop.project import ModelHookConfig, ProjectConfig, TaskType
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
+from labelloop_trainer.domain.boxes import box_uncertainty
 from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
 from labelloop_trainer.domain.estimators import (
     InputKind,
@@ -88,6 +98,7 @@ from labelloop_trainer.domain.training import (
     train_round,
 )
 from labelloop_trainer.metrics import TrainerMetrics
+from labelloop_trainer.model_hook import HookError, ModelHook
 from labelloop_trainer.store import ModelInfo, ProjectState, TrainerStore
 
 __all__ = ["Trainer", "model_version_of"]
@@ -257,8 +268,10 @@ class Trainer:
         metrics: TrainerMetrics,
         stop_set_size: int = 2000,
         oos_folds: int = 5,
+        model_hook: Callable[[ModelHookConfig], ModelHook] = ModelHook,
     ) -> None:
         self._artifacts = artifacts
+        self._model_hook = model_hook
         self.catalog = Catalog(state, artifacts)
         self.store = TrainerStore(state, artifacts)
         self._publish = publish
@@ -307,6 +320,9 @@ class Trainer:
         config = await self._project(project)
         state = await self.store.state(project)
         mv = model_version_of(number)
+        if config.task_type is TaskType.BOUNDING_BOXES:
+            await self._hook_round(config, event, state, mv)
+            return
         kind = _KIND.get(config.task_type)
         if kind is None:
             await self._skip(config, event, state, f"no trainer for {config.task_type.value}")
@@ -410,9 +426,9 @@ class Trainer:
         """The serving model, to judge the candidate against; ``None`` without one, or when its
         file is not the one the trainer wrote (replaced in the object store: it is never
         loaded as code; the candidate is then judged on its own, and the refusal counted)."""
-        if state.current is None:
-            return None
         info = state.current
+        if info is None or info.model_ref is None:  # none, or a model hook's predictions
+            return None
         try:
             return await self.store.load_model(info.model_ref, info.model_digest)
         except UntrustedModel as exc:
@@ -623,6 +639,137 @@ class Trainer:
             label,
         )
 
+    # ------------------------------------------------------------------ a model hook's round
+
+    async def _hook_round(
+        self, config: ProjectConfig, event: DatasetExported, state: ProjectState, mv: str
+    ) -> None:
+        """A bounding-box round: the model hook's predictions over the unlabeled pool, or why
+        there are none."""
+        hook_config = config.model_hook
+        if hook_config is None:
+            reason = (
+                "no detector is trained here for bounding_boxes; a model_hook in the project "
+                "file gives pre-annotations and scores"
+            )
+            await self._skip(config, event, state, reason)
+            return
+        try:
+            frame = await self._dataset(event)
+        except TamperedDataset as exc:
+            self._metrics.untrusted_datasets.labels(project=config.name).inc()
+            log.error("%s: %s", config.name, exc)
+            await self._skip(config, event, state, str(exc))
+            return
+        labeled = set(frame["item_id"].astype(str))
+        items = await self.catalog.load(config.name)
+        field_name = config.primary_field.name
+        pool = [
+            (i, items.records[i].data)
+            for i in items.item_ids()
+            if i not in labeled and items.records[i].data.get(field_name) is not None
+        ]
+        hook = self._model_hook(hook_config)
+        started = time.perf_counter()
+        try:
+            answer = await hook.predict_pool(
+                config.name, pool, field_name=field_name, labels=list(config.labels.classes)
+            )
+        except HookError as exc:
+            log.warning("%s: model hook failed on %s: %s", config.name, event.version, exc)
+            await self._skip(config, event, state, f"model hook: {exc}")
+            return
+        seconds = time.perf_counter() - started
+        self._metrics.scoring.observe(seconds)
+        measures = np.asarray(
+            [box_uncertainty(p) for p in answer.predictions], dtype=np.float64
+        ).reshape(-1, len(SEQUENCE_MEASURES))
+        scores_ref = await self.store.save_scores(
+            config.name,
+            mv,
+            answer.item_ids,
+            measures,
+            list(SEQUENCE_MEASURES),
+            predictions=[json.dumps(p.boxes, sort_keys=True) for p in answer.predictions],
+        )
+        n_boxes = sum(len(p.boxes) for p in answer.predictions)
+        dropped = sum(p.dropped for p in answer.predictions)
+        versions = answer.model_versions
+        await self.store.save_report(
+            config.name,
+            mv,
+            {
+                "model_version": mv,
+                "dataset_version": event.version,
+                "round": event.round,
+                "task": "bounding_boxes",
+                "model": "model_hook",
+                "hook": {"endpoint": hook.where},
+                "hook_model_versions": versions,
+                "uncertainty": list(SEQUENCE_MEASURES),
+                "pool": len(answer.item_ids),
+                "boxes": n_boxes,
+                "regions_dropped": dropped,
+                "requests": answer.requests,
+                "retries": answer.retries,
+                "seconds": round(seconds, 3),
+            },
+        )
+        serving = ModelInfo(
+            model_version=mv,
+            dataset_version=event.version,
+            round=event.round,
+            model_ref=None,
+            scores_ref=scores_ref,
+            accuracy=None,
+            macro_f1=None,
+            pool_size=len(answer.item_ids),
+            hook_model_versions=versions,
+        )
+        outcome = ModelTrained(
+            event_id=deterministic_id("model-trained", config.name, event.round),
+            project=config.name,
+            model_version=mv,
+            dataset_version=event.version,
+            round=event.round,
+            promoted=True,
+            metrics={
+                "n_pool": float(len(answer.item_ids)),
+                "n_boxes": float(n_boxes),
+                "regions_dropped": float(dropped),
+                "hook_requests": float(answer.requests),
+                "hook_retries": float(answer.retries),
+            },
+            n_train=0,
+            scores_ref=scores_ref,
+            classes=list(config.labels.classes),
+            serving_model_version=mv,
+            serving_scores_ref=scores_ref,
+            converged=state.converged,
+        )
+        await self.store.save_round(outcome)
+
+        def finish(s: ProjectState) -> None:
+            s.rows_at_last_model = event.n_rows
+            s.last_model = mv
+            s.current = serving
+
+        new_state = await self.store.change(config.name, finish)
+        await self._publish(outcome)
+        self._metrics.retrains.labels(project=config.name, outcome="model_hook").inc()
+        self._observe(config.name, new_state)
+        log.info(
+            "%s: model hook on %s: %d pool items, %d boxes (%d regions left out), "
+            "hook model versions %s, %d requests",
+            config.name,
+            event.version,
+            len(answer.item_ids),
+            n_boxes,
+            dropped,
+            ", ".join(versions) or "unnamed",
+            answer.requests,
+        )
+
     # ------------------------------------------------------------------ metrics
 
     async def observe(self, project: str) -> None:
@@ -643,8 +790,13 @@ class Trainer:
             )
         serving = state.current
         if serving is not None:
-            self._metrics.accuracy.labels(project=project, model="serving").set(serving.accuracy)
-            self._metrics.macro_f1.labels(project=project, model="serving").set(serving.macro_f1)
+            if serving.accuracy is not None and serving.macro_f1 is not None:
+                self._metrics.accuracy.labels(project=project, model="serving").set(
+                    serving.accuracy
+                )
+                self._metrics.macro_f1.labels(project=project, model="serving").set(
+                    serving.macro_f1
+                )
             if serving.pool_size is not None:
                 self._metrics.pool.labels(project=project).set(serving.pool_size)
 

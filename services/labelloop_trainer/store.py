@@ -10,8 +10,8 @@
   ``<mv>.crf.zip`` instead, crfsuite's own model file (:mod:`labelloop_trainer.crf_format`);
 * ``trainer/<project>/scores/<mv>.npz``: pool scores of a promoted model (a
   ``labelloop.catalog`` probability table: class probabilities, or a multi-label model's
-  per-label probabilities, or a NER model's uncertainties and predicted spans, and the table
-  says which);
+  per-label probabilities, or a NER model's uncertainties and predicted spans, or a model
+  hook's uncertainties and predicted boxes, and the table says which);
 * ``trainer/<project>/stopset/<mv>.npz``: predicted classes on the stop set (convergence).
 """
 
@@ -43,15 +43,19 @@ class ModelInfo(BaseModel):
     model_version: str
     dataset_version: str
     round: int
-    model_ref: str
+    model_ref: str | None
+    """``None``: the serving predictions are a model hook's (a model the producer serves)."""
     model_digest: str | None = None
     """sha256 of the model file, checked before it is loaded (``None``: state written before
     digests were recorded)."""
     scores_ref: str | None = None
-    accuracy: float
-    macro_f1: float
+    accuracy: float | None
+    macro_f1: float | None
+    """Out of sample; ``None`` for a model hook's predictions (not judged here)."""
     pool_size: int | None = None
     """Unlabeled items it scored (``None``: state written before this was recorded)."""
+    hook_model_versions: list[str] = Field(default_factory=list)
+    """The model versions a model hook's answers named (``bounding_boxes``)."""
 
 
 class ProjectState(BaseModel):

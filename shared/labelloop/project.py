@@ -25,6 +25,7 @@ __all__ = [
     "DataKind",
     "ExportConfig",
     "LabelSchema",
+    "ModelHookConfig",
     "ProjectConfig",
     "ProjectConfigError",
     "QualityConfig",
@@ -184,6 +185,40 @@ class TrainingConfig(_Section):
     random_state: int = 0
 
 
+class ModelHookConfig(_Section):
+    """A model the producer serves, asked for box predictions over HTTP (``bounding_boxes``).
+
+    The trainer POSTs the unlabeled pool to ``<url>/predict`` in Label Studio's ML backend
+    format after each dataset version (README.md, "Bounding boxes: what the loop does and does
+    not"). The file names where the credentials are (an environment variable of the trainer, or
+    a file it can read), never the credentials themselves."""
+
+    url: str = Field(pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")
+    """The model's base URL (``/predict`` is appended); no user or password in it: use ``auth``."""
+    timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """Per request; a request that takes longer counts as failed (and is retried)."""
+    batch_size: int = Field(default=32, ge=1, le=1000)
+    """Tasks per ``/predict`` request."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Further attempts of a failed request (timeouts, connection errors, 5xx, 429)."""
+    auth: Literal["bearer", "basic"] | None = None
+    """``bearer``: ``Authorization: Bearer <credentials>``; ``basic``: HTTP basic auth with
+    credentials ``user:password`` (the ML backend's ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``)."""
+    credentials_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the trainer's environment variable that holds the credentials."""
+    credentials_file: str | None = Field(default=None, min_length=1)
+    """Path (on the trainer) of a file that holds the credentials."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        sources = (self.credentials_env is not None) + (self.credentials_file is not None)
+        if self.auth is not None and sources != 1:
+            raise ValueError("auth needs exactly one of credentials_env or credentials_file")
+        if self.auth is None and sources:
+            raise ValueError("credentials_env or credentials_file without auth (bearer or basic)")
+        return self
+
+
 class BudgetConfig(_Section):
     max_labels: int | None = Field(default=None, ge=1)
     """Maximum number of items labeled (gold items excluded)."""
@@ -262,6 +297,9 @@ class ProjectConfig(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     annotators: list[AnnotatorSpec] = Field(default_factory=list)
     simulation: SimulationConfig | None = None
+    model_hook: ModelHookConfig | None = None
+    """A model the producer serves (``bounding_boxes`` only): its predictions pre-annotate the
+    tasks and its scores rank the pool."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -281,6 +319,10 @@ class ProjectConfig(BaseModel):
             raise ValueError("export formats coco and yolo are for bounding_boxes projects")
         if "conll" in formats and self.task_type is not TaskType.NER:
             raise ValueError("export format conll is for ner projects")
+        if self.model_hook is not None and self.task_type is not TaskType.BOUNDING_BOXES:
+            raise ValueError(
+                "model_hook is for bounding_boxes projects (the trainer trains the others)"
+            )
         return self
 
     @property

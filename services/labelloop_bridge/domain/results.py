@@ -10,6 +10,7 @@ Regions on the wire:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from labelloop.project import TaskType
 
 from .label_config import CONTROL_NAME
 
-__all__ = ["ResultError", "from_ls_result", "predicted_spans", "to_ls_result"]
+__all__ = ["ResultError", "from_ls_result", "predicted_boxes", "predicted_spans", "to_ls_result"]
 
 _REGION_TYPE = {TaskType.NER: "labels", TaskType.BOUNDING_BOXES: "rectanglelabels"}
 _SPAN_KEYS = ("start", "end", "text")
@@ -96,6 +97,52 @@ def predicted_spans(
             span["text"] = text[start:end]
         kept.append(span)
         last_end = end
+    return kept
+
+
+def _coordinate(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def predicted_boxes(value: LabelValue, labels: Sequence[str]) -> list[dict[str, JsonValue]]:
+    """A model's predicted boxes, as Label Studio can show them over the image.
+
+    Kept: boxes of a label the project has, with numeric ``x``, ``y``, ``width``, ``height``
+    (percent of the image, Label Studio's unit), clipped to the image (0-100; a box with no
+    area left inside it is dropped), ``rotation`` (0 when missing) and, when the prediction has
+    one in [0, 1], the box's ``score``. Raises :class:`ResultError` when the value is not a list
+    of regions."""
+    if isinstance(value, str) or not all(isinstance(v, dict) for v in value):
+        raise ResultError("a box prediction is a list of regions, not class names")
+    allowed = set(labels)
+    kept: list[dict[str, JsonValue]] = []
+    for region in value:
+        assert isinstance(region, dict)
+        label = region.get("label")
+        x, y = _coordinate(region.get("x")), _coordinate(region.get("y"))
+        width, height = _coordinate(region.get("width")), _coordinate(region.get("height"))
+        if not isinstance(label, str) or label not in allowed:
+            continue
+        if x is None or y is None or width is None or height is None:
+            continue
+        left, top = min(max(x, 0.0), 100.0), min(max(y, 0.0), 100.0)
+        right, bottom = min(max(x + width, 0.0), 100.0), min(max(y + height, 0.0), 100.0)
+        if right <= left or bottom <= top:
+            continue
+        box: dict[str, JsonValue] = {
+            "x": left,
+            "y": top,
+            "width": right - left,
+            "height": bottom - top,
+            "rotation": _coordinate(region.get("rotation")) or 0.0,
+            "label": label,
+        }
+        score = _coordinate(region.get("score"))
+        if score is not None and 0.0 <= score <= 1.0:
+            box["score"] = score
+        kept.append(box)
     return kept
 
 
