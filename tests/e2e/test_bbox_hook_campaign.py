@@ -236,9 +236,7 @@ def _config(url: str) -> ProjectConfig:
                 "start": "on_command",
                 "max_open_tasks": 64,
             },
-            # COCO is left out: QA's consensus boxes drop original_width/original_height, which
-            # the exporter's COCO needs, so every row would be left out of the dataset
-            "export": {"formats": ["jsonl", "parquet", "yolo"], "every_n_labels": BATCH},
+            "export": {"formats": ["jsonl", "parquet", "coco", "yolo"], "every_n_labels": BATCH},
             "budget": {"max_labels": BUDGET},
             "model_hook": {
                 "url": url,
@@ -411,7 +409,8 @@ def test_a_bounding_box_campaign_is_ranked_and_pre_annotated_by_the_producers_mo
                 assert float(str(box["x"])) + float(str(box["width"])) <= 100.0 + 1e-6
             assert task.prediction.score == pytest.approx(1.0 - least[rows[task.item_id]], abs=1e-4)
 
-    # the crew's boxes are exported, as YOLO labels too
+    # the crew's boxes are exported, in COCO (pixel boxes: the consensus keeps the image's size)
+    # and as YOLO labels too
     last = max(view.datasets, key=lambda d: d.round)
     root = Path(last.path)
     rows_out = [json.loads(line) for line in (root / "dataset.jsonl").read_text().splitlines()]
@@ -419,6 +418,9 @@ def test_a_bounding_box_campaign_is_ranked_and_pre_annotated_by_the_producers_mo
     assert all(isinstance(r["label"], list) for r in rows_out)
     assert (root / "yolo" / "classes.txt").read_text().split() == CLASSES
     assert list((root / "yolo" / "labels").rglob("*.txt"))
+    coco = [json.loads(p.read_text()) for p in (root / "coco").glob("*.json")]
+    assert sum(len(doc["images"]) for doc in coco) == len(rows_out)
+    assert sum(len(doc["annotations"]) for doc in coco) >= len(rows_out)
     # the token reached the model and nothing the services wrote
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:

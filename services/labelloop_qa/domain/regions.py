@@ -15,9 +15,9 @@ Region data come in Label Studio's shape, flat or under ``value``: ``start``/``e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -29,6 +29,9 @@ class Region:
     label: str
     span: tuple[float, ...]
     """``(start, end)`` for spans, ``(x, y, width, height)`` for boxes."""
+    image_size: tuple[float, float] | None = field(default=None, compare=False)
+    """A box's image in pixels (Label Studio's ``original_width``, ``original_height``), when
+    the annotation said: kept on the consensus box, since COCO's pixel boxes need it."""
 
     @property
     def is_box(self) -> bool:
@@ -37,7 +40,10 @@ class Region:
     def to_json(self) -> dict[str, Any]:
         if self.is_box:
             x, y, w, h = self.span
-            return {"x": x, "y": y, "width": w, "height": h, "label": self.label}
+            box: dict[str, Any] = {"x": x, "y": y, "width": w, "height": h, "label": self.label}
+            if self.image_size is not None:
+                box["original_width"], box["original_height"] = self.image_size
+            return box
         start, end = self.span
         return {"start": int(start), "end": int(end), "label": self.label}
 
@@ -57,10 +63,23 @@ def parse_regions(value: Sequence[Mapping[str, Any]]) -> list[Region]:
             out.append(Region(label, (float(v["start"]), float(v["end"]))))
         elif all(key in v for key in ("x", "y", "width", "height")):
             box = (float(v["x"]), float(v["y"]), float(v["width"]), float(v["height"]))
-            out.append(Region(label, box))
+            out.append(Region(label, box, _image_size(raw, v)))
         else:
             raise ValueError("a region needs start/end or x/y/width/height")
     return out
+
+
+def _image_size(raw: Mapping[str, Any], value: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``original_width``/``original_height`` beside the value (Label Studio) or in it (flat)."""
+    for where in (raw, value):
+        width, height = where.get("original_width"), where.get("original_height")
+        if _pixels(width) and _pixels(height):
+            return float(width), float(height)
+    return None
+
+
+def _pixels(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -139,7 +158,8 @@ def consensus_regions(
                 taken.add((j, k))
             if cand.is_box:
                 mean = tuple(float(x) for x in np.mean([g.span for _, _, g in group], axis=0))
-                kept.append((Region(cand.label, mean), support / n))
+                size = next((g.image_size for _, _, g in group if g.image_size), None)
+                kept.append((Region(cand.label, mean, size), support / n))
             else:
                 kept.append((cand, support / n))
     if kept:

@@ -283,3 +283,31 @@ def test_a_task_nobody_answered_usably_goes_to_review() -> None:
     assert [label.item_id for label in outcome.labels] == ["i1"]
     unanswered = [r for r in outcome.review if r.reason == "no_usable_answer"]
     assert [r.item_id for r in unanswered] == ["i2"]  # i2 skipped by all; gold is never reviewed
+
+
+def test_a_consensus_box_keeps_its_image_size_for_coco() -> None:
+    """Label Studio sends each box with its image's size beside the value; the consensus box
+    keeps it, or the exporter's COCO (pixel boxes) would leave the row out."""
+    from labelloop_exporter.domain.validation import _missing_sizes
+
+    config = parse_project(
+        {
+            "name": "cars",
+            "task_type": "bounding_boxes",
+            "labels": {"classes": ["car"]},
+            "data_fields": [{"name": "image", "kind": "image"}],
+        }
+    )
+
+    def box(x: float) -> dict[str, object]:
+        value = {"x": x, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["car"]}
+        return {"value": value, "original_width": 640, "original_height": 480}
+
+    ratings = [Rating("t1", "a", [box(10)]), Rating("t1", "b", [box(11)])]
+    (label,) = score_batch("b1", ratings, [], config, n_boot=0).labels
+    assert isinstance(label.label, list)
+    (region,) = label.label
+    assert isinstance(region, dict)
+    assert (region["original_width"], region["original_height"]) == (640, 480)
+    assert region["x"] == pytest.approx(10.5)
+    assert not _missing_sizes(label.label)
