@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,7 +49,14 @@ from labelloop.project import ProjectConfig
 from labelloop.stores import Blobs
 from labelloop.streams import Namespace
 
-__all__ = ["AnnotatorFeedback", "BatchView", "CampaignView", "CampaignWatcher", "fold"]
+__all__ = [
+    "AnnotatorFeedback",
+    "BatchView",
+    "CampaignView",
+    "CampaignWatcher",
+    "fold",
+    "latest_dataset",
+]
 
 _MODEL_STRATEGIES = frozenset({"least_confidence", "margin", "entropy", "hybrid"})
 
@@ -276,6 +284,22 @@ class CampaignView:
             return None
         per_label = self.annotations_used / self.labels_used
         return remaining_labels * per_label / pace * 60.0
+
+
+_VERSION = re.compile(r"v(\d+)(?:-r(\d+))?$")
+
+
+def latest_dataset(datasets: list[DatasetExported]) -> DatasetExported:
+    """The newest version: the last round's, and of its rewrites (``v0003-r2``, written when a
+    revised round changed labels it holds) the last."""
+
+    def order(dataset: DatasetExported) -> tuple[int, int]:
+        match = _VERSION.match(dataset.version)
+        if match is None:
+            return dataset.round, 0
+        return dataset.round, int(match.group(2) or 0)
+
+    return max(datasets, key=order)
 
 
 def fold(view: CampaignView, event: Event, now: float | None = None) -> None:

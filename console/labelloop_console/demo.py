@@ -40,7 +40,7 @@ from labelloop.project import (
     parse_project,
 )
 from labelloop.settings import CREDENTIAL_FIELDS, ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
 from labelloop_console.commands.ingest import submissions
 from labelloop_console.processes import ServiceFailed, Supervisor
 from labelloop_console.report import verdict_line
@@ -425,7 +425,7 @@ async def final_dataset_check(bus: BusClient, view: CampaignView) -> dict[str, A
     released = {i: lab for i, lab in view.labeled_items.items() if i not in view.gold_items}
     if not view.datasets:
         return {"version": None, "released": len(released), "complete": not released}
-    last = max(view.datasets, key=lambda d: d.round)
+    last = latest_dataset(view.datasets)
     blobs = await bus.blobs()
     ref = last.dataset_ref or ""
     labels_file = await blobs.get(ref + "labels.parquet") if ref else None

@@ -41,6 +41,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ _KIND: dict[TaskType, InputKind] = {
     TaskType.VIDEO_CLASSIFICATION: "vectors",
     TaskType.NER: "text",
 }
+_VERSION = re.compile(r"v(\d+)(?:-r\d+)?$")
+"""A dataset version's name: the round it holds, and a rewrite's number after a revision."""
 _LABELS_FILE = "labels.parquet"
 """The label columns the exporter shares in the object store (item data is in the catalog)."""
 _DATASET_FILE = "dataset.parquet"
@@ -295,8 +298,9 @@ class Trainer:
         ``None`` when that round is not trained yet (it will be, in its turn)."""
         number = await self.rounds.next_round(config.name) - 1
         if event.dataset_version is not None:
-            digits = "".join(ch for ch in event.dataset_version if ch.isdigit())
-            number = int(digits) if digits else 0
+            # v0002 and its rewrites v0002-r1, v0002-r2 (revised rounds) hold round 2
+            match = _VERSION.match(event.dataset_version)
+            number = int(match.group(1)) if match else 0
         stored = await self.store.round(config.name, number) if number >= 1 else None
         if stored is None:
             return None

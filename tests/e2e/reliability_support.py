@@ -38,6 +38,7 @@ from labelloop.events import (
 )
 from labelloop.natsserver import EmbeddedNats, free_port
 from labelloop.streams import Namespace
+from labelloop_console.campaign import latest_dataset
 from labelloop_console.processes import ServiceProcess, Supervisor
 
 E = TypeVar("E", bound=Event)
@@ -601,7 +602,7 @@ async def final_model(
     while not any(d.n_rows >= view.labels_used for d in view.datasets):
         assert time.monotonic() < deadline, "no dataset version with every label"
         await asyncio.sleep(0.2)
-    final: str = max(view.datasets, key=lambda d: d.version).version
+    final: str = latest_dataset(view.datasets).version
     await bus.publish(RequestTraining(project=project, dataset_version=final, reason=reason))
     deadline = min(time.monotonic() + train_seconds, overall)
     while not any(m.dataset_version == final for m in view.models):

@@ -38,7 +38,7 @@ from labelloop.events import BatchCreated, ItemIn, RequestSampling
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig, parse_project
 from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
 from labelloop_console.demo import submit_items, wait_for
 from labelloop_console.processes import Supervisor
 
@@ -411,7 +411,7 @@ def test_a_bounding_box_campaign_is_ranked_and_pre_annotated_by_the_producers_mo
 
     # the crew's boxes are exported, in COCO (pixel boxes: the consensus keeps the image's size)
     # and as YOLO labels too
-    last = max(view.datasets, key=lambda d: d.round)
+    last = latest_dataset(view.datasets)
     root = Path(last.path)
     rows_out = [json.loads(line) for line in (root / "dataset.jsonl").read_text().splitlines()]
     assert len(rows_out) >= BUDGET // 2

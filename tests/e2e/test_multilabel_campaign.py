@@ -28,7 +28,7 @@ from labelloop.model_format import load_model
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
 from labelloop_console.demo import submit_items, wait_for
 from labelloop_console.processes import Supervisor
 from labelloop_trainer.domain.estimators import label_proba
@@ -180,7 +180,7 @@ def test_a_multilabel_campaign_learns_label_sets_and_samples_by_their_uncertaint
     assert held_out.hamming_loss < 0.15
 
     # the exported labels are label sets
-    last = max(view.datasets, key=lambda d: d.round)
+    last = latest_dataset(view.datasets)
     rows = [
         json.loads(line) for line in (Path(last.path) / "dataset.jsonl").read_text().splitlines()
     ]

@@ -28,7 +28,7 @@ from labelloop.events import BatchCreated, ModelTrained, RequestSampling
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher
+from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
 from labelloop_console.demo import submit_items, wait_for
 from labelloop_console.processes import Supervisor
 from labelloop_trainer.crf_format import is_crf_ref, load_crf
@@ -246,7 +246,7 @@ def test_a_ner_campaign_learns_entities_and_samples_by_the_models_uncertainty(
     assert held_out.partial_f1 >= held_out.entity_f1
 
     # the exported labels are span lists, tweets without entities included as empty ones
-    last = max(view.datasets, key=lambda d: d.round)
+    last = latest_dataset(view.datasets)
     rows_out = [
         json.loads(line) for line in (Path(last.path) / "dataset.jsonl").read_text().splitlines()
     ]

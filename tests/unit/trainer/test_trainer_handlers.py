@@ -129,6 +129,10 @@ async def test_a_round_trains_on_every_label_and_scores_the_pool(tmp_path: Path)
         again = bus.published(ModelTrained)[-1]
         assert (again.round, again.model_version) == (1, "m0001")
         assert again.event_id != model.event_id
+        # a revised round's rewrite (v0002-r1) holds round 2, not round 21
+        await bus.publish(RequestTraining(project=PROJECT, dataset_version="v0002-r1"))
+        revised = bus.published(ModelTrained)[-1]
+        assert (revised.round, revised.serving_model_version) == (2, "m0001")
 
 
 async def test_every_replica_reports_the_serving_model_not_its_own_last(tmp_path: Path) -> None:
