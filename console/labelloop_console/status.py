@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -51,7 +52,25 @@ WIDE = 150
 80 columns fifteen columns are cut to ``pr… in…``)."""
 
 
-def _row(view: CampaignView, config: ProjectConfig | None) -> list[str]:
+def _waiting(view: CampaignView, config: ProjectConfig | None, now: float) -> str:
+    """The open batches waiting longer than the project's ``quality.assignment_timeout_seconds``
+    (a half-done task held by one person in the shared project, or nobody left to take a task
+    from an absent annotator), as `` (waiting 14m00s on b-3, over the 10m00s timeout)``."""
+    timeout = config.quality.assignment_timeout_seconds if config else None
+    if timeout is None:
+        return ""
+    late = sorted(
+        ((now - b.created, b.batch_id) for b in view.open_batches if now - b.created > timeout),
+        reverse=True,
+    )
+    if not late:
+        return ""
+    longest, batch_id = late[0]
+    more = f" and {len(late) - 1} more" if len(late) > 1 else ""
+    return f" (waiting {_eta(longest)} on {batch_id}{more}, over the {_eta(timeout)} timeout)"
+
+
+def _row(view: CampaignView, config: ProjectConfig | None, now: float | None = None) -> list[str]:
     budget = config.budget if config else None
     max_labels = budget.max_labels if budget else None
     remaining = max(max_labels - view.labels_used, 0) if max_labels else None
@@ -74,7 +93,9 @@ def _row(view: CampaignView, config: ProjectConfig | None) -> list[str]:
         f"{cost:.2f} {budget.currency}" if cost is not None and budget else "-",
         _eta(view.eta_seconds(remaining)) if remaining else "-",
         _fmt(model.metrics.get("accuracy") if model else None, ".3f"),
-        state + (f" ({view.dead_letters} dead letters)" if view.dead_letters else ""),
+        state
+        + (f" ({view.dead_letters} dead letters)" if view.dead_letters else "")
+        + _waiting(view, config, time.time() if now is None else now),
     ]
 
 
@@ -83,12 +104,13 @@ def render(
     configs: dict[str, ProjectConfig | None],
     *,
     width: int = WIDE,
+    now: float | None = None,
 ) -> Table | str:
     """The status of every project: a row each on a wide terminal, a column each on a narrow
     one; a sentence when there is no project at all."""
     if not views:
         return "no projects yet: `labelloop project apply FILE` configures one"
-    rows = [_row(view, configs.get(name)) for name, view in sorted(views.items())]
+    rows = [_row(view, configs.get(name), now) for name, view in sorted(views.items())]
     if width >= WIDE:
         table = Table(title="labelloop status")
         for column in COLUMNS:

@@ -17,6 +17,7 @@ from .intake import AnnotationIntake
 from .labelstudio import LabelStudioClient, RetryPolicy
 from .metrics import BridgeMetrics
 from .provisioning import ProjectProvisioner, WebhookSpec
+from .reassignment import Reassigner
 from .reconciliation import Reconciler
 from .registry import AnnotatorRegistry
 from .settings import BridgeSettings
@@ -86,6 +87,15 @@ def _assemble(
         metrics,
         margin_seconds=settings.reconcile_margin_seconds,
         before_pass=provisioner.ensure_webhooks,
+        reassigner=Reassigner(
+            client,
+            state,
+            provisioner,
+            service.project,
+            metrics,
+            count_skips=settings.count_skips,
+            lease_seconds=settings.import_lease_seconds,
+        ),
     )
     log.info("annotation bridge uses Label Studio at %s", settings.label_studio_url)
     return Parts(backend=importer, client=client, intake=intake, reconciler=reconciler)

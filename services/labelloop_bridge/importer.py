@@ -202,7 +202,10 @@ class BatchImporter:
         ls_id = None if assignees else await self._provisioner.ensure(config, kind)
         await self._state.mark_open(batch.project, batch.batch_id, True)
         ledger = await self._state.create_ledger(
-            batch.project, BatchLedger.of_batch(batch, ls_project_id=ls_id, assignees=assignees)
+            batch.project,
+            BatchLedger.of_batch(
+                batch, ls_project_id=ls_id, assignees=assignees, placed_at=self._clock()
+            ),
         )
         if ledger.imported:
             log.info("batch %s already imported", batch.batch_id)
@@ -340,8 +343,8 @@ class BatchImporter:
         excluded annotator's, say) are left out."""
         labeling = [
             ref.ls_project_id
-            for ref in await self._state.ls_projects()
-            if ref.project == project and ref.kind == "labeling"
+            for ref in await self._state.ls_projects(project)
+            if ref.kind == "labeling"
         ]
         if not labeling:
             return {}

@@ -31,6 +31,13 @@ items picked because the crowd disagreed, it must not override the crowd's conse
 not complete a review batch that waits for an expert. (Label Studio Community Edition cannot keep
 people out of a project, so this is where the role is enforced.)
 
+Reassigned tasks (:mod:`labelloop_bridge.reassignment`): a task taken from an annotator who did
+not answer it in time may still get their answer, in their own project (its copy there is
+deleted, but they may have submitted before). Rule: a late answer counts if the task still lacks
+answers when it is first seen; once the task has the answers it needs (the new assignee was
+quicker) it is ignored, counted as ``reassigned``, and so are its later updates. A late answer
+that counted stays counted, and the new assignee's answer then counts as well (one answer more).
+
 Webhook payloads are validated before anything is published: a payload of the wrong shape raises
 :class:`~labelloop_bridge.webhook.BadPayload` (400 at the receiver).
 """
@@ -57,6 +64,7 @@ from .completion import completion_event
 from .domain.ledger import BatchLedger
 from .domain.results import from_ls_result
 from .metrics import BridgeMetrics
+from .recent import RecentKeys
 from .registry import AnnotatorRegistry
 from .store import AnnotationRecord, BridgeState
 from .webhook import BadPayload
@@ -197,7 +205,7 @@ class AnnotationIntake:
         self._registry = registry
         self._metrics = metrics
         self._count_skips = count_skips
-        self._warned: set[tuple[str, int]] = set()
+        self._warned = RecentKeys()
 
     async def observe(self, obs: Observation) -> str:
         """Handle one observation; returns the outcome (published, duplicate, unknown_task, ...)."""
@@ -219,8 +227,7 @@ class AnnotationIntake:
         if who.role == "reviewer":
             return self._ignored("reviewer")
         if obs.owner is not None and who.annotator_id != obs.owner:
-            if (obs.project, obs.ls_annotation_id) not in self._warned:
-                self._warned.add((obs.project, obs.ls_annotation_id))
+            if self._warned.first((obs.project, obs.ls_annotation_id)):
                 log.warning(
                     "annotation %d is in the own project of %s, by %s: ignored",
                     obs.ls_annotation_id,
@@ -229,8 +236,7 @@ class AnnotationIntake:
                 )
             return self._ignored("not_assignee")
         if obs.kind == "review" and who.role != "expert":
-            if (obs.project, obs.ls_annotation_id) not in self._warned:
-                self._warned.add((obs.project, obs.ls_annotation_id))
+            if self._warned.first((obs.project, obs.ls_annotation_id)):
                 log.warning(
                     "annotation %d in the review project of %s is by %s, not an expert: ignored",
                     obs.ls_annotation_id,
@@ -245,6 +251,15 @@ class AnnotationIntake:
             # gets room for one more annotator (Label Studio closes a task at its overlap)
             await self._make_room(obs, ledger)
             return self._ignored("excluded_annotator")
+        if record is None and ledger is not None and self._too_late(obs, ledger):
+            if self._warned.first((obs.project, obs.ls_annotation_id)):
+                log.info(
+                    "annotation %d: item %s was reassigned from %s and has its answers: ignored",
+                    obs.ls_annotation_id,
+                    obs.item_id,
+                    obs.owner,
+                )
+            return self._ignored("reassigned")
         try:
             value = None if obs.cancelled else from_ls_result(obs.result, config.task_type)
             annotation = Annotation(
@@ -303,6 +318,16 @@ class AnnotationIntake:
             ),
         )
         return "published"
+
+    def _too_late(self, obs: Observation, ledger: BatchLedger) -> bool:
+        """A first answer in the own project of someone the task was taken from, after the task
+        got the answers it needs (the rule in this module's docstring)."""
+        task = ledger.tasks.get(obs.item_id or "")
+        if task is None or obs.owner is None or obs.owner in task.assignees:
+            return False
+        if obs.owner not in task.released:
+            return False
+        return len(task.answered_by(self._count_skips)) >= task.required
 
     async def _make_room(self, obs: Observation, ledger: BatchLedger) -> None:
         """An excluded annotator answered: keep the answer out of the count (a tombstone) and
@@ -490,9 +515,7 @@ class AnnotationIntake:
                 elif answer.annotator_id:
                     log.warning("annotation %s of batch %s has no record", wire_id, ledger.batch_id)
         await self._publish(completion_event(project, ledger, annotations))
-        await self._state.change_ledger(
-            project, ledger.batch_id, lambda stored: setattr(stored, "completion_published", True)
-        )
+        await self._state.close_batch(project, ledger.batch_id)
         await self._state.mark_open(project, ledger.batch_id, False)
         self._metrics.batches_completed.labels("label-studio", ledger.kind).inc()
         log.info("batch %s completed: %d tasks", ledger.batch_id, len(ledger.tasks))

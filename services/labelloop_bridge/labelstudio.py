@@ -342,6 +342,16 @@ class LabelStudioClient:
             "update_task", lambda: self._sdk.tasks.update(str(task_id), overlap=overlap)
         )
 
+    async def delete_task(self, task_id: int) -> bool:
+        """Delete a task with its annotations; False when it was already gone (404)."""
+        try:
+            await self._call("delete_task", lambda: self._sdk.tasks.delete(str(task_id)))
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def annotation_exists(self, annotation_id: int) -> bool:
         """Whether Label Studio still has the annotation (404: deleted)."""
         try:

@@ -71,6 +71,12 @@ class BridgeMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.reassignments = Counter(
+            "labelloop_bridge_reassignments_total",
+            "Tasks taken from an annotator who did not answer within the project's "
+            "quality.assignment_timeout_seconds and given to another (blind overlap)",
+            registry=registry,
+        )
         self.simulation_missing_truth = Counter(
             "labelloop_bridge_simulation_missing_truth_total",
             "Simulated answers to tasks whose truth was unknown (answered at random)",

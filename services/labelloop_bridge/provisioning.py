@@ -215,6 +215,9 @@ class ProjectProvisioner:
         else:
             assert ls_id is not None
             await self._update(ls_id, existing, fields)
+            # indexed again (no write when it is): a bridge stopped between storing the id and
+            # indexing it, or one from before the index was split per project, completes it
+            await self._state.remember(ls_id, config.name, kind, annotator)
         assert ls_id is not None
         await self._try_webhook(ls_id)
         self._synced[key] = fingerprint

@@ -15,6 +15,12 @@ interval the bridge makes two passes per labelloop project:
    while the batch was still being imported and their webhooks were refused or lost. The cost is
    bounded by the open batches (the sampler's open-task limit), and completed batches cost nothing.
 
+3. **Abandoned tasks**: after each open batch of a project with annotators listed is read back,
+   :class:`~labelloop_bridge.reassignment.Reassigner` moves the tasks nobody answered within the
+   project's ``quality.assignment_timeout_seconds`` to another annotator, and brings Label
+   Studio in line with the ledger (the moved task copied to its new assignee, the old copy
+   withdrawn). The projects of the people a task was taken from are still read, for late answers.
+
 Each annotation goes through the same intake as a webhook's (deduplicated by id and
 ``updated_at``). Annotations the ledger counted but the listing lacks are published as deleted
 only once Label Studio confirms it no longer has them (404): a webhook may have counted an
@@ -36,6 +42,7 @@ from labelloop.events import AnnotationSource
 from .intake import TASK_BATCH, TASK_ITEM, AnnotationIntake, annotation_wire_id, observation_from_ls
 from .labelstudio import LabelStudioClient
 from .metrics import BridgeMetrics
+from .reassignment import Copies, Reassigner
 from .store import BridgeState, LsProjectRef
 from .webhook import BadPayload
 
@@ -56,6 +63,7 @@ class Reconciler:
         *,
         margin_seconds: float = 60.0,
         before_pass: Callable[[], Awaitable[None]] | None = None,
+        reassigner: Reassigner | None = None,
     ) -> None:
         self._client = client
         self._state = state
@@ -63,6 +71,7 @@ class Reconciler:
         self._metrics = metrics
         self._margin = timedelta(seconds=margin_seconds)
         self._before_pass = before_pass
+        self._reassigner = reassigner
 
     async def run_once(self) -> int:
         """One pass over every Label Studio project the bridge manages; annotations published."""
@@ -111,7 +120,7 @@ class Reconciler:
             ledger = await self._state.ledger(project, batch_id)
             if ledger is None or ledger.completed:  # not yet recorded, or already complete
                 continue
-            people = set(ledger.assignments())
+            people = set(ledger.assignments()) | set(ledger.released())
             where = [
                 r
                 for r in refs
@@ -120,10 +129,11 @@ class Reconciler:
                 and (r.annotator in people if people else r.annotator is None)
             ]
             seen: set[int] = set()
+            copies: Copies = {}
             for ref in where:
-                for task in await self._client.tasks_with_data(
-                    ref.ls_project_id, TASK_BATCH, batch_id
-                ):
+                tasks = await self._client.tasks_with_data(ref.ls_project_id, TASK_BATCH, batch_id)
+                copies[ref.annotator] = tasks
+                for task in tasks:
                     published += await self._task(ref, task, seen)
             # published earlier but never counted (a stop between the two): count them now
             after = await self._state.ledger(project, batch_id)
@@ -132,6 +142,10 @@ class Reconciler:
                 lacking = [i for i in seen if annotation_wire_id(i) not in counted]
                 if lacking:
                     await self._intake.recount(project, batch_id, lacking)
+            if self._reassigner is not None and people:
+                latest = await self._state.ledger(project, batch_id)
+                if latest is not None:
+                    await self._reassigner.batch(project, latest, copies)
         if published:
             log.info("reconciliation: %d annotations from open batches of %s", published, project)
         return published

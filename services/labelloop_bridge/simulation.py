@@ -132,11 +132,7 @@ class SimulatedCrew:
         assert change is not None, "the ledger was created above"
         if change.ledger.completed and not change.ledger.completion_published:
             await self._publish(completion_event(batch.project, change.ledger, annotations))
-            await self._state.change_ledger(
-                batch.project,
-                batch.batch_id,
-                lambda stored: setattr(stored, "completion_published", True),
-            )
+            await self._state.close_batch(batch.project, batch.batch_id)
             self._metrics.batches_completed.labels("simulated", batch.kind).inc()
         log.info(
             "simulated crew answered batch %s (round %d): %d tasks, %d annotations "

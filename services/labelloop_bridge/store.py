@@ -6,14 +6,29 @@ lists keys: the KV bucket is shared by every service, and listing scans all of i
 
 * ``bridge.<project>.lsproject.<kind>`` -> Label Studio project id (``kind``: labeling, review)
 * ``bridge.<project>.lsproject.labeling.<hash(annotator)>`` -> an annotator's own labeling project
-* ``bridge.lsprojects`` -> ``{id: {"project", "kind", "annotator"?}}`` (a webhook names only the
-  LS project)
+* ``bridge.lsproject.<Label Studio project id>`` -> ``{"project", "kind", "annotator"?}``: what
+  a webhook needs (it names only the Label Studio project), one small value per project
+* ``bridge.<project>.lsprojects`` -> ``{id: {"project", "kind", "annotator"?}}``: the Label Studio
+  projects of one labelloop project (grows with its annotators, not with other projects)
+* ``bridge.projects`` -> the labelloop projects that have Label Studio projects (names)
+* ``bridge.lsprojects``: the one index of every project that bridges before the split wrote;
+  still read (merged under the keys above), never written
 * ``bridge.<project>.batch.<hash(batch_id)>`` -> :class:`BatchLedger` JSON
 * ``bridge.<project>.open`` -> ids of batches placed and not yet announced complete
-* ``bridge.<project>.import.<hash(batch_id)>`` -> the import lease: ``{"owner", "until"}``
+* ``bridge.<project>.import.<hash(batch_id)>`` -> the import lease: ``{"owner", "until"}``,
+  deleted once the batch's completion is published
 * ``bridge.<project>.ann.<ls annotation id>`` -> the last state of that annotation we published
 * ``bridge.<project>.watermark.<kind>[.<hash(annotator)>]`` -> ISO time up to which tasks of
   that Label Studio project were reconciled
+
+What stays per batch and per annotation, and why: a completed batch's ledger, compacted (about
+half its size: the answers without the tasks' gold answers and predictions), because it keeps
+a redelivered ``BatchCreated`` from importing the batch again and lets reconciliation see an
+answer deleted after completion; an annotation's record, because Label Studio keeps the
+annotation (an update, a deletion or a replayed webhook can come at any time) and the record is
+what makes a replay a no-op and what a deletion is published from. About 2.6 KB per 20-task
+batch and 0.3 KB per annotation: 10,000 such batches with 26 answers each keep ~26 MB of
+ledgers and ~80 MB of records in the bucket (no value grows: each key is its own small value).
 """
 
 from __future__ import annotations
@@ -86,7 +101,28 @@ class LedgerChange:
     """This change flipped the ledger to completed: the caller publishes BatchCompleted."""
 
 
-_LS_INDEX = "bridge.lsprojects"
+_LEGACY_LS_INDEX = "bridge.lsprojects"
+"""Every Label Studio project in one value (written before the split): read, never written."""
+_PROJECTS = "bridge.projects"
+
+
+def _ls_ref_key(ls_project_id: int) -> str:
+    return f"bridge.lsproject.{ls_project_id}"
+
+
+def _ls_index_key(project: str) -> str:
+    return f"bridge.{project}.lsprojects"
+
+
+def _ref_json(ref: LsProjectRef) -> dict[str, str]:
+    entry = {"project": ref.project, "kind": ref.kind}
+    if ref.annotator is not None:
+        entry["annotator"] = ref.annotator
+    return entry
+
+
+def _ref(ls_project_id: int | str, entry: dict[str, Any]) -> LsProjectRef:
+    return LsProjectRef(int(ls_project_id), entry["project"], entry["kind"], entry.get("annotator"))
 
 
 def _batch_key(project: str, batch_id: str) -> str:
@@ -98,6 +134,13 @@ def _import_key(project: str, batch_id: str) -> str:
 
 
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _unless_same(raw: bytes | None, entry: dict[str, str]) -> bytes | None:
+    """``entry`` as a key's value, unless it is already that (no write)."""
+    if raw is not None and json.loads(raw) == entry:
+        return None
+    return json.dumps(entry, sort_keys=True).encode()
 
 
 def _ls_project_key(project: str, kind: Kind, annotator: str | None) -> str:
@@ -132,7 +175,7 @@ class BridgeState:
             if entry is not None:
                 return int(entry.value)
             await self._kv.put(key, str(ls_project_id).encode())
-        await self._remember(ls_project_id, project, kind, annotator)
+        await self.remember(ls_project_id, project, kind, annotator)
         return ls_project_id
 
     async def replace_ls_project(
@@ -141,34 +184,62 @@ class BridgeState:
         """The stored project is gone from Label Studio: use this one."""
         key = _ls_project_key(project, kind, annotator)
         await self._kv.put(key, str(ls_project_id).encode())
-        await self._remember(ls_project_id, project, kind, annotator)
+        await self.remember(ls_project_id, project, kind, annotator)
 
-    async def _remember(
-        self, ls_project_id: int, project: str, kind: Kind, annotator: str | None
+    async def remember(
+        self, ls_project_id: int, project: str, kind: Kind, annotator: str | None = None
     ) -> None:
-        # one small index instead of key listing: listing scans the whole shared bucket
+        """Index a Label Studio project (idempotent: what is there already is not written)."""
+        # small keys instead of key listing (listing scans the whole shared bucket): one per
+        # Label Studio project for webhooks, one index per labelloop project for passes
+        ref = LsProjectRef(ls_project_id, project, kind, annotator)
+        entry = _ref_json(ref)
+
         def add(raw: bytes | None) -> bytes | None:
             index = json.loads(raw) if raw else {}
-            entry = {"project": project, "kind": kind}
-            if annotator is not None:
-                entry["annotator"] = annotator
             if index.get(str(ls_project_id)) == entry:
                 return None
             index[str(ls_project_id)] = entry
             return json.dumps(index, sort_keys=True).encode()
 
-        await kv_update(self._kv, _LS_INDEX, add)
+        def listed(raw: bytes | None) -> bytes | None:
+            names = set(json.loads(raw)) if raw else set()
+            return None if project in names else json.dumps(sorted(names | {project})).encode()
 
-    async def ls_projects(self) -> list[LsProjectRef]:
-        entry = await self._kv.get(_LS_INDEX)
+        await kv_update(self._kv, _ls_ref_key(ls_project_id), lambda raw: _unless_same(raw, entry))
+        await kv_update(self._kv, _ls_index_key(project), add)
+        await kv_update(self._kv, _PROJECTS, listed)
+
+    async def _legacy(self) -> list[LsProjectRef]:
+        entry = await self._kv.get(_LEGACY_LS_INDEX)
         index = json.loads(entry.value) if entry else {}
-        return [
-            LsProjectRef(int(i), v["project"], v["kind"], v.get("annotator"))
-            for i, v in sorted(index.items())
-        ]
+        return [_ref(i, v) for i, v in index.items()]
+
+    async def ls_projects(self, project: str | None = None) -> list[LsProjectRef]:
+        """The Label Studio projects the bridge manages (of ``project``, or of every project),
+        by id. Entries only the pre-split index holds are merged in."""
+        if project is None:
+            entry = await self._kv.get(_PROJECTS)
+            names = json.loads(entry.value) if entry else []
+        else:
+            names = [project]
+        refs: dict[int, LsProjectRef] = {}
+        for legacy in await self._legacy():
+            if project is None or legacy.project == project:
+                refs[legacy.ls_project_id] = legacy
+        for name in names:
+            entry = await self._kv.get(_ls_index_key(name))
+            for i, v in (json.loads(entry.value) if entry else {}).items():
+                refs[int(i)] = _ref(i, v)
+        return [refs[i] for i in sorted(refs)]
 
     async def lookup_ls_project(self, ls_project_id: int) -> LsProjectRef | None:
-        return next((r for r in await self.ls_projects() if r.ls_project_id == ls_project_id), None)
+        """The labelloop project a Label Studio project belongs to: one small read (the pre-split
+        index only when the project has no key of its own)."""
+        entry = await self._kv.get(_ls_ref_key(ls_project_id))
+        if entry is not None:
+            return _ref(ls_project_id, json.loads(entry.value))
+        return next((r for r in await self._legacy() if r.ls_project_id == ls_project_id), None)
 
     # ------------------------------------------------------------------ ledgers
 
@@ -267,6 +338,14 @@ class BridgeState:
             return
         released = json.dumps({"owner": "", "until": _RELEASED.isoformat()}).encode()
         await self._kv.update(key, released, entry.revision)
+
+    async def close_batch(self, project: str, batch_id: str) -> None:
+        """The batch's ``BatchCompleted`` is out: the ledger compacted (:meth:`BatchLedger.close`)
+        and the import lease forgotten (a redelivered ``BatchCreated`` stops at the ledger's
+        ``imported``; NATS keeps a small delete marker in its place)."""
+        await self.change_ledger(project, batch_id, lambda stored: stored.close())
+        if await self._kv.get(_import_key(project, batch_id)) is not None:
+            await self._kv.delete(_import_key(project, batch_id))
 
     async def import_lease_until(self, project: str, batch_id: str) -> datetime | None:
         entry = await self._kv.get(_import_key(project, batch_id))

@@ -98,6 +98,11 @@ class QualityConfig(_Section):
     round's review, most confident contradiction first (0: none). Each costs one expert
     annotation and no label budget. Above 0 every strategy, random too, waits for the model of
     the round a batch builds on (it carries that model's doubts)."""
+    assignment_timeout_seconds: float | None = Field(default=None, gt=0)
+    """With annotators listed (blind overlap): a labeling task assigned to someone who has not
+    answered it this long after it was given to them goes to another eligible annotator (the
+    annotation bridge's reconciliation; README.md, "Abandoned tasks"). ``None``: never. In the
+    shared project (no annotators listed) ``labelloop status`` names batches open longer."""
 
 
 class SamplingConfig(_Section):

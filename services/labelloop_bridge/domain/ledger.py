@@ -47,6 +47,11 @@ class TaskLedger:
     assignees: tuple[str, ...] = ()
     """The annotators the task was given to, each in their own Label Studio project (blind
     overlap); empty when it went to the project everyone shares."""
+    given: dict[str, datetime] = field(default_factory=dict)
+    """Assignee -> when the task was reassigned to them (absent: given when the batch was
+    placed, :attr:`BatchLedger.placed_at`)."""
+    released: dict[str, datetime] = field(default_factory=dict)
+    """Annotator -> when the task was taken from them for not answering it in time."""
 
     def live(self) -> dict[str, Answer]:
         return {a: answer for a, answer in self.answers.items() if not answer.deleted}
@@ -86,6 +91,9 @@ class BatchLedger:
     """Annotators QA flagged before this batch was cut: their answers do not count."""
     rechecks: list[SuspectLabel] = field(default_factory=list)
     """Earlier labels the batch carries to QA for an expert (``BatchCreated.rechecks``)."""
+    placed_at: datetime | None = None
+    """When the ledger was written (the tasks given to their first assignees); ``None`` in
+    ledgers written before it was kept: their tasks are never reassigned."""
 
     @classmethod
     def new(
@@ -100,6 +108,7 @@ class BatchLedger:
         excluded: list[str] | None = None,
         rechecks: list[SuspectLabel] | None = None,
         assignees: dict[str, tuple[str, ...]] | None = None,
+        placed_at: datetime | None = None,
     ) -> BatchLedger:
         people = assignees or {}
         tasks = {
@@ -115,6 +124,7 @@ class BatchLedger:
             info=list(info or []),
             excluded=sorted(excluded or []),
             rechecks=list(rechecks or []),
+            placed_at=placed_at,
         )
 
     @classmethod
@@ -124,6 +134,7 @@ class BatchLedger:
         required: dict[str, int] | None = None,
         ls_project_id: int | None = None,
         assignees: dict[str, tuple[str, ...]] | None = None,
+        placed_at: datetime | None = None,
     ) -> BatchLedger:
         """The ledger of a new batch (``required`` overrides the tasks' own requirements; a task
         with ``assignees`` needs an answer from each of them, however many the batch asked)."""
@@ -140,6 +151,7 @@ class BatchLedger:
             excluded=list(batch.excluded_annotators),
             rechecks=list(batch.rechecks),
             assignees=assignees,
+            placed_at=placed_at,
         )
 
     def record(
@@ -199,6 +211,35 @@ class BatchLedger:
                 out.setdefault(person, []).append(item)
         return out
 
+    def close(self) -> None:
+        """Its ``BatchCompleted`` went out: mark it, and drop what only that event needed (the
+        tasks' gold answers and predictions, the rechecks), about half a ledger. The answers
+        stay: reconciliation tells a deleted answer of a completed batch by them, and the
+        ledger itself keeps a redelivered ``BatchCreated`` from being imported again."""
+        self.completion_published = True
+        self.info = []
+        self.rechecks = []
+
+    def released(self) -> dict[str, list[str]]:
+        """Annotator -> the items taken from them (and not given back), in the ledger's order."""
+        out: dict[str, list[str]] = {}
+        for item, task in self.tasks.items():
+            for person in task.released:
+                if person not in task.assignees:
+                    out.setdefault(person, []).append(item)
+        return out
+
+    def reassign(self, item_id: str, absent: str, successor: str, at: datetime) -> bool:
+        """Give ``item_id``'s task to ``successor`` instead of ``absent``; True if changed."""
+        task = self.tasks.get(item_id)
+        if task is None or absent not in task.assignees or successor in task.assignees:
+            return False
+        task.assignees = tuple(sorted({*task.assignees, successor} - {absent}))
+        task.given.pop(absent, None)
+        task.given[successor] = at
+        task.released[absent] = at
+        return True
+
     def open_tasks(self, count_skips: bool = True) -> int:
         return sum(1 for t in self.tasks.values() if len(t.answered_by(count_skips)) < t.required)
 
@@ -215,11 +256,8 @@ class BatchLedger:
                 "info": [t.model_dump(mode="json", exclude_defaults=True) for t in self.info],
                 "excluded": self.excluded,
                 "rechecks": [r.model_dump(mode="json") for r in self.rechecks],
-                "tasks": {
-                    item: [t.required, {a: _answer_json(x) for a, x in t.answers.items()}]
-                    + ([list(t.assignees)] if t.assignees else [])
-                    for item, t in self.tasks.items()
-                },
+                "tasks": {item: _task_json(t) for item, t in self.tasks.items()},
+                **({"placed_at": self.placed_at.isoformat()} if self.placed_at else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -227,15 +265,19 @@ class BatchLedger:
     @classmethod
     def from_json(cls, raw: bytes) -> BatchLedger:
         data = json.loads(raw)
-        # ledgers written before assignments were kept hold [required, answers]
+        # ledgers written before assignments were kept hold [required, answers]; before
+        # reassignments, [required, answers, assignees]
         tasks = {
             item: TaskLedger(
                 required=int(required),
                 answers={a: _answer_from_json(x) for a, x in answers.items()},
                 assignees=tuple(str(p) for p in (rest[0] if rest else ())),
+                given=_times(rest[1].get("given") if len(rest) > 1 else None),
+                released=_times(rest[1].get("released") if len(rest) > 1 else None),
             )
             for item, (required, answers, *rest) in data["tasks"].items()
         }
+        placed = data.get("placed_at")
         return cls(
             batch_id=data["batch_id"],
             kind=data["kind"],
@@ -248,6 +290,7 @@ class BatchLedger:
             info=[CompletedTask.model_validate(t) for t in data.get("info") or []],
             excluded=list(data.get("excluded") or []),
             rechecks=[SuspectLabel.model_validate(r) for r in data.get("rechecks") or []],
+            placed_at=datetime.fromisoformat(placed) if placed else None,
         )
 
 
@@ -261,6 +304,24 @@ def completed_task(task: BatchTask) -> CompletedTask:
         is_review=task.is_review,
         prediction=task.prediction,
     )
+
+
+def _task_json(task: TaskLedger) -> list[Any]:
+    out: list[Any] = [task.required, {a: _answer_json(x) for a, x in task.answers.items()}]
+    moves = {
+        name: {p: at.isoformat() for p, at in sorted(times.items())}
+        for name, times in (("given", task.given), ("released", task.released))
+        if times
+    }
+    if task.assignees or moves:
+        out.append(list(task.assignees))
+    if moves:
+        out.append(moves)
+    return out
+
+
+def _times(raw: dict[str, str] | None) -> dict[str, datetime]:
+    return {str(p): datetime.fromisoformat(at) for p, at in (raw or {}).items()}
 
 
 def _answer_json(answer: Answer) -> list[Any]:

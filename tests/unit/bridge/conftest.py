@@ -183,6 +183,11 @@ class FakeLabelStudio:
         if path == "/api/tasks" and method == "GET":
             return self._list_tasks(request)
         if m := re.fullmatch(r"/api/tasks/(\d+)", path):
+            if int(m.group(1)) not in self.tasks:
+                return httpx.Response(404, json={"detail": "Not found."})
+            if method == "DELETE":  # with its annotations, as Label Studio does
+                del self.tasks[int(m.group(1))]
+                return httpx.Response(204)
             task = self.tasks[int(m.group(1))]
             if method == "PATCH":
                 task.update(body)
