@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import re
 import statistics
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,8 +302,12 @@ def latest_dataset(datasets: list[DatasetExported]) -> DatasetExported:
 
 
 def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
-    """Apply one event to a project's view. Replays are harmless (everything is keyed)."""
-    now = time.time() if now is None else now
+    """Apply one event to a project's view. Replays are harmless (everything is keyed).
+
+    Times are the event's own (``occurred_at``), not the moment it is read: a view replayed
+    from the streams dates batches and annotations as they happened (its rates and waits are
+    right at once, not only for what arrives while it watches)."""
+    now = event.occurred_at.timestamp() if now is None else now
     if isinstance(event, ItemsIngested):
         view.items_ingested += len(event.items)
         view.duplicates += event.duplicates

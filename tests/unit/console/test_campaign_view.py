@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from rich.console import Console
 
 from labelloop.events import (
@@ -214,3 +215,21 @@ def test_a_withdrawn_label_is_no_longer_counted_as_released() -> None:
     assert view.labeled_items == {"i1": "b"}
     assert view.label_confidence == {"i1": 0.4}
     assert view.labels_used == 1
+
+
+def test_a_replayed_view_dates_events_as_they_happened() -> None:
+    """Replaying the streams read a campaign's hour of annotations within a millisecond, and
+    the view dated them all 'now': millions of annotations a minute, an ETA of 0s, and no batch
+    ever waiting long. Events carry their own time."""
+    view = CampaignView("p")
+    events = _events()
+    for n, event in enumerate(events):  # ingested, batch created, annotations: 30 minutes apart
+        fold(view, event.model_copy(update={"occurred_at": T0 + timedelta(minutes=30 * n)}))  # type: ignore[attr-defined]
+    later = AnnotationsSubmitted(
+        project="p",
+        occurred_at=T0 + timedelta(minutes=90),
+        annotations=[_annotation("a4", "i2", "ann", 10.0)],
+    )
+    fold(view, later)
+    assert view.batches["b1"].created == (T0 + timedelta(minutes=30)).timestamp()
+    assert view.throughput() == pytest.approx(4 / 30)  # 4 annotations over 30 minutes
