@@ -15,11 +15,10 @@ What each test checks is what README.md ("Labeling with people: Label Studio") d
   cancelled annotation, and the item, left without a usable answer, goes to expert review;
 * an update before the batch is scored supersedes the first answer; a deletion before it stops
   counting, and the task is answered again;
-* an update or a deletion after the batch was scored is published on the bus (and Label Studio
-  puts a deleted task back in its annotator's queue). What QA then makes of it is QA's: README
-  says such changes are not promised (the dataset keeps the earlier label), and re-scoring is
-  being built beside this test (``tests/unit/qa/test_qa_revisions.py``); these tests print the
-  dataset versions and labels that follow (``pytest -s``) and assert nothing about them.
+* an update or a deletion after the batch was scored is published on the bus, QA re-scores the
+  round, and a new dataset version (``v<n>-r<k>``) holds the updated label, or no longer holds
+  the item whose only answer was deleted (and Label Studio puts a deleted task back in its
+  annotator's queue).
 
 Skipped without Playwright (``pip install playwright``; no browser download: the system Chromium
 is used) or without Chromium at ``LABELLOOP_CHROMIUM`` (default ``/usr/bin/chromium``).
@@ -62,6 +61,7 @@ from labelloop.natsserver import EmbeddedNats, free_port
 from labelloop.project import parse_project
 from labelloop.settings import ServiceSettings
 from labelloop.testing import EventCollector
+from labelloop_console.campaign import latest_dataset
 from labelloop_console.processes import Supervisor
 
 playwright = pytest.importorskip(
@@ -538,8 +538,13 @@ async def test_an_update_supersedes_before_scoring_and_is_published_after(loop: 
             what="the late update published",
         )
         assert changed[-1].value == _other(_truth(other))
-        await _settled(run)
-        _report_late(run, "an update after scoring")
+        late = {**_truths(run), run.item_of(other): _other(_truth(other))}
+        await poll(
+            lambda: _async(_labels(run) == late),
+            timeout=DEADLINE,
+            what="a dataset version with the late update",
+        )
+        assert "-r" in _latest(run).version  # a rewrite of the scored round's version
 
 
 async def test_a_deletion_stops_counting_before_scoring_and_is_published_after(
@@ -577,8 +582,13 @@ async def test_a_deletion_stops_counting_before_scoring_and_is_published_after(
             timeout=DEADLINE,
             what="the late deletion published",
         )
-        await _settled(run)
-        _report_late(run, "a deletion after scoring")
+        await poll(
+            lambda: _async(item not in _labels(run)),
+            timeout=DEADLINE,
+            what="a dataset version without the item whose only answer was deleted",
+        )
+        assert "-r" in _latest(run).version
+        assert _labels(run) == {i: label for i, label in _truths(run).items() if i != item}
         assert await open_queue(run, page, "amy") == shown
 
 
@@ -589,16 +599,17 @@ async def _async(value: Any) -> Any:
     return value
 
 
+def _latest(run: Run) -> DatasetExported:
+    return latest_dataset(run.versions())
+
+
 def _labels(run: Run) -> dict[str, Any]:
     """Item -> label in the project's latest dataset version."""
-    latest = max(run.versions(), key=lambda v: v.occurred_at)
-    return {r["item_id"]: r["label"] for r in read_dataset(latest.path)}
+    return {r["item_id"]: r["label"] for r in read_dataset(_latest(run).path)}
 
 
-def _report_late(run: Run, what: str) -> None:
-    """Say what the datasets hold after a late change (shown with ``pytest -s``)."""
-    versions = [(v.version, dict(getattr(v, "revisions", None) or {})) for v in run.versions()]
-    print(f"\n{run.project}: {what}: dataset versions {versions}, latest labels {_labels(run)}")
+def _truths(run: Run) -> dict[str, Any]:
+    return {item: _truth(text) for item, text in run.texts.items()}
 
 
 async def _settled(run: Run) -> None:
