@@ -22,13 +22,30 @@ Diversity, in the same run: how well the picks cover the 10,000 prefiltered cand
 mean squared distance from a candidate to its nearest pick (lower covers better), for the
 picks, the sampler's earlier picks, numpy's margin top-1,000 and 1,000 random candidates. Peak
 memory is tracemalloc's (numpy buffers included).
+
+The service path, in the same run (:func:`service_path`): the same pool as a catalog in memory
+stores (1M items with 32-hex content-hash ids, 1,000 of them gold, in chunks of 2,000 with
+their feature rows), the model's scores as the trainer writes them (a table over the items no
+batch holds, ids sorted), and the sampler service's cut of one hybrid batch of 1,000: its choice
+(``Sampler._plan``: candidates, the model's rows, the prefiltered feature rows, ``select``, the
+tasks planned) and the whole cut (``Sampler._compose``: the choice, then the tasks' data read
+from the catalog's chunks). Both are timed in turns with the same numpy anchor (median of 5),
+with the catalog loaded, the pool indexed and the table read (what a process holds between
+batches); the tasks' data read alone, the table's decoding and matching (once per model), the
+first cut after an ingest (the pool indexed again) and the cold start of round 1 are timed once,
+and so is the service's earlier choice (the whole pool's features and probability rows stacked,
+then ``select``), whose picks the cut's must equal, as must the plain reference's on those
+stacked rows. The machine's load average is recorded beside the figures.
 """
 
-# ruff: noqa: N806  (X is scikit-learn's name for a feature matrix)
+# ruff: noqa: N803, N806  (X is scikit-learn's name for a feature matrix)
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import hashlib
+import os
 import statistics
 import sys
 import time
@@ -37,10 +54,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from harness import Measurement, measure, peak_memory_mb, row, speed, standalone
-from labelloop.project import SamplingStrategy
+from labelloop.catalog import Catalog, Chunk, ProbabilityTable, decode_table, encode_table
+from labelloop.events import Event, IngestedItem
+from labelloop.project import ProjectConfig, SamplingStrategy
+from labelloop.stores import MemoryStores
+from labelloop_sampler.domain.pool import candidates, proba_rows
+from labelloop_sampler.domain.rounds import next_batch
 from labelloop_sampler.domain.selection import select
+from labelloop_sampler.metrics import SamplerMetrics
+from labelloop_sampler.service import Sampler, batch_seed
+from labelloop_sampler.store import LedgerStore
 
 # the plain whole-pool selection the unit tests hold as their oracle
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit" / "sampler"))
@@ -50,6 +76,9 @@ NAME = "sampler"
 N_PICK = 1_000
 PREFILTER = 10
 DIM, CLASSES = 64, 5
+CHUNK_ITEMS = 2_000
+N_GOLD = 1_000
+SEED = 11
 
 
 def pool(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +192,9 @@ def run(quick: bool) -> dict[str, Any]:
         if identical
         else "picks differ from the plain reference: no ratio"
     )
+    out["service"] = service_path(X, proba, repeat=1 if quick else 5)
     out["rows"] = [
+        *out["service"].pop("rows"),
         row(
             f"sampler: hybrid {N_PICK:,} of {n:,}",
             f"{t_hybrid.seconds:.2f} s, {t_hybrid.peak_mb:.0f} MB",
@@ -185,6 +216,220 @@ def run(quick: bool) -> dict[str, Any]:
             f"random {coverage['random_in_prefilter']:.2f} (lower covers better)",
             coverage["hybrid"]
             < min(coverage["numpy_margin_top_k"], coverage["random_in_prefilter"]),
+        ),
+    ]
+    return out
+
+
+def _load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def service_path(X: np.ndarray, proba: np.ndarray, *, repeat: int) -> dict[str, Any]:
+    """The sampler service's cut of one hybrid batch from the pool as a catalog (module doc)."""
+    n = len(X)
+    loop = asyncio.new_event_loop()
+    try:
+        return _service_path(loop, X, proba, n, repeat)
+    finally:
+        loop.close()
+
+
+def _service_path(
+    loop: asyncio.AbstractEventLoop, X: np.ndarray, proba: np.ndarray, n: int, repeat: int
+) -> dict[str, Any]:
+    run = loop.run_until_complete
+    project = "bench"
+    started = time.perf_counter()
+    ids = [hashlib.sha256(str(k).encode()).hexdigest()[:32] for k in range(n)]
+    items = [
+        IngestedItem.model_construct(
+            item_id=i,
+            data={"image": f"s3://bench/{k}.png"},
+            metadata={},
+            known_label="a" if k < N_GOLD else None,
+            prediction=None,
+            external_id=None,
+        )
+        for k, i in enumerate(ids)
+    ]
+    stores = MemoryStores()
+    catalog = Catalog(stores.state, stores.artifacts, keep_data=False, chunk_cache=4)
+    for c, start in enumerate(range(0, n, CHUNK_ITEMS)):
+        stop = start + CHUNK_ITEMS
+        run(
+            catalog.write(
+                project, f"c{c:05d}", Chunk(items[start:stop], "text-hash-64", X[start:stop])
+            )
+        )
+    del items
+    config = ProjectConfig.model_validate(
+        {
+            "name": project,
+            "task_type": "image_classification",
+            "labels": {"classes": [f"k{j}" for j in range(CLASSES)]},
+            "data_fields": [{"name": "image", "kind": "image"}],
+            "sampling": {
+                "strategy": "hybrid",
+                "batch_size": N_PICK,
+                "max_open_tasks": 4 * N_PICK,
+                "max_model_lag": 0,
+                "start": "on_command",
+                "seed": SEED,
+            },
+            "quality": {"gold_fraction": 0.0, "overlap_fraction": 0.0},
+        }
+    )
+    sent: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        sent.append(event)
+
+    sampler = Sampler(
+        ledgers=LedgerStore(lambda: stores.state, lambda: stores.artifacts),
+        catalog=catalog,
+        artifacts=lambda: stores.artifacts,
+        publish=publish,
+        metrics=SamplerMetrics(CollectorRegistry()),
+        prefilter_factor=PREFILTER,
+    )
+    loaded = run(catalog.load(project))
+    setup_seconds = time.perf_counter() - started
+    # round 1: a cold start (no model), diversity over a subsample of the pool
+    t0 = time.perf_counter()
+    run(sampler.sampling_requested(config, "start"))
+    cold_start = time.perf_counter() - t0
+    first = sent[-1]
+    taken = {t.item_id for t in first.tasks}
+    # round 1's model scores every item no batch holds, in id order, as the trainer writes it
+    position = {i: k for k, i in enumerate(ids)}
+    scored = sorted(i for i in ids if i not in taken and loaded.records[i].known_label is None)
+    table = ProbabilityTable(scored, proba[[position[i] for i in scored]], config.labels.classes)
+    ref = f"trainer/{project}/scores/m0001.npz"
+    run(stores.artifacts.put(ref, encode_table(table)))
+    del table, position
+    run(
+        sampler.ledgers.change(
+            project,
+            lambda ledger: ledger.with_model(
+                1, model_version="m0001", scores_ref=ref, converged=None
+            ).with_qa(1, flagged=[], lead_seconds=1.0, lead_count=1),
+        )
+    )
+    ledger, _ = run(sampler.ledgers.read(project))
+    verdict = next_batch(ledger, config.sampling, uses_model=True)
+    assert verdict.cut, verdict
+    assert verdict.basis == 1, verdict
+
+    def cut() -> Any:
+        return run(sampler._compose(config, ledger, verdict, None, None))
+
+    def choose() -> Any:
+        return run(sampler._plan(config, ledger, verdict, None, None))
+
+    # the first cut after an ingest: the pool is indexed, the model's table read and matched
+    sampler._pools.clear()
+    sampler._scores.clear()
+    t0 = time.perf_counter()
+    batch = cut()
+    first_cut = time.perf_counter() - t0
+    raw = run(stores.artifacts.get(ref))
+    assert raw is not None
+    _, t_decode = measure(lambda: decode_table(raw), repeat=1, memory=False)
+    index = sampler._pools[project][1]
+    t0 = time.perf_counter()
+    index._tables.clear()
+    index.table_rows(ref, sampler._scores[ref].item_ids)
+    t_match = time.perf_counter() - t0
+    t = _in_turns(
+        {
+            "choose": choose,
+            "cut": cut,
+            "numpy_margin_top_k": lambda: _margin_top(proba, N_PICK),
+        },
+        repeat=repeat,
+    )
+    t_choose, t_cut, t_anchor = t["choose"], t["cut"], t["numpy_margin_top_k"]
+    picked = {task.item_id for task in batch.tasks}
+    touched = len({loaded.chunk_of[i] for i in picked})
+    _, t_data = measure(lambda: run(catalog.data_of(project, loaded, sorted(picked))), repeat=1)
+
+    # the service's earlier path: the pool's rows stacked whole, then select (and the oracle)
+    def earlier() -> tuple[list[str], list[str], dict[str, Any]]:
+        pool_ids = loaded.item_ids()
+        pool = candidates(
+            pool_ids,
+            [loaded.records[i].known_label is not None for i in pool_ids],
+            taken=taken,
+        )
+        table = sampler._scores[ref]
+        stacked = loaded.matrix(pool.item_ids)
+        assert stacked is not None
+        kwargs = {
+            "n_candidates": len(pool.item_ids),
+            "X": stacked[0],
+            "proba": proba_rows(pool.item_ids, table.rows(), table.proba),
+            "prefilter_factor": PREFILTER,
+            "random_state": batch_seed(SEED, verdict.round),
+        }
+        chosen = select(SamplingStrategy.HYBRID, N_PICK, **kwargs)
+        return [pool.item_ids[i] for i in chosen.indices.tolist()], pool.item_ids, kwargs
+
+    (before, pool_ids, kwargs), t_earlier = measure(earlier, repeat=1)
+    oracle = reference_select(SamplingStrategy.HYBRID, N_PICK, **kwargs)
+    del kwargs
+    equal_earlier = picked == set(before)
+    equal_oracle = picked == {pool_ids[i] for i in oracle.tolist()}
+    ok = equal_earlier and equal_oracle and batch.strategy == "hybrid" and len(picked) == N_PICK
+    ratio = (
+        f"{speed(t_choose.seconds, t_anchor.seconds)} (adds diversity)"
+        if ok
+        else "picks differ from the stacked path: no ratio"
+    )
+    out: dict[str, Any] = {
+        "pool": n,
+        "chunk_items": CHUNK_ITEMS,
+        "gold": N_GOLD,
+        "setup_seconds": round(setup_seconds, 1),
+        "choose": t_choose,
+        "cut": t_cut,
+        "numpy_margin_top_k": t_anchor,
+        "chunks_read_for_tasks_data": touched,
+        "first_cut_after_ingest_seconds": round(first_cut, 3),
+        "cold_start_diversity_seconds": round(cold_start, 3),
+        "table_decode": t_decode,
+        "table_match_seconds": round(t_match, 3),
+        "tasks_data_read": t_data,
+        "earlier_service_path": t_earlier,
+        "picks_equal_earlier_service_path": equal_earlier,
+        "picks_equal_plain_reference": equal_oracle,
+        "load_average": _load(),
+    }
+    out["rows"] = [
+        row(
+            f"sampler service: hybrid {N_PICK:,} of {n:,} chosen",
+            f"{t_choose.seconds:.2f} s, {t_choose.peak_mb:.0f} MB",
+            f"numpy margin top-k {t_anchor.seconds:.2f} s, {t_anchor.peak_mb:.0f} MB",
+            ratio,
+            ok,
+        ),
+        row(
+            "sampler service: the whole cut (+ tasks' data)",
+            f"{t_cut.seconds:.2f} s, {t_cut.peak_mb:.0f} MB",
+            f"data alone {t_data.seconds:.2f} s ({touched} chunks)",
+            f"{speed(t_cut.seconds, t_anchor.seconds)}",
+        ),
+        row(
+            "sampler service: the earlier choice (stacked)",
+            f"{t_earlier.seconds:.2f} s, {t_earlier.peak_mb:.0f} MB",
+            "",
+            f"now {speed(t_choose.seconds, t_earlier.seconds)}",
+        ),
+        row(
+            "sampler service: once per model / ingest",
+            f"table read {t_decode.seconds:.2f} s + matched {t_match:.2f} s",
+            f"first cut after ingest {first_cut:.2f} s",
+            f"cold start (diversity) {cold_start:.2f} s",
         ),
     ]
     return out

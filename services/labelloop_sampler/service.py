@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labelloop.catalog import Catalog, ProbabilityTable, decode_table
+from labelloop.catalog import Catalog, ProbabilityTable, ProjectItems, decode_table
 from labelloop.events import (
     Annotation,
     BatchCompleted,
@@ -37,13 +37,13 @@ from labelloop.events import (
 from labelloop.project import ProjectConfig
 from labelloop.stores import Blobs
 
-from .domain.batching import compose_batch, gold_count
+from .domain.batching import PlannedTask, compose_batch, gold_count
 from .domain.budget import budget_room, budget_used, estimated_cost
-from .domain.ledger import Ledger, ReviewBatch, Round
-from .domain.pool import candidates, proba_rows, strata_of
+from .domain.ledger import Ledger, Outcome, ReviewBatch, Round
+from .domain.pool import CandidateFeatures, Candidates, PoolIndex, strata_of
 from .domain.progress import progress_of
 from .domain.rounds import Verdict, batch_size, next_batch
-from .domain.selection import UNCERTAINTY_STRATEGIES, select
+from .domain.selection import UNCERTAINTY_STRATEGIES, Selection, select
 from .metrics import SamplerMetrics
 from .store import Conflict, LedgerStore
 
@@ -79,6 +79,7 @@ class Sampler:
     prefilter_factor: int = 10
     max_cas_attempts: int = 50
     _scores: dict[str, ProbabilityTable] = field(default_factory=dict)
+    _pools: dict[str, tuple[tuple[int, int], PoolIndex]] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ inputs
@@ -250,18 +251,75 @@ class Sampler:
         labels_left: int | None,
         annotations_left: int | None,
     ) -> BatchCreated | None:
+        plan = await self._plan(config, ledger, verdict, labels_left, annotations_left)
+        if plan is None:
+            return None
+        items, planned, chosen, scores, outcome = (
+            plan.items,
+            plan.planned,
+            plan.chosen,
+            plan.scores,
+            plan.outcome,
+        )
+        number, basis, quality = verdict.round, verdict.basis, config.quality
+        data = await self.catalog.data_of(config.name, items, [t.item_id for t in planned])
+        tasks = []
+        for t in planned:
+            item = items.records[t.item_id]
+            prediction = item.prediction
+            if scores is not None and t.item_id in plan.rows:
+                prediction = _prediction(
+                    scores,
+                    plan.rows[t.item_id],
+                    outcome.model_version if outcome else None,
+                    config.training.multilabel_threshold,
+                )
+            tasks.append(
+                BatchTask(
+                    item_id=t.item_id,
+                    data=data[t.item_id],
+                    annotations_required=t.annotations_required,
+                    is_gold=t.is_gold,
+                    score=None if t.score is None else round(t.score, 6),
+                    prediction=prediction,
+                    gold_label=item.known_label if t.is_gold else None,
+                    metadata=item.metadata,
+                )
+            )
+        batch_id = batch_id_of(config.name, number)
+        used_model = scores is not None and chosen.strategy not in ("diversity", "random")
+        done = (await self.ledgers.taken(config.name, ledger)).rechecked
+        rechecks = [] if outcome is None else [s for s in outcome.suspects if s.item_id not in done]
+        return BatchCreated(
+            event_id=deterministic_id("batch-created", batch_id),
+            project=config.name,
+            batch_id=batch_id,
+            round=number,
+            tasks=tasks,
+            strategy=chosen.strategy + ("+random" if chosen.n_random else ""),
+            model_version=outcome.model_version if used_model and outcome else None,
+            model_round=basis if used_model else None,
+            seed=batch_seed(config.sampling.seed, number),
+            excluded_annotators=list(outcome.flagged) if outcome is not None else [],
+            rechecks=rechecks[: quality.max_rechecks_per_round],
+        )
+
+    async def _plan(
+        self,
+        config: ProjectConfig,
+        ledger: Ledger,
+        verdict: Verdict,
+        labels_left: int | None,
+        annotations_left: int | None,
+    ) -> _Plan | None:
+        """Choose batch ``verdict.round``'s items and gold: everything but reading their data."""
         sampling, quality = config.sampling, config.quality
         number, basis = verdict.round, verdict.basis
         seed = batch_seed(sampling.seed, number)
         items = await self.catalog.load(config.name)
         taken, recent_gold = await self._taken(config.name, ledger, recent=sampling.max_model_lag)
-        ids = items.item_ids()
-        pool = candidates(
-            ids,
-            [items.records[i].known_label is not None for i in ids],
-            taken=taken,
-            recent_gold=recent_gold,
-        )
+        index = self._pool_index(config.name, items)
+        pool = index.candidates(taken=taken, recent_gold=recent_gold)
         size = batch_size(sampling)
         n_gold = gold_count(size, quality, len(pool.gold_ids))
         n_items = size - n_gold
@@ -277,9 +335,14 @@ class Sampler:
             and sampling.strategy in UNCERTAINTY_STRATEGIES
         ):
             scores = await self._scores_of(outcome.scores_ref)
-        proba = None if scores is None else proba_rows(pool.item_ids, scores.rows(), scores.proba)
-        # random and stratified picks never read the features: the pool's rows are not stacked
-        features = None if sampling.strategy in _NO_FEATURES else items.matrix(pool.item_ids)
+        # the model's rows and the features are read where the selection asks, never stacked
+        table_rows = None
+        if scores is not None and outcome is not None and outcome.scores_ref:
+            table_rows = await asyncio.to_thread(
+                index.table_rows, outcome.scores_ref, scores.item_ids
+            )
+        # random and stratified picks never read the features
+        features = None if sampling.strategy in _NO_FEATURES else _features(items, index, pool)
         strata = None
         if sampling.stratify_by:
             strata = strata_of(
@@ -290,8 +353,9 @@ class Sampler:
             sampling.strategy,
             n_items,
             n_candidates=len(pool.item_ids),
-            X=None if features is None else features[0],
-            proba=proba,
+            X=features,
+            proba=None if scores is None else scores.proba,
+            proba_index=None if table_rows is None else table_rows[pool.positions],
             strata=strata,
             random_fraction=sampling.random_fraction,
             prefilter_factor=self.prefilter_factor,
@@ -314,48 +378,30 @@ class Sampler:
         )
         if not planned:
             return None
-        rows = scores.rows() if scores is not None else {}
-        data = await self.catalog.data_of(config.name, items, [t.item_id for t in planned])
-        tasks = []
-        for t in planned:
-            item = items.records[t.item_id]
-            prediction = item.prediction
-            if scores is not None and t.item_id in rows:
-                prediction = _prediction(
-                    scores,
-                    rows[t.item_id],
-                    outcome.model_version if outcome else None,
-                    config.training.multilabel_threshold,
-                )
-            tasks.append(
-                BatchTask(
-                    item_id=t.item_id,
-                    data=data[t.item_id],
-                    annotations_required=t.annotations_required,
-                    is_gold=t.is_gold,
-                    score=None if t.score is None else round(t.score, 6),
-                    prediction=prediction,
-                    gold_label=item.known_label if t.is_gold else None,
-                    metadata=item.metadata,
-                )
-            )
-        batch_id = batch_id_of(config.name, number)
-        used_model = proba is not None and chosen.strategy not in ("diversity", "random")
-        done = (await self.ledgers.taken(config.name, ledger)).rechecked
-        rechecks = [] if outcome is None else [s for s in outcome.suspects if s.item_id not in done]
-        return BatchCreated(
-            event_id=deterministic_id("batch-created", batch_id),
-            project=config.name,
-            batch_id=batch_id,
-            round=number,
-            tasks=tasks,
-            strategy=chosen.strategy + ("+random" if chosen.n_random else ""),
-            model_version=outcome.model_version if used_model and outcome else None,
-            model_round=basis if used_model else None,
-            seed=seed,
-            excluded_annotators=list(outcome.flagged) if outcome is not None else [],
-            rechecks=rechecks[: quality.max_rechecks_per_round],
-        )
+        rows: dict[str, int] = {}
+        if table_rows is not None:
+            planned_ids = [t.item_id for t in planned]
+            at = index.positions(planned_ids)
+            rows = {
+                i: int(table_rows[p])
+                for i, p in zip(planned_ids, at.tolist(), strict=True)
+                if p >= 0 and table_rows[p] >= 0
+            }
+        return _Plan(items, planned, chosen, scores, outcome, rows)
+
+    def _pool_index(self, project: str, items: ProjectItems) -> PoolIndex:
+        """The project's items indexed once per state of the catalog (chunks are only ever
+        added), for the processes' last few projects."""
+        version = (len(items.chunks), len(items.records))
+        cached = self._pools.get(project)
+        if cached is None or cached[0] != version:
+            gold = {i for i, r in items.records.items() if r.known_label is not None}
+            self._pools.pop(project, None)
+            if len(self._pools) >= 4:
+                self._pools.pop(next(iter(self._pools)))
+            cached = (version, PoolIndex(items.records, gold))
+            self._pools[project] = cached
+        return cached[1]
 
     async def _taken(
         self, project: str, ledger: Ledger, *, recent: int
@@ -547,6 +593,19 @@ class Sampler:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """A labeling batch chosen, before its tasks' data is read (:meth:`Sampler._plan`)."""
+
+    items: ProjectItems
+    planned: list[PlannedTask]
+    chosen: Selection
+    scores: ProbabilityTable | None
+    outcome: Outcome | None
+    rows: dict[str, int]
+    """The planned items' rows of the model's table (``scores``)."""
+
+
+@dataclass(frozen=True)
 class _ReviewBatch:
     batch: BatchCreated
     uncatalogued: frozenset[str]
@@ -554,6 +613,19 @@ class _ReviewBatch:
 
 _NO_FEATURES = frozenset({"random", "stratified"})
 """Strategies whose selection reads no feature matrix (:func:`select`)."""
+
+
+def _features(items: ProjectItems, index: PoolIndex, pool: Candidates) -> CandidateFeatures | None:
+    """The candidates' rows in the space covering most of them, read as the selection asks: the
+    rows ``items.matrix(pool.item_ids)`` would stack, without stacking them."""
+    assert pool.positions is not None
+    spaces = {name: space.rows for name, space in items.spaces.items()}
+    name = index.best_space(pool.positions, spaces)
+    if name is None:
+        return None
+    space = items.spaces[name]
+    return CandidateFeatures(pool.item_ids, space.rows, space.dim)
+
 
 _WAIT_REASONS = (
     "not_started",

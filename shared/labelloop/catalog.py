@@ -90,14 +90,24 @@ def decode_chunk(raw: bytes) -> Chunk:
     """A chunk :func:`encode_chunk` wrote, or one of the first format (its records as one
     newline-separated string), which older catalogs hold."""
     with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        if "items" in npz.files:
-            items = _records().validate_json(npz["items"].tobytes())
-        else:
-            text = str(npz["records"])
-            items = [IngestedItem.model_validate_json(line) for line in text.split("\n") if line]
+        items = _chunk_items(npz)
         if "X" in npz.files:
             return Chunk(items, str(npz["space"]), np.asarray(npz["X"], dtype=np.float32))
     return Chunk(items)
+
+
+def _decode_records(raw: bytes) -> list[IngestedItem]:
+    """A chunk's records alone: its feature rows, half its bytes, are not even inflated (each
+    ``.npz`` member is read only when asked for)."""
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        return _chunk_items(npz)
+
+
+def _chunk_items(npz: np.lib.npyio.NpzFile) -> list[IngestedItem]:
+    if "items" in npz.files:
+        return _records().validate_json(npz["items"].tobytes())
+    text = str(npz["records"])
+    return [IngestedItem.model_validate_json(line) for line in text.split("\n") if line]
 
 
 @cache
@@ -356,9 +366,8 @@ class Catalog:
             raw = await self.blobs.get(chunk_name(project, chunk_id))
             if raw is None:
                 raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
-            chunk = await asyncio.to_thread(decode_chunk, raw)
             records = {}
-            for item in chunk.items:
+            for item in await asyncio.to_thread(_decode_records, raw):
                 records.setdefault(item.item_id, item)
         self._decoded[key] = records
         self._decoded.move_to_end(key)

@@ -1,23 +1,43 @@
-"""The candidates of one batch: the unlabeled pool as arrays, gold honeypots beside it."""
+"""The candidates of one batch: the unlabeled pool as arrays, gold honeypots beside it.
+
+At a million items a pass over the pool's ids in Python costs more than the whole selection, so
+the pool is indexed once per state of the catalog (:class:`PoolIndex`: the ids in order, which
+are gold, which have a feature row in each space, and where each model's scores stand), and a
+batch's candidates are a mask over it. Their feature rows are read on demand
+(:class:`CandidateFeatures`): the selection asks for the prefiltered rows, or a cold start's
+subsample, and no other row is stacked.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import overload
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import JsonValue
 
-__all__ = ["Candidates", "candidates", "proba_rows", "strata_of"]
+__all__ = [
+    "CandidateFeatures",
+    "Candidates",
+    "PoolIndex",
+    "candidates",
+    "proba_rows",
+    "strata_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    item_ids: list[str]
+    item_ids: Sequence[str]
     """Unlabeled items no batch holds yet, sorted by id (an order independent of ingestion)."""
     gold_ids: list[str]
     """Gold items a batch may use as honeypots, sorted by id."""
+    positions: NDArray[np.intp] | None = field(default=None, compare=False)
+    """Where each of ``item_ids`` stands in the :class:`PoolIndex` it was taken from."""
 
 
 def candidates(
@@ -55,3 +75,146 @@ def strata_of(metadata: Sequence[Mapping[str, JsonValue]], field: str) -> NDArra
             value if isinstance(value, str | int | float | bool) or value is None else str(value)
         )
     return out
+
+
+class PoolIndex:
+    """Every item of a catalog in id order, which are gold, and what is looked up by position
+    (feature coverage per space, each model's score row): built once per state of the catalog and
+    shared by every batch cut from it."""
+
+    def __init__(self, item_ids: Iterable[str], gold: Container[str], *, tables: int = 4) -> None:
+        self.ids: list[str] = sorted(item_ids)
+        self._array = np.asarray(self.ids, dtype=object)
+        self.gold = np.fromiter((i in gold for i in self.ids), dtype=bool, count=len(self.ids))
+        self._coverage: dict[str, NDArray[np.bool_]] = {}
+        self._tables: OrderedDict[str, NDArray[np.intp]] = OrderedDict()
+        self._max_tables = tables
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, item_ids: Iterable[str]) -> NDArray[np.intp]:
+        """Where each of ``item_ids`` stands in the index; -1 for an id it does not hold."""
+        wanted = np.asarray(list(item_ids), dtype=object)
+        if not len(wanted) or not len(self.ids):
+            return np.full(len(wanted), -1, dtype=np.intp)
+        at = np.searchsorted(self._array, wanted)
+        at[at == len(self.ids)] = 0
+        found = np.asarray(self._array[at] == wanted, dtype=bool)
+        return np.where(found, at, -1).astype(np.intp)
+
+    def candidates(
+        self, *, taken: Collection[str], recent_gold: Collection[str] = ()
+    ) -> Candidates:
+        """:func:`candidates` of the indexed items: the same lists, and their positions."""
+        keep = ~self.gold
+        at = self.positions(taken)
+        keep[at[at >= 0]] = False
+        positions = np.flatnonzero(keep)
+        usable = self.gold.copy()
+        at = self.positions(recent_gold)
+        usable[at[at >= 0]] = False
+        return Candidates(
+            _IdsAt(self._array, positions),
+            self._array[np.flatnonzero(usable)].tolist(),
+            positions,
+        )
+
+    def best_space(
+        self, positions: NDArray[np.intp], spaces: Mapping[str, Container[str]]
+    ) -> str | None:
+        """The space (name -> the ids it has a row for) covering most of the items at
+        ``positions``, as ``ProjectItems.best_space`` chooses it: producer vectors win ties,
+        then the name; ``None`` when no space covers any."""
+        scored = [
+            (int(self._covered(name, rows)[positions].sum()), name.startswith("producer"), name)
+            for name, rows in spaces.items()
+        ]
+        best = max(scored, default=None)
+        return best[2] if best is not None and best[0] > 0 else None
+
+    def _covered(self, name: str, rows: Container[str]) -> NDArray[np.bool_]:
+        if name not in self._coverage:
+            self._coverage[name] = np.fromiter(
+                (i in rows for i in self.ids), dtype=bool, count=len(self.ids)
+            )
+        return self._coverage[name]
+
+    def table_rows(self, key: str, table_ids: Sequence[str]) -> NDArray[np.intp]:
+        """The row of a score table (its item ids, in its order) for every indexed item, -1 for
+        an item it does not score; the last ``tables`` tables' are kept, by ``key``."""
+        found = self._tables.get(key)
+        if found is None:
+            if table_ids == self.ids:
+                found = np.arange(len(self.ids), dtype=np.intp)
+            else:
+                row = dict(zip(table_ids, range(len(table_ids)), strict=True))
+                found = np.fromiter(
+                    map(row.get, self.ids, repeat(-1)), dtype=np.intp, count=len(self.ids)
+                )
+            self._tables[key] = found
+            while len(self._tables) > self._max_tables:
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(key)
+        return found
+
+
+class _IdsAt(Sequence[str]):
+    """The ids at ``positions`` of an id array, looked up when asked for: a million-item pool's
+    candidates are not copied into a list for the few a batch picks."""
+
+    def __init__(self, ids: NDArray[np.object_], positions: NDArray[np.intp]) -> None:
+        self._ids = ids
+        self._positions = positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    @overload
+    def __getitem__(self, at: int) -> str: ...
+    @overload
+    def __getitem__(self, at: slice) -> Sequence[str]: ...
+    def __getitem__(self, at: int | slice) -> str | Sequence[str]:
+        if isinstance(at, slice):
+            return _IdsAt(self._ids, self._positions[at])
+        return str(self._ids[self._positions[at]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids[self._positions].tolist())
+
+
+class CandidateFeatures:
+    """The candidates' feature rows in one space, read on demand (a ``selection.FeatureRows``):
+    at every position, the row ``ProjectItems.matrix(item_ids, space)`` would hold there, without
+    stacking the others. An item without a row in the space gets the mean row of the candidates
+    that have one, as there; computing it reads them all, once, and only if such an item is read.
+    """
+
+    def __init__(
+        self, item_ids: Sequence[str], rows: Mapping[str, NDArray[np.floating]], dim: int
+    ) -> None:
+        self._ids = item_ids
+        self._rows = rows
+        self._dim = dim
+        self._mean: NDArray[np.float32] | None = None
+
+    def __call__(self, positions: NDArray[np.intp]) -> NDArray[np.float32]:
+        ids = [self._ids[p] for p in np.asarray(positions).tolist()]
+        has = np.fromiter((i in self._rows for i in ids), dtype=bool, count=len(ids))
+        out = np.zeros((len(ids), self._dim), dtype=np.float32)
+        if has.any():
+            present = [self._rows[i] for i, h in zip(ids, has.tolist(), strict=True) if h]
+            out[has] = np.asarray(present, dtype=np.float32)
+        if not has.all():
+            out[~has] = self._fill()
+        return out
+
+    def _fill(self) -> NDArray[np.float32]:
+        if self._mean is None:
+            present = [self._rows[i] for i in self._ids if i in self._rows]
+            self._mean = (
+                np.asarray(present, dtype=np.float32).mean(axis=0)
+                if present
+                else np.zeros(self._dim, dtype=np.float32)
+            )
+        return self._mean

@@ -21,7 +21,10 @@ hundred), where a flat k-means costs more than everything else together.
 
 At scale the pool is only ever read, never copied: the uncertainty is computed a chunk of
 probability rows at a time, and the feature matrix is indexed at the rows the clustering needs
-(the prefiltered ones for hybrid, the subsample for diversity), so ``X`` may be a memory map.
+(the prefiltered ones for hybrid, the subsample for diversity), so ``X`` may be a memory map,
+or a :data:`FeatureRows` function that reads those rows only (the sampler service reads them
+from the catalog). ``proba`` may be a model's whole score table, with ``proba_index`` saying
+which of its rows belongs to each candidate: the candidates' rows are then never stacked either.
 The picks are those of the plain whole-pool computation (``tests/unit/sampler`` holds it as a
 reference and checks them, pick for pick).
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +45,7 @@ from labelloop.project import SamplingStrategy
 
 __all__ = [
     "UNCERTAINTY_STRATEGIES",
+    "FeatureRows",
     "Selection",
     "multilabel_uncertainty",
     "select",
@@ -62,7 +67,8 @@ _KMEANS_FULL_MAX = 4_000
 _FLAT_MAX_CLUSTERS = 200
 """Above this many clusters (and ``_KMEANS_FULL_MAX`` points) k-means runs nested."""
 _DIVERSITY_MAX_POINTS = 20_000
-"""Diversity on a larger pool clusters a random subsample of this size (or ``20 * n``)."""
+"""Diversity on a larger pool clusters a seeded random subsample of this size (or ``20 * n``):
+all a cold start reads of the features, however large the pool."""
 _DENSE_SUMS_MAX = 1 << 22
 """k-means sums clusters with a dense 0/1 matrix up to this many cells (16 MB), sparse above."""
 SEQUENCE_COLUMNS = {
@@ -76,6 +82,10 @@ least confidence, margin, total token entropy)."""
 _SEQUENCE_MEASURES = 3
 _CHUNK_ROWS = 65_536
 """Pool-wide uncertainty runs over this many probability rows at a time (a few MB each)."""
+
+
+FeatureRows = Callable[[NDArray[np.intp]], NDArray[np.floating]]
+"""Features read on demand: the rows of the candidates at the given positions, in that order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,16 +228,37 @@ def _pool_uncertainty(
     method: SamplingStrategy,
     multilabel: bool = False,
     sequences: bool = False,
+    index: NDArray[np.intp] | None = None,
 ) -> NDArray[np.float64]:
-    """``uncertainty(proba[rows])`` a chunk of rows at a time: the pool is read, never copied."""
+    """``uncertainty(proba[rows])`` a chunk of rows at a time: the pool is read, never copied.
+
+    With ``index``, candidate ``r``'s probabilities are ``proba[index[r]]``, a NaN row where
+    ``index[r]`` is negative (an item the model did not score), as ``pool.proba_rows`` builds them.
+    """
     p = np.asarray(proba)
-    contiguous = rows[-1] == len(rows) - 1  # sorted distinct rows: 0, 1, ..., len - 1
+    contiguous = index is None and rows[-1] == len(rows) - 1  # rows 0, 1, ..., len - 1
     out = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, len(rows))
-        chunk = p[start:stop] if contiguous else p[rows[start:stop]]
+        if index is not None:
+            at = index[rows[start:stop]]
+            known = at >= 0
+            if known.all():
+                chunk = p[at].astype(np.float64, copy=False)
+            else:
+                chunk = np.full((len(at), p.shape[1]), np.nan)
+                chunk[known] = p[at[known]]
+        else:
+            chunk = p[start:stop] if contiguous else p[rows[start:stop]]
         out[start:stop] = uncertainty(chunk, method, multilabel=multilabel, sequences=sequences)
     return out
+
+
+def _take(X: NDArray[np.floating] | FeatureRows, at: NDArray[np.intp]) -> NDArray[np.floating]:
+    """The feature rows of the candidates at ``at``: indexed, or read on demand."""
+    if not isinstance(X, np.ndarray) and callable(X):
+        return np.asarray(X(at))
+    return np.asarray(X)[at]
 
 
 def select(
@@ -235,8 +266,9 @@ def select(
     n: int,
     *,
     n_candidates: int,
-    X: NDArray[np.floating] | None = None,
+    X: NDArray[np.floating] | FeatureRows | None = None,
     proba: NDArray[np.floating] | None = None,
+    proba_index: NDArray[np.intp] | None = None,
     strata: NDArray[np.object_] | None = None,
     random_fraction: float = 0.0,
     prefilter_factor: int = 10,
@@ -246,8 +278,11 @@ def select(
 ) -> Selection:
     """Choose ``n`` of ``n_candidates`` items.
 
-    ``X`` (features, one row per candidate) drives diversity; ``proba`` (the latest model's class
-    probabilities, NaN rows for items it has not scored) drives the uncertainty strategies;
+    ``X`` (features, one row per candidate, or a :data:`FeatureRows` reading the rows asked for)
+    drives diversity; ``proba`` (the latest model's class probabilities, NaN rows for items it
+    has not scored) drives the uncertainty strategies; with ``proba_index`` (one entry per
+    candidate: its row of ``proba``, negative for an item the model did not score) ``proba`` is
+    the model's whole table, and the picks are those of the candidates' rows stacked;
     ``strata`` (one value per candidate) drives the stratified strategy. A ``random_fraction`` of
     the ``n`` is drawn at random first, as a control slice. ``multilabel``: ``proba`` holds a
     multi-label model's per-label probabilities (:func:`multilabel_uncertainty`); ``sequences``:
@@ -271,6 +306,7 @@ def select(
         rest,
         X=X,
         proba=proba,
+        proba_index=proba_index,
         strata=strata,
         prefilter_factor=prefilter_factor,
         rng=rng,
@@ -287,13 +323,14 @@ def _select_core(
     n: int,
     rows: NDArray[np.intp],
     *,
-    X: NDArray[np.floating] | None,
+    X: NDArray[np.floating] | FeatureRows | None,
     proba: NDArray[np.floating] | None,
     strata: NDArray[np.object_] | None,
     prefilter_factor: int,
     rng: np.random.Generator,
     multilabel: bool = False,
     sequences: bool = False,
+    proba_index: NDArray[np.intp] | None = None,
 ) -> Selection:
     """Select ``n`` positions into ``rows`` (which index the candidate arrays)."""
     if n <= 0 or len(rows) == 0:
@@ -308,7 +345,7 @@ def _select_core(
         u = (
             np.empty(0)
             if proba is None
-            else _pool_uncertainty(proba, rows, strategy, multilabel, sequences)
+            else _pool_uncertainty(proba, rows, strategy, multilabel, sequences, proba_index)
         )
         unscored = np.isnan(u)
         if len(u) and not unscored.all():
@@ -365,18 +402,21 @@ def _top(u: NDArray[np.float64], n: int, rng: np.random.Generator, name: str) ->
 
 
 def _diversity(
-    X: NDArray[np.floating], rows: NDArray[np.intp], n: int, rng: np.random.Generator
+    X: NDArray[np.floating] | FeatureRows,
+    rows: NDArray[np.intp],
+    n: int,
+    rng: np.random.Generator,
 ) -> Selection:
     sub: NDArray[np.intp] = np.arange(len(rows))
     limit = max(_DIVERSITY_MAX_POINTS, 20 * n)
     if len(rows) > limit:
         sub = np.sort(rng.choice(len(rows), size=limit, replace=False))
-    picked, dist = _nearest_to_centroids(np.asarray(X)[rows[sub]], n, None, rng)
+    picked, dist = _nearest_to_centroids(_take(X, rows[sub]), n, None, rng)
     return Selection(sub[picked].astype(np.int64), dist, SamplingStrategy.DIVERSITY.value)
 
 
 def _hybrid(
-    X: NDArray[np.floating],
+    X: NDArray[np.floating] | FeatureRows,
     rows: NDArray[np.intp],
     u: NDArray[np.float64],
     n: int,
@@ -387,7 +427,7 @@ def _hybrid(
     m = min(len(u), max(n, prefilter_factor * n))
     top = _top(u, m, rng, "hybrid").indices
     weights = u[top] - u[top].min() + 1e-6
-    picked, _ = _nearest_to_centroids(np.asarray(X)[rows[top]], n, weights, rng)
+    picked, _ = _nearest_to_centroids(_take(X, rows[top]), n, weights, rng)
     idx = top[picked].astype(np.int64)
     return Selection(idx, u[idx].astype(np.float64), SamplingStrategy.HYBRID.value)
 
