@@ -25,17 +25,15 @@ sampling, and the offline anchor, the same model trained on every label of the p
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from harness import row, standalone
+from curves import seed_labels, strategy_rows, summary
+from harness import example_module, row, standalone
 from labelloop.events import ItemIn
 from labelloop.project import SamplingStrategy, TrainingConfig, parse_project
 from labelloop_ingester.domain.featurize import MediaOptions, media_features
@@ -51,24 +49,13 @@ SEED_LABELS = 20
 BATCH = 20
 TARGETS = (0.85, 0.90, 0.95)
 ESTIMATOR: Final = "logistic_regression"
-_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "phone-prompts"
-
-
-def _prompts_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("phone_prompts", _EXAMPLE / "prompts.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Data:
     """The prompts, their languages and the ingester's features, computed once (and timed)."""
 
     def __init__(self, limit: int | None = None) -> None:
-        prompts = _prompts_module().load_prompts()
+        prompts = example_module("phone-prompts", "prompts", "phone_prompts").load_prompts()
         index = np.arange(len(prompts.paths))
         if limit is not None:
             index = prompts.subset(index, limit // len(prompts.classes), seed=0)
@@ -152,9 +139,7 @@ def _score(data: _Data, model: Any, test: Array) -> tuple[float, float]:
 def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
     """Labels used and held-out scores after each batch, and the seconds spent."""
     pool, test = data.split(seed)
-    rng = np.random.default_rng(seed)
-    labeled = np.zeros(len(pool), dtype=bool)
-    labeled[rng.choice(len(pool), size=SEED_LABELS, replace=False)] = True
+    labeled = seed_labels(len(pool), SEED_LABELS, seed)
     sizes: list[int] = []
     accuracy: list[float] = []
     macro: list[float] = []
@@ -200,11 +185,6 @@ def offline_anchor(data: _Data, seed: int) -> dict[str, Any]:
     return {"labels": len(pool), "accuracy": acc, "macro_f1": f1, "train_seconds": seconds}
 
 
-def _labels_to(sizes: list[int], values: Array, target: float) -> int | None:
-    hit = np.flatnonzero(values >= target)
-    return int(sizes[hit[0]]) if len(hit) else None
-
-
 def run(quick: bool) -> dict[str, Any]:
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     budget = 120 if quick else 240
@@ -243,31 +223,10 @@ def run(quick: bool) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for strategy in strategies:
         per_seed = [curve(data, strategy, s, budget) for s in seeds]
-        sizes = per_seed[0]["labels"]
-        acc = np.array([p["accuracy"] for p in per_seed], dtype=np.float64)
-        mean = acc.mean(axis=0)
-        found[strategy] = {
-            "labels": sizes,
-            "mean_accuracy": mean.round(4).tolist(),
-            "mean_macro_f1": np.mean([p["macro_f1"] for p in per_seed], axis=0).round(4).tolist(),
-            "labels_to": {f"{t:.2f}": _labels_to(sizes, mean, t) for t in TARGETS},
-            "labels_to_per_seed": {
-                f"{t:.2f}": [_labels_to(sizes, a, t) for a in acc] for t in TARGETS
-            },
-            # area under the learning curve, normalised by the label range: mean accuracy
-            "aulc": float(np.trapezoid(mean, sizes) / (sizes[-1] - sizes[0])),
-            "final_accuracy": float(mean[-1]),
-            "share_of_offline_anchor": float(mean[-1] / offline),
-            "train_seconds_total": round(sum(p["train_seconds"] for p in per_seed), 2),
-            "select_seconds_total": round(sum(p["select_seconds"] for p in per_seed), 3),
-        }
-    results["strategies"] = found
-    base = found["random"]
-
-    def to(s: dict[str, Any]) -> str:
-        return ", ".join(
-            f"{t:.2f}: {s['labels_to'][f'{t:.2f}'] or '>' + str(budget)}" for t in TARGETS
+        found[strategy] = summary(
+            per_seed, "accuracy", also=["macro_f1"], targets=TARGETS, offline=offline
         )
+    results["strategies"] = found
 
     speed = results["featurizer"]
     rows = [
@@ -282,18 +241,9 @@ def run(quick: bool) -> dict[str, Any]:
             f"{offline:.3f} ({len(data.split(seeds[0])[0])} labels)",
         ),
     ]
-    for name in strategies:
-        s = found[name]
-        rows.append(
-            row(
-                f"audio {name}: labels to accuracy (AULC)",
-                f"{to(s)} ({s['aulc']:.3f})",
-                f"random {to(base)} ({base['aulc']:.3f})" if name != "random" else "",
-                f"AULC {s['aulc'] - base['aulc']:+.3f} vs random; final {s['final_accuracy']:.3f}"
-                f" = {s['share_of_offline_anchor']:.0%} of offline",
-                None if name == "random" else s["aulc"] >= base["aulc"],
-            )
-        )
+    rows += strategy_rows(
+        found, task="audio", measure="accuracy", name="accuracy", targets=TARGETS, budget=budget
+    )
     results["rows"] = rows
     return results
 

@@ -24,16 +24,13 @@ the same way) trained on every label of the pool (about 790).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from harness import row, standalone
+from curves import seed_labels, strategy_rows, summary
+from harness import example_module, row, standalone
 from labelloop.project import SamplingStrategy, TrainingConfig
 from labelloop_ingester.domain.featurize import text_vectors
 from labelloop_sampler.domain.selection import select
@@ -48,24 +45,13 @@ SEED_LABELS = 20
 BATCH = 20
 TARGETS = (0.75, 0.80, 0.85)
 THRESHOLD = 0.5
-_DIGESTS = Path(__file__).resolve().parents[1] / "examples" / "news-digests" / "digests.py"
-
-
-def _digests_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("news_digests", _DIGESTS)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Data:
     """The digests, their 0/1 labels and the sampler's features, loaded once."""
 
     def __init__(self) -> None:
-        self.digests = _digests_module().load_digests()
+        self.digests = example_module("news-digests", "digests", "news_digests").load_digests()
         self.texts: np.ndarray = self.digests.texts
         self.y: np.ndarray = self.digests.indicator()
         self.classes: list[str] = list(self.digests.classes)
@@ -101,9 +87,7 @@ def _score(data: _Data, model: Any, test: np.ndarray) -> Evaluation:
 def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
     """Labels used and held-out scores after each batch, and the seconds spent."""
     pool, test = data.digests.split(seed)
-    rng = np.random.default_rng(seed)
-    labeled = np.zeros(len(pool), dtype=bool)
-    labeled[rng.choice(len(pool), size=SEED_LABELS, replace=False)] = True
+    labeled = seed_labels(len(pool), SEED_LABELS, seed)
     sizes: list[int] = []
     scores: list[Evaluation] = []
     train_seconds = select_seconds = 0.0
@@ -156,11 +140,6 @@ def offline_anchor(data: _Data, seed: int) -> dict[str, Any]:
     }
 
 
-def _labels_to(sizes: list[int], values: np.ndarray, target: float) -> int | None:
-    hit = np.flatnonzero(values >= target)
-    return int(sizes[hit[0]]) if len(hit) else None
-
-
 def run(quick: bool) -> dict[str, Any]:
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     budget = 120 if quick else 300
@@ -191,56 +170,28 @@ def run(quick: bool) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for strategy in strategies:
         per_seed = [curve(data, strategy, s, budget) for s in seeds]
-        sizes = per_seed[0]["labels"]
-        micro = np.array([p["micro_f1"] for p in per_seed], dtype=np.float64)
-        mean = micro.mean(axis=0)
-        found[strategy] = {
-            "labels": sizes,
-            "mean_micro_f1": mean.round(4).tolist(),
-            "mean_macro_f1": np.mean([p["macro_f1"] for p in per_seed], axis=0).round(4).tolist(),
-            "mean_subset_accuracy": np.mean([p["subset_accuracy"] for p in per_seed], axis=0)
-            .round(4)
-            .tolist(),
-            "mean_hamming_loss": np.mean([p["hamming_loss"] for p in per_seed], axis=0)
-            .round(4)
-            .tolist(),
-            "labels_to": {f"{t:.2f}": _labels_to(sizes, mean, t) for t in TARGETS},
-            "labels_to_per_seed": {
-                f"{t:.2f}": [_labels_to(sizes, m, t) for m in micro] for t in TARGETS
-            },
-            # area under the learning curve, normalised by the label range: mean micro-F1
-            "aulc": float(np.trapezoid(mean, sizes) / (sizes[-1] - sizes[0])),
-            "final_micro_f1": float(mean[-1]),
-            "share_of_offline_anchor": float(mean[-1] / offline),
-            "train_seconds_total": round(sum(p["train_seconds"] for p in per_seed), 2),
-            "select_seconds_total": round(sum(p["select_seconds"] for p in per_seed), 3),
-        }
-    results["strategies"] = found
-    base = found["random"]
-
-    def to(s: dict[str, Any]) -> str:
-        return ", ".join(
-            f"{t:.2f}: {s['labels_to'][f'{t:.2f}'] or '>' + str(budget)}" for t in TARGETS
+        found[strategy] = summary(
+            per_seed,
+            "micro_f1",
+            also=["macro_f1", "subset_accuracy", "hamming_loss"],
+            targets=TARGETS,
+            offline=offline,
         )
-
+    results["strategies"] = found
     rows = [
         row(
             "multi-label offline anchor: micro-F1",
             f"{offline:.3f} ({len(data.digests.split(seeds[0])[0])} labels)",
-        )
+        ),
+        *strategy_rows(
+            found,
+            task="multi-label",
+            measure="micro_f1",
+            name="micro-F1",
+            targets=TARGETS,
+            budget=budget,
+        ),
     ]
-    for name in strategies:
-        s = found[name]
-        rows.append(
-            row(
-                f"multi-label {name}: labels to micro-F1 (AULC)",
-                f"{to(s)} ({s['aulc']:.3f})",
-                f"random {to(base)} ({base['aulc']:.3f})" if name != "random" else "",
-                f"AULC {s['aulc'] - base['aulc']:+.3f} vs random; final {s['final_micro_f1']:.3f}"
-                f" = {s['share_of_offline_anchor']:.0%} of offline",
-                None if name == "random" else s["aulc"] >= base["aulc"],
-            )
-        )
     results["rows"] = rows
     return results
 

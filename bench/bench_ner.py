@@ -23,17 +23,14 @@ trained on every label of the pool (1,676 tweets).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from harness import row, standalone
+from curves import seed_labels, strategy_rows, summary
+from harness import example_module, row, standalone
 from labelloop.project import SamplingStrategy
 from labelloop_ingester.domain.featurize import text_vectors
 from labelloop_sampler.domain.selection import select
@@ -48,24 +45,13 @@ STRATEGIES = ("random", "entropy", "hybrid")
 SEED_LABELS = 50
 BATCH = 50
 TARGETS = (0.25, 0.30, 0.35)
-_TWEETS = Path(__file__).resolve().parents[1] / "examples" / "tweet-entities" / "tweets.py"
-
-
-def _tweets_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tweet_entities", _TWEETS)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Data:
     """The tweets, their tokens and BIO tags, and the sampler's features, made once."""
 
     def __init__(self) -> None:
-        self.tweets = _tweets_module().load_tweets()
+        self.tweets = example_module("tweet-entities", "tweets", "tweet_entities").load_tweets()
         self.types: list[str] = list(self.tweets.types)
         tagged = [
             spans_to_bio(str(text), spans, self.types)
@@ -91,9 +77,7 @@ def _score(data: _Data, model: CrfTagger, test: Array) -> Evaluation:
 def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
     """Labels used and held-out scores after each batch, and the seconds spent."""
     pool, test = data.tweets.split(seed)
-    rng = np.random.default_rng(seed)
-    labeled = np.zeros(len(pool), dtype=bool)
-    labeled[rng.choice(len(pool), size=SEED_LABELS, replace=False)] = True
+    labeled = seed_labels(len(pool), SEED_LABELS, seed)
     sizes: list[int] = []
     scores: list[Evaluation] = []
     train_seconds = score_seconds = select_seconds = 0.0
@@ -150,11 +134,6 @@ def offline_anchor(data: _Data, seed: int) -> dict[str, Any]:
     }
 
 
-def _labels_to(sizes: list[int], values: Array, target: float) -> int | None:
-    hit = np.flatnonzero(values >= target)
-    return int(sizes[hit[0]]) if len(hit) else None
-
-
 def run(quick: bool) -> dict[str, Any]:
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     budget = 200 if quick else 800
@@ -185,54 +164,26 @@ def run(quick: bool) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for strategy in strategies:
         per_seed = [curve(data, strategy, s, budget) for s in seeds]
-        sizes = per_seed[0]["labels"]
-        f1 = np.array([p["entity_f1"] for p in per_seed], dtype=np.float64)
-        mean = f1.mean(axis=0)
-        found[strategy] = {
-            "labels": sizes,
-            "mean_entity_f1": mean.round(4).tolist(),
-            "mean_partial_f1": np.mean([p["partial_f1"] for p in per_seed], axis=0)
-            .round(4)
-            .tolist(),
-            "labels_to": {f"{t:.2f}": _labels_to(sizes, mean, t) for t in TARGETS},
-            "labels_to_per_seed": {
-                f"{t:.2f}": [_labels_to(sizes, m, t) for m in f1] for t in TARGETS
-            },
-            # area under the learning curve, normalised by the label range: mean entity F1
-            "aulc": float(np.trapezoid(mean, sizes) / (sizes[-1] - sizes[0])),
-            "final_entity_f1": float(mean[-1]),
-            "share_of_offline_anchor": float(mean[-1] / offline),
-            "labeled_with_entities_mean": float(np.mean([p["with_entities"] for p in per_seed])),
-            "train_seconds_total": round(sum(p["train_seconds"] for p in per_seed), 2),
-            "score_seconds_total": round(sum(p["score_seconds"] for p in per_seed), 2),
-            "select_seconds_total": round(sum(p["select_seconds"] for p in per_seed), 3),
-        }
-    results["strategies"] = found
-    base = found["random"]
-
-    def to(s: dict[str, Any]) -> str:
-        return ", ".join(
-            f"{t:.2f}: {s['labels_to'][f'{t:.2f}'] or '>' + str(budget)}" for t in TARGETS
+        with_entities = float(np.mean([p["with_entities"] for p in per_seed]))
+        found[strategy] = summary(
+            per_seed,
+            "entity_f1",
+            also=["partial_f1"],
+            targets=TARGETS,
+            offline=offline,
+            extra={"labeled_with_entities_mean": with_entities},
+            seconds={"train": 2, "score": 2, "select": 3},
         )
-
+    results["strategies"] = found
     rows = [
         row(
             "NER offline anchor (sklearn-crfsuite, all labels): entity F1",
             f"{offline:.3f} ({len(data.tweets.split(seeds[0])[0])} labels)",
-        )
+        ),
+        *strategy_rows(
+            found, task="NER", measure="entity_f1", name="entity F1", targets=TARGETS, budget=budget
+        ),
     ]
-    for name in strategies:
-        s = found[name]
-        rows.append(
-            row(
-                f"NER {name}: labels to entity F1 (AULC)",
-                f"{to(s)} ({s['aulc']:.3f})",
-                f"random {to(base)} ({base['aulc']:.3f})" if name != "random" else "",
-                f"AULC {s['aulc'] - base['aulc']:+.3f} vs random; final {s['final_entity_f1']:.3f}"
-                f" = {s['share_of_offline_anchor']:.0%} of offline",
-                None if name == "random" else s["aulc"] >= base["aulc"],
-            )
-        )
     results["rows"] = rows
     return results
 

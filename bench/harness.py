@@ -1,4 +1,5 @@
-"""The benchmark harness: machine description, median timings, peak memory and result files.
+"""The benchmark harness: machine description, median timings, peak memory, result files, and
+the examples' data modules.
 
 Every benchmark module in ``bench/`` exposes ``NAME`` and ``run(quick: bool) -> dict``; the
 dict holds the benchmark's figures and a ``rows`` list for the summary table (see ``row``).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -22,9 +24,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 RESULTS = Path(__file__).resolve().parent / "results"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 T = TypeVar("T")
 
 _PACKAGES = (
@@ -193,3 +197,14 @@ def standalone(name: str, run: Callable[[bool], dict[str, Any]]) -> None:
         mark = {True: "ok", False: "FAIL", None: ""}[r["check"]]
         print(f"{r['measure']:<44} {r['labelloop']:<24} {r['anchor']:<34} {r['comparison']} {mark}")
     print(f"wrote {path} in {payload['wall_seconds']} s", file=sys.stderr)
+
+
+def example_module(example: str, module: str, name: str) -> ModuleType:
+    """``examples/<example>/<module>.py``, the example's data module, imported as ``name``."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / example / f"{module}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    found = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = found  # its dataclasses look their module up
+    spec.loader.exec_module(found)
+    return found

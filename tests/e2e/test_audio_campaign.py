@@ -11,27 +11,25 @@ the model is judged on held-out prompts featurised by the same ingester code.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from campaign_support import (
+    Campaign,
+    Plan,
+    Waits,
+    blob,
+    example_config,
+    example_module,
+    last_round,
+    run_campaign,
+)
 
-from labelloop.client import BusClient, connect
-from labelloop.events import BatchCreated, ItemIn, ModelTrained, RequestSampling
+from labelloop.events import ItemIn, ModelTrained
 from labelloop.model_format import load_model
-from labelloop.payloads import resolve
-from labelloop.project import ProjectConfig, load_project, parse_project
-from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher
-from labelloop_console.demo import submit_items, wait_for
-from labelloop_console.processes import Supervisor
 from labelloop_ingester.domain.audio import AUDIO_DIM
 from labelloop_ingester.domain.featurize import MediaOptions, media_features
 from labelloop_trainer.domain.estimators import aligned_proba
@@ -45,95 +43,28 @@ PER_LANGUAGE = 50
 """Pool prompts per language (250 in all) and held-out ones (up to 40 per language)."""
 
 
-def _prompts_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("phone_prompts", EXAMPLE / "prompts.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+PLAN = Plan(
+    source="phone-prompts",
+    ingest=Waits(timeout=300, stall=120),
+    settle=Waits(timeout=600, stall=180),
+    ingested="every prompt is ingested or rejected",
+    rejects=True,
+)
 
 
-def _config() -> ProjectConfig:
-    raw = load_project(EXAMPLE / "project.yaml").model_dump(mode="json")
-    raw["budget"] = {**raw["budget"], "max_labels": BUDGET}
-    # the pool is ingested whole before the first batch, as the demo does
-    raw["sampling"] = {**raw["sampling"], "seed": SEED, "start": "on_command"}
-    return parse_project(raw)
-
-
-async def _batches(bus: BusClient, count: int) -> list[BatchCreated]:
-    """Every ``BatchCreated`` on the bus, tasks and predictions included."""
-    js = bus.nc.jetstream()
-    sub = await js.subscribe(
-        bus.ns.subject(BatchCreated),
-        stream=bus.ns.stream_name(bus.ns.stream_for(BatchCreated)),
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    blobs = await bus.blobs()
-    found = []
-    try:
-        for _ in range(count):
-            msg = await sub.next_msg(timeout=30)
-            found.append(
-                BatchCreated.model_validate_json(await resolve(msg.data, msg.headers, blobs))
-            )
-    finally:
-        await sub.unsubscribe()
-    return found
-
-
-async def _campaign(
-    settings: ServiceSettings, supervisor: Supervisor, config: ProjectConfig, items: list[ItemIn]
-) -> tuple[CampaignView, list[BatchCreated], dict[str, Any]]:
-    async with connect(settings) as bus:
-        watcher = CampaignWatcher(bus.nc, bus.ns, [config.name])
-        await watcher.start()
-        view = watcher.view(config.name)
-        await bus.apply_project(config)
-        await submit_items(bus, config.name, items, "phone-prompts")
-
-        def supervise() -> None:
-            supervisor.revive()
-
-        accounted = await wait_for(
-            watcher,
-            lambda: view.items_ingested + view.duplicates + view.items_rejected >= len(items),
-            timeout=300,
-            stall=120,
-            supervise=supervise,
-        )
-        assert accounted, "every prompt is ingested or rejected"
-        rejected = view.items_rejected
-        await bus.publish(
-            RequestSampling(project=config.name, action="start", reason="pool ingested")
-        )
-        settled = await wait_for(
-            watcher, lambda: view.settled, timeout=600, stall=180, supervise=supervise
-        )
-        assert settled, f"the campaign ended: {view.next_batch(config)}"
-        batches = await _batches(bus, len(view.batches))
-        models = view.round_models()
-        last = models[max(models)]
-        serving = next(m for m in view.models if m.model_version == last.serving_model_version)
-        blobs = await bus.blobs()
-        model_file = await blobs.get(serving.model_ref or "")
-        assert model_file is not None
-        found = {
-            "serving": serving,
-            "model": load_model(model_file, digest=serving.model_digest),
-            "rejected": rejected,
-        }
-        await watcher.stop()
-    return view, batches, found
+async def _found(run: Campaign) -> dict[str, Any]:
+    _, serving = last_round(run.view)
+    return {
+        "serving": serving,
+        "model": load_model(await blob(run.bus, serving.model_ref), digest=serving.model_digest),
+        "rejected": run.rejected,
+    }
 
 
 def test_an_audio_campaign_learns_from_ingester_features_and_samples_by_uncertainty(
     tmp_path: Path, nats_url: str, namespace: str
 ) -> None:
-    module = _prompts_module()
+    module = example_module(EXAMPLE / "prompts.py", "phone_prompts")
     try:
         prompts = module.load_prompts()
     except module.PromptsMissing as exc:
@@ -141,7 +72,7 @@ def test_an_audio_campaign_learns_from_ingester_features_and_samples_by_uncertai
     pool_all, test_all = prompts.split(SEED)
     pool = prompts.subset(pool_all, PER_LANGUAGE, SEED)
     test = prompts.subset(test_all, 40, SEED)
-    config = _config()
+    config = example_config(EXAMPLE, budget=BUDGET, seed=SEED)
     # the pool's files under the ingester's media root, and one file that is not a sound
     media = tmp_path / "media"
     items = prompts.items(pool, n_gold=15, seed=SEED)
@@ -154,18 +85,10 @@ def test_an_audio_campaign_learns_from_ingester_features_and_samples_by_uncertai
     (media / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(range(64)))
     corrupt = {"audio": str(media / "corrupt.wav")}
     items.append(ItemIn(data=corrupt, metadata={"simulation_truth": "english"}))
-    env = {
-        "LABELLOOP_EXPORTER_EXPORT_DIR": str(tmp_path / "exports"),
-        "LABELLOOP_BRIDGE_BACKEND": "simulated",
-        "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "5",
-        "LABELLOOP_INGESTER_MEDIA_ROOT": str(media),
-    }
-    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
-    with Supervisor(nats_url, namespace, tmp_path, env=env) as supervisor:
-        supervisor.start_all()
-        supervisor.wait_ready(timeout=90)
-        view, batches, found = asyncio.run(_campaign(settings, supervisor, config, items))
-        assert supervisor.restarts == {}
+    media_root = {"LABELLOOP_INGESTER_MEDIA_ROOT": str(media)}
+    view, batches, found = run_campaign(
+        tmp_path, nats_url, namespace, config, items, PLAN, _found, env=media_root
+    )
 
     assert found["rejected"] == 1  # the corrupt file, and nothing else
     assert view.items_ingested == len(pool)

@@ -12,7 +12,6 @@ token from its environment, the sampler ranks the pool by least confidence.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -27,20 +26,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from campaign_support import Campaign, Plan, Waits, blob, run_campaign, score_tables
 from PIL import Image
 from scipy import ndimage
 from sklearn.datasets import load_sample_images
 
-from labelloop.catalog import SEQUENCE_MEASURES, ProbabilityTable, decode_table
-from labelloop.client import BusClient, connect
-from labelloop.events import BatchCreated, ItemIn, RequestSampling
-from labelloop.payloads import resolve
+from labelloop.catalog import SEQUENCE_MEASURES, ProbabilityTable
+from labelloop.events import ItemIn
 from labelloop.project import ProjectConfig, parse_project
-from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
-from labelloop_console.demo import submit_items, wait_for
-from labelloop_console.processes import Supervisor
+from labelloop_console.campaign import latest_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 log = logging.getLogger("tests.e2e.bbox_hook")
@@ -259,71 +253,22 @@ def _config(url: str) -> ProjectConfig:
     )
 
 
-async def _batches(bus: BusClient, count: int) -> list[BatchCreated]:
-    """Every ``BatchCreated`` on the bus, tasks and predictions included."""
-    js = bus.nc.jetstream()
-    sub = await js.subscribe(
-        bus.ns.subject(BatchCreated),
-        stream=bus.ns.stream_name(bus.ns.stream_for(BatchCreated)),
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    blobs = await bus.blobs()
-    found = []
-    try:
-        for _ in range(count):
-            msg = await sub.next_msg(timeout=30)
-            found.append(
-                BatchCreated.model_validate_json(await resolve(msg.data, msg.headers, blobs))
-            )
-    finally:
-        await sub.unsubscribe()
-    return found
+PLAN = Plan(
+    source="sklearn-sample-images",
+    ingest=Waits(timeout=240, stall=120),
+    settle=Waits(timeout=900, stall=300),
+    ingested="every tile is ingested",
+)
 
 
-async def _campaign(
-    settings: ServiceSettings, supervisor: Supervisor, config: ProjectConfig, items: list[ItemIn]
-) -> tuple[CampaignView, list[BatchCreated], dict[str, ProbabilityTable], dict[str, Any]]:
-    async with connect(settings) as bus:
-        watcher = CampaignWatcher(bus.nc, bus.ns, [config.name])
-        await watcher.start()
-        view = watcher.view(config.name)
-        await bus.apply_project(config)
-        await submit_items(bus, config.name, items, "sklearn-sample-images")
-
-        def supervise() -> None:
-            supervisor.revive()
-
-        accounted = await wait_for(
-            watcher,
-            lambda: view.items_ingested + view.duplicates + view.items_rejected >= len(items),
-            timeout=240,
-            stall=120,
-            supervise=supervise,
-        )
-        assert accounted, "every tile is ingested"
-        assert view.items_rejected == 0
-        await bus.publish(
-            RequestSampling(project=config.name, action="start", reason="pool ingested")
-        )
-        settled = await wait_for(
-            watcher, lambda: view.settled, timeout=900, stall=300, supervise=supervise
-        )
-        assert settled, f"the campaign ended: {view.next_batch(config)}"
-        batches = await _batches(bus, len(view.batches))
-        blobs = await bus.blobs()
-        tables: dict[str, ProbabilityTable] = {}
-        reports: dict[str, Any] = {}
-        for m in view.models:
-            if m.scores_ref:
-                raw = await blobs.get(m.scores_ref)
-                assert raw is not None
-                tables[m.model_version] = decode_table(raw)
-                report = await blobs.get(f"trainer/{config.name}/models/{m.model_version}.json")
-                assert report is not None
-                reports[m.model_version] = json.loads(report)
-        await watcher.stop()
-    return view, batches, tables, reports
+async def _scored(run: Campaign) -> tuple[dict[str, ProbabilityTable], dict[str, Any]]:
+    """The pool's scores by model version, and the trainer's report of each."""
+    tables = await score_tables(run.bus, run.view)
+    reports: dict[str, Any] = {}
+    for version in tables:
+        report = await blob(run.bus, f"trainer/{run.view.project}/models/{version}.json")
+        reports[version] = json.loads(report)
+    return tables, reports
 
 
 def test_a_bounding_box_campaign_is_ranked_and_pre_annotated_by_the_producers_model(
@@ -331,22 +276,18 @@ def test_a_bounding_box_campaign_is_ranked_and_pre_annotated_by_the_producers_mo
 ) -> None:
     tiles = _tiles()
     items = _items(tiles)
-    env = {
-        "LABELLOOP_EXPORTER_EXPORT_DIR": str(tmp_path / "exports"),
-        "LABELLOOP_BRIDGE_BACKEND": "simulated",
-        "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "5",
-        "BOX_HOOK_TOKEN": TOKEN,
-    }
-    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
     with model_server() as (url, seen):
         config = _config(url)
-        with Supervisor(nats_url, namespace, tmp_path, env=env) as supervisor:
-            supervisor.start_all()
-            supervisor.wait_ready(timeout=90)
-            view, batches, tables, reports = asyncio.run(
-                _campaign(settings, supervisor, config, items)
-            )
-            assert supervisor.restarts == {}
+        view, batches, (tables, reports) = run_campaign(
+            tmp_path,
+            nats_url,
+            namespace,
+            config,
+            items,
+            PLAN,
+            _scored,
+            env={"BOX_HOOK_TOKEN": TOKEN},
+        )
 
     assert view.budget_exhausted is not None
     assert view.dead_letters == 0

@@ -9,28 +9,28 @@ demo's own helpers; the model is judged on held-out tweets by exact entity F1.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from campaign_support import (
+    Campaign,
+    Plan,
+    Waits,
+    blob,
+    example_config,
+    example_module,
+    last_round,
+    run_campaign,
+    score_tables,
+)
 
-from labelloop.catalog import SEQUENCE_MEASURES, decode_table
-from labelloop.client import BusClient, connect
-from labelloop.events import BatchCreated, ModelTrained, RequestSampling
-from labelloop.payloads import resolve
-from labelloop.project import ProjectConfig, load_project, parse_project
-from labelloop.settings import ServiceSettings
-from labelloop_console.campaign import CampaignView, CampaignWatcher, latest_dataset
-from labelloop_console.demo import submit_items, wait_for
-from labelloop_console.processes import Supervisor
+from labelloop.catalog import SEQUENCE_MEASURES
+from labelloop.events import ModelTrained
+from labelloop_console.campaign import latest_dataset
 from labelloop_trainer.crf_format import is_crf_ref, load_crf
 from labelloop_trainer.domain.ner import evaluate_entities
 from labelloop_trainer.domain.spans import Token, spans_to_bio
@@ -45,24 +45,6 @@ HELD_OUT = 400
 BUDGET = 280
 
 
-def _tweets_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tweet_entities", EXAMPLE / "tweets.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def _config() -> ProjectConfig:
-    raw = load_project(EXAMPLE / "project.yaml").model_dump(mode="json")
-    raw["budget"] = {**raw["budget"], "max_labels": BUDGET}
-    # the pool is ingested whole before the first batch, as the demo does
-    raw["sampling"] = {**raw["sampling"], "seed": SEED, "start": "on_command"}
-    return parse_project(raw)
-
-
 def _capitalised_people(tokens: list[Token]) -> list[str]:
     """A rule of thumb to beat: each run of capitalised words (not the first) is a person."""
     tags, inside = [], False
@@ -73,99 +55,33 @@ def _capitalised_people(tokens: list[Token]) -> list[str]:
     return tags
 
 
-async def _batches(bus: BusClient, count: int) -> list[BatchCreated]:
-    """Every ``BatchCreated`` on the bus, tasks and predictions included."""
-    js = bus.nc.jetstream()
-    sub = await js.subscribe(
-        bus.ns.subject(BatchCreated),
-        stream=bus.ns.stream_name(bus.ns.stream_for(BatchCreated)),
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-    )
-    blobs = await bus.blobs()
-    found = []
-    try:
-        for _ in range(count):
-            msg = await sub.next_msg(timeout=30)
-            found.append(
-                BatchCreated.model_validate_json(await resolve(msg.data, msg.headers, blobs))
-            )
-    finally:
-        await sub.unsubscribe()
-    return found
+PLAN = Plan(
+    source="tweet-entities",
+    ingest=Waits(timeout=180, stall=90),
+    settle=Waits(timeout=600, stall=180),
+    ingested="every tweet is ingested",
+)
 
 
-async def _campaign(
-    settings: ServiceSettings, supervisor: Supervisor, config: ProjectConfig, items: list[Any]
-) -> tuple[CampaignView, list[BatchCreated], dict[str, Any]]:
-    async with connect(settings) as bus:
-        watcher = CampaignWatcher(bus.nc, bus.ns, [config.name])
-        await watcher.start()
-        view = watcher.view(config.name)
-        await bus.apply_project(config)
-        await submit_items(bus, config.name, items, "tweet-entities")
-
-        def supervise() -> None:
-            supervisor.revive()
-
-        accounted = await wait_for(
-            watcher,
-            lambda: view.items_ingested + view.duplicates + view.items_rejected >= len(items),
-            timeout=180,
-            stall=90,
-            supervise=supervise,
-        )
-        assert accounted, "every tweet is ingested"
-        assert view.items_rejected == 0
-        await bus.publish(
-            RequestSampling(project=config.name, action="start", reason="pool ingested")
-        )
-        settled = await wait_for(
-            watcher, lambda: view.settled, timeout=600, stall=180, supervise=supervise
-        )
-        assert settled, f"the campaign ended: {view.next_batch(config)}"
-        batches = await _batches(bus, len(view.batches))
-        models = view.round_models()
-        last = models[max(models)]
-        serving = next(m for m in view.models if m.model_version == last.serving_model_version)
-        blobs = await bus.blobs()
-        tables = {}
-        for m in view.models:
-            if m.scores_ref:
-                raw = await blobs.get(m.scores_ref)
-                assert raw is not None
-                tables[m.model_version] = decode_table(raw)
-        model_file = await blobs.get(serving.model_ref or "")
-        assert model_file is not None
-        found = {
-            "serving": serving,
-            "model_ref": serving.model_ref,
-            "model": load_crf(model_file, digest=serving.model_digest),
-            "tables": tables,
-        }
-        await watcher.stop()
-    return view, batches, found
+async def _found(run: Campaign) -> dict[str, Any]:
+    _, serving = last_round(run.view)
+    return {
+        "serving": serving,
+        "model_ref": serving.model_ref,
+        "model": load_crf(await blob(run.bus, serving.model_ref), digest=serving.model_digest),
+        "tables": await score_tables(run.bus, run.view),
+    }
 
 
 def test_a_ner_campaign_learns_entities_and_samples_by_the_models_uncertainty(
     tmp_path: Path, nats_url: str, namespace: str
 ) -> None:
-    tweets = _tweets_module().load_tweets()
+    tweets = example_module(EXAMPLE / "tweets.py", "tweet_entities").load_tweets()
     pool, test = tweets.split(SEED)
     pool, test = pool[:POOL], test[:HELD_OUT]
-    config = _config()
+    config = example_config(EXAMPLE, budget=BUDGET, seed=SEED)
     items = tweets.items(pool, n_gold=20, seed=SEED)
-    env = {
-        "LABELLOOP_EXPORTER_EXPORT_DIR": str(tmp_path / "exports"),
-        "LABELLOOP_BRIDGE_BACKEND": "simulated",
-        "LABELLOOP_BRIDGE_RECONCILE_INTERVAL_SECONDS": "5",
-    }
-    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
-    with Supervisor(nats_url, namespace, tmp_path, env=env) as supervisor:
-        supervisor.start_all()
-        supervisor.wait_ready(timeout=90)
-        view, batches, found = asyncio.run(_campaign(settings, supervisor, config, items))
-        assert supervisor.restarts == {}
+    view, batches, found = run_campaign(tmp_path, nats_url, namespace, config, items, PLAN, _found)
 
     assert view.budget_exhausted is not None or view.converged is not None
     assert view.dead_letters == 0

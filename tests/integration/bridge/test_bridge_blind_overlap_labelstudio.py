@@ -14,21 +14,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from labelstudio_bridge import LiveBridge, answer, label_studio_client
 
-from labelloop.events import AnnotationsSubmitted, BatchCompleted, BatchCreated, BatchTask, Event
+from labelloop.events import AnnotationsSubmitted, BatchCompleted, BatchCreated, BatchTask
 from labelloop.project import ProjectConfig
-from labelloop.stores import MemoryKeyValue
-from labelloop_bridge.importer import BatchImporter
-from labelloop_bridge.intake import TASK_ITEM, AnnotationIntake
-from labelloop_bridge.labelstudio import LabelStudioClient
-from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.provisioning import ProjectProvisioner
-from labelloop_bridge.reconciliation import Reconciler
-from labelloop_bridge.registry import AnnotatorRegistry
-from labelloop_bridge.store import BridgeState
+from labelloop_bridge.intake import TASK_ITEM
 
 # fixtures from conftest.py: label_studio (LabelStudioServer), people (LabelStudioPeople)
 pytestmark = [pytest.mark.integration, pytest.mark.labelstudio]
@@ -47,45 +38,14 @@ CONFIG = ProjectConfig.model_validate(
 )
 
 
-def _answer(label: str) -> list[dict[str, Any]]:
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
-
-
-class Bridge:
-    def __init__(self, client: LabelStudioClient, namespace: str) -> None:
-        self.client = client
-        self.registry = CollectorRegistry()
-        metrics = BridgeMetrics(self.registry, "label-studio")
-        self.state = BridgeState(MemoryKeyValue())
-        self.published: list[Event] = []
-
-        async def publish(event: Event) -> None:
-            self.published.append(event)
-
-        async def projects(name: str) -> ProjectConfig | None:
-            return CONFIG
-
-        intake = AnnotationIntake(self.state, publish, projects, AnnotatorRegistry(client), metrics)
-        provisioner = ProjectProvisioner(client, self.state, namespace, None)
-        self.importer = BatchImporter(
-            client, self.state, provisioner, intake, metrics, namespace=namespace
-        )
-        self.reconciler = Reconciler(client, self.state, intake, metrics, margin_seconds=0)
-
-
 @pytest.fixture
-async def bridge(label_studio: Any, namespace: str) -> AsyncIterator[Bridge]:
-    client = LabelStudioClient(
-        httpx.AsyncClient(base_url=label_studio.url, timeout=30.0), label_studio.token
-    )
-    yield Bridge(client, namespace)
-    await client.aclose()
+async def bridge(label_studio: Any, namespace: str) -> AsyncIterator[LiveBridge]:
+    async with label_studio_client(label_studio) as client:
+        yield LiveBridge(client, namespace, CONFIG)
 
 
 async def test_each_annotator_labels_only_their_tasks_in_a_project_of_their_own(
-    bridge: Bridge, people: Any, namespace: str
+    bridge: LiveBridge, people: Any, namespace: str
 ) -> None:
     users = {who: await people.user(f"{who}@example.com") for who in TEAM}
     stranger = await people.user("stranger-blind@example.com")
@@ -130,12 +90,12 @@ async def test_each_annotator_labels_only_their_tasks_in_a_project_of_their_own(
 
     # a stranger answers in someone's project: Label Studio takes it, the bridge does not count it
     first, second, _ = TEAM
-    await people.annotate(mine[first]["item-0"], stranger, _answer("bug"))
+    await people.annotate(mine[first]["item-0"], stranger, answer("bug"))
     await bridge.reconciler.run_once()
     assert not [e for e in bridge.published if isinstance(e, AnnotationsSubmitted)]
 
     # each answers in their own project; the second sees nothing of the first's answer there
-    await people.annotate(mine[first]["item-0"], users[first], _answer("billing"))
+    await people.annotate(mine[first]["item-0"], users[first], answer("billing"))
     (theirs,) = [
         t for t in await people.tasks(projects[second]) if t["id"] == mine[second]["item-0"]
     ]
@@ -143,7 +103,7 @@ async def test_each_annotator_labels_only_their_tasks_in_a_project_of_their_own(
     for who in TEAM:
         for item, task_id in mine[who].items():
             if (who, item) != (first, "item-0"):
-                await people.annotate(task_id, users[who], _answer("billing"))
+                await people.annotate(task_id, users[who], answer("billing"))
     await bridge.reconciler.run_once()
     (done,) = [e for e in bridge.published if isinstance(e, BatchCompleted)]
     assert Counter(a.item_id for a in done.annotations) == {

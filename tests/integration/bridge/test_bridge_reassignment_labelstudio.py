@@ -15,20 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from labelstudio_bridge import LiveBridge, answer, label_studio_client
 
-from labelloop.events import BatchCompleted, BatchCreated, BatchTask, Event, Prediction
+from labelloop.events import BatchCompleted, BatchCreated, BatchTask, Prediction
 from labelloop.project import ProjectConfig
-from labelloop.stores import MemoryKeyValue
-from labelloop_bridge.importer import BatchImporter
-from labelloop_bridge.intake import TASK_ITEM, AnnotationIntake
+from labelloop_bridge.intake import TASK_ITEM
 from labelloop_bridge.labelstudio import LabelStudioClient
-from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.provisioning import ProjectProvisioner
-from labelloop_bridge.reassignment import Reassigner
-from labelloop_bridge.reconciliation import Reconciler
-from labelloop_bridge.registry import AnnotatorRegistry
-from labelloop_bridge.store import BridgeState
 
 # fixtures from conftest.py: label_studio (LabelStudioServer), people (LabelStudioPeople)
 pytestmark = [pytest.mark.integration, pytest.mark.labelstudio]
@@ -48,36 +40,10 @@ CONFIG = ProjectConfig.model_validate(
 )
 
 
-def _answer(label: str) -> list[dict[str, Any]]:
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
-
-
-class Bridge:
+class Bridge(LiveBridge):
     def __init__(self, client: LabelStudioClient, namespace: str) -> None:
-        self.client = client
+        super().__init__(client, namespace, CONFIG, reassign=True)
         self.namespace = namespace
-        self.registry = CollectorRegistry()
-        metrics = BridgeMetrics(self.registry, "label-studio")
-        self.state = BridgeState(MemoryKeyValue())
-        self.published: list[Event] = []
-
-        async def publish(event: Event) -> None:
-            self.published.append(event)
-
-        async def projects(name: str) -> ProjectConfig | None:
-            return CONFIG
-
-        intake = AnnotationIntake(self.state, publish, projects, AnnotatorRegistry(client), metrics)
-        provisioner = ProjectProvisioner(client, self.state, namespace, None)
-        self.importer = BatchImporter(
-            client, self.state, provisioner, intake, metrics, namespace=namespace
-        )
-        reassigner = Reassigner(client, self.state, provisioner, projects, metrics)
-        self.reconciler = Reconciler(
-            client, self.state, intake, metrics, margin_seconds=0, reassigner=reassigner
-        )
 
     async def project_of(self, who: str) -> int | None:
         marker = f"[labelloop:{self.namespace}/away/labeling/{who}]"
@@ -103,11 +69,8 @@ class Bridge:
 
 @pytest.fixture
 async def bridge(label_studio: Any, namespace: str) -> AsyncIterator[Bridge]:
-    client = LabelStudioClient(
-        httpx.AsyncClient(base_url=label_studio.url, timeout=30.0), label_studio.token
-    )
-    yield Bridge(client, namespace)
-    await client.aclose()
+    async with label_studio_client(label_studio) as client:
+        yield Bridge(client, namespace)
 
 
 async def test_a_task_nobody_answers_moves_to_another_annotator_and_the_batch_completes(
@@ -141,7 +104,7 @@ async def test_a_task_nobody_answers_moves_to_another_annotator_and_the_batch_co
     for who in TEAM:
         for task_id in tasks_of[who].values():
             if who != absent:
-                await people.annotate(task_id, users[who], _answer("billing"))
+                await people.annotate(task_id, users[who], answer("billing"))
 
     async def moved() -> bool:
         return await bridge.assignees("item-0") != (absent,)
@@ -157,7 +120,7 @@ async def test_a_task_nobody_answers_moves_to_another_annotator_and_the_batch_co
     assert absent_project is not None
     assert "item-0" not in {t["data"][TASK_ITEM] for t in await people.tasks(absent_project)}
     with pytest.raises(httpx.HTTPStatusError):
-        await people.annotate(tasks_of[absent]["item-0"], users[absent], _answer("bug"))
+        await people.annotate(tasks_of[absent]["item-0"], users[absent], answer("bug"))
     # the copy in the successor's project, once, with the pre-annotation
     successor_project = await bridge.project_of(successor)
     assert successor_project is not None
@@ -166,7 +129,7 @@ async def test_a_task_nobody_answers_moves_to_another_annotator_and_the_batch_co
     assert [p["model_version"] for p in copy["predictions"]] == ["m-away"]
     assert not [e for e in bridge.published if isinstance(e, BatchCompleted)]
 
-    await people.annotate(int(copy["id"]), users[successor], _answer("bug"))
+    await people.annotate(int(copy["id"]), users[successor], answer("bug"))
 
     async def completed() -> bool:
         return any(isinstance(e, BatchCompleted) for e in bridge.published)

@@ -6,23 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import httpx
-from prometheus_client import CollectorRegistry
+from bridge_support import FakeBridge, choice
 
-from labelloop.events import AnnotationsSubmitted, BatchCompleted, BatchCreated, BatchTask, Event
+from labelloop.events import AnnotationsSubmitted, BatchCompleted, BatchCreated, BatchTask
 from labelloop.project import ProjectConfig
 from labelloop_bridge.domain.assignment import assign
 from labelloop_bridge.domain.label_config import REVIEW_VOTES_FIELD
-from labelloop_bridge.importer import BatchImporter
-from labelloop_bridge.intake import TASK_BATCH, AnnotationIntake
-from labelloop_bridge.labelstudio import LabelStudioClient, RetryPolicy
-from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.provisioning import ProjectProvisioner
-from labelloop_bridge.reconciliation import Reconciler
-from labelloop_bridge.registry import AnnotatorRegistry
-from labelloop_bridge.store import BridgeState
+from labelloop_bridge.intake import TASK_BATCH
 
-TOKEN = "fake-token"
 TEAM = ("ann", "bob", "cat", "dan")
 
 
@@ -44,12 +35,6 @@ def _config(team: tuple[str, ...] = TEAM) -> ProjectConfig:
     )
 
 
-def _choice(label: str) -> list[dict[str, Any]]:
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
-
-
 def _batch(n: int = 6, overlapped: int = 2, excluded: tuple[str, ...] = ()) -> BatchCreated:
     return BatchCreated(
         project="tickets",
@@ -69,35 +54,9 @@ def _batch(n: int = 6, overlapped: int = 2, excluded: tuple[str, ...] = ()) -> B
     )
 
 
-async def _no_sleep(seconds: float) -> None:
-    return None
-
-
-class Bridge:
+class Bridge(FakeBridge):
     def __init__(self, fake: Any, kv: Any, config: ProjectConfig) -> None:
-        self.fake = fake
-        self.registry = CollectorRegistry()
-        metrics = BridgeMetrics(self.registry, "label-studio")
-        http = httpx.AsyncClient(base_url="http://ls.test", transport=fake.transport)
-        retry = RetryPolicy(attempts=2, base_delay=0.0)
-        client = LabelStudioClient(http, TOKEN, retry=retry, observer=metrics, sleep=_no_sleep)
-        self.state = BridgeState(kv)
-        self.published: list[Event] = []
-
-        async def publish(event: Event) -> None:
-            self.published.append(event)
-
-        async def projects(name: str) -> ProjectConfig | None:
-            return config
-
-        self.intake = AnnotationIntake(
-            self.state, publish, projects, AnnotatorRegistry(client), metrics
-        )
-        provisioner = ProjectProvisioner(client, self.state, "test", None)
-        self.importer = BatchImporter(
-            client, self.state, provisioner, self.intake, metrics, namespace="test", retry=retry
-        )
-        self.reconciler = Reconciler(client, self.state, self.intake, metrics, margin_seconds=0)
+        super().__init__(fake, kv, config, attempts=2)
 
     def project_of(self, who: str) -> int:
         marker = f"[labelloop:test/tickets/labeling/{who}]"
@@ -116,9 +75,6 @@ class Bridge:
             "labelloop_bridge_annotations_ignored_total", {"reason": reason}
         )
         return value or 0.0
-
-    def of(self, cls: type[Event]) -> list[Any]:
-        return [e for e in self.published if isinstance(e, cls)]
 
 
 def test_each_task_goes_to_as_many_distinct_annotators_as_it_needs_spread_evenly() -> None:
@@ -166,15 +122,15 @@ async def test_answers_merge_by_item_and_only_the_assignees_count(fake_ls: Any, 
     assert ledger is not None
     first, *others = ledger.tasks["item-0"].assignees
     # someone else answers in an assignee's project: never counted
-    fake_ls.annotate(bridge.items_of(first)["item-0"], stranger, _choice("neg"))
-    fake_ls.annotate(bridge.items_of(first)["item-0"], users["rita"], _choice("neg"))
+    fake_ls.annotate(bridge.items_of(first)["item-0"], stranger, choice("neg"))
+    fake_ls.annotate(bridge.items_of(first)["item-0"], users["rita"], choice("neg"))
     await bridge.reconciler.run_once()
     assert not bridge.of(AnnotationsSubmitted)
     assert bridge.ignored("not_assignee") > 0  # each pass that sees it says so
     assert bridge.ignored("reviewer") > 0
     for item, task in ledger.tasks.items():
         for who in task.assignees:
-            fake_ls.annotate(bridge.items_of(who)[item], users[who], _choice("pos"))
+            fake_ls.annotate(bridge.items_of(who)[item], users[who], choice("pos"))
     await bridge.reconciler.run_once()
     (done,) = bridge.of(BatchCompleted)
     by_item = Counter(a.item_id for a in done.annotations)
@@ -203,9 +159,9 @@ async def test_a_webhook_from_an_annotators_project_counts_only_their_answer(
             "project": {"id": task["project"]},
         }
 
-    wrong = fake_ls.annotate(task_id, fake_ls.user(f"{other}@example.com"), _choice("neg"))
+    wrong = fake_ls.annotate(task_id, fake_ls.user(f"{other}@example.com"), choice("neg"))
     assert await bridge.intake.apply_webhook(hook(wrong)) == 0
-    right = fake_ls.annotate(task_id, fake_ls.user(f"{owner}@example.com"), _choice("pos"))
+    right = fake_ls.annotate(task_id, fake_ls.user(f"{owner}@example.com"), choice("pos"))
     assert await bridge.intake.apply_webhook(hook(right)) == 1
     (event,) = bridge.of(AnnotationsSubmitted)
     assert event.annotations[0].annotator_id == owner
@@ -255,7 +211,7 @@ async def test_a_review_task_shows_the_votes_given_in_each_annotators_own_projec
     votes = dict(zip(ledger.tasks["item-0"].assignees, ("pos", "neg", "pos"), strict=True))
     for who, label in votes.items():
         user = fake_ls.user(f"{who}@example.com")
-        fake_ls.annotate(bridge.items_of(who)["item-0"], user, _choice(label))
+        fake_ls.annotate(bridge.items_of(who)["item-0"], user, choice(label))
     await bridge.reconciler.run_once()
     review = BatchCreated(
         project="tickets",

@@ -9,31 +9,22 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from bridge_support import FakeBridge, choice
 
 from labelloop.events import (
     AnnotationsSubmitted,
     BatchCompleted,
     BatchCreated,
     BatchTask,
-    Event,
     Prediction,
 )
 from labelloop.project import ProjectConfig
 from labelloop_bridge.domain.assignment import Reassignment, overdue
 from labelloop_bridge.domain.ledger import BatchLedger
-from labelloop_bridge.importer import BatchImporter
-from labelloop_bridge.intake import TASK_ITEM, AnnotationIntake
-from labelloop_bridge.labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
-from labelloop_bridge.metrics import BridgeMetrics
-from labelloop_bridge.provisioning import ProjectProvisioner
-from labelloop_bridge.reassignment import Reassigner
+from labelloop_bridge.intake import TASK_ITEM
+from labelloop_bridge.labelstudio import LabelStudioUnavailable
 from labelloop_bridge.recent import RecentKeys
-from labelloop_bridge.reconciliation import Reconciler
-from labelloop_bridge.registry import AnnotatorRegistry
-from labelloop_bridge.store import BridgeState
 
-TOKEN = "fake-token"
 TEAM = ("ann", "bob", "cat", "dan")
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -170,12 +161,6 @@ def _config(timeout: float | None = 600.0) -> ProjectConfig:
     )
 
 
-def _choice(label: str) -> list[dict[str, Any]]:
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
-
-
 def _batch(n: int = 4) -> BatchCreated:
     return BatchCreated(
         project="tickets",
@@ -195,48 +180,11 @@ def _batch(n: int = 4) -> BatchCreated:
     )
 
 
-async def _no_sleep(seconds: float) -> None:
-    return None
-
-
-class Bridge:
+class Bridge(FakeBridge):
     def __init__(self, fake: Any, kv: Any, config: ProjectConfig) -> None:
-        self.fake = fake
         self.now = T0
-        self.registry = CollectorRegistry()
-        metrics = BridgeMetrics(self.registry, "label-studio")
-        http = httpx.AsyncClient(base_url="http://ls.test", transport=fake.transport)
-        retry = RetryPolicy(attempts=1, base_delay=0.0)
-        client = LabelStudioClient(http, TOKEN, retry=retry, observer=metrics, sleep=_no_sleep)
-        self.state = BridgeState(kv)
-        self.published: list[Event] = []
+        super().__init__(fake, kv, config, attempts=1, clock=lambda: self.now, reassign=True)
         self.users = {who: fake.user(f"{who}@example.com") for who in TEAM}
-
-        async def publish(event: Event) -> None:
-            self.published.append(event)
-
-        async def projects(name: str) -> ProjectConfig | None:
-            return config
-
-        intake = AnnotationIntake(self.state, publish, projects, AnnotatorRegistry(client), metrics)
-        self.intake = intake
-        provisioner = ProjectProvisioner(client, self.state, "test", None)
-        self.importer = BatchImporter(
-            client,
-            self.state,
-            provisioner,
-            intake,
-            metrics,
-            namespace="test",
-            retry=retry,
-            clock=lambda: self.now,
-        )
-        reassigner = Reassigner(
-            client, self.state, provisioner, projects, metrics, clock=lambda: self.now
-        )
-        self.reconciler = Reconciler(
-            client, self.state, intake, metrics, margin_seconds=0, reassigner=reassigner
-        )
 
     def items_of(self, who: str) -> dict[str, int]:
         marker = f"[labelloop:test/tickets/labeling/{who}]"
@@ -247,7 +195,7 @@ class Bridge:
         return {t["data"][TASK_ITEM]: t["id"] for t in self.fake.project_tasks(pid)}
 
     def answer(self, who: str, item: str, label: str = "pos") -> dict[str, Any]:
-        return dict(self.fake.annotate(self.items_of(who)[item], self.users[who], _choice(label)))
+        return dict(self.fake.annotate(self.items_of(who)[item], self.users[who], choice(label)))
 
     async def assignees(self, item: str) -> tuple[str, ...]:
         ledger = await self.state.ledger("tickets", "batch-1")
@@ -256,9 +204,6 @@ class Bridge:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
-
-    def of(self, cls: type[Event]) -> list[Any]:
-        return [e for e in self.published if isinstance(e, cls)]
 
 
 @pytest.fixture
@@ -384,7 +329,7 @@ async def test_a_late_answer_after_the_successors_is_ignored_as_reassigned(
             "annotation": {
                 "id": 99_001,
                 "task": 99_000,
-                "result": _choice("pos"),
+                "result": choice("pos"),
                 "completed_by": bridge.users[absent],
                 "was_cancelled": False,
                 "created_at": "2026-01-01T12:11:00Z",

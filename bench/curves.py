@@ -1,0 +1,107 @@
+"""Learning curves of the active-learning benchmarks: the seed labels, and per strategy the mean
+curve over seeds, labels to each target, the area under the curve and the summary rows.
+
+A curve is ``curve(data, strategy, seed, budget) -> dict`` holding ``labels`` (the labels used
+after each batch), one list per measure (``entity_f1``, ``accuracy``, ...) and the seconds spent
+(``train_seconds``, ...). Every seed's curve has the same ``labels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from harness import row
+
+SECONDS = {"train": 2, "select": 3}
+"""The seconds a curve reports, and the decimals their totals keep."""
+
+
+def seed_labels(n: int, size: int, seed: int) -> npt.NDArray[np.bool_]:
+    """Which of the ``n`` pool items are labeled first: ``size`` of them at random."""
+    rng = np.random.default_rng(seed)
+    labeled = np.zeros(n, dtype=bool)
+    labeled[rng.choice(n, size=size, replace=False)] = True
+    return labeled
+
+
+def labels_to(sizes: Sequence[int], values: npt.NDArray[Any], target: float) -> int | None:
+    """The labels at which ``values`` first reaches ``target``; ``None`` if it never does."""
+    hit = np.flatnonzero(values >= target)
+    return int(sizes[hit[0]]) if len(hit) else None
+
+
+def summary(
+    per_seed: Sequence[Mapping[str, Any]],
+    measure: str,
+    *,
+    also: Sequence[str] = (),
+    targets: Sequence[float],
+    offline: float,
+    extra: Mapping[str, Any] | None = None,
+    seconds: Mapping[str, int] = SECONDS,
+) -> dict[str, Any]:
+    """One strategy's curves over seeds: the mean of ``measure`` (and of each of ``also``),
+    the labels to each target on the mean and on each seed's curve, the area under the mean
+    curve, its last value and share of the ``offline`` anchor, ``extra``, and the seconds."""
+    sizes = per_seed[0]["labels"]
+    values = np.array([p[measure] for p in per_seed], dtype=np.float64)
+    mean = values.mean(axis=0)
+    found: dict[str, Any] = {"labels": sizes, f"mean_{measure}": mean.round(4).tolist()}
+    for name in also:
+        found[f"mean_{name}"] = np.mean([p[name] for p in per_seed], axis=0).round(4).tolist()
+    found |= {
+        "labels_to": {f"{t:.2f}": labels_to(sizes, mean, t) for t in targets},
+        "labels_to_per_seed": {
+            f"{t:.2f}": [labels_to(sizes, v, t) for v in values] for t in targets
+        },
+        # area under the learning curve, normalised by the label range: the mean measure
+        "aulc": float(np.trapezoid(mean, sizes) / (sizes[-1] - sizes[0])),
+        f"final_{measure}": float(mean[-1]),
+        "share_of_offline_anchor": float(mean[-1] / offline),
+        **(extra or {}),
+    }
+    for name, decimals in seconds.items():
+        found[f"{name}_seconds_total"] = round(
+            sum(p[f"{name}_seconds"] for p in per_seed), decimals
+        )
+    return found
+
+
+def reached(found: Mapping[str, Any], targets: Sequence[float], budget: int) -> str:
+    """``0.25: 150, 0.30: >200``: the labels to each target, or more than the budget."""
+    return ", ".join(
+        f"{t:.2f}: {found['labels_to'][f'{t:.2f}'] or '>' + str(budget)}" for t in targets
+    )
+
+
+def strategy_rows(
+    found: Mapping[str, Mapping[str, Any]],
+    *,
+    task: str,
+    measure: str,
+    name: str,
+    targets: Sequence[float],
+    budget: int,
+) -> list[dict[str, Any]]:
+    """A summary row per strategy of ``found``: labels to ``name`` (its ``measure``) and the
+    area under the curve, against random sampling's; checked: no worse an area than random."""
+    base = found["random"]
+    rows = []
+    for strategy, s in found.items():
+        rows.append(
+            row(
+                f"{task} {strategy}: labels to {name} (AULC)",
+                f"{reached(s, targets, budget)} ({s['aulc']:.3f})",
+                f"random {reached(base, targets, budget)} ({base['aulc']:.3f})"
+                if strategy != "random"
+                else "",
+                f"AULC {s['aulc'] - base['aulc']:+.3f} vs random; final "
+                f"{s[f'final_{measure}']:.3f} = {s['share_of_offline_anchor']:.0%} of offline",
+                None if strategy == "random" else s["aulc"] >= base["aulc"],
+            )
+        )
+    return rows
