@@ -575,7 +575,13 @@ def main() -> None:
         if not isinstance(exc, Unreachable):
             raise
         # every command that needs the bus: one line, not a traceback
-        typer.echo(f"error: cannot reach NATS: {exc}", err=True)
+        hint = ""
+        if "no NATS server answered" in str(exc):
+            hint = (
+                "; start one with `labelloop up` (or `make nats`), or point LABELLOOP_NATS_URL"
+                " at yours"
+            )
+        typer.echo(f"error: cannot reach NATS: {exc}{hint}", err=True)
         raise SystemExit(1) from None
 
 

@@ -170,7 +170,7 @@ class BusClient:
         return revision
 
 
-COMMAND_WAIT_SECONDS = 10.0
+COMMAND_WAIT_SECONDS = 5.0
 """How long an operator's command waits for a first connection before it says there is none."""
 
 

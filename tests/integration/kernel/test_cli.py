@@ -115,6 +115,9 @@ async def test_ingest_submits_every_good_row_and_reports_every_bad_one(
         said = await asyncio.to_thread(run, *command, url="nats://127.0.0.1:9")
         assert said.returncode == 1, command
         assert said.stderr.strip().startswith("error: cannot reach NATS: no NATS server")
+        assert said.stderr.strip().endswith(
+            "start one with `labelloop up` (or `make nats`), or point LABELLOOP_NATS_URL at yours"
+        )
         assert "Traceback" not in said.stderr
 
 
