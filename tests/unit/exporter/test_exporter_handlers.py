@@ -209,10 +209,16 @@ async def test_a_process_keeps_the_folded_labels_not_every_rounds_message(tmp_pa
     async with in_memory(service) as bus:
         await bus.apply_project(parse_project(CONFIG))
         await _catalog(bus, n=rounds * 2)
+        sent: set[str] = set()  # event ids: other tests' messages may be alive in this process
         for number in range(1, rounds):
-            await bus.publish(_labels(number, range(2 * number - 2, 2 * number)))
+            message = _labels(number, range(2 * number - 2, 2 * number))
+            sent.add(message.event_id)
+            await bus.publish(message)
+        del message
         gc.collect()
-        alive = sum(1 for o in gc.get_objects() if isinstance(o, LabelsReady))
+        alive = sum(
+            1 for o in gc.get_objects() if isinstance(o, LabelsReady) and o.event_id in sent
+        )
         assert alive < 5, f"{alive} LabelsReady messages kept after {rounds - 1} rounds"
         await bus.publish(_labels(rounds, range(3), label="neg"))
         versions = bus.published(DatasetExported)
@@ -243,13 +249,15 @@ async def test_the_exporter_keeps_the_data_of_labeled_items_not_of_the_catalog(
     items' data, read from their chunks, and keeps no copy of the other items' data."""
     import gc
 
+    MARK = "catalog-data-check"  # noqa: N806
+
     service = build_app(ExporterSettings(export_dir=tmp_path))
     async with in_memory(service) as bus:
         await bus.apply_project(parse_project(CONFIG))
         catalog = Catalog(bus.stores.state, bus.stores.artifacts)
         for c in range(20):
             chunk = [
-                IngestedItem(item_id=f"i{25 * c + k:03d}", data={"text": f"text {25 * c + k}"})
+                IngestedItem(item_id=f"i{25 * c + k:03d}", data={"text": f"{MARK} {25 * c + k}"})
                 for k in range(25)
             ]
             await catalog.write(PROJECT, f"c{c:02d}", Chunk(chunk))
@@ -258,10 +266,15 @@ async def test_the_exporter_keeps_the_data_of_labeled_items_not_of_the_catalog(
         await bus.publish(_labels(2, range(100, 105)))
         (_, v2) = bus.published(DatasetExported)
         gc.collect()
-        kept = [o for o in gc.get_objects() if isinstance(o, IngestedItem) and o.data]
+        # this test's items only: other tests' objects may still be alive in this process
+        kept = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, IngestedItem) and str(o.data.get("text", "")).startswith(MARK)
+        ]
         assert len(kept) <= 4 * 25, f"{len(kept)} items' data kept"
     assert v2.n_rows == 10
     rows = (Path(v2.path) / "dataset.jsonl").read_text().splitlines()
     assert sorted(json.loads(r)["text"] for r in rows) == sorted(
-        f"text {k}" for k in [*range(5), *range(100, 105)]
+        f"{MARK} {k}" for k in [*range(5), *range(100, 105)]
     )
