@@ -261,7 +261,7 @@ async def test_the_sampler_keeps_no_items_data_only_the_batches_tasks_carry_it()
         catalog = Catalog(bus.stores.state, bus.stores.artifacts)
         for c in range(10):
             chunk = [
-                IngestedItem(item_id=f"item-{c}-{k:03d}", data={"image": "data:" + "x" * 2000})
+                IngestedItem(item_id=f"kept-{c}-{k:03d}", data={"image": "data:" + "x" * 2000})
                 for k in range(100)
             ]
             ref = await catalog.write(PROJECT, f"c{c}", Chunk(chunk))
@@ -274,7 +274,12 @@ async def test_the_sampler_keeps_no_items_data_only_the_batches_tasks_carry_it()
         assert sorted(cut) == [1, 2]
         assert all(t.data == {"image": "data:" + "x" * 2000} for b in cut.values() for t in b.tasks)
         gc.collect()
-        with_data = [o for o in gc.get_objects() if isinstance(o, IngestedItem) and o.data]
+        # this test's items only (other tests' objects may still be alive in this process)
+        with_data = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, IngestedItem) and o.item_id.startswith("kept-") and o.data
+        ]
         assert len(with_data) <= 4 * 100, f"{len(with_data)} items' data kept in memory"
 
 
