@@ -33,6 +33,7 @@ BENCHMARKS = {
     "multilabel": "bench_multilabel",
     "ner": "bench_ner",
     "audio": "bench_audio",
+    "text": "bench_text",
 }
 
 
