@@ -32,15 +32,13 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from curves import seed_labels, strategy_rows, summary
+from curves import accuracy_of, fit_classifier, seed_labels, strategy_rows, summary
 from harness import example_module, row, standalone
 from labelloop.events import ItemIn
-from labelloop.project import SamplingStrategy, TrainingConfig, parse_project
+from labelloop.project import SamplingStrategy, parse_project
 from labelloop_ingester.domain.featurize import MediaOptions, media_features
 from labelloop_sampler.domain.selection import select
-from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline, regularization_grid
-from labelloop_trainer.domain.evaluation import evaluate
-from labelloop_trainer.domain.training import LabeledData, train_round
+from labelloop_trainer.domain.estimators import aligned_proba
 
 Array = npt.NDArray[Any]
 NAME = "audio"
@@ -111,29 +109,13 @@ def _seconds(path: Path) -> float:
 
 def _fit(data: _Data, rows: Array) -> tuple[Any, float]:
     """The trainer's round on ``rows``; its model and the seconds it took."""
-    n = len(rows)
-    labeled = LabeledData(
-        rows.astype(str), data.X[rows], data.y[rows], np.asarray(["train"] * n), np.ones(n)
+    return fit_classifier(
+        rows, data.X[rows], data.y[rows], data.classes, kind="vectors", estimator=ESTIMATOR
     )
-    started = time.perf_counter()
-    result = train_round(
-        make_pipeline("vectors", ESTIMATOR, 0),
-        labeled,
-        data.classes,
-        current_model=None,
-        fresh=None,
-        tolerance=0.01,
-        random_state=0,
-        grid=regularization_grid(TrainingConfig(estimator=ESTIMATOR), "vectors"),
-    )
-    return result.model, time.perf_counter() - started
 
 
 def _score(data: _Data, model: Any, test: Array) -> tuple[float, float]:
-    proba = aligned_proba(model, data.X[test], data.classes)
-    predicted = np.asarray(data.classes, dtype=object)[np.argmax(proba, axis=1)]
-    ev = evaluate(data.y[test], predicted, data.classes)
-    return float(ev.accuracy), float(ev.macro_f1)
+    return accuracy_of(model, data.X[test], data.y[test], data.classes)
 
 
 def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:

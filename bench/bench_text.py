@@ -24,19 +24,17 @@ every label of the pool (1,557 articles).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from curves import seed_labels, strategy_rows, summary
+from curves import accuracy_of, fit_classifier, seed_labels, strategy_rows, summary
 from harness import row, standalone
-from labelloop.project import SamplingStrategy, TrainingConfig
+from labelloop.project import SamplingStrategy
 from labelloop_console.demo import NewsData, load_news_data
 from labelloop_ingester.domain.featurize import text_vectors
 from labelloop_sampler.domain.selection import select
-from labelloop_trainer.domain.estimators import aligned_proba, make_pipeline, regularization_grid
-from labelloop_trainer.domain.evaluation import evaluate
-from labelloop_trainer.domain.training import LabeledData, train_round
+from labelloop_trainer.domain.estimators import aligned_proba
 
 NAME = "text"
 STRATEGIES = ("random", "hybrid")
@@ -44,7 +42,7 @@ SEED_LABELS = 20
 BATCH = 20
 TARGETS = (0.90, 0.93, 0.95)
 TEST_FRACTION = 0.3
-ESTIMATOR = "logistic_regression"
+ESTIMATOR: Final = "logistic_regression"
 
 
 class _Data:
@@ -62,29 +60,13 @@ class _Data:
 
 def _fit(data: _Data, rows: np.ndarray) -> tuple[Any, float]:
     """The trainer's round on the articles ``rows``; its model and the seconds it took."""
-    n = len(rows)
-    labeled = LabeledData(
-        rows.astype(str), data.texts[rows], data.y[rows], np.asarray(["train"] * n), np.ones(n)
+    return fit_classifier(
+        rows, data.texts[rows], data.y[rows], data.classes, kind="text", estimator=ESTIMATOR
     )
-    started = time.perf_counter()
-    result = train_round(
-        make_pipeline("text", ESTIMATOR, 0),
-        labeled,
-        data.classes,
-        current_model=None,
-        fresh=None,
-        tolerance=0.01,
-        random_state=0,
-        grid=regularization_grid(TrainingConfig(estimator=ESTIMATOR), "text"),
-    )
-    return result.model, time.perf_counter() - started
 
 
 def _score(data: _Data, model: Any) -> tuple[float, float]:
-    proba = aligned_proba(model, data.texts[data.test], data.classes)
-    predicted = np.asarray(data.classes, dtype=object)[np.argmax(proba, axis=1)]
-    ev = evaluate(data.y[data.test], predicted, data.classes)
-    return float(ev.accuracy), float(ev.macro_f1)
+    return accuracy_of(model, data.texts[data.test], data.y[data.test], data.classes)
 
 
 def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:

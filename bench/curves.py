@@ -8,6 +8,7 @@ after each batch), one list per measure (``entity_f1``, ``accuracy``, ...) and t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,9 +16,57 @@ import numpy as np
 import numpy.typing as npt
 
 from harness import row
+from labelloop.project import TrainingConfig
+from labelloop_trainer.domain.estimators import (
+    Estimator,
+    InputKind,
+    aligned_proba,
+    make_pipeline,
+    regularization_grid,
+)
+from labelloop_trainer.domain.evaluation import evaluate
+from labelloop_trainer.domain.training import LabeledData, train_round
 
 SECONDS = {"train": 2, "select": 3}
 """The seconds a curve reports, and the decimals their totals keep."""
+
+
+def fit_classifier(
+    rows: npt.NDArray[Any],
+    inputs: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    classes: list[str],
+    *,
+    kind: InputKind,
+    estimator: Estimator,
+) -> tuple[Any, float]:
+    """The trainer's single-label round on the items ``rows`` (their ``inputs``, texts or
+    vectors as ``kind`` says, labeled ``y``), tuned as each round tunes it; its model and the
+    seconds it took."""
+    n = len(rows)
+    labeled = LabeledData(rows.astype(str), inputs, y, np.asarray(["train"] * n), np.ones(n))
+    started = time.perf_counter()
+    result = train_round(
+        make_pipeline(kind, estimator, 0),
+        labeled,
+        classes,
+        current_model=None,
+        fresh=None,
+        tolerance=0.01,
+        random_state=0,
+        grid=regularization_grid(TrainingConfig(estimator=estimator), kind),
+    )
+    return result.model, time.perf_counter() - started
+
+
+def accuracy_of(
+    model: Any, inputs: npt.NDArray[Any], y: npt.NDArray[Any], classes: list[str]
+) -> tuple[float, float]:
+    """Held-out accuracy and macro-F1 of a single-label model."""
+    proba = aligned_proba(model, inputs, classes)
+    predicted = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+    ev = evaluate(y, predicted, classes)
+    return float(ev.accuracy), float(ev.macro_f1)
 
 
 def seed_labels(n: int, size: int, seed: int) -> npt.NDArray[np.bool_]:
