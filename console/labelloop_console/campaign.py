@@ -116,6 +116,9 @@ class CampaignView:
     items_rejected: int = 0
     duplicates: int = 0
     batches: dict[str, BatchView] = field(default_factory=dict)
+    completed_early: dict[str, float] = field(default_factory=dict)
+    """Batches whose ``BatchCompleted`` was read before their ``BatchCreated`` (each event type
+    is read by a consumer of its own, so the two can come in either order): when it came."""
     annotations: dict[str, tuple[str, float | None, str]] = field(default_factory=dict)
     """annotation id -> (annotator, lead time, item id); updates replace, deletions remove."""
     labeled_items: dict[str, str] = field(default_factory=dict)
@@ -327,6 +330,7 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
                 created=now,
                 model_version=event.model_version,
                 items=[t.item_id for t in event.tasks],
+                completed=view.completed_early.pop(event.batch_id, None),
             )
             view.batches[event.batch_id] = batch
             view.gold_items.update(t.item_id for t in event.tasks if t.is_gold)
@@ -343,7 +347,9 @@ def fold(view: CampaignView, event: Event, now: float | None = None) -> None:
         view.last_seen = now
     elif isinstance(event, BatchCompleted):
         done = view.batches.get(event.batch_id)
-        if done is not None and done.completed is None:
+        if done is None:
+            view.completed_early.setdefault(event.batch_id, now)
+        elif done.completed is None:
             done.completed = now
     elif isinstance(event, LabelsReady):
         for label in event.labels:

@@ -233,3 +233,16 @@ def test_a_replayed_view_dates_events_as_they_happened() -> None:
     fold(view, later)
     assert view.batches["b1"].created == (T0 + timedelta(minutes=30)).timestamp()
     assert view.throughput() == pytest.approx(4 / 30)  # 4 annotations over 30 minutes
+
+
+def test_a_completion_read_before_its_batch_still_completes_it() -> None:
+    """The watcher reads each event type with a consumer of its own: a BatchCompleted can be
+    folded before its BatchCreated (whose tasks are fetched from the object store). The demo
+    then waited for a batch that was long done, and stopped after two minutes of no news."""
+    view = CampaignView("p")
+    created = _events()[1]
+    fold(view, BatchCompleted(project="p", batch_id="b1", round=1, n_tasks=3, n_annotations=4))
+    assert view.batches == {}
+    fold(view, created)  # type: ignore[arg-type]
+    assert view.batches["b1"].completed is not None
+    assert view.open_batches == []
