@@ -10,7 +10,9 @@ service keeps a copy, and no service waits for another's message to know an item
 A reader that needs the items' data for a few of them only (the sampler: the data of a batch's
 tasks) builds its catalog with ``keep_data=False``: it keeps every item's record without its data
 (which may be a data URI of kilobytes) and reads the data of the items it asks for
-(:meth:`Catalog.data_of`) from their chunks, keeping the last few chunks decoded.
+(:meth:`Catalog.data_of`) from their chunks: of a chunk it inflates the records alone (not the
+features) and parses only the records asked for, found by the offsets the chunk carries; the
+last few chunks read are kept as read.
 
 This module is also the one place that encodes arrays for the object store: feature chunks
 (:func:`encode_chunk`) and probability tables (:func:`encode_table`, the trainer's pool scores).
@@ -65,11 +67,17 @@ class Chunk:
 
 
 def encode_chunk(chunk: Chunk) -> bytes:
-    """The chunk as an ``.npz``: ``items`` (the records, one UTF-8 JSON list, as bytes), and
-    with features ``X`` and ``space``. Deflated at level 1: five times faster to write than
-    numpy's default level, for a few percent more bytes."""
+    """The chunk as an ``.npz``: ``items`` (the records, one UTF-8 JSON list, as bytes),
+    ``offsets`` (where each record starts in it, and where the last ends) and ``ids`` (the item
+    ids, in order), so that one item's record is read without parsing the others; and with
+    features ``X`` and ``space``. Deflated at level 1: five times faster to write than numpy's
+    default level, for a few percent more bytes."""
+    records = [_record().dump_json(item) for item in chunk.items]
+    starts = np.cumsum([1] + [len(r) + 1 for r in records], dtype=np.uint64)
     arrays: dict[str, NDArray[Any]] = {
-        "items": np.frombuffer(_records().dump_json(chunk.items), dtype=np.uint8),
+        "items": np.frombuffer(b"[" + b",".join(records) + b"]", dtype=np.uint8),
+        "offsets": starts,
+        "ids": np.asarray([item.item_id.encode() for item in chunk.items], dtype=np.bytes_),
     }
     if chunk.X is not None and chunk.space is not None:
         if len(chunk.X) != len(chunk.items):
@@ -96,13 +104,6 @@ def decode_chunk(raw: bytes) -> Chunk:
     return Chunk(items)
 
 
-def _decode_records(raw: bytes) -> list[IngestedItem]:
-    """A chunk's records alone: its feature rows, half its bytes, are not even inflated (each
-    ``.npz`` member is read only when asked for)."""
-    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-        return _chunk_items(npz)
-
-
 def _chunk_items(npz: np.lib.npyio.NpzFile) -> list[IngestedItem]:
     if "items" in npz.files:
         return _records().validate_json(npz["items"].tobytes())
@@ -112,8 +113,44 @@ def _chunk_items(npz: np.lib.npyio.NpzFile) -> list[IngestedItem]:
 
 @cache
 def _records() -> TypeAdapter[list[IngestedItem]]:
-    """Items to and from one JSON list in one call (not one per item)."""
+    """Items from one JSON list in one call (not one per item)."""
     return TypeAdapter(list[IngestedItem])
+
+
+@cache
+def _record() -> TypeAdapter[IngestedItem]:
+    return TypeAdapter(IngestedItem)
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """A chunk's records, kept as read: the JSON list's bytes and where each record is in it.
+    A record is parsed when asked for (the sampler wants one or two of a chunk's thousands)."""
+
+    raw: bytes
+    offsets: NDArray[np.uint64]
+    rows: dict[str, int]
+
+    @classmethod
+    def read(cls, raw: bytes) -> _Records | dict[str, IngestedItem]:
+        """A chunk's records without its features; a chunk written before records had offsets
+        is parsed whole."""
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            if "offsets" not in npz.files:
+                records: dict[str, IngestedItem] = {}
+                for item in _chunk_items(npz):
+                    records.setdefault(item.item_id, item)
+                return records
+            ids: list[bytes] = npz["ids"].tolist()
+            rows: dict[str, int] = {}
+            for row, item_id in enumerate(ids):
+                rows.setdefault(item_id.decode(), row)
+            return cls(npz["items"].tobytes(), np.asarray(npz["offsets"]), rows)
+
+    def get(self, item_id: str) -> IngestedItem:
+        row = self.rows[item_id]
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
+        return _record().validate_json(self.raw[start:end])
 
 
 _CLASSES = "classes"
@@ -288,7 +325,9 @@ class Catalog:
         self._locks: dict[str, asyncio.Lock] = {}
         self._keep_data = keep_data
         self._chunk_cache = chunk_cache
-        self._decoded: OrderedDict[tuple[str, str], dict[str, IngestedItem]] = OrderedDict()
+        self._decoded: OrderedDict[tuple[str, str], _Records | dict[str, IngestedItem]] = (
+            OrderedDict()
+        )
 
     @property
     def kv(self) -> KeyValue:
@@ -356,19 +395,21 @@ class Catalog:
         for chunk_id, ids in sorted(wanted.items()):
             records = await self._chunk_records(project, chunk_id)
             for item_id in ids:
-                out[item_id] = records[item_id].data
+                out[item_id] = (
+                    records[item_id] if isinstance(records, dict) else records.get(item_id)
+                ).data
         return out
 
-    async def _chunk_records(self, project: str, chunk_id: str) -> dict[str, IngestedItem]:
+    async def _chunk_records(
+        self, project: str, chunk_id: str
+    ) -> _Records | dict[str, IngestedItem]:
         key = (project, chunk_id)
         records = self._decoded.get(key)
         if records is None:
             raw = await self.blobs.get(chunk_name(project, chunk_id))
             if raw is None:
                 raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
-            records = {}
-            for item in await asyncio.to_thread(_decode_records, raw):
-                records.setdefault(item.item_id, item)
+            records = await asyncio.to_thread(_Records.read, raw)
         self._decoded[key] = records
         self._decoded.move_to_end(key)
         while len(self._decoded) > self._chunk_cache:

@@ -183,12 +183,11 @@ class NatsBlobs:
     Reads do not use nats-py's ``ObjectStore.get``: it waits forever when the object is replaced
     while it reads (``put`` of an existing name writes new chunks, then purges the old ones the
     reader subscribed to), and it concatenates chunks one ``bytes`` at a time (quadratic). Here a
-    read that stops hearing chunks looks at the object again and starts over on its new chunks.
+    read whose chunks are gone looks at the object again and starts over on its new chunks.
     """
 
-    def __init__(self, store: _NatsObjectStore, *, idle_seconds: float = 10.0) -> None:
+    def __init__(self, store: _NatsObjectStore) -> None:
         self._store = store
-        self._idle = idle_seconds
 
     async def put(self, name: str, data: bytes) -> None:
         await self._store.put(name, data)
@@ -225,25 +224,27 @@ class NatsBlobs:
         )
 
     async def _chunks(self, info: Any) -> bytes | None:
-        """The object's chunks, or ``None`` if they stopped coming (the object was replaced)."""
+        """The object's chunks, each one request (the first stored on the object's subject at
+        or after the sequence that follows the last chunk read), or ``None`` if they are gone:
+        the object was replaced while it was read.
+
+        Not a consumer: each read by an ordered consumer left one on the server until its
+        inactivity threshold, and a process reading a few hundred catalog chunks a second hit
+        the stream's consumer limit (``maximum consumers limit reached``)."""
         store = self._store
         subject = f"$O.{store._name}.C.{info.nuid}"
-        sub = await store._js.subscribe(subject, ordered_consumer=True)
         parts: list[bytes] = []
         digest = hashlib.sha256()
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=self._idle)
-                except TimeoutError:
-                    return None
-                parts.append(msg.data)
-                digest.update(msg.data)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        seq = 1
+        while len(parts) < info.chunks:
+            try:
+                msg = await store._js.get_msg(store._stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return None
+            data = msg.data or b""
+            parts.append(data)
+            digest.update(data)
+            seq = (msg.seq or seq) + 1
         if not self._intact(info, digest):
             return None  # a mix of two versions' chunks cannot be: read it again
         return b"".join(parts)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 async def _blobs(nats_url: str, namespace: str) -> tuple[object, NatsBlobs]:
     nc = await nats.connect(nats_url)
     store = await nc.jetstream().create_object_store(f"{namespace}_blobs")
-    return nc, NatsBlobs(store, idle_seconds=2.0)
+    return nc, NatsBlobs(store)
 
 
 async def test_objects_of_every_size_read_back_exactly(nats_url: str, namespace: str) -> None:
@@ -96,6 +96,27 @@ async def test_keys_and_listings_are_complete_under_concurrent_readers(
         await nc.close()
 
 
+async def test_reads_of_chunked_objects_leave_no_consumer_behind(
+    nats_url: str, namespace: str
+) -> None:
+    """A sampler reads hundreds of catalog chunks in a cut: each read of a chunked object was an
+    ordered consumer, left on the server until its inactivity threshold, and a few hundred reads
+    reached the stream's consumer limit. Reads are requests now: no consumer is created."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        store = await js.create_object_store(f"{namespace}_blobs")
+        blobs = NatsBlobs(store)
+        data = hashlib.sha256(b"chunked").digest() * (400_000 // 32)
+        await blobs.put("chunked", data)
+        for _ in range(40):
+            assert await blobs.get("chunked") == data
+        info = await js.stream_info(f"OBJ_{namespace}_blobs")
+        assert info.state.consumer_count == 0
+    finally:
+        await nc.close()
+
+
 async def test_a_listing_by_prefix_reads_the_metadata_of_its_objects_only(
     nats_url: str, namespace: str
 ) -> None:
@@ -104,7 +125,7 @@ async def test_a_listing_by_prefix_reads_the_metadata_of_its_objects_only(
     nc = await nats.connect(nats_url)
     try:
         store = await nc.jetstream().create_object_store(f"{namespace}_blobs")
-        blobs = NatsBlobs(store, idle_seconds=2.0)
+        blobs = NatsBlobs(store)
         await asyncio.gather(*(blobs.put(f"others/{k:04d}", b"x") for k in range(300)))
         for name in ("mine/a", "mine/bb", "mine/ccc", "minefield"):
             await blobs.put(name, b"y")

@@ -64,6 +64,61 @@ def test_chunks_of_the_first_format_are_still_read() -> None:
     assert back.X.shape == (3, 2)
 
 
+def _tricky(n: int) -> list[IngestedItem]:
+    """Records whose bytes could mislead a reader that looked for one record in the JSON list:
+    quotes, backslashes, brackets, non-ASCII ids and text, an ``item_id`` key in the metadata."""
+    return [
+        IngestedItem(
+            item_id=f"ïd-{k}" if k % 2 else f"i{k:03d}",
+            data={"text": f'say "{k}" \\ ],{{"item_id":"i000"}} é'},
+            metadata={"item_id": "i000", "nested": [{"k": k}]},
+            known_label="a" if k % 3 == 0 else None,
+        )
+        for k in range(n)
+    ]
+
+
+async def test_one_record_of_a_chunk_is_read_without_the_others() -> None:
+    """The sampler's read of a batch's data: of a chunk it wants one or two records of
+    thousands; each is found by the chunk's offsets and parsed alone, and equals the record a
+    whole decode gives."""
+    kv, blobs = MemoryKeyValue(), MemoryBlobs()
+    items = _tricky(9)
+    await Catalog(kv, blobs).write("p", "c1", Chunk(items, "s", np.ones((9, 2), np.float32)))
+    reader = Catalog(kv, blobs, keep_data=False)
+    loaded = await reader.load("p")
+    assert [loaded.records[i.item_id].metadata for i in items] == [i.metadata for i in items]
+    for item in items:
+        assert await reader.data_of("p", loaded, [item.item_id]) == {item.item_id: item.data}
+    assert await reader.data_of("p", loaded, [i.item_id for i in items]) == {
+        i.item_id: i.data for i in items
+    }
+
+
+async def test_chunks_written_before_records_had_offsets_are_still_read() -> None:
+    """A catalog written by an earlier ingester: its records one JSON list with no offsets."""
+    import io
+    import json
+    import zipfile
+
+    kv, blobs = MemoryKeyValue(), MemoryBlobs()
+    items = _tricky(4)
+    buf = io.BytesIO()
+    listed = json.dumps([i.model_dump(mode="json") for i in items]).encode()
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as npz,
+        npz.open("items.npy", "w") as member,
+    ):
+        np.lib.format.write_array(member, np.frombuffer(listed, dtype=np.uint8))
+    await blobs.put("catalog/p/old.npz", buf.getvalue())
+    await kv.put("catalog.p.chunk.old", b'{"ref": "catalog/p/old.npz", "n": 4, "space": null}')
+    reader = Catalog(kv, blobs, keep_data=False)
+    loaded = await reader.load("p")
+    assert await reader.data_of("p", loaded, [i.item_id for i in items]) == {
+        i.item_id: i.data for i in items
+    }
+
+
 async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
     kv, blobs = MemoryKeyValue(), MemoryBlobs()
     writer = Catalog(kv, blobs)
