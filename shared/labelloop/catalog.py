@@ -21,11 +21,13 @@ This module is also the one place that encodes arrays for the object store: feat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import io
 import json
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -364,15 +366,15 @@ class Catalog:
         lock = self._locks.setdefault(project, asyncio.Lock())
         async with lock:
             items = self._projects.setdefault(project, ProjectItems())
-            for chunk_id in await self.chunk_ids(project):
-                if chunk_id in items.chunks:
-                    continue
-                raw = await self.blobs.get(chunk_name(project, chunk_id))
-                if raw is None:  # indexed but deleted by an operator: nothing to read
-                    continue
-                chunk = await asyncio.to_thread(decode_chunk, raw)
-                _add(items, chunk, None if self._keep_data else chunk_id)
-                items.chunks.add(chunk_id)
+            unread = [c for c in await self.chunk_ids(project) if c not in items.chunks]
+            with _collection_paused() if unread else contextlib.nullcontext():
+                for chunk_id in unread:
+                    raw = await self.blobs.get(chunk_name(project, chunk_id))
+                    if raw is None:  # indexed but deleted by an operator: nothing to read
+                        continue
+                    chunk = await asyncio.to_thread(decode_chunk, raw)
+                    _add(items, chunk, None if self._keep_data else chunk_id)
+                    items.chunks.add(chunk_id)
             return items
 
     async def data_of(
@@ -419,6 +421,34 @@ class Catalog:
     def decoded_chunks(self) -> int:
         """Chunks kept decoded for :meth:`data_of` (at most ``chunk_cache``)."""
         return len(self._decoded)
+
+
+class _Pauses:
+    """Loads in progress that paused the cyclic garbage collector (any project, any catalog)."""
+
+    count = 0
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a load adds records, on again after the last
+    load in progress ends (unless it was off before the first began).
+
+    A load allocates millions of objects that live on (a record and its dicts per item), and
+    each time a quarter more have survived the collector walks all of them again: at 1M items
+    the walks took more than half of a load (15 s against 7 s without). Memory is unaffected:
+    records are freed by reference counting, and the collector runs again after the load."""
+    if _Pauses.count == 0 and not gc.isenabled():
+        yield  # switched off by someone else: theirs to switch on
+        return
+    _Pauses.count += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _Pauses.count -= 1
+        if _Pauses.count == 0:
+            gc.enable()
 
 
 def _add(items: ProjectItems, chunk: Chunk, chunk_id: str | None = None) -> None:

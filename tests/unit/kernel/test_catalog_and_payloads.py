@@ -119,6 +119,48 @@ async def test_chunks_written_before_records_had_offsets_are_still_read() -> Non
     }
 
 
+async def test_loads_pause_the_garbage_collector_and_switch_it_on_after_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load adds a record per item; the cyclic collector would walk them all again each time a
+    quarter more survived. It is off while loads add records, on once the last load has ended
+    (also one that failed), and left off if something else had switched it off."""
+    import asyncio
+    import gc
+
+    from labelloop import catalog
+
+    kv, blobs = MemoryKeyValue(), MemoryBlobs()
+    writer = Catalog(kv, blobs)
+    for project in ("p", "q"):
+        for c in range(3):
+            await writer.write(project, f"c{c}", Chunk(_items(2, start=10 * c)))
+    seen: list[bool] = []
+    add = catalog._add
+
+    def watched(*args: object, **kwargs: object) -> None:
+        seen.append(gc.isenabled())
+        add(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog, "_add", watched)
+    assert gc.isenabled()
+    reader = Catalog(kv, blobs)
+    await asyncio.gather(reader.load("p"), reader.load("q"))
+    assert seen == [False] * 6
+    assert gc.isenabled()
+    await kv.put("catalog.p.chunk.c9", b'{"ref": "catalog/p/c9.npz", "n": 1, "space": null}')
+    await blobs.put("catalog/p/c9.npz", b"not an npz")
+    with pytest.raises(ValueError, match="pickled"):
+        await reader.load("p")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        await Catalog(kv, blobs).load("q")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
     kv, blobs = MemoryKeyValue(), MemoryBlobs()
     writer = Catalog(kv, blobs)
