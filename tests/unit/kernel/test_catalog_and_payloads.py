@@ -45,6 +45,25 @@ def test_chunks_and_tables_round_trip() -> None:
     assert np.allclose(again.proba, table.proba)
 
 
+def test_tables_keep_any_item_id_and_tables_of_the_first_format_are_still_read() -> None:
+    import io
+
+    ids = ["plain", "ünï", 'quote"d', "new\nline", "x" * 300]
+    table = ProbabilityTable(ids, np.eye(5)[:, :2], ["a", "b"])
+    assert decode_table(encode_table(table)).item_ids == ids
+    buf = io.BytesIO()
+    np.savez_compressed(  # what the trainer wrote before the ids were one JSON list
+        buf,
+        item_ids=np.asarray(ids, dtype=np.str_),
+        proba=np.asarray(table.proba, dtype=np.float32),
+        classes=np.asarray(["a", "b"], dtype=np.str_),
+        kind=np.asarray("classes"),
+    )
+    old = decode_table(buf.getvalue())
+    assert old.item_ids == ids
+    assert np.allclose(old.proba, table.proba)
+
+
 def test_chunks_of_the_first_format_are_still_read() -> None:
     import io
 
