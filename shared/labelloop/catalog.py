@@ -280,6 +280,9 @@ class ProjectItems:
     chunks: set[str] = field(default_factory=set)
     chunk_of: dict[str, str] = field(default_factory=dict)
     """Item id -> the chunk its record was read from (kept only without the data)."""
+    listed: int | None = None
+    """The catalog index's revision when its chunks were last listed: while no index key has
+    changed since, a load lists nothing."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -378,6 +381,9 @@ class Catalog:
         lock = self._locks.setdefault(project, asyncio.Lock())
         async with lock:
             items = self._projects.setdefault(project, ProjectItems())
+            changed = await self.kv.last_change(_index_key(project))
+            if changed is None or changed == items.listed:
+                return items  # no chunk indexed since the last listing: one request, not a scan
             unread = [c for c in await self.chunk_ids(project) if c not in items.chunks]
             with _collection_paused() if unread else contextlib.nullcontext():
                 for chunk_id in unread:
@@ -387,6 +393,7 @@ class Catalog:
                     chunk = await asyncio.to_thread(decode_chunk, raw)
                     _add(items, chunk, None if self._keep_data else chunk_id)
                     items.chunks.add(chunk_id)
+            items.listed = changed
             return items
 
     async def data_of(

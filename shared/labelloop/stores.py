@@ -63,6 +63,11 @@ class KeyValue(Protocol):
 
     async def delete(self, key: str) -> None: ...
     async def keys(self, prefix: str = "") -> list[str]: ...
+    async def last_change(self, prefix: str) -> int | None:
+        """The revision of the latest put or delete of a key under ``prefix`` (which ends in
+        ``.``), ``None`` if there was none: whether anything under it changed, in one request
+        whatever the number of keys."""
+        ...
 
 
 class Blobs(Protocol):
@@ -175,6 +180,16 @@ class NatsKeyValue:
             if operation not in ("DEL", "PURGE") and key.startswith(prefix):
                 found.add(key)
         return sorted(found)
+
+    async def last_change(self, prefix: str) -> int | None:
+        if not prefix.endswith("."):
+            raise ValueError(f"a prefix ends in '.': {prefix!r}")
+        kv = self._kv
+        try:
+            msg = await kv._js.get_last_msg(kv._stream, f"{kv._pre}{prefix}>")
+        except NotFoundError:
+            return None
+        return msg.seq
 
 
 class NatsBlobs:
@@ -349,6 +364,7 @@ class MemoryKeyValue:
 
     def __init__(self) -> None:
         self._data: dict[str, Entry] = {}
+        self._changed: dict[str, int] = {}
         self._revision = 0
 
     def _next(self) -> int:
@@ -362,6 +378,7 @@ class MemoryKeyValue:
         kv_key(key)
         rev = self._next()
         self._data[key] = Entry(value, rev)
+        self._changed[key] = rev
         return rev
 
     async def create(self, key: str, value: bytes) -> int | None:
@@ -377,9 +394,15 @@ class MemoryKeyValue:
 
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
+        self._changed[key] = self._next()
 
     async def keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self._data if k.startswith(prefix))
+
+    async def last_change(self, prefix: str) -> int | None:
+        if not prefix.endswith("."):
+            raise ValueError(f"a prefix ends in '.': {prefix!r}")
+        return max((r for k, r in self._changed.items() if k.startswith(prefix)), default=None)
 
 
 class MemoryBlobs:

@@ -96,6 +96,38 @@ async def test_keys_and_listings_are_complete_under_concurrent_readers(
         await nc.close()
 
 
+async def test_the_last_change_under_a_prefix_is_one_request_and_sees_deletes(
+    nats_url: str, namespace: str
+) -> None:
+    """What a catalog load asks before it lists the index: the latest write or delete under
+    the project's prefix, from the server, whatever the number of keys; keys under other
+    prefixes do not count."""
+    from labelloop.stores import NatsKeyValue
+
+    nc = await nats.connect(nats_url)
+    try:
+        kv = NatsKeyValue(await nc.jetstream().create_key_value(bucket=f"{namespace}_kv"))
+        assert await kv.last_change("p.chunk.") is None
+        first = await kv.put("p.chunk.a", b"{}")
+        assert await kv.last_change("p.chunk.") == first
+        await kv.put("p.chunkier", b"{}")
+        await kv.put("q.chunk.a", b"{}")
+        assert await kv.last_change("p.chunk.") == first
+        await kv.delete("p.chunk.a")
+        deleted = await kv.last_change("p.chunk.")
+        assert deleted is not None
+        assert deleted > first
+        await asyncio.gather(*(kv.put(f"p.chunk.{k:03d}", b"{}") for k in range(200)))
+        latest = await kv.put("p.chunk.last", b"{}")
+        received = nc.stats["in_msgs"]
+        assert await kv.last_change("p.chunk.") == latest
+        assert nc.stats["in_msgs"] - received == 1
+        with pytest.raises(ValueError, match="ends in"):
+            await kv.last_change("p.chunk")
+    finally:
+        await nc.close()
+
+
 async def test_reads_of_chunked_objects_leave_no_consumer_behind(
     nats_url: str, namespace: str
 ) -> None:
