@@ -816,7 +816,9 @@ class Trainer:
         """Predict the stop set, keep the predictions, compare with the previous model's (a
         multi-label model's prediction is its label set: two models agree on an item when they
         predict the same set)."""
-        chosen = set(stop_set(inputs.pool_ids, self._stop_set_size, salt=project))
+        chosen = set(
+            await asyncio.to_thread(stop_set, inputs.pool_ids, self._stop_set_size, project)
+        )
         rows = [k for k, i in enumerate(inputs.pool_ids) if i in chosen]
         predictions: dict[str, str] = {}
         if rows:
