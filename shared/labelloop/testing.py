@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import nats
@@ -28,6 +32,7 @@ __all__ = [
     "EventCollector",
     "InMemoryBus",
     "apply_project",
+    "example_module",
     "in_memory",
     "kv_value_sizes",
     "started",
@@ -245,3 +250,17 @@ async def kv_value_sizes(nats_url: str, namespace: str, bucket: str = "state") -
                 await sub.unsubscribe()
     finally:
         await nc.close()
+
+
+def example_module(path: Path, name: str) -> ModuleType:
+    """A module of an example folder (a folder of scripts, not a package), imported from its
+    file at ``path`` as ``name``; once: a second call returns the module imported first."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

@@ -8,13 +8,10 @@ here sleeps: the waits are the demo's ``wait_for``, polling with a deadline.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TypeVar
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -25,22 +22,12 @@ from labelloop.events import BatchCreated, ItemIn, ModelTrained, RequestSampling
 from labelloop.payloads import resolve
 from labelloop.project import ProjectConfig, load_project, parse_project
 from labelloop.settings import ServiceSettings
+from labelloop.testing import example_module as example_module  # the e2e tests' import
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.demo import submit_items, wait_for
 from labelloop_console.processes import Supervisor
 
 T = TypeVar("T")
-
-
-def example_module(path: Path, name: str) -> ModuleType:
-    """An example's data module, imported from its file at ``path`` as ``name``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def example_config(example: Path, *, budget: int, seed: int) -> ProjectConfig:
