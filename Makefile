@@ -67,8 +67,8 @@ demo: install ## The main job: a whole active-learning campaign on the embedded 
 demo-news: install ## The same campaign on text: the BBC's news articles by section
 	$(BIN)/labelloop demo --project examples/news/project.yaml
 
-labelstudio: install labelstudio-install ## Start a local Label Studio for people (prints URL and credentials file)
-	bash $(LS) start --dir .labelstudio --port $${LABEL_STUDIO_PORT:-8080}
+labelstudio: install labelstudio-install ## Start a local Label Studio for people (prints URL and credentials file); LABEL_STUDIO_MEDIA_DIR=DIR serves the media files under DIR
+	bash $(LS) start --dir .labelstudio --port $${LABEL_STUDIO_PORT:-8080} $${LABEL_STUDIO_MEDIA_DIR:+--media-dir "$$LABEL_STUDIO_MEDIA_DIR"}
 
 labelstudio-stop: ## Stop the local Label Studio
 	bash $(LS) stop --dir .labelstudio

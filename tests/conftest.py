@@ -52,6 +52,9 @@ class LabelStudioServer:
     username: str
     password: str
     startup_seconds: float
+    files_root: Path
+    """Its ``LOCAL_FILES_DOCUMENT_ROOT`` (local files serving is on): a test's media directory
+    goes inside (Label Studio serves a storage only strictly inside it)."""
 
     def __repr__(self) -> str:  # keep the token and password out of pytest's failure output
         return f"LabelStudioServer(url={self.url!r})"
@@ -72,14 +75,17 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     Shared by the bridge's integration tests and the end-to-end tests: every test's projects are
     titled with its own namespace, so they never meet. A fresh start (migrations, first user,
     token) takes ~35-80 s on a 2-core machine. Skipped only when ``LABELLOOP_SKIP_LABELSTUDIO=1``.
+    It serves local files under ``files_root``, as the bridge's ``media_root`` needs.
     """
     if os.environ.get("LABELLOOP_SKIP_LABELSTUDIO") == "1":
         pytest.skip("LABELLOOP_SKIP_LABELSTUDIO=1: Label Studio tests skipped")
     state = tmp_path_factory.mktemp("labelstudio")
+    files = state / "files"
+    files.mkdir()
     subprocess.run([str(_LS_SCRIPT), "install"], check=True, capture_output=True, timeout=900)
     started = time.monotonic()
     run = subprocess.run(
-        [str(_LS_SCRIPT), "start", "--dir", str(state)],
+        [str(_LS_SCRIPT), "start", "--dir", str(state), "--document-root", str(files)],
         capture_output=True,
         text=True,
         timeout=420,
@@ -99,6 +105,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
             username=env["LABEL_STUDIO_USERNAME"],
             password=env["LABEL_STUDIO_PASSWORD"],
             startup_seconds=time.monotonic() - started,
+            files_root=files,
         )
     finally:
         subprocess.run([str(_LS_SCRIPT), "stop", "--dir", str(state)], check=False, timeout=60)

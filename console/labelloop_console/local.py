@@ -112,6 +112,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_BRIDGE_MEDIA = (
+    "LABELLOOP_BRIDGE_MEDIA_ROOT",
+    "LABELLOOP_BRIDGE_LABEL_STUDIO_MEDIA_DIR",
+    "LABELLOOP_BRIDGE_LABEL_STUDIO_DOCUMENT_ROOT",
+)
+
+
 def _bridge_env(options: LocalOptions) -> dict[str, str]:
     if options.backend == "simulated":
         return {"LABELLOOP_BRIDGE_BACKEND": "simulated"}
@@ -138,6 +145,8 @@ def _bridge_env(options: LocalOptions) -> dict[str, str]:
             f"http://127.0.0.1:{options.bridge_port}/webhooks/label-studio"
         ),
         "LABELLOOP_BRIDGE_WEBHOOK_SECRET": secret_file.read_text(encoding="utf-8").strip(),
+        # where Label Studio serves media paths from (``make labelstudio LABEL_STUDIO_MEDIA_DIR=``)
+        **{key: found[key] for key in _BRIDGE_MEDIA if found.get(key)},
     }
 
 

@@ -4,11 +4,21 @@ Usage (through ``labelstudio.sh``, which picks a Python):
 
     labelstudio.sh install                 # cached venv with label-studio==1.23.2 (idempotent)
     labelstudio.sh start [--dir DIR]       # loopback port, temp data, token in DIR/labelstudio.env
+        [--media-dir MEDIA]                # serve the media files under MEDIA to people
+        [--document-root ROOT]             # Label Studio's LOCAL_FILES_DOCUMENT_ROOT
     labelstudio.sh stop --dir DIR          # stops the server started in DIR (by its PID)
     labelstudio.sh status --dir DIR
 
 ``start`` prints one line, ``LABELSTUDIO_ENV=<path of the env file>``; the env file (mode 0600)
 holds the URL, the API token and the admin password. Nothing secret is printed or logged.
+
+``--media-dir`` and ``--document-root`` turn Label Studio's Local Files serving on
+(``LOCAL_FILES_SERVING_ENABLED=true``, ``LOCAL_FILES_DOCUMENT_ROOT=ROOT``, by default MEDIA's
+parent: Label Studio serves a storage only strictly inside its document root), so that the
+annotation bridge's ``media_root`` paths play in people's browsers; with ``--media-dir`` the env
+file also sets the bridge's ``LABELLOOP_BRIDGE_MEDIA_ROOT`` and ``_LABEL_STUDIO_DOCUMENT_ROOT``.
+Every user of this Label Studio may add a storage anywhere under the document root and read
+it: give it a directory that holds nothing else.
 
 Verified against label-studio 1.23.2:
 
@@ -172,7 +182,36 @@ def _write_env(path: Path, values: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
-def start(state_dir: Path | None, port: int | None, timeout: float) -> Path:
+def _local_files(media_dir: Path | None, document_root: Path | None) -> dict[str, str]:
+    """Label Studio's environment for serving the files under the document root (none: off)."""
+    if media_dir is None and document_root is None:
+        return {}
+    media = Path(os.path.abspath(media_dir)) if media_dir is not None else None
+    if media is not None and not media.is_dir():
+        raise SystemExit(f"--media-dir {media} is not a directory")
+    if document_root is not None:
+        root = Path(os.path.abspath(document_root))
+    else:
+        assert media is not None
+        root = media.parent
+    if not root.is_dir():
+        raise SystemExit(f"--document-root {root} is not a directory")
+    if media is not None and root not in media.parents:
+        raise SystemExit(
+            f"--media-dir {media} must be inside --document-root {root}: Label Studio serves a"
+            " storage only strictly inside its LOCAL_FILES_DOCUMENT_ROOT"
+        )
+    return {"LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(root)}
+
+
+def start(
+    state_dir: Path | None,
+    port: int | None,
+    timeout: float,
+    media_dir: Path | None = None,
+    document_root: Path | None = None,
+) -> Path:
+    files = _local_files(media_dir, document_root)
     venv = venv_dir()
     binary = venv / "bin" / "label-studio"
     if not binary.exists():
@@ -201,6 +240,8 @@ def start(state_dir: Path | None, port: int | None, timeout: float) -> Path:
         # how long a task a person opened stays theirs (Label Studio's default: 24 h, which held
         # a half-done task, and with it its batch, until that person came back)
         "LABEL_STUDIO_TASK_LOCK_TTL": os.environ.get("LABEL_STUDIO_TASK_LOCK_TTL", "600"),
+        # media files people play in their browser (the bridge's Local Files URLs)
+        **files,
     }
     log = state / LOG_FILE
     with log.open("ab") as out:
@@ -230,11 +271,18 @@ def start(state_dir: Path | None, port: int | None, timeout: float) -> Path:
         _stop_pid(proc.pid)
         raise
     env_file = state / ENV_FILE
+    bridge_media = {}
+    if media_dir is not None:
+        bridge_media = {
+            "LABELLOOP_BRIDGE_MEDIA_ROOT": os.path.abspath(media_dir),
+            "LABELLOOP_BRIDGE_LABEL_STUDIO_DOCUMENT_ROOT": files["LOCAL_FILES_DOCUMENT_ROOT"],
+        }
     _write_env(
         env_file,
         {
             "LABELLOOP_BRIDGE_LABEL_STUDIO_URL": url,
             "LABELLOOP_BRIDGE_LABEL_STUDIO_TOKEN": token,
+            **bridge_media,
             "LABEL_STUDIO_URL": url,
             "LABEL_STUDIO_API_KEY": token,
             "LABEL_STUDIO_USERNAME": email,
@@ -300,6 +348,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_start.add_argument("--port", type=int, default=None)
     p_start.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
+    p_start.add_argument(
+        "--media-dir",
+        type=Path,
+        default=None,
+        help="serve the media files under this directory to people (Local Files)",
+    )
+    p_start.add_argument(
+        "--document-root",
+        type=Path,
+        default=None,
+        help="LOCAL_FILES_DOCUMENT_ROOT (default: the media dir's parent); turns serving on",
+    )
     for name in ("stop", "status"):
         p = sub.add_parser(name)
         p.add_argument("--dir", type=Path, required=True)
@@ -307,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         install()
     elif args.command == "start":
-        start(args.dir, args.port, args.timeout)
+        start(args.dir, args.port, args.timeout, args.media_dir, args.document_root)
     elif args.command == "stop":
         stop(args.dir)
     elif args.command == "status":

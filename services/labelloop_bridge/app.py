@@ -68,7 +68,16 @@ def _assemble(
         webhook = WebhookSpec(settings.webhook_url, settings.webhook_header, secret)
     elif settings.webhook_url:
         log.warning("webhook_url is set without webhook_secret: no webhook registered")
-    provisioner = ProjectProvisioner(client, state, settings.namespace, webhook)
+    media = settings.local_files()
+    if media is not None:
+        log.info(
+            "media under %s reach Label Studio as Local Files URLs of %s: Label Studio must run"
+            " with LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT=%s",
+            media.media_root,
+            media.label_studio_media_dir,
+            media.document_root,
+        )
+    provisioner = ProjectProvisioner(client, state, settings.namespace, webhook, media=media)
     importer = BatchImporter(
         client,
         state,
@@ -79,6 +88,7 @@ def _assemble(
         chunk_size=settings.import_chunk_size,
         retry=retry,
         lease_seconds=settings.import_lease_seconds,
+        media=media,
     )
     reconciler = Reconciler(
         client,
@@ -86,7 +96,7 @@ def _assemble(
         intake,
         metrics,
         margin_seconds=settings.reconcile_margin_seconds,
-        before_pass=provisioner.ensure_webhooks,
+        before_pass=provisioner.upkeep,
         reassigner=Reassigner(
             client,
             state,

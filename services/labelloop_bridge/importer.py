@@ -45,6 +45,11 @@ the item's tasks in the labeling project with the annotator ids and labels the b
 when it published them. The crowd's current label is written out, never imported as a
 prediction: Label Studio pre-selects a prediction, and the expert would confirm the crowd's
 answer with one key.
+
+With a media root (:class:`~.media.LocalFiles`), an image, audio or video field that holds a path
+inside it reaches Label Studio as the file's Local Files URL, which a person's browser loads
+from Label Studio; a path outside it goes as it is, and the batch says so once (naming the
+fields, not the paths). The batch's data, which labelloop keeps and exports, is not changed.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +74,7 @@ from .domain.results import ResultError, predicted_boxes, predicted_spans, to_ls
 from .domain.review_context import CrowdVote, reason_line, votes_line
 from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED, AnnotationIntake
 from .labelstudio import LabelStudioClient, LabelStudioUnavailable, RetryPolicy
+from .media import LocalFiles, media_fields
 from .metrics import BridgeMetrics
 from .provisioning import ProjectProvisioner, project_fields
 from .store import BridgeState
@@ -119,14 +126,19 @@ def ls_task(
     batch: BatchCreated,
     config: ProjectConfig,
     votes: Sequence[CrowdVote] = (),
+    *,
+    media: LocalFiles | None = None,
 ) -> dict[str, JsonValue]:
-    """A batch task as Label Studio import JSON (``votes``: the crowd's, for a review task)."""
+    """A batch task as Label Studio import JSON (``votes``: the crowd's, for a review task;
+    ``media``: where Label Studio serves the media files from, whose paths become its URLs)."""
     data: dict[str, JsonValue] = {
         **task.data,
         TASK_ITEM: task.item_id,
         TASK_BATCH: batch.batch_id,
         TASK_REQUIRED: task.annotations_required,
     }
+    if media is not None:
+        data.update(media.links(task.data, media_fields(config))[0])
     if batch.kind == "review":
         reason = task.metadata.get("review_reason")
         current = task.prediction.label if task.prediction is not None else None
@@ -171,6 +183,7 @@ class BatchImporter:
         lease_seconds: float = 120.0,
         lease_poll_seconds: float = 0.5,
         clock: Callable[[], datetime] = _utcnow,
+        media: LocalFiles | None = None,
     ) -> None:
         self._client = client
         self._state = state
@@ -184,6 +197,7 @@ class BatchImporter:
         self._lease = timedelta(seconds=lease_seconds)
         self._lease_poll = lease_poll_seconds
         self._clock = clock
+        self._media = media
 
     async def place(self, batch: BatchCreated, config: ProjectConfig) -> int:
         """Import a batch (idempotent); the number of tasks newly imported.
@@ -267,6 +281,7 @@ class BatchImporter:
     ) -> int:
         """Import the batch's tasks into each ``(Label Studio project, its annotator or None,
         the items it gets)``, then mark the ledger imported."""
+        self._warn_outside(batch, config, tasks.values())
         imported = 0
         for ls_id, annotator, items in places:
             subset = {item: tasks[item] for item in items}
@@ -325,6 +340,27 @@ class BatchImporter:
             len(tasks) - len(missing),
         )
         return len(missing)
+
+    def _warn_outside(
+        self, batch: BatchCreated, config: ProjectConfig, tasks: Iterable[BatchTask]
+    ) -> None:
+        """Once per batch: which media fields hold paths Label Studio cannot serve (outside the
+        media root). The paths themselves stay out of the log."""
+        fields = media_fields(config)
+        if self._media is None or not fields:
+            return
+        outside: Counter[str] = Counter()
+        for task in tasks:
+            outside.update(self._media.links(task.data, fields)[1])
+        if outside:
+            log.warning(
+                "batch %s: %d media paths outside the media root %s (field %s); Label Studio"
+                " gets them as they are, and people cannot load them",
+                batch.batch_id,
+                outside.total(),
+                self._media.media_root,
+                ", ".join(f"{name}: {n}" for name, n in sorted(outside.items())),
+            )
 
     async def _set_overlaps(self, changes: list[tuple[int, int]]) -> None:
         """Per-task overlap, a few requests at a time (Label Studio has no bulk update for it)."""
@@ -395,7 +431,11 @@ class BatchImporter:
             await self._renew(batch, owner)  # never create tasks without holding the lease
             try:
                 await self._client.import_tasks(
-                    ls_id, [ls_task(t, batch, config, votes.get(t.item_id, ())) for t in pending]
+                    ls_id,
+                    [
+                        ls_task(t, batch, config, votes.get(t.item_id, ()), media=self._media)
+                        for t in pending
+                    ],
                 )
                 return
             except LabelStudioUnavailable as exc:

@@ -16,7 +16,9 @@ each SDK call this module keeps what the bridge needs and the SDK does not give:
   :class:`LabelStudioError`; and plain JSON dicts, as Label Studio sent them, in place of the
   SDK's models.
 
-Two endpoints the SDK (2.1.2) has no method for are called on the same ``httpx.AsyncClient``:
+Local Files import storages (``import_storage.local.list/create``) only give Label Studio the
+right to serve the media under their path (:mod:`labelloop_bridge.media`); the bridge never syncs
+one. Two endpoints the SDK (2.1.2) has no method for are called on the same ``httpx.AsyncClient``:
 ``GET /api/dm/columns/`` (the Data Manager's columns, whose ids the bridge hides) and
 ``GET /health``. The SDK never touches its ~255 Enterprise-only methods here. The SDK sends the
 token (``Authorization: Token ...`` for a legacy token) per request, never as a default header of
@@ -393,6 +395,26 @@ class LabelStudioClient:
         method: a plain GET)."""
         data = await self._get("list_columns", "/api/dm/columns/", {"project": project_id})
         return list((data or {}).get("columns", []))
+
+    # ------------------------------------------------------------------ storages
+
+    async def list_local_storages(self, project_id: int) -> list[Json]:
+        """The project's Local Files import storages (each lets Label Studio serve the files
+        under its ``path`` to the people who may open the project)."""
+        storages = await self._call(
+            "list_local_storages",
+            lambda: self._sdk.import_storage.local.list(project=project_id),
+        )
+        return list(_plain(list(storages)))
+
+    async def create_local_storage(self, project_id: int, fields: Json) -> Json:
+        # not retried: a create that timed out may have happened; the caller lists first
+        created = await self._call(
+            "create_local_storage",
+            lambda: self._sdk.import_storage.local.create(project=project_id, **fields),
+            retry=False,
+        )
+        return dict(_plain(created))
 
     # ------------------------------------------------------------------ users
 

@@ -24,12 +24,22 @@ project (the tabs are shared by the organization's users): a tab the bridge crea
 opens the project, and any tab a person adds later once the bridge passes again. Hidden is not
 secret: Community Edition has no per-user field permissions, and a task's source, an export or
 the API still show them.
+
+Media files (the bridge's ``media_root``, :mod:`labelloop_bridge.media`): Label Studio serves a
+file of its Local Files only to a user who may open a project with a Local Files import storage
+whose path holds the file. So every project of a labelloop project with an image, audio or video
+field gets one such storage on ``label_studio_media_dir`` (found first, then created; never
+synced: ``synchronizable`` is off, nothing is imported from it). Label Studio refuses it when
+local files serving is off or the path is not inside its document root: the bridge says once
+which settings to set, goes on (annotations flow; people cannot play the media), and tries again
+before each reconciliation pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 from typing import Any, Literal
 
 from labelloop.project import ProjectConfig
@@ -42,6 +52,7 @@ from .domain.label_config import (
 )
 from .intake import TASK_BATCH, TASK_ITEM, TASK_REQUIRED
 from .labelstudio import LabelStudioClient, LabelStudioError, LabelStudioUnavailable
+from .media import LocalFiles, media_fields
 from .store import BridgeState
 
 __all__ = [
@@ -187,13 +198,18 @@ class ProjectProvisioner:
         state: BridgeState,
         namespace: str,
         webhook: WebhookSpec | None,
+        *,
+        media: LocalFiles | None = None,
     ) -> None:
         self._client = client
         self._state = state
         self._namespace = namespace
         self._webhook = webhook
+        self._media = media
         self._synced: dict[tuple[str, Kind, str | None], str] = {}
         """(project, kind, annotator) -> fingerprint of the fields last written."""
+        self._storage_refused: set[int] = set()
+        """Label Studio projects whose Local Files storage Label Studio refused: tried again."""
 
     async def ensure(self, config: ProjectConfig, kind: Kind, annotator: str | None = None) -> int:
         """The Label Studio project id for (project, kind) or for ``annotator``'s own labeling
@@ -220,6 +236,8 @@ class ProjectProvisioner:
             await self._state.remember(ls_id, config.name, kind, annotator)
         assert ls_id is not None
         await self._try_webhook(ls_id)
+        if self._media is not None and media_fields(config):
+            await self._try_storage(ls_id)
         self._synced[key] = fingerprint
         return ls_id
 
@@ -280,6 +298,72 @@ class ProjectProvisioner:
                 )
         except LabelStudioError as exc:
             log.warning("Label Studio project %d: internal columns not hidden (%s)", ls_id, exc)
+
+    async def upkeep(self) -> None:
+        """Before each reconciliation pass: webhooks re-registered or re-enabled, and the Local
+        Files storages Label Studio refused tried again (it may have been set up since)."""
+        await self.ensure_webhooks()
+        for ls_id in sorted(self._storage_refused):
+            await self._try_storage(ls_id)
+
+    async def _try_storage(self, ls_id: int) -> None:
+        """Like a refused webhook, a refused storage must not hold the batch back: annotations
+        still flow, people only cannot play the media. Said once (an error for the first
+        project, a warning for each later one), then tried again quietly."""
+        assert self._media is not None
+        try:
+            await self._ensure_storage(ls_id)
+        except LabelStudioUnavailable:
+            raise
+        except LabelStudioError as exc:
+            if ls_id in self._storage_refused:
+                log.debug("Label Studio project %d: Local Files storage refused (%s)", ls_id, exc)
+                return
+            if self._storage_refused:
+                log.warning(
+                    "Label Studio refused the Local Files storage for project %d too (%s)",
+                    ls_id,
+                    exc,
+                )
+            else:
+                log.error(
+                    "Label Studio refused the Local Files storage %s for project %d (%s): people"
+                    " cannot play its media until Label Studio runs with"
+                    " LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT=%s, and"
+                    " that directory holds the media on its machine (or the bridge's"
+                    " LABELLOOP_BRIDGE_LABEL_STUDIO_MEDIA_DIR / _DOCUMENT_ROOT say where they"
+                    " are); annotations still flow, and the bridge tries again",
+                    self._media.storage_path,
+                    ls_id,
+                    exc,
+                    self._media.document_root,
+                )
+            self._storage_refused.add(ls_id)
+            return
+        if ls_id in self._storage_refused:
+            self._storage_refused.discard(ls_id)
+            log.info("Label Studio project %d: Local Files storage accepted at last", ls_id)
+
+    async def _ensure_storage(self, ls_id: int) -> None:
+        """One Local Files storage on the media directory: any storage with that path (Label
+        Studio normalizes it) grants the permission, so one found is kept as it is."""
+        assert self._media is not None
+        path = self._media.storage_path
+        for storage in await self._client.list_local_storages(ls_id):
+            if posixpath.normpath(str(storage.get("path") or "")) == path:
+                return
+        await self._client.create_local_storage(
+            ls_id,
+            {
+                "path": path,
+                "title": "labelloop media",
+                "description": "Lets Label Studio serve the media files of labelloop's tasks to"
+                " the people who label them. Nothing is imported from it: do not sync.",
+                "use_blob_urls": False,
+                "synchronizable": False,
+            },
+        )
+        log.info("Label Studio project %d: Local Files storage on %s added", ls_id, path)
 
     async def ensure_webhooks(self) -> None:
         """Re-register or re-enable webhooks (Label Studio disables one after repeated failures)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from labelloop.runtime import ServiceSettings
+
+from .media import LocalFiles
 
 __all__ = ["BridgeSettings"]
 
@@ -52,3 +54,38 @@ class BridgeSettings(ServiceSettings):
     """A skipped (cancelled) task counts as an answer toward ``annotations_required``."""
     simulation_chunk_size: int = Field(default=1000, ge=1)
     """Annotations per ``AnnotationsSubmitted`` message published by the simulated crew."""
+
+    media_root: str | None = None
+    """The directory item paths point into: the ingester's ``LABELLOOP_INGESTER_MEDIA_ROOT``.
+    Set: an image, audio or video path (or ``file://`` URL) under it reaches Label Studio as a
+    Local Files URL its browser can load (``/data/local-files/?d=...``), and every Label Studio
+    project with such a field gets a Local Files storage on ``label_studio_media_dir`` that lets
+    Label Studio serve them (it must run with ``LOCAL_FILES_SERVING_ENABLED=true`` and
+    ``LOCAL_FILES_DOCUMENT_ROOT=<label_studio_document_root>``). Unset: item data goes to Label
+    Studio as it is. The data labelloop keeps and exports never changes."""
+    label_studio_media_dir: str | None = None
+    """``media_root`` as Label Studio's machine sees it (an absolute path: a mount of the same
+    files); default: ``media_root``, as written (the same machine, or the same mount path)."""
+    label_studio_document_root: str | None = None
+    """Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``, a parent of ``label_studio_media_dir`` (Label
+    Studio refuses a storage at the document root itself); default: its parent directory."""
+
+    @model_validator(mode="after")
+    def _media_dirs(self) -> Self:
+        if not self.media_root:  # unset or empty
+            if self.label_studio_media_dir or self.label_studio_document_root:
+                raise ValueError(
+                    "label_studio_media_dir and label_studio_document_root need media_root"
+                )
+            return self
+        self.local_files()  # Label Studio would refuse the storage: say so at start-up
+        return self
+
+    def local_files(self) -> LocalFiles | None:
+        """Where the media live for Label Studio's Local Files serving; ``None`` without
+        ``media_root``."""
+        if not self.media_root:
+            return None
+        return LocalFiles.of(
+            self.media_root, self.label_studio_media_dir, self.label_studio_document_root
+        )

@@ -16,6 +16,7 @@ from labelloop.stores import MemoryKeyValue
 from labelloop_bridge.importer import BatchImporter
 from labelloop_bridge.intake import AnnotationIntake
 from labelloop_bridge.labelstudio import LabelStudioClient
+from labelloop_bridge.media import LocalFiles
 from labelloop_bridge.metrics import BridgeMetrics
 from labelloop_bridge.provisioning import ProjectProvisioner
 from labelloop_bridge.reassignment import Reassigner
@@ -45,7 +46,8 @@ async def label_studio_client(label_studio: Any) -> AsyncIterator[LabelStudioCli
 
 class LiveBridge:
     """The bridge in ``namespace`` serving ``config``, reassigning abandoned tasks if
-    ``reassign``; its state in memory."""
+    ``reassign``, serving media paths through Label Studio's Local Files if ``media``; its state
+    in memory."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class LiveBridge:
         config: ProjectConfig,
         *,
         reassign: bool = False,
+        media: LocalFiles | None = None,
     ) -> None:
         self.client = client
         self.registry = CollectorRegistry()
@@ -68,9 +71,11 @@ class LiveBridge:
             return config
 
         intake = AnnotationIntake(self.state, publish, projects, AnnotatorRegistry(client), metrics)
-        provisioner = ProjectProvisioner(client, self.state, namespace, None)
+        self.provisioner = provisioner = ProjectProvisioner(
+            client, self.state, namespace, None, media=media
+        )
         self.importer = BatchImporter(
-            client, self.state, provisioner, intake, metrics, namespace=namespace
+            client, self.state, provisioner, intake, metrics, namespace=namespace, media=media
         )
         reassigner = (
             Reassigner(client, self.state, provisioner, projects, metrics) if reassign else None

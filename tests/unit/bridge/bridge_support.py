@@ -15,6 +15,7 @@ from labelloop.project import ProjectConfig
 from labelloop_bridge.importer import BatchImporter
 from labelloop_bridge.intake import AnnotationIntake
 from labelloop_bridge.labelstudio import LabelStudioClient, RetryPolicy
+from labelloop_bridge.media import LocalFiles
 from labelloop_bridge.metrics import BridgeMetrics
 from labelloop_bridge.provisioning import ProjectProvisioner
 from labelloop_bridge.reassignment import Reassigner
@@ -38,7 +39,8 @@ async def _no_sleep(seconds: float) -> None:
 
 class FakeBridge:
     """The bridge on namespace ``test`` serving ``config``, with ``attempts`` per Label Studio
-    call; on ``clock`` if given, and reassigning abandoned tasks if ``reassign``."""
+    call; on ``clock`` if given, reassigning abandoned tasks if ``reassign``, and serving media
+    paths through Label Studio's Local Files if ``media``."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class FakeBridge:
         attempts: int,
         clock: Callable[[], datetime] | None = None,
         reassign: bool = False,
+        media: LocalFiles | None = None,
     ) -> None:
         self.fake = fake
         self.registry = CollectorRegistry()
@@ -69,7 +72,10 @@ class FakeBridge:
         self.intake = AnnotationIntake(
             self.state, publish, projects, AnnotatorRegistry(client), metrics
         )
-        provisioner = ProjectProvisioner(client, self.state, "test", None)
+        self.client = client
+        self.provisioner = provisioner = ProjectProvisioner(
+            client, self.state, "test", None, media=media
+        )
         self.importer = BatchImporter(
             client,
             self.state,
@@ -78,6 +84,7 @@ class FakeBridge:
             metrics,
             namespace="test",
             retry=retry,
+            media=media,
             **timed,
         )
         reassigner = (

@@ -3,8 +3,9 @@
 It mirrors what ``tests/integration/bridge`` checks against the real server: tasks' ``updated_at``
 moves on every annotation change, Data Manager filters on ``data.<field>`` and ``updated_at``,
 pages of ``page_size`` with 404 past the end, Data Manager tabs (``/api/dm/views``) and columns
-(every data key of the tasks, visible in the table by default), legacy token auth. Failures can
-be injected.
+(every data key of the tasks, visible in the table by default), Local Files import storages
+(listed per project, created as given: the path checks Label Studio makes are the integration
+tests'), legacy token auth. Failures can be injected.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FakeLabelStudio:
         }
         self.webhooks: dict[int, dict[str, Any]] = {}
         self.views: dict[int, dict[str, Any]] = {}
+        self.storages: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
@@ -214,6 +216,15 @@ class FakeLabelStudio:
             return httpx.Response(
                 200, json={"columns": self.columns(int(request.url.params["project"]))}
             )
+        if path == "/api/storages/localfiles" and method == "GET":
+            pid = int(request.url.params["project"])
+            return httpx.Response(
+                200, json=[v for v in self.storages.values() if v["project"] == pid]
+            )
+        if path == "/api/storages/localfiles" and method == "POST":
+            sid = next(self._ids)
+            self.storages[sid] = {"id": sid, "type": "localfiles", **body}
+            return httpx.Response(201, json=self.storages[sid])
         if path == "/api/users":
             return httpx.Response(200, json=list(self.users.values()))
         if m := re.fullmatch(r"/api/users/(\d+)", path):
