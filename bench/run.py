@@ -34,6 +34,7 @@ BENCHMARKS = {
     "ner": "bench_ner",
     "audio": "bench_audio",
     "text": "bench_text",
+    "video": "bench_video",
 }
 
 
