@@ -17,9 +17,7 @@ strategy up to 240 labels. After every batch the trainer's round runs on the lab
 clips, ``C`` chosen by 5-fold cross-validation), scored on the held-out 30% (accuracy,
 macro-F1). The labels are the truth (no crew noise). Strategies, from
 ``labelloop_sampler.domain.selection.select``: ``random``, and ``hybrid`` (labelloop's default:
-the margin's most uncertain items clustered on the same features; while the round's model is
-not trusted, ``sampling.trust_floor``, its warm-up: the whole pool clustered, weighted by
-uncertainty).
+the margin's most uncertain items clustered on the same features).
 
 Reported: labels to 0.80, 0.85 and 0.90 held-out accuracy on the mean curve over seeds (and per
 seed), the area under the learning curve, and the anchors measured in the same run: random
@@ -36,15 +34,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from curves import (
-    TRUST_FLOOR,
-    Fitted,
-    accuracy_of,
-    seed_labels,
-    strategy_rows,
-    summary,
-    train_classifier,
-)
+from curves import accuracy_of, fit_classifier, seed_labels, strategy_rows, summary
 from harness import example_module, row, standalone
 from labelloop.events import ItemIn
 from labelloop.project import SamplingStrategy, parse_project
@@ -113,9 +103,9 @@ def _read(ref: str) -> bytes | None:
     return Path(ref).read_bytes()
 
 
-def _fit(data: _Data, rows: Array) -> Fitted:
-    """The trainer's round on ``rows``: its model, the seconds it took and its trust."""
-    return train_classifier(
+def _fit(data: _Data, rows: Array) -> tuple[Any, float]:
+    """The trainer's round on ``rows``; its model and the seconds it took."""
+    return fit_classifier(
         rows, data.X[rows], data.y[rows], data.classes, kind="vectors", estimator=ESTIMATOR
     )
 
@@ -132,11 +122,10 @@ def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
     accuracy: list[float] = []
     macro: list[float] = []
     train_seconds = select_seconds = 0.0
-    round_no = warm_up_rounds = 0
+    round_no = 0
     while True:
-        fitted = _fit(data, pool[labeled])
-        model = fitted.model
-        train_seconds += fitted.seconds
+        model, seconds = _fit(data, pool[labeled])
+        train_seconds += seconds
         sizes.append(int(labeled.sum()))
         acc, f1 = _score(data, model, test)
         accuracy.append(acc)
@@ -153,11 +142,8 @@ def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
             X=data.X[pool[candidates]],
             proba=proba,
             random_state=seed * 1000 + round_no,
-            trust=fitted.trust,
-            trust_floor=TRUST_FLOOR,
         )
         select_seconds += time.perf_counter() - started
-        warm_up_rounds += chosen.warm_up
         labeled[candidates[chosen.indices]] = True
         round_no += 1
     return {
@@ -166,15 +152,13 @@ def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
         "macro_f1": macro,
         "train_seconds": train_seconds,
         "select_seconds": select_seconds,
-        "warm_up_rounds": warm_up_rounds,
     }
 
 
 def offline_anchor(data: _Data, seed: int) -> dict[str, Any]:
     """The same model trained on every label of the pool."""
     pool, test = data.split(seed)
-    fitted = _fit(data, pool)
-    model, seconds = fitted.model, fitted.seconds
+    model, seconds = _fit(data, pool)
     acc, f1 = _score(data, model, test)
     return {"labels": len(pool), "accuracy": acc, "macro_f1": f1, "train_seconds": seconds}
 
@@ -226,7 +210,6 @@ def run(quick: bool) -> dict[str, Any]:
             also=["macro_f1"],
             targets=TARGETS,
             offline=offline,
-            extra={"warm_up_rounds_per_seed": [p["warm_up_rounds"] for p in per_seed]},
         )
     results["strategies"] = found
 
