@@ -303,7 +303,7 @@ def _service_path(
     taken = {t.item_id for t in first.tasks}
     # round 1's model scores every item no batch holds, in id order, as the trainer writes it
     position = {i: k for k, i in enumerate(ids)}
-    scored = sorted(i for i in ids if i not in taken and loaded.records[i].known_label is None)
+    scored = sorted(i for i in ids if i not in taken and i not in loaded.gold)
     table = ProbabilityTable(scored, proba[[position[i] for i in scored]], config.labels.classes)
     ref = f"trainer/{project}/scores/m0001.npz"
     run(stores.artifacts.put(ref, encode_table(table)))
@@ -359,7 +359,7 @@ def _service_path(
         pool_ids = loaded.item_ids()
         pool = candidates(
             pool_ids,
-            [loaded.records[i].known_label is not None for i in pool_ids],
+            [i in loaded.gold for i in pool_ids],
             taken=taken,
         )
         table = sampler._scores[ref]

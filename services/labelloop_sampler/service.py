@@ -345,9 +345,8 @@ class Sampler:
         features = None if sampling.strategy in _NO_FEATURES else _features(items, index, pool)
         strata = None
         if sampling.stratify_by:
-            strata = strata_of(
-                [items.records[i].metadata for i in pool.item_ids], sampling.stratify_by
-            )
+            metadata = items.column(list(pool.item_ids), "metadata")
+            strata = strata_of([m or {} for m in metadata], sampling.stratify_by)
         chosen = await asyncio.to_thread(
             select,
             sampling.strategy,
@@ -395,11 +394,10 @@ class Sampler:
         version = (len(items.chunks), len(items.records))
         cached = self._pools.get(project)
         if cached is None or cached[0] != version:
-            gold = {i for i, r in items.records.items() if r.known_label is not None}
             self._pools.pop(project, None)
             if len(self._pools) >= 4:
                 self._pools.pop(next(iter(self._pools)))
-            cached = (version, PoolIndex(items.records, gold))
+            cached = (version, PoolIndex(items.item_ids(), items.gold))
             self._pools[project] = cached
         return cached[1]
 

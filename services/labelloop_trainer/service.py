@@ -186,28 +186,34 @@ def _inputs(
         fallback: list[str | None] = [None] * len(ids)
         if column in frame.columns:
             fallback = [str(v) for v in frame[column].fillna("").astype(str)]
+        labeled_data = items.column(ids.tolist(), "data")
         found = [
-            _text(items.records[i].data.get(field_name) if i in items.records else None, f)
-            for i, f in zip(ids.tolist(), fallback, strict=True)
+            _text(None if d is None else d.get(field_name), f)
+            for d, f in zip(labeled_data, fallback, strict=True)
         ]
         keep = np.array([t is not None for t in found], dtype=bool)
         x: Array = np.asarray([t if t is not None else "" for t in found], dtype=object)
-        texts = {
-            i: value
-            for i in pool_candidates
-            if isinstance(value := items.records[i].data.get(field_name), str)
-        }
-        pool_ids = sorted(texts)
-        pool_x: Array = np.asarray([texts[i] for i in pool_ids], dtype=object)
+        pool_data = items.column(pool_candidates, "data")
+        texts = [
+            (i, value)
+            for i, d in zip(pool_candidates, pool_data, strict=True)
+            if isinstance(value := d.get(field_name), str)
+        ]
+        pool_ids = [i for i, _ in texts]  # sorted: the candidates are
+        pool_x: Array = np.asarray([t for _, t in texts], dtype=object)
         labeled_x = x
     else:
         space = items.best_space(ids.tolist())
-        rows = items.spaces[space].rows if space is not None else {}
-        dim = items.spaces[space].dim if space is not None else 0
-        keep = np.array([i in rows for i in ids], dtype=bool)
-        labeled_x = np.asarray([rows[i] for i in ids[keep]], dtype=np.float64).reshape(-1, dim)
-        pool_ids = [i for i in pool_candidates if i in rows]
-        pool_x = np.asarray([rows[i] for i in pool_ids], dtype=np.float64).reshape(-1, dim)
+        if space is None:
+            keep = np.zeros(len(ids), dtype=bool)
+            labeled_x = np.empty((0, 0), dtype=np.float64)
+            pool_ids, pool_x = [], np.empty((0, 0), dtype=np.float64)
+        else:
+            rows, keep = items.rows_of(ids.tolist(), space)
+            labeled_x = rows[keep].astype(np.float64)
+            pool_rows, has = items.rows_of(pool_candidates, space)
+            pool_ids = [i for i, h in zip(pool_candidates, has.tolist(), strict=True) if h]
+            pool_x = pool_rows[has].astype(np.float64)
     y: Array
     if config.task_type.is_multilabel:
         sets = [_label_set(cell) for cell in frame["label"].tolist()]
@@ -668,10 +674,11 @@ class Trainer:
         labeled = set(frame["item_id"].astype(str))
         items = await self.catalog.load(config.name)
         field_name = config.primary_field.name
+        unlabeled = [i for i in items.item_ids() if i not in labeled]
         pool = [
-            (i, items.records[i].data)
-            for i in items.item_ids()
-            if i not in labeled and items.records[i].data.get(field_name) is not None
+            (i, data)
+            for i, data in zip(unlabeled, items.column(unlabeled, "data"), strict=True)
+            if data.get(field_name) is not None
         ]
         hook = self._model_hook(hook_config)
         started = time.perf_counter()

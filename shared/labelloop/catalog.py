@@ -21,20 +21,18 @@ This module is also the one place that encodes arrays for the object store: feat
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import io
 import json
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import JsonValue, TypeAdapter
+from pydantic import Field, JsonValue, TypeAdapter
 
 from labelloop.events import IngestedItem
 from labelloop.stores import Blobs, KeyValue
@@ -71,21 +69,43 @@ class Chunk:
 def encode_chunk(chunk: Chunk) -> bytes:
     """The chunk as an ``.npz``: ``items`` (the records, one UTF-8 JSON list, as bytes),
     ``offsets`` (where each record starts in it, and where the last ends) and ``ids`` (the item
-    ids, in order), so that one item's record is read without parsing the others; and with
-    features ``X`` and ``space``."""
-    records = [_record().dump_json(item) for item in chunk.items]
-    starts = np.cumsum([1] + [len(r) + 1 for r in records], dtype=np.uint64)
-    arrays: dict[str, NDArray[Any]] = {
-        "items": np.frombuffer(b"[" + b",".join(records) + b"]", dtype=np.uint8),
-        "offsets": starts,
-        "ids": np.asarray([item.item_id.encode() for item in chunk.items], dtype=np.bytes_),
-    }
+    ids, in order), so that one item's record is read without parsing the others; ``bare`` and
+    ``bare_offsets``, the same records without their data (what a reader keeps that reads the
+    data on demand), and ``gold`` (which items have a known label); with features ``X`` and
+    ``space``."""
+    arrays = _columns(chunk.items)
     if chunk.X is not None and chunk.space is not None:
         if len(chunk.X) != len(chunk.items):
             raise ValueError(f"{len(chunk.X)} feature rows for {len(chunk.items)} items")
         arrays["X"] = np.asarray(chunk.X, dtype=np.float32)
         arrays["space"] = np.asarray(chunk.space)
     return _npz(arrays)
+
+
+def _columns(items: Sequence[IngestedItem]) -> dict[str, NDArray[Any]]:
+    """The records members of a chunk (:func:`encode_chunk`)."""
+    bare = [_record().dump_json(item, exclude={"data"}) for item in items]
+    data = [_data().dump_json(item.data) for item in items]
+    # a record is its bare record with the data added: JSON objects have no field order, and
+    # two dumps of the parts cost what one dump of the whole did
+    records = [b[:-1] + b',"data":' + d + b"}" for b, d in zip(bare, data, strict=True)]
+    full, offsets = _json_array(records)
+    bare_full, bare_offsets = _json_array(bare)
+    return {
+        "items": full,
+        "offsets": offsets,
+        "ids": np.asarray([item.item_id.encode() for item in items], dtype=np.bytes_),
+        "bare": bare_full,
+        "bare_offsets": bare_offsets,
+        "gold": np.asarray([item.known_label is not None for item in items], dtype=bool),
+    }
+
+
+def _json_array(records: Sequence[bytes]) -> tuple[NDArray[np.uint8], NDArray[np.uint64]]:
+    """Records as one JSON list's bytes, and where each starts in it (and where the last
+    ends, plus one)."""
+    starts = np.cumsum([1] + [len(r) + 1 for r in records], dtype=np.uint64)
+    return np.frombuffer(b"[" + b",".join(records) + b"]", dtype=np.uint8), starts
 
 
 def _npz(arrays: dict[str, NDArray[Any]]) -> bytes:
@@ -129,35 +149,77 @@ def _record() -> TypeAdapter[IngestedItem]:
     return TypeAdapter(IngestedItem)
 
 
+@cache
+def _data() -> TypeAdapter[dict[str, JsonValue]]:
+    return TypeAdapter(dict[str, JsonValue])
+
+
+class _BareItem(IngestedItem):
+    """An item's record as a reader without the data keeps it: its data is empty."""
+
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+@cache
+def _bare() -> TypeAdapter[_BareItem]:
+    return TypeAdapter(_BareItem)
+
+
 @dataclass(frozen=True, slots=True)
-class _Records:
-    """A chunk's records, kept as read: the JSON list's bytes and where each record is in it.
-    A record is parsed when asked for (the sampler wants one or two of a chunk's thousands)."""
+class _Held:
+    """A chunk as a reader keeps it: its records as one JSON list's bytes (with their data, or
+    ``bare``: without), where each starts, and its features. A record is parsed when asked for:
+    at ten million items a parsed record cost a kilobyte and a load parsed every one."""
 
-    raw: bytes
+    chunk_id: str
+    records: bytes
     offsets: NDArray[np.uint64]
-    rows: dict[str, int]
+    bare: bool
+    space: str | None
+    X: NDArray[np.float32] | None
 
-    @classmethod
-    def read(cls, raw: bytes) -> _Records | dict[str, IngestedItem]:
-        """A chunk's records without its features; a chunk written before records had offsets
-        is parsed whole."""
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            if "offsets" not in npz.files:
-                records: dict[str, IngestedItem] = {}
-                for item in _chunk_items(npz):
-                    records.setdefault(item.item_id, item)
-                return records
-            ids: list[bytes] = npz["ids"].tolist()
-            rows: dict[str, int] = {}
-            for row, item_id in enumerate(ids):
-                rows.setdefault(item_id.decode(), row)
-            return cls(npz["items"].tobytes(), np.asarray(npz["offsets"]), rows)
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
 
-    def get(self, item_id: str) -> IngestedItem:
-        row = self.rows[item_id]
+    def raw(self, row: int) -> bytes:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
-        return _record().validate_json(self.raw[start:end])
+        return self.records[start:end]
+
+    def record(self, row: int) -> IngestedItem:
+        return (_bare() if self.bare else _record()).validate_json(self.raw(row))
+
+    def fields(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """The records at ``rows`` as parsed JSON objects: the whole list parsed at once when
+        most of it is asked for, else record by record."""
+        if len(rows) * 4 >= len(self):
+            every = json.loads(self.records)
+            return [every[row] for row in rows]
+        return [json.loads(self.raw(row)) for row in rows]
+
+
+def _read(raw: bytes, chunk_id: str, *, bare: bool) -> tuple[_Held, list[str], NDArray[np.bool_]]:
+    """A chunk as kept (with the data unless ``bare``), its item ids in order and which are
+    gold. A chunk written before chunks had bare records and a gold column is parsed and its
+    records written again as :func:`encode_chunk` writes them now."""
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        space, matrix = None, None
+        if "X" in npz.files:
+            space, matrix = str(npz["space"]), np.asarray(npz["X"], dtype=np.float32)
+        if "bare" in npz.files:
+            columns: Any = npz
+        else:
+            columns = _columns(_chunk_items(npz))
+        ids = [str(i) for i in np.char.decode(np.asarray(columns["ids"]), "utf-8").tolist()]
+        name, at = ("bare", "bare_offsets") if bare else ("items", "offsets")
+        held = _Held(
+            chunk_id,
+            np.asarray(columns[name]).tobytes(),
+            np.asarray(columns[at], dtype=np.uint64),
+            bare,
+            space,
+            matrix,
+        )
+        return held, ids, np.asarray(columns["gold"], dtype=bool)
 
 
 _CLASSES = "classes"
@@ -267,40 +329,137 @@ class FeatureSpace:
     """The feature rows of one space, by item id."""
 
     dim: int
-    rows: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    rows: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
 
 
-@dataclass
+_ROW_BITS = 32
+_ROW_MASK = (1 << _ROW_BITS) - 1
+
+
 class ProjectItems:
-    """What the catalog holds for one project, as one process has loaded it so far."""
+    """What the catalog holds for one project, as one process has loaded it so far.
 
-    records: dict[str, IngestedItem] = field(default_factory=dict)
-    """Every item; without its data when the catalog does not keep it (``keep_data=False``)."""
-    spaces: dict[str, FeatureSpace] = field(default_factory=dict)
-    chunks: set[str] = field(default_factory=set)
-    chunk_of: dict[str, str] = field(default_factory=dict)
-    """Item id -> the chunk its record was read from (kept only without the data)."""
-    listed: int | None = None
-    """The catalog index's revision when its chunks were last listed: while no index key has
-    changed since, a load lists nothing."""
+    Columnar: each chunk is kept as read (:class:`_Held`: its records' JSON bytes and its
+    feature matrix), and one dict says where each item is (chunk number and row, packed in one
+    int). ``records``, ``spaces[...].rows`` and ``chunk_of`` are read-only mappings over
+    that; a record is parsed when asked for. Bulk reads (:meth:`rows_of`, :meth:`data`) go
+    chunk by chunk. An item in two chunks (a chunk written again under another id) is the
+    first chunk's.
+    """
+
+    def __init__(self, *, keeps_data: bool = True) -> None:
+        self.keeps_data = keeps_data
+        """Whether records hold their data (else it is read from the object store)."""
+        self._at: dict[str, int] = {}
+        self._held: list[_Held] = []
+        self._gold: set[str] = set()
+        self._gold_now: frozenset[str] | None = None
+        self._sorted: list[str] | None = None
+        self._space_sizes: dict[str, int] = {}
+        self.spaces: dict[str, FeatureSpace] = {}
+        self.chunks: set[str] = set()
+        self.listed: int | None = None
+        """The catalog index's revision when its chunks were last listed: while no index key
+        has changed since, a load lists nothing."""
+        self.records: Mapping[str, IngestedItem] = _RecordsView(self)
+        """Every item; without its data when the catalog does not keep it."""
+        self.chunk_of: Mapping[str, str] = _ChunkOf(self)
+        """Item id -> the chunk its record was read from."""
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._at)
+
+    def add(self, held: _Held, ids: Sequence[str], gold: NDArray[np.bool_]) -> None:
+        """Add a chunk's items (those not read from an earlier chunk)."""
+        number = len(self._held) << _ROW_BITS
+        self._held.append(held)
+        at, before = self._at, len(self._at)
+        for row, item_id in enumerate(ids):
+            at.setdefault(item_id, number | row)
+        added = len(at) - before
+        if added:
+            self._sorted = None
+        for row in np.flatnonzero(gold).tolist():
+            if at[ids[row]] == number | row:
+                self._gold.add(ids[row])
+                self._gold_now = None
+        if held.space is not None and held.X is not None:
+            if held.space not in self.spaces:
+                self.spaces[held.space] = FeatureSpace(
+                    int(held.X.shape[1]), _SpaceRows(self, held.space)
+                )
+            self._space_sizes[held.space] = self._space_sizes.get(held.space, 0) + added
+        self.chunks.add(held.chunk_id)
 
     def item_ids(self) -> list[str]:
-        """Every item id, sorted: an order that does not depend on how items were chunked."""
-        return sorted(self.records)
+        """Every item id, sorted: an order that does not depend on how items were chunked.
+        Sorted once per state of the catalog; the list is shared, not to be changed."""
+        if self._sorted is None:
+            self._sorted = sorted(self._at)
+        return self._sorted
+
+    @property
+    def gold(self) -> frozenset[str]:
+        """The items with a known label."""
+        if self._gold_now is None:
+            self._gold_now = frozenset(self._gold)
+        return self._gold_now
+
+    def locate(self, item_id: str) -> tuple[_Held, int] | None:
+        """The chunk holding the item and its row there."""
+        slot = self._at.get(item_id)
+        if slot is None:
+            return None
+        return self._held[slot >> _ROW_BITS], slot & _ROW_MASK
+
+    def by_chunk(
+        self, item_ids: Sequence[str]
+    ) -> Iterator[tuple[_Held, NDArray[np.intp], list[int]]]:
+        """The ids the catalog holds grouped by chunk: each chunk, the positions in
+        ``item_ids`` of its items and their rows in it."""
+        slots = np.fromiter(
+            (self._at.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids)
+        )
+        positions = np.flatnonzero(slots >= 0)
+        if not len(positions):
+            return
+        numbers = slots[positions] >> _ROW_BITS
+        order = np.argsort(numbers, kind="stable")
+        positions, numbers = positions[order], numbers[order]
+        starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]])
+        ends = np.r_[starts[1:], len(numbers)]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            where = positions[start:end]
+            rows = (slots[where] & _ROW_MASK).tolist()
+            yield self._held[int(numbers[start])], where, rows
 
     def best_space(self, item_ids: Iterable[str] | None = None) -> str | None:
         """The space covering most of ``item_ids`` (all items by default); producer vectors win
         ties, then the name."""
-        wanted = list(self.records) if item_ids is None else list(item_ids)
-        scored = [
-            (sum(i in s.rows for i in wanted), name.startswith("producer"), name)
-            for name, s in self.spaces.items()
-        ]
+        covered: dict[str, int] = {}
+        if item_ids is None:
+            covered = dict(self._space_sizes)
+        else:
+            for held, where, _rows in self.by_chunk(list(item_ids)):
+                if held.space is not None and held.X is not None:
+                    covered[held.space] = covered.get(held.space, 0) + len(where)
+        scored = [(n, name.startswith("producer"), name) for name, n in covered.items()]
         best = max(scored, default=None)
         return best[2] if best is not None and best[0] > 0 else None
+
+    def rows_of(
+        self, item_ids: Sequence[str], space: str
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The feature rows of ``item_ids`` in ``space`` (zeros where an item has none) and
+        which have one: gathered from the chunks' matrices, chunk by chunk."""
+        dim = self.spaces[space].dim
+        out = np.zeros((len(item_ids), dim), dtype=np.float32)
+        has = np.zeros(len(item_ids), dtype=bool)
+        for held, where, rows in self.by_chunk(item_ids):
+            if held.space == space and held.X is not None:
+                out[where] = held.X[rows]
+                has[where] = True
+        return out, has
 
     def matrix(
         self, item_ids: Sequence[str], space: str | None = None
@@ -310,14 +469,100 @@ class ProjectItems:
         name = space or self.best_space(item_ids)
         if name is None:
             return None
-        found = self.spaces[name]
-        has = np.asarray([i in found.rows for i in item_ids], dtype=bool)
-        out = np.zeros((len(item_ids), found.dim), dtype=np.float32)
+        out, has = self.rows_of(item_ids, name)
         if has.any():
-            present = [found.rows[i] for i, h in zip(item_ids, has, strict=True) if h]
-            out[has] = np.asarray(present, dtype=np.float32)
             out[~has] = out[has].mean(axis=0)
         return out, has
+
+    def data(self, item_ids: Sequence[str]) -> dict[str, dict[str, JsonValue]]:
+        """The data of the items of ``item_ids`` the catalog holds, read chunk by chunk (a
+        catalog that keeps the data only)."""
+        if not self.keeps_data:
+            raise ValueError("this catalog does not keep the items' data: Catalog.data_of")
+        out: dict[str, dict[str, JsonValue]] = {}
+        for held, where, rows in self.by_chunk(item_ids):
+            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+                out[item_ids[position]] = record["data"]
+        return out
+
+    def column(self, item_ids: Sequence[str], name: str) -> list[Any]:
+        """One field of the records of ``item_ids`` (``metadata``, ``data``, ...), read chunk by
+        chunk; ``None`` for an item the catalog does not hold or whose record lacks it."""
+        out: list[Any] = [None] * len(item_ids)
+        for held, where, rows in self.by_chunk(item_ids):
+            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+                out[position] = record.get(name)
+        return out
+
+
+class _RecordsView(Mapping[str, IngestedItem]):
+    """``ProjectItems.records``: each record parsed from its chunk when asked for."""
+
+    def __init__(self, items: ProjectItems) -> None:
+        self._items = items
+
+    def __getitem__(self, item_id: str) -> IngestedItem:
+        found = self._items.locate(item_id)
+        if found is None:
+            raise KeyError(item_id)
+        held, row = found
+        return held.record(row)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._items._at
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items._at)
+
+    def __len__(self) -> int:
+        return len(self._items._at)
+
+
+class _ChunkOf(Mapping[str, str]):
+    """``ProjectItems.chunk_of``: the chunk each item was read from."""
+
+    def __init__(self, items: ProjectItems) -> None:
+        self._items = items
+
+    def __getitem__(self, item_id: str) -> str:
+        found = self._items.locate(item_id)
+        if found is None:
+            raise KeyError(item_id)
+        return found[0].chunk_id
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items._at)
+
+    def __len__(self) -> int:
+        return len(self._items._at)
+
+
+class _SpaceRows(Mapping[str, NDArray[np.float32]]):
+    """``ProjectItems.spaces[name].rows``: an item's row of its chunk's matrix, if that
+    chunk's features are in this space."""
+
+    def __init__(self, items: ProjectItems, space: str) -> None:
+        self._items = items
+        self._space = space
+
+    def __getitem__(self, item_id: str) -> NDArray[np.float32]:
+        found = self._items.locate(item_id)
+        if found is None or found[0].space != self._space or found[0].X is None:
+            raise KeyError(item_id)
+        row: NDArray[np.float32] = found[0].X[found[1]]
+        return row
+
+    def __contains__(self, item_id: object) -> bool:
+        if not isinstance(item_id, str):
+            return False
+        found = self._items.locate(item_id)
+        return found is not None and found[0].space == self._space and found[0].X is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (i for i in self._items._at if i in self)
+
+    def __len__(self) -> int:
+        return self._items._space_sizes.get(self._space, 0)
 
 
 class Catalog:
@@ -342,9 +587,7 @@ class Catalog:
         self._locks: dict[str, asyncio.Lock] = {}
         self._keep_data = keep_data
         self._chunk_cache = chunk_cache
-        self._decoded: OrderedDict[tuple[str, str], _Records | dict[str, IngestedItem]] = (
-            OrderedDict()
-        )
+        self._decoded: OrderedDict[tuple[str, str], _Held] = OrderedDict()
 
     @property
     def kv(self) -> KeyValue:
@@ -380,19 +623,21 @@ class Catalog:
         """Every item of the project (chunks not read yet are read now)."""
         lock = self._locks.setdefault(project, asyncio.Lock())
         async with lock:
-            items = self._projects.setdefault(project, ProjectItems())
+            items = self._projects.get(project)
+            if items is None:
+                items = self._projects[project] = ProjectItems(keeps_data=self._keep_data)
             changed = await self.kv.last_change(_index_key(project))
             if changed is None or changed == items.listed:
                 return items  # no chunk indexed since the last listing: one request, not a scan
             unread = [c for c in await self.chunk_ids(project) if c not in items.chunks]
-            with _collection_paused() if unread else contextlib.nullcontext():
-                for chunk_id in unread:
-                    raw = await self.blobs.get(chunk_name(project, chunk_id))
-                    if raw is None:  # indexed but deleted by an operator: nothing to read
-                        continue
-                    chunk = await asyncio.to_thread(decode_chunk, raw)
-                    _add(items, chunk, None if self._keep_data else chunk_id)
-                    items.chunks.add(chunk_id)
+            for chunk_id in unread:
+                raw = await self.blobs.get(chunk_name(project, chunk_id))
+                if raw is None:  # indexed but deleted by an operator: nothing to read
+                    continue
+                held, ids, gold = await asyncio.to_thread(
+                    _read, raw, chunk_id, bare=not self._keep_data
+                )
+                items.add(held, ids, gold)
             items.listed = changed
             return items
 
@@ -402,86 +647,31 @@ class Catalog:
         """The data of the items of ``item_ids`` that ``items`` (this catalog's
         :meth:`load`) holds: from their records, or read from their chunks when the catalog
         does not keep the data."""
+        wanted = list(item_ids)
+        if items.keeps_data:
+            return items.data(wanted)
         out: dict[str, dict[str, JsonValue]] = {}
-        wanted: dict[str, list[str]] = {}
-        for item_id in item_ids:
-            record = items.records.get(item_id)
-            if record is None:
-                continue
-            chunk_id = items.chunk_of.get(item_id)
-            if chunk_id is None:
-                out[item_id] = record.data
-            else:
-                wanted.setdefault(chunk_id, []).append(item_id)
-        for chunk_id, ids in sorted(wanted.items()):
-            records = await self._chunk_records(project, chunk_id)
-            for item_id in ids:
-                out[item_id] = (
-                    records[item_id] if isinstance(records, dict) else records.get(item_id)
-                ).data
+        for bare, where, rows in sorted(items.by_chunk(wanted), key=lambda g: g[0].chunk_id):
+            held = await self._chunk_records(project, bare.chunk_id)
+            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+                out[wanted[position]] = record["data"]
         return out
 
-    async def _chunk_records(
-        self, project: str, chunk_id: str
-    ) -> _Records | dict[str, IngestedItem]:
+    async def _chunk_records(self, project: str, chunk_id: str) -> _Held:
+        """A chunk with its data, from the object store (the last ``chunk_cache`` kept)."""
         key = (project, chunk_id)
-        records = self._decoded.get(key)
-        if records is None:
+        held = self._decoded.get(key)
+        if held is None:
             raw = await self.blobs.get(chunk_name(project, chunk_id))
             if raw is None:
                 raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
-            records = await asyncio.to_thread(_Records.read, raw)
-        self._decoded[key] = records
+            held = (await asyncio.to_thread(_read, raw, chunk_id, bare=False))[0]
+        self._decoded[key] = held
         self._decoded.move_to_end(key)
         while len(self._decoded) > self._chunk_cache:
             self._decoded.popitem(last=False)
-        return records
+        return held
 
     def decoded_chunks(self) -> int:
         """Chunks kept decoded for :meth:`data_of` (at most ``chunk_cache``)."""
         return len(self._decoded)
-
-
-class _Pauses:
-    """Loads in progress that paused the cyclic garbage collector (any project, any catalog)."""
-
-    count = 0
-
-
-@contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a load adds records, on again after the last
-    load in progress ends (unless it was off before the first began).
-
-    A load allocates millions of objects that live on (a record and its dicts per item), and
-    each time a quarter more have survived the collector walks all of them again: at 1M items
-    the walks took more than half of a load (15 s against 7 s without). Memory is unaffected:
-    records are freed by reference counting, and the collector runs again after the load."""
-    if _Pauses.count == 0 and not gc.isenabled():
-        yield  # switched off by someone else: theirs to switch on
-        return
-    _Pauses.count += 1
-    gc.disable()
-    try:
-        yield
-    finally:
-        _Pauses.count -= 1
-        if _Pauses.count == 0:
-            gc.enable()
-
-
-def _add(items: ProjectItems, chunk: Chunk, chunk_id: str | None = None) -> None:
-    """Add a chunk's items; ``chunk_id``: keep their records without data, and where it is."""
-    for item in chunk.items:
-        if item.item_id in items.records:
-            continue
-        if chunk_id is None:
-            items.records[item.item_id] = item
-        else:
-            items.records[item.item_id] = item.model_copy(update={"data": {}})
-            items.chunk_of[item.item_id] = chunk_id
-    if chunk.X is None or chunk.space is None:
-        return
-    space = items.spaces.setdefault(chunk.space, FeatureSpace(dim=int(chunk.X.shape[1])))
-    for item, row in zip(chunk.items, chunk.X, strict=True):
-        space.rows.setdefault(item.item_id, row)

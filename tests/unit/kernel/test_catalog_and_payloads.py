@@ -138,46 +138,65 @@ async def test_chunks_written_before_records_had_offsets_are_still_read() -> Non
     }
 
 
-async def test_loads_pause_the_garbage_collector_and_switch_it_on_after_the_last(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A load adds a record per item; the cyclic collector would walk them all again each time a
-    quarter more survived. It is off while loads add records, on once the last load has ended
-    (also one that failed), and left off if something else had switched it off."""
-    import asyncio
-    import gc
-
-    from labelloop import catalog
+async def test_a_load_keeps_each_chunk_as_bytes_and_an_item_costs_a_few_hundred_bytes() -> None:
+    """At ten million items a parsed record (a pydantic object and its dicts) cost 1.5 kB an
+    item in every reader: the catalog keeps each chunk's records as bytes, parses one when
+    asked for, and an item costs its id, its place and its record's bytes."""
+    import tracemalloc
 
     kv, blobs = MemoryKeyValue(), MemoryBlobs()
     writer = Catalog(kv, blobs)
-    for project in ("p", "q"):
-        for c in range(3):
-            await writer.write(project, f"c{c}", Chunk(_items(2, start=10 * c)))
-    seen: list[bool] = []
-    add = catalog._add
+    n = 20_000
+    for c in range(n // 500):
+        chunk = [
+            IngestedItem(
+                item_id=f"{c:04d}{k:028x}",
+                data={"image": f"s3://bucket/images/{c}/{k}.png"},
+                metadata={"source": "camera-3"},
+                known_label="cat" if k == 7 else None,
+            )
+            for k in range(500)
+        ]
+        features = np.ones((500, 4), dtype=np.float32)
+        await writer.write("p", f"c{c:04d}", Chunk(chunk, "producer-4", features))
+    for keep_data, most in ((False, 400), (True, 450)):
+        tracemalloc.start()
+        items = await Catalog(kv, blobs, keep_data=keep_data).load("p")
+        held, _peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(items) == n
+        features_bytes = n * 4 * 4
+        assert (held - features_bytes) / n < most, (keep_data, held / n)
+        assert len(items.gold) == n // 500
+        some = f"{3:04d}{7:028x}"
+        assert some in items.gold
+        assert items.records[some].metadata == {"source": "camera-3"}
+        assert items.records[some].data == (
+            {"image": "s3://bucket/images/3/7.png"} if keep_data else {}
+        )
 
-    def watched(*args: object, **kwargs: object) -> None:
-        seen.append(gc.isenabled())
-        add(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(catalog, "_add", watched)
-    assert gc.isenabled()
-    reader = Catalog(kv, blobs)
-    await asyncio.gather(reader.load("p"), reader.load("q"))
-    assert seen == [False] * 6
-    assert gc.isenabled()
-    await kv.put("catalog.p.chunk.c9", b'{"ref": "catalog/p/c9.npz", "n": 1, "space": null}')
-    await blobs.put("catalog/p/c9.npz", b"not an npz")
-    with pytest.raises(ValueError, match="pickled"):
-        await reader.load("p")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        await Catalog(kv, blobs).load("q")
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+def test_items_are_where_their_first_chunk_put_them() -> None:
+    from labelloop.catalog import ProjectItems, _read
+
+    first = Chunk(_items(3), "producer-2", np.zeros((3, 2), dtype=np.float32))
+    again = [i.model_copy(update={"known_label": "x"}) for i in _items(2, start=2)]
+    second = Chunk(again, "producer-2", np.ones((2, 2), dtype=np.float32))
+    items = ProjectItems()
+    for name, chunk in (("a", first), ("b", second)):
+        items.add(*_read(encode_chunk(chunk), name, bare=False))
+    assert len(items) == 4
+    assert items.chunk_of["i002"] == "a"  # read from both: the first chunk's
+    assert items.records["i002"].known_label is None
+    assert items.gold == {"i003"}
+    X, has = items.rows_of(["i003", "nobody", "i002"], "producer-2")  # noqa: N806
+    assert X.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
+    assert has.tolist() == [True, False, True]
+    assert len(items.spaces["producer-2"].rows) == 4
+    assert items.data(["i003", "nobody", "i000"]) == {
+        "i003": {"text": "item 3"},
+        "i000": {"text": "item 0"},
+    }
 
 
 async def test_the_catalog_reads_each_chunk_once_and_merges_spaces() -> None:
