@@ -69,10 +69,10 @@ class Chunk:
 def encode_chunk(chunk: Chunk) -> bytes:
     """The chunk as an ``.npz``: ``items`` (the records, one UTF-8 JSON list, as bytes),
     ``offsets`` (where each record starts in it, and where the last ends) and ``ids`` (the item
-    ids, in order), so that one item's record is read without parsing the others; ``bare`` and
-    ``bare_offsets``, the same records without their data (what a reader keeps that reads the
-    data on demand), and ``gold`` (which items have a known label); with features ``X`` and
-    ``space``."""
+    ids, in order), so that one item's record is read without parsing the others; ``data_at``,
+    where in each record its data begins (it is the last field: a reader that reads the data on
+    demand keeps what comes before), and ``gold`` (which items have a known label); with
+    features ``X`` and ``space``."""
     arrays = _columns(chunk.items)
     if chunk.X is not None and chunk.space is not None:
         if len(chunk.X) != len(chunk.items):
@@ -86,17 +86,15 @@ def _columns(items: Sequence[IngestedItem]) -> dict[str, NDArray[Any]]:
     """The records members of a chunk (:func:`encode_chunk`)."""
     bare = [_record().dump_json(item, exclude={"data"}) for item in items]
     data = [_data().dump_json(item.data) for item in items]
-    # a record is its bare record with the data added: JSON objects have no field order, and
-    # two dumps of the parts cost what one dump of the whole did
+    # a record is its bare record with the data added last (JSON objects have no field order):
+    # a reader that keeps no data cuts it off; two dumps cost little more than one
     records = [b[:-1] + b',"data":' + d + b"}" for b, d in zip(bare, data, strict=True)]
     full, offsets = _json_array(records)
-    bare_full, bare_offsets = _json_array(bare)
     return {
         "items": full,
         "offsets": offsets,
+        "data_at": np.asarray([len(b) - 1 for b in bare], dtype=np.uint32),
         "ids": np.asarray([item.item_id.encode() for item in items], dtype=np.bytes_),
-        "bare": bare_full,
-        "bare_offsets": bare_offsets,
         "gold": np.asarray([item.known_label is not None for item in items], dtype=bool),
     }
 
@@ -205,20 +203,21 @@ def _read(raw: bytes, chunk_id: str, *, bare: bool) -> tuple[_Held, list[str], N
         space, matrix = None, None
         if "X" in npz.files:
             space, matrix = str(npz["space"]), np.asarray(npz["X"], dtype=np.float32)
-        if "bare" in npz.files:
+        if "data_at" in npz.files:
             columns: Any = npz
         else:
             columns = _columns(_chunk_items(npz))
         ids = [str(i) for i in np.char.decode(np.asarray(columns["ids"]), "utf-8").tolist()]
-        name, at = ("bare", "bare_offsets") if bare else ("items", "offsets")
-        held = _Held(
-            chunk_id,
-            np.asarray(columns[name]).tobytes(),
-            np.asarray(columns[at], dtype=np.uint64),
-            bare,
-            space,
-            matrix,
-        )
+        records = np.asarray(columns["items"]).tobytes()
+        offsets = np.asarray(columns["offsets"], dtype=np.uint64)
+        if bare:  # each record up to where its data begins, closed
+            cut = (offsets[:-1] + np.asarray(columns["data_at"], dtype=np.uint64)).tolist()
+            starts = offsets[:-1].tolist()
+            joined, offsets = _json_array(
+                [records[a:b] + b"}" for a, b in zip(starts, cut, strict=True)]
+            )
+            records = joined.tobytes()
+        held = _Held(chunk_id, records, offsets, bare, space, matrix)
         return held, ids, np.asarray(columns["gold"], dtype=bool)
 
 
