@@ -300,3 +300,22 @@ def test_a_table_scoring_every_candidate_picks_as_its_stacked_rows(strategy: S) 
     )
     assert np.array_equal(got.indices, expected.indices)
     assert np.array_equal(got.scores, expected.scores)
+
+
+def test_pool_index_candidates_follow_what_is_taken_as_it_grows_and_shrinks() -> None:
+    """The index remembers what earlier cuts took and looks up only the new ids: whatever the
+    sequence, its candidates are the reference split's."""
+    rng = np.random.default_rng(5)
+    ids = [f"{k * 7919 % 10_007:05d}" for k in range(3_000)]
+    gold = [k % 97 == 0 for k in range(3_000)]
+    index = PoolIndex(ids, {i for i, g in zip(ids, gold, strict=True) if g})
+    taken: set[str] = set()
+    sequence = [rng.choice(ids, size=40, replace=False).tolist() for _ in range(6)]
+    for step, new in enumerate(sequence):
+        taken |= set(new)
+        if step == 3:  # a batch given back
+            taken -= set(sequence[1])
+        found = index.candidates(taken=taken | {"not-an-item"}, recent_gold=set(ids[:97]))
+        expected = candidates(ids, gold, taken=taken, recent_gold=set(ids[:97]))
+        assert list(found.item_ids) == expected.item_ids
+        assert found.gold_ids == expected.gold_ids
