@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,39 +168,48 @@ def _bare() -> TypeAdapter[_BareItem]:
 @dataclass(frozen=True, slots=True)
 class _Held:
     """A chunk as a reader keeps it: its records as one JSON list's bytes (with their data, or
-    ``bare``: without), where each starts, and its features. A record is parsed when asked for:
-    at ten million items a parsed record cost a kilobyte and a load parsed every one."""
+    ``bare``: without), deflated unless ``compressed`` is false, where each starts in the
+    inflated bytes, and its features. A record is parsed when asked for: at ten million items
+    a parsed record cost a kilobyte and a load parsed every one."""
 
     chunk_id: str
-    records: bytes
+    packed: bytes
     offsets: NDArray[np.uint64]
     bare: bool
     space: str | None
     X: NDArray[np.float32] | None
+    compressed: bool = True
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def raw(self, row: int) -> bytes:
+    def plain(self) -> bytes:
+        """The records' bytes, inflated."""
+        return zlib.decompress(self.packed) if self.compressed else self.packed
+
+    def raw(self, plain: bytes, row: int) -> bytes:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
-        return self.records[start:end]
+        return plain[start:end]
 
-    def record(self, row: int) -> IngestedItem:
-        return (_bare() if self.bare else _record()).validate_json(self.raw(row))
+    def record(self, plain: bytes, row: int) -> IngestedItem:
+        return (_bare() if self.bare else _record()).validate_json(self.raw(plain, row))
 
-    def fields(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+    def fields(self, plain: bytes, rows: Sequence[int]) -> list[dict[str, Any]]:
         """The records at ``rows`` as parsed JSON objects: the whole list parsed at once when
         most of it is asked for, else record by record."""
         if len(rows) * 4 >= len(self):
-            every = json.loads(self.records)
+            every = json.loads(plain)
             return [every[row] for row in rows]
-        return [json.loads(self.raw(row)) for row in rows]
+        return [json.loads(self.raw(plain, row)) for row in rows]
 
 
-def _read(raw: bytes, chunk_id: str, *, bare: bool) -> tuple[_Held, list[str], NDArray[np.bool_]]:
+def _read(
+    raw: bytes, chunk_id: str, *, bare: bool, keep: bool = True
+) -> tuple[_Held, list[str], NDArray[np.bool_]]:
     """A chunk as kept (with the data unless ``bare``), its item ids in order and which are
-    gold. A chunk written before chunks had bare records and a gold column is parsed and its
-    records written again as :func:`encode_chunk` writes them now."""
+    gold; ``keep``: to be kept (deflated), else read once (as is). A chunk written before
+    chunks had ``data_at`` and a gold column is parsed and its records written again as
+    :func:`encode_chunk` writes them now."""
     with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
         space, matrix = None, None
         if "X" in npz.files:
@@ -217,7 +228,17 @@ def _read(raw: bytes, chunk_id: str, *, bare: bool) -> tuple[_Held, list[str], N
                 [records[a:b] + b"}" for a, b in zip(starts, cut, strict=True)]
             )
             records = joined.tobytes()
-        held = _Held(chunk_id, records, offsets, bare, space, matrix)
+        # deflated at the fastest level: a reader keeps ten million of these records, which
+        # are mostly field names and hex ids (a third of their size deflated)
+        held = _Held(
+            chunk_id,
+            zlib.compress(records, 1) if keep else records,
+            offsets,
+            bare,
+            space,
+            matrix,
+            compressed=keep,
+        )
         return held, ids, np.asarray(columns["gold"], dtype=bool)
 
 
@@ -331,6 +352,9 @@ class FeatureSpace:
     rows: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
 
 
+_INFLATED = 8
+"""Chunks a :class:`ProjectItems` keeps inflated (a batch's items are in a few)."""
+
 _ROW_BITS = 32
 _ROW_MASK = (1 << _ROW_BITS) - 1
 
@@ -355,6 +379,8 @@ class ProjectItems:
         self._gold_now: frozenset[str] | None = None
         self._sorted: list[str] | None = None
         self._space_sizes: dict[str, int] = {}
+        self._inflated: OrderedDict[str, bytes] = OrderedDict()
+        self._inflating = threading.Lock()
         self.spaces: dict[str, FeatureSpace] = {}
         self.chunks: set[str] = set()
         self.listed: int | None = None
@@ -403,6 +429,17 @@ class ProjectItems:
         if self._gold_now is None:
             self._gold_now = frozenset(self._gold)
         return self._gold_now
+
+    def plain(self, held: _Held) -> bytes:
+        """A chunk's records inflated; the last few chunks' are kept."""
+        with self._inflating:  # the trainer reads in a worker thread
+            found = self._inflated.get(held.chunk_id)
+            if found is None:
+                found = self._inflated[held.chunk_id] = held.plain()
+                while len(self._inflated) > _INFLATED:
+                    self._inflated.popitem(last=False)
+            self._inflated.move_to_end(held.chunk_id)
+            return found
 
     def locate(self, item_id: str) -> tuple[_Held, int] | None:
         """The chunk holding the item and its row there."""
@@ -480,7 +517,8 @@ class ProjectItems:
             raise ValueError("this catalog does not keep the items' data: Catalog.data_of")
         out: dict[str, dict[str, JsonValue]] = {}
         for held, where, rows in self.by_chunk(item_ids):
-            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+            records = held.fields(self.plain(held), rows)
+            for position, record in zip(where.tolist(), records, strict=True):
                 out[item_ids[position]] = record["data"]
         return out
 
@@ -489,7 +527,8 @@ class ProjectItems:
         chunk; ``None`` for an item the catalog does not hold or whose record lacks it."""
         out: list[Any] = [None] * len(item_ids)
         for held, where, rows in self.by_chunk(item_ids):
-            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+            records = held.fields(self.plain(held), rows)
+            for position, record in zip(where.tolist(), records, strict=True):
                 out[position] = record.get(name)
         return out
 
@@ -505,7 +544,7 @@ class _RecordsView(Mapping[str, IngestedItem]):
         if found is None:
             raise KeyError(item_id)
         held, row = found
-        return held.record(row)
+        return held.record(self._items.plain(held), row)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._items._at
@@ -652,7 +691,8 @@ class Catalog:
         out: dict[str, dict[str, JsonValue]] = {}
         for bare, where, rows in sorted(items.by_chunk(wanted), key=lambda g: g[0].chunk_id):
             held = await self._chunk_records(project, bare.chunk_id)
-            for position, record in zip(where.tolist(), held.fields(rows), strict=True):
+            records = held.fields(held.plain(), rows)
+            for position, record in zip(where.tolist(), records, strict=True):
                 out[wanted[position]] = record["data"]
         return out
 
@@ -664,7 +704,7 @@ class Catalog:
             raw = await self.blobs.get(chunk_name(project, chunk_id))
             if raw is None:
                 raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
-            held = (await asyncio.to_thread(_read, raw, chunk_id, bare=False))[0]
+            held = (await asyncio.to_thread(_read, raw, chunk_id, bare=False, keep=False))[0]
         self._decoded[key] = held
         self._decoded.move_to_end(key)
         while len(self._decoded) > self._chunk_cache:
