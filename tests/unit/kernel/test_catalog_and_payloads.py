@@ -293,3 +293,22 @@ async def test_a_catalog_without_the_data_reads_it_for_the_items_asked_for_only(
     full = Catalog(kv, blobs)
     assert (await full.data_of("p", await full.load("p"), wanted)) == data
     assert full.decoded_chunks() == 0
+
+
+def test_item_ids_stay_sorted_as_chunks_arrive() -> None:
+    """The sorted ids are merged with each chunk's new ids, not sorted again from scratch;
+    whatever the order of arrival and the repeats, they are the sorted distinct ids."""
+    import random
+
+    from labelloop.catalog import ProjectItems, _read
+
+    rng = random.Random(1)
+    items, seen = ProjectItems(), set()
+    for c in range(30):
+        ids = [f"{rng.randrange(2_000):05d}" for _ in range(50)]  # repeats within and across
+        chunk = Chunk([IngestedItem(item_id=i, data={"t": i}) for i in ids])
+        items.add(*_read(encode_chunk(chunk), f"c{c}", bare=False))
+        seen |= set(ids)
+        if c % 7 == 0 or c == 29:
+            assert items.item_ids() == sorted(seen)
+    assert len(items) == len(seen)
