@@ -180,10 +180,9 @@ class Exporter:
         self, config: ProjectConfig, formats: list[str] | None, request_id: str
     ) -> ExportOutcome:
         """An operator asks for the dataset now: the latest version, announced again."""
-        versions = await asyncio.to_thread(self.datasets.versions, config.name)
-        if not versions:
+        latest = await asyncio.to_thread(self.datasets.latest, config.name)
+        if latest is None:
             return ExportOutcome("empty", reason="no labeling round has finished yet")
-        latest = versions[-1]
         manifest = await asyncio.to_thread(self.datasets.manifest, config.name, latest)
         missing = sorted(set(formats or []) - set(manifest.get("formats", [])))
         if missing:
@@ -242,7 +241,7 @@ class Exporter:
     async def _export_round(self, project: str, number: int, payload: bytes) -> None:
         event = LabelsReady.model_validate_json(payload)
         version = version_name(number)
-        if version in await asyncio.to_thread(self.datasets.versions, project):
+        if await asyncio.to_thread(self.datasets.has, project, version):
             await self._announce(project, version)  # written before a crash: announce it
             await self._catch_up(project)
             return
@@ -260,10 +259,9 @@ class Exporter:
         """Write the latest version again (``v<n>-r<j>``) if rounds it holds were revised since
         it was written; ``revised`` if it was, ``unchanged`` if the latest version holds them."""
         for _ in range(REWRITE_ATTEMPTS):
-            versions = await asyncio.to_thread(self.datasets.versions, project)
-            if not versions:
+            latest = await asyncio.to_thread(self.datasets.latest, project)
+            if latest is None:
                 return "unchanged"  # no version yet: the first holds every revision it needs
-            latest = versions[-1]
             number, rewrites = parse_revision(latest) or (0, 0)
             revised = await self._revised(project)
             manifest = await asyncio.to_thread(self.datasets.manifest, project, latest)
@@ -303,9 +301,7 @@ class Exporter:
             self._metrics.invalid.labels(project=project, reason=problem.code).inc(left_out)
             log.warning("%s %s: rows left out: %s", project, version, problem)
         parent_labels = None
-        if parent is not None and parent in await asyncio.to_thread(
-            self.datasets.versions, project
-        ):
+        if parent is not None and await asyncio.to_thread(self.datasets.has, project, parent):
             parent_labels = await asyncio.to_thread(self.datasets.labels_of, project, parent)
         agreement = folded.agreement
         rendered = await asyncio.to_thread(

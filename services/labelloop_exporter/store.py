@@ -62,6 +62,25 @@ class DatasetDirectory:
         ]
         return sorted(found, key=lambda name: parse_revision(name) or (0, 0))
 
+    def has(self, project: str, version: str) -> bool:
+        """Whether ``version`` is complete (has its manifest): one stat, where :meth:`versions`
+        takes one per version."""
+        return (self.path(project, version) / MANIFEST_FILE).is_file()
+
+    def latest(self, project: str) -> str | None:
+        """The newest complete version, as :meth:`versions` would end: the names are listed,
+        and only the newest are checked for a manifest (a round's export stats one directory,
+        not the thousands a long campaign has)."""
+        base = self.project_dir(project)
+        if not base.is_dir():
+            return None
+        with os.scandir(base) as entries:
+            names = [e.name for e in entries if parse_revision(e.name) is not None]
+        for name in sorted(names, key=lambda n: parse_revision(n) or (0, 0), reverse=True):
+            if self.has(project, name):
+                return name
+        return None
+
     def manifest(self, project: str, version: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(
             (self.path(project, version) / MANIFEST_FILE).read_bytes()

@@ -294,12 +294,14 @@ def select(
     if n == 0:
         return empty
     n_random = round(n * random_fraction)
-    rest_mask = np.ones(n_candidates, dtype=bool)
     random_part: NDArray[np.int64] = np.empty(0, np.int64)
     if n_random:
         random_part = rng.choice(n_candidates, size=n_random, replace=False).astype(np.int64)
+        rest_mask = np.ones(n_candidates, dtype=bool)
         rest_mask[random_part] = False
-    rest = np.flatnonzero(rest_mask)
+        rest = np.flatnonzero(rest_mask)
+    else:  # the same positions, without scanning a mask of the whole pool (10M: 0.1 s a cut)
+        rest = np.arange(n_candidates, dtype=np.intp)
     sub = _select_core(
         strategy,
         n - n_random,

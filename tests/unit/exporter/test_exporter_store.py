@@ -45,3 +45,18 @@ def test_half_written_versions_are_invisible(tmp_path: Path) -> None:
     d.write("p", "v0001", _files(1))
     assert d.versions("p") == ["v0001"]
     assert d.versions("missing") == []
+
+
+def test_latest_and_has_agree_with_the_full_listing(tmp_path: Path) -> None:
+    """A round's export checks one version and finds the newest without a stat per version:
+    the answers are those of ``versions()``, rewrites and an unfinished directory included."""
+    d = DatasetDirectory(tmp_path)
+    assert d.latest("p") is None
+    assert not d.has("p", "v0001")
+    for name in ("v0002", "v0001", "v0010", "v0002-r1", "v0010-r2", "v0010-r1"):
+        d.write("p", name, _files(1))
+    (tmp_path / "p" / "v0011").mkdir()  # a version whose manifest never landed
+    (tmp_path / "p" / "notes").mkdir()
+    assert d.versions("p")[-1] == d.latest("p") == "v0010-r2"
+    assert d.has("p", "v0002-r1")
+    assert not d.has("p", "v0011")
