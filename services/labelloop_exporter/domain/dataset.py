@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +62,9 @@ class Prepared:
     """Fingerprint of the published rows (independent of version id and time)."""
     format_problems: tuple[Problem, ...] = ()
     """Formats asked for that this project cannot have: nothing is written."""
+    jsonl: bytes = field(default=b"", repr=False)
+    """The rows as JSON lines, rendered once: the fingerprint is their sha256, and the
+    ``jsonl`` format writes them as they are."""
 
     @property
     def ok(self) -> bool:
@@ -128,8 +131,15 @@ def prepare(
         missing_items=table.missing_items,
         formats=chosen,
     )
-    content = sha256(render_jsonl(result.rows, table.data_columns))
-    return Prepared(result, table.data_columns, tuple(chosen), content, tuple(format_problems))
+    jsonl = render_jsonl(result.rows, table.data_columns)
+    return Prepared(
+        result,
+        table.data_columns,
+        tuple(chosen),
+        sha256(jsonl),
+        tuple(format_problems),
+        jsonl=jsonl,
+    )
 
 
 def _changes(prepared: Prepared, parent_labels: Mapping[str, str] | None) -> tuple[int, int]:
@@ -168,8 +178,8 @@ def render(
     classes = config.labels.classes
     files: dict[str, bytes] = {}
     for fmt in prepared.formats:
-        if fmt == "jsonl":
-            files[_BASE[fmt]] = render_jsonl(rows, columns)
+        if fmt == "jsonl":  # what the fingerprint hashed: rendered once
+            files[_BASE[fmt]] = prepared.jsonl or render_jsonl(rows, columns)
         elif fmt == "csv":
             files[_BASE[fmt]] = render_csv(rows, columns)
         elif fmt == "parquet":

@@ -141,9 +141,16 @@ def test_child_version_counts_new_and_changed_rows_and_keeps_splits() -> None:
 def test_same_labels_give_the_same_content_fingerprint() -> None:
     config = _config()
     events = [_event("b1", _labels(0, 10, "pos"), T0), _event("b2", _labels(10, 20, "neg"), T0)]
-    a, _ = _build(events, config)
+    a, rendered = _build(events, config)
     b, _ = _build([*reversed(events), events[0]], config)
     assert a.content_sha256 == b.content_sha256
+    # the JSON lines written are the ones fingerprinted (rendered once, in ``prepare``)
+    from labelloop_exporter.domain.formats import render_jsonl
+    from labelloop_exporter.domain.manifest import sha256
+
+    assert rendered.files["dataset.jsonl"] == a.jsonl
+    assert sha256(a.jsonl) == a.content_sha256
+    assert a.jsonl == render_jsonl(a.validation.rows, a.data_columns)
 
 
 def test_low_confidence_rows_are_excluded_and_counted() -> None:
