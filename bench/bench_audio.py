@@ -32,13 +32,11 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from curves import accuracy_of, fit_classifier, seed_labels, strategy_rows, summary
+from curves import strategy_rows, vector_strategies
 from harness import example_module, row, standalone
 from labelloop.events import ItemIn
-from labelloop.project import SamplingStrategy, parse_project
+from labelloop.project import parse_project
 from labelloop_ingester.domain.featurize import MediaOptions, media_features
-from labelloop_sampler.domain.selection import select
-from labelloop_trainer.domain.estimators import aligned_proba
 
 Array = npt.NDArray[Any]
 NAME = "audio"
@@ -85,17 +83,6 @@ class _Data:
             sum(min(_seconds(prompts.paths[i]), options.audio_max_seconds) for i in index)
         )
 
-    def split(self, seed: int) -> tuple[Array, Array]:
-        """Stratified 70/30 positions into ``self.X``."""
-        rng = np.random.default_rng(seed)
-        pool, test = [], []
-        for name in self.classes:
-            members = rng.permutation(np.flatnonzero(self.y == name))
-            n_test = round(len(members) * 0.3)
-            test.extend(members[:n_test].tolist())
-            pool.extend(members[n_test:].tolist())
-        return np.sort(np.asarray(pool)), np.sort(np.asarray(test))
-
 
 def _read(ref: str) -> bytes | None:
     return Path(ref).read_bytes()
@@ -105,66 +92,6 @@ def _seconds(path: Path) -> float:
     import soundfile  # type: ignore[import-untyped]  # no type information
 
     return float(soundfile.info(str(path)).duration)
-
-
-def _fit(data: _Data, rows: Array) -> tuple[Any, float]:
-    """The trainer's round on ``rows``; its model and the seconds it took."""
-    return fit_classifier(
-        rows, data.X[rows], data.y[rows], data.classes, kind="vectors", estimator=ESTIMATOR
-    )
-
-
-def _score(data: _Data, model: Any, test: Array) -> tuple[float, float]:
-    return accuracy_of(model, data.X[test], data.y[test], data.classes)
-
-
-def curve(data: _Data, strategy: str, seed: int, budget: int) -> dict[str, Any]:
-    """Labels used and held-out scores after each batch, and the seconds spent."""
-    pool, test = data.split(seed)
-    labeled = seed_labels(len(pool), SEED_LABELS, seed)
-    sizes: list[int] = []
-    accuracy: list[float] = []
-    macro: list[float] = []
-    train_seconds = select_seconds = 0.0
-    round_no = 0
-    while True:
-        model, seconds = _fit(data, pool[labeled])
-        train_seconds += seconds
-        sizes.append(int(labeled.sum()))
-        acc, f1 = _score(data, model, test)
-        accuracy.append(acc)
-        macro.append(f1)
-        if labeled.sum() >= budget:
-            break
-        candidates = np.flatnonzero(~labeled)
-        proba = aligned_proba(model, data.X[pool[candidates]], data.classes)
-        started = time.perf_counter()
-        chosen = select(
-            SamplingStrategy(strategy),
-            min(BATCH, budget - int(labeled.sum())),
-            n_candidates=len(candidates),
-            X=data.X[pool[candidates]],
-            proba=proba,
-            random_state=seed * 1000 + round_no,
-        )
-        select_seconds += time.perf_counter() - started
-        labeled[candidates[chosen.indices]] = True
-        round_no += 1
-    return {
-        "labels": sizes,
-        "accuracy": accuracy,
-        "macro_f1": macro,
-        "train_seconds": train_seconds,
-        "select_seconds": select_seconds,
-    }
-
-
-def offline_anchor(data: _Data, seed: int) -> dict[str, Any]:
-    """The same model trained on every label of the pool."""
-    pool, test = data.split(seed)
-    model, seconds = _fit(data, pool)
-    acc, f1 = _score(data, model, test)
-    return {"labels": len(pool), "accuracy": acc, "macro_f1": f1, "train_seconds": seconds}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -195,19 +122,17 @@ def run(quick: bool) -> dict[str, Any]:
         "batch": BATCH,
         "estimator": ESTIMATOR,
     }
-    anchors = [offline_anchor(data, s) for s in seeds]
-    offline = float(np.mean([a["accuracy"] for a in anchors]))
-    results["offline_anchor"] = {
-        "accuracy_mean": offline,
-        "macro_f1_mean": float(np.mean([a["macro_f1"] for a in anchors])),
-        "per_seed": anchors,
-    }
-    found: dict[str, Any] = {}
-    for strategy in strategies:
-        per_seed = [curve(data, strategy, s, budget) for s in seeds]
-        found[strategy] = summary(
-            per_seed, "accuracy", also=["macro_f1"], targets=TARGETS, offline=offline
-        )
+    results["offline_anchor"], found = vector_strategies(
+        data,
+        strategies,
+        seeds=seeds,
+        budget=budget,
+        targets=TARGETS,
+        seed_size=SEED_LABELS,
+        batch=BATCH,
+        estimator=ESTIMATOR,
+    )
+    offline = results["offline_anchor"]["accuracy_mean"]
     results["strategies"] = found
 
     speed = results["featurizer"]
@@ -220,7 +145,7 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         row(
             "audio offline anchor: accuracy",
-            f"{offline:.3f} ({len(data.split(seeds[0])[0])} labels)",
+            f"{offline:.3f} ({results['offline_anchor']['per_seed'][0]['labels']} labels)",
         ),
     ]
     rows += strategy_rows(

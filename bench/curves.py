@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from harness import row
-from labelloop.project import TrainingConfig
+from labelloop.project import SamplingStrategy, TrainingConfig
+from labelloop_sampler.domain.selection import select
 from labelloop_trainer.domain.estimators import (
     Estimator,
     InputKind,
@@ -75,6 +76,133 @@ def seed_labels(n: int, size: int, seed: int) -> npt.NDArray[np.bool_]:
     labeled = np.zeros(n, dtype=bool)
     labeled[rng.choice(n, size=size, replace=False)] = True
     return labeled
+
+
+def stratified_split(
+    y: npt.NDArray[Any], classes: Sequence[str], seed: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Stratified 70/30 positions into ``y``: the pool, then the held-out test set."""
+    rng = np.random.default_rng(seed)
+    pool, test = [], []
+    for name in classes:
+        members = rng.permutation(np.flatnonzero(y == name))
+        n_test = round(len(members) * 0.3)
+        test.extend(members[:n_test].tolist())
+        pool.extend(members[n_test:].tolist())
+    return np.sort(np.asarray(pool)), np.sort(np.asarray(test))
+
+
+class Vectors(Protocol):
+    """A benchmark's items as the ingester's feature vectors, their labels and the classes."""
+
+    X: npt.NDArray[Any]
+    y: npt.NDArray[Any]
+    classes: list[str]
+
+
+def vector_curve(
+    data: Vectors,
+    strategy: str,
+    seed: int,
+    budget: int,
+    *,
+    seed_size: int,
+    batch: int,
+    estimator: Estimator,
+) -> dict[str, Any]:
+    """The loop on feature vectors (the sampler's ``select``, the trainer's round) from
+    ``seed_size`` random labels, ``batch`` more a round up to ``budget``: labels used and
+    held-out accuracy and macro-F1 after each round, and the seconds spent."""
+    pool, test = stratified_split(data.y, data.classes, seed)
+    labeled = seed_labels(len(pool), seed_size, seed)
+    sizes: list[int] = []
+    accuracy: list[float] = []
+    macro: list[float] = []
+    train_seconds = select_seconds = 0.0
+    round_no = 0
+    while True:
+        rows = pool[labeled]
+        model, seconds = fit_classifier(
+            rows, data.X[rows], data.y[rows], data.classes, kind="vectors", estimator=estimator
+        )
+        train_seconds += seconds
+        sizes.append(int(labeled.sum()))
+        acc, f1 = accuracy_of(model, data.X[test], data.y[test], data.classes)
+        accuracy.append(acc)
+        macro.append(f1)
+        if labeled.sum() >= budget:
+            break
+        candidates = np.flatnonzero(~labeled)
+        proba = aligned_proba(model, data.X[pool[candidates]], data.classes)
+        started = time.perf_counter()
+        chosen = select(
+            SamplingStrategy(strategy),
+            min(batch, budget - int(labeled.sum())),
+            n_candidates=len(candidates),
+            X=data.X[pool[candidates]],
+            proba=proba,
+            random_state=seed * 1000 + round_no,
+        )
+        select_seconds += time.perf_counter() - started
+        labeled[candidates[chosen.indices]] = True
+        round_no += 1
+    return {
+        "labels": sizes,
+        "accuracy": accuracy,
+        "macro_f1": macro,
+        "train_seconds": train_seconds,
+        "select_seconds": select_seconds,
+    }
+
+
+def vector_anchor(data: Vectors, seed: int, *, estimator: Estimator) -> dict[str, Any]:
+    """The same model trained on every label of the pool of :func:`vector_curve`'s split."""
+    pool, test = stratified_split(data.y, data.classes, seed)
+    model, seconds = fit_classifier(
+        pool, data.X[pool], data.y[pool], data.classes, kind="vectors", estimator=estimator
+    )
+    acc, f1 = accuracy_of(model, data.X[test], data.y[test], data.classes)
+    return {"labels": len(pool), "accuracy": acc, "macro_f1": f1, "train_seconds": seconds}
+
+
+def vector_strategies(
+    data: Vectors,
+    strategies: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    budget: int,
+    targets: Sequence[float],
+    seed_size: int,
+    batch: int,
+    estimator: Estimator,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The offline anchor over ``seeds`` (its mean accuracy and macro-F1, and each seed's), then
+    each strategy's :func:`summary` of its :func:`vector_curve` over the same seeds."""
+    anchors = [vector_anchor(data, s, estimator=estimator) for s in seeds]
+    offline = float(np.mean([a["accuracy"] for a in anchors]))
+    anchor = {
+        "accuracy_mean": offline,
+        "macro_f1_mean": float(np.mean([a["macro_f1"] for a in anchors])),
+        "per_seed": anchors,
+    }
+    found: dict[str, Any] = {}
+    for strategy in strategies:
+        per_seed = [
+            vector_curve(
+                data,
+                strategy,
+                s,
+                budget,
+                seed_size=seed_size,
+                batch=batch,
+                estimator=estimator,
+            )
+            for s in seeds
+        ]
+        found[strategy] = summary(
+            per_seed, "accuracy", also=["macro_f1"], targets=targets, offline=offline
+        )
+    return anchor, found
 
 
 def labels_to(sizes: Sequence[int], values: npt.NDArray[Any], target: float) -> int | None:
