@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from labelloop.catalog import ProbabilityTable, decode_table
@@ -26,6 +28,8 @@ from labelloop.testing import example_module as example_module  # the e2e tests'
 from labelloop_console.campaign import CampaignView, CampaignWatcher
 from labelloop_console.demo import submit_items, wait_for
 from labelloop_console.processes import Supervisor
+from labelloop_ingester.domain.featurize import MediaOptions, media_features
+from labelloop_trainer.domain.estimators import aligned_proba
 
 T = TypeVar("T")
 
@@ -199,3 +203,40 @@ async def score_tables(bus: BusClient, view: CampaignView) -> dict[str, Probabil
         for m in view.models
         if m.scores_ref
     }
+
+
+def check_media_campaign(
+    view: CampaignView, batches: Sequence[BatchCreated], config: ProjectConfig, *, pool: int
+) -> None:
+    """What a media campaign (the ingester featurising files, one corrupt file among them) must
+    show: the ``pool`` ingested, the campaign finished without dead letters, a first batch
+    spread over the pool, then at least two hybrid batches chosen with a model, whose tasks
+    carry its predictions."""
+    assert view.items_ingested == pool
+    assert view.budget_exhausted is not None or view.converged is not None
+    assert view.dead_letters == 0
+    labeling = sorted((b for b in batches if b.kind == "labeling"), key=lambda b: b.round)
+    assert labeling[0].strategy == "diversity"  # no model yet: spread over the pool
+    chosen_by_model = [b for b in labeling[1:] if b.model_version is not None]
+    assert len(chosen_by_model) >= 2, "later batches are chosen with a trained model"
+    assert all(b.strategy == "hybrid" for b in chosen_by_model)
+    predicted = [t.prediction for b in chosen_by_model for t in b.tasks if not t.is_gold]
+    assert predicted
+    assert all(p is not None and p.label in config.labels.classes for p in predicted)
+
+
+def held_out_accuracy(
+    model: Any, config: ProjectConfig, field: str, paths: Sequence[Path], truth: npt.NDArray[Any]
+) -> tuple[float, npt.NDArray[np.float32]]:
+    """The model's accuracy on files the campaign never saw, featurised by the ingester's own
+    code (``field``: the project's media field), and their features."""
+    block = media_features(
+        [ItemIn(data={field: str(path)}) for path in paths],
+        config,
+        lambda ref: Path(ref).read_bytes(),
+        MediaOptions(),
+    ).block
+    assert block is not None
+    proba = aligned_proba(model, block.X, config.labels.classes)
+    guessed = np.asarray(config.labels.classes, dtype=object)[np.argmax(proba, axis=1)]
+    return float(np.mean(guessed == truth)), block.X

@@ -15,15 +15,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from campaign_support import (
     Campaign,
     Plan,
     Waits,
     blob,
+    check_media_campaign,
     example_config,
     example_module,
+    held_out_accuracy,
     last_round,
     run_campaign,
 )
@@ -31,8 +32,6 @@ from campaign_support import (
 from labelloop.events import ItemIn, ModelTrained
 from labelloop.model_format import load_model
 from labelloop_ingester.domain.audio import AUDIO_DIM
-from labelloop_ingester.domain.featurize import MediaOptions, media_features
-from labelloop_trainer.domain.estimators import aligned_proba
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -91,17 +90,7 @@ def test_an_audio_campaign_learns_from_ingester_features_and_samples_by_uncertai
     )
 
     assert found["rejected"] == 1  # the corrupt file, and nothing else
-    assert view.items_ingested == len(pool)
-    assert view.budget_exhausted is not None or view.converged is not None
-    assert view.dead_letters == 0
-    labeling = sorted((b for b in batches if b.kind == "labeling"), key=lambda b: b.round)
-    assert labeling[0].strategy == "diversity"  # no model yet: spread over the pool
-    chosen_by_model = [b for b in labeling[1:] if b.model_version is not None]
-    assert len(chosen_by_model) >= 2, "later batches are chosen with a trained model"
-    assert all(b.strategy == "hybrid" for b in chosen_by_model)
-    predicted = [t.prediction for b in chosen_by_model for t in b.tasks if not t.is_gold]
-    assert predicted
-    assert all(p is not None and p.label in config.labels.classes for p in predicted)
+    check_media_campaign(view, batches, config, pool=len(pool))
 
     serving: ModelTrained = found["serving"]
     model = found["model"]
@@ -112,16 +101,8 @@ def test_an_audio_campaign_learns_from_ingester_features_and_samples_by_uncertai
     # guessing gives 0.2; the seed's campaign gives 0.945 on 200 prompts (its cross-validated
     # accuracy on the crew's labels, spammer included, 0.85), and 120 clean labels chosen by
     # the hybrid strategy 0.95 (bench/README.md: audio)
-    block = media_features(
-        [ItemIn(data={"audio": str(prompts.paths[i])}) for i in test],
-        config,
-        lambda ref: Path(ref).read_bytes(),
-        MediaOptions(),
-    ).block
-    assert block is not None
-    proba = aligned_proba(model, block.X, config.labels.classes)
-    guessed = np.asarray(config.labels.classes, dtype=object)[np.argmax(proba, axis=1)]
-    accuracy = float(np.mean(guessed == prompts.labels[test]))
+    paths = [prompts.paths[i] for i in test]
+    accuracy, _ = held_out_accuracy(model, config, "audio", paths, prompts.labels[test])
     print(  # the figures of the run, for whoever reads a failure or a -s run
         f"audio campaign: {view.items_ingested} ingested, {found['rejected']} rejected, "
         f"serving {serving.model_version} cv accuracy {serving.metrics['accuracy']:.3f}, "

@@ -15,15 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from campaign_support import (
     Campaign,
     Plan,
     Waits,
     blob,
+    check_media_campaign,
     example_config,
     example_module,
+    held_out_accuracy,
     last_round,
     run_campaign,
 )
@@ -31,8 +32,7 @@ from campaign_support import (
 from labelloop.events import ItemIn, ItemsRejected, ModelTrained
 from labelloop.model_format import load_model
 from labelloop.testing import EventCollector
-from labelloop_ingester.domain.featurize import MediaOptions, media_features
-from labelloop_trainer.domain.estimators import aligned_proba
+from labelloop_ingester.domain.featurize import MediaOptions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -97,22 +97,7 @@ def test_a_video_campaign_learns_from_ingester_features_and_samples_by_uncertain
     assert found["rejected"] == 1  # the corrupt file, and nothing else
     (reason,) = found["reasons"]
     assert reason.startswith("unreadable_media: not a video"), reason
-    assert view.items_ingested == len(pool)
-    assert view.budget_exhausted is not None or view.converged is not None
-    assert view.dead_letters == 0
-    labeling = sorted((b for b in batches if b.kind == "labeling"), key=lambda b: b.round)
-    assert labeling[0].strategy == "diversity"  # no model yet: spread over the pool
-    chosen_by_model = [b for b in labeling[1:] if b.model_version is not None]
-    assert len(chosen_by_model) >= 2, "later batches are chosen with a trained model"
-    # hybrid, or its warm-up while the model's out-of-sample accuracy is not yet trusted
-    # (``sampling.trust_floor``): both weigh the pool by the model's uncertainty, and once
-    # trusted, hybrid takes its batches from the most uncertain clips
-    strategies = [b.strategy for b in chosen_by_model]
-    assert set(strategies) <= {"hybrid", "hybrid-warm-up"}, strategies
-    assert strategies.count("hybrid") >= 2, strategies
-    predicted = [t.prediction for b in chosen_by_model for t in b.tasks if not t.is_gold]
-    assert predicted
-    assert all(p is not None and p.label in config.labels.classes for p in predicted)
+    check_media_campaign(view, batches, config, pool=len(pool))
 
     serving: ModelTrained = found["serving"]
     model = found["model"]
@@ -126,17 +111,9 @@ def test_a_video_campaign_learns_from_ingester_features_and_samples_by_uncertain
     # give 0.90 (bench/README.md: video)
     held_out = tmp_path / "held-out"
     scans.render(held_out, test)
-    block = media_features(
-        [ItemIn(data={"video": str(scans.path(held_out, i))}) for i in test],
-        config,
-        lambda ref: Path(ref).read_bytes(),
-        MediaOptions(),
-    ).block
-    assert block is not None
-    assert block.X.shape == (len(test), VIDEO_DIM)
-    proba = aligned_proba(model, block.X, config.labels.classes)
-    guessed = np.asarray(config.labels.classes, dtype=object)[np.argmax(proba, axis=1)]
-    accuracy = float(np.mean(guessed == scans.labels[test]))
+    paths = [scans.path(held_out, i) for i in test]
+    accuracy, features = held_out_accuracy(model, config, "video", paths, scans.labels[test])
+    assert features.shape == (len(test), VIDEO_DIM)
     print(  # the figures of the run, for whoever reads a failure or a -s run
         f"video campaign: {view.items_ingested} ingested, {found['rejected']} rejected, "
         f"serving {serving.model_version} cv accuracy {serving.metrics['accuracy']:.3f}, "
