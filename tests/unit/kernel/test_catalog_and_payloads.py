@@ -312,3 +312,19 @@ def test_item_ids_stay_sorted_as_chunks_arrive() -> None:
         if c % 7 == 0 or c == 29:
             assert items.item_ids() == sorted(seen)
     assert len(items) == len(seen)
+
+
+async def test_a_chunk_that_is_not_an_npz_fails_its_load_loudly_and_the_others_stay() -> None:
+    """A chunk object overwritten with junk (an operator, a bad copy): the load says what is
+    wrong and adds nothing of it; what was loaded before is kept, and nothing is unpickled."""
+    kv, blobs = MemoryKeyValue(), MemoryBlobs()
+    await Catalog(kv, blobs).write("p", "c1", Chunk(_items(2)))
+    reader = Catalog(kv, blobs)
+    items = await reader.load("p")
+    assert len(items) == 2
+    await kv.put("catalog.p.chunk.c9", b'{"ref": "catalog/p/c9.npz", "n": 1, "space": null}')
+    await blobs.put("catalog/p/c9.npz", b"not an npz")
+    with pytest.raises(ValueError, match="pickled"):
+        await reader.load("p")
+    assert len(items) == 2  # the same object the next load returns
+    assert "c9" not in items.chunks
