@@ -519,26 +519,25 @@ class ProjectItems:
             out[~has] = out[has].mean(axis=0)
         return out, has
 
+    def records_at(self, item_ids: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The records of the items of ``item_ids`` the catalog holds, parsed chunk by chunk:
+        each one's position in ``item_ids`` and its JSON object."""
+        for held, where, rows in self.by_chunk(item_ids):
+            yield from zip(where.tolist(), held.fields(self.plain(held), rows), strict=True)
+
     def data(self, item_ids: Sequence[str]) -> dict[str, dict[str, JsonValue]]:
         """The data of the items of ``item_ids`` the catalog holds, read chunk by chunk (a
         catalog that keeps the data only)."""
         if not self.keeps_data:
             raise ValueError("this catalog does not keep the items' data: Catalog.data_of")
-        out: dict[str, dict[str, JsonValue]] = {}
-        for held, where, rows in self.by_chunk(item_ids):
-            records = held.fields(self.plain(held), rows)
-            for position, record in zip(where.tolist(), records, strict=True):
-                out[item_ids[position]] = record["data"]
-        return out
+        return {item_ids[at]: record["data"] for at, record in self.records_at(item_ids)}
 
     def column(self, item_ids: Sequence[str], name: str) -> list[Any]:
         """One field of the records of ``item_ids`` (``metadata``, ``data``, ...), read chunk by
         chunk; ``None`` for an item the catalog does not hold or whose record lacks it."""
         out: list[Any] = [None] * len(item_ids)
-        for held, where, rows in self.by_chunk(item_ids):
-            records = held.fields(self.plain(held), rows)
-            for position, record in zip(where.tolist(), records, strict=True):
-                out[position] = record.get(name)
+        for at, record in self.records_at(item_ids):
+            out[at] = record.get(name)
         return out
 
 
@@ -592,18 +591,21 @@ class _SpaceRows(Mapping[str, NDArray[np.float32]]):
         self._items = items
         self._space = space
 
-    def __getitem__(self, item_id: str) -> NDArray[np.float32]:
+    def _row(self, item_id: str) -> NDArray[np.float32] | None:
         found = self._items.locate(item_id)
         if found is None or found[0].space != self._space or found[0].X is None:
-            raise KeyError(item_id)
+            return None
         row: NDArray[np.float32] = found[0].X[found[1]]
         return row
 
+    def __getitem__(self, item_id: str) -> NDArray[np.float32]:
+        row = self._row(item_id)
+        if row is None:
+            raise KeyError(item_id)
+        return row
+
     def __contains__(self, item_id: object) -> bool:
-        if not isinstance(item_id, str):
-            return False
-        found = self._items.locate(item_id)
-        return found is not None and found[0].space == self._space and found[0].X is not None
+        return isinstance(item_id, str) and self._row(item_id) is not None
 
     def __iter__(self) -> Iterator[str]:
         return (i for i in self._items._at if i in self)
