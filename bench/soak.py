@@ -83,7 +83,6 @@ from labelloop.events import (
     BatchCompleted,
     BatchCreated,
     BudgetExhausted,
-    DatasetExported,
     DeadLetter,
     Event,
     ItemsIngested,
@@ -92,6 +91,7 @@ from labelloop.events import (
     LabelsReady,
     ModelTrained,
     RequestSampling,
+    RoundExported,
     SubmissionAnswered,
     deterministic_id,
 )
@@ -137,10 +137,11 @@ def _project(batches: int, batch_size: int) -> ProjectConfig:
       batch counts as done only when its round's ``ModelTrained`` comes.
     * ``budget.max_labels``: exactly ``batches`` batches (each has one gold task, which the label
       budget does not count): the sampler stops by itself with ``BudgetExhausted``.
-    * ``export.formats``: parquet only. The exporter writes a version (all labels so far) per
-      round whatever ``export.every_n_labels`` says (the field is not read): three formats would
-      write three times the bytes per round to disk. ``every_n_labels`` is set large anyway, for
-      when it is honoured.
+    * ``export``: parquet only, ``every_n_labels`` 1,000,000: each round exports a delta (its
+      own rows) for the trainer, and a full version (every label so far) comes every 256 rounds
+      (``MAX_DELTAS``, which keeps the trainer's chain short) and for the last round. The soak
+      measures the loop's per-round cost; a version every 100 labels would write the whole
+      dataset every ten rounds, which is a choice a project makes, not a cost of the loop.
     * ``training``: retrain when the labels grew tenfold or by 20,000 (``min_growth`` 10,
       ``min_new_labels`` 20,000): models at about 9, 90, 900 and 9,000 labels, then every
       20,000, about 8 over the full soak. Every training scores the whole pool (10M items), so
@@ -264,7 +265,7 @@ class _Follow:
             BatchCreated: self.created,
             BatchCompleted: self.completed,
             LabelsReady: self.labels,
-            DatasetExported: self.exported,
+            RoundExported: self.exported,
             ModelTrained: self.trained,
         }[cls]
         trained = cls is ModelTrained and not body.get("skipped")
@@ -840,7 +841,7 @@ async def _soak(run: _Run) -> dict[str, Any]:
                 BatchCreated,
                 BatchCompleted,
                 LabelsReady,
-                DatasetExported,
+                RoundExported,
                 ModelTrained,
                 BudgetExhausted,
                 LabelingConverged,

@@ -264,14 +264,17 @@ class CampaignView:
 
     @property
     def settled(self) -> bool:
-        """Sampling stopped, every batch answered, and the last round trained: nothing is left
-        to happen."""
+        """Sampling stopped, every batch answered, the last round trained and its dataset
+        version written (the exporter writes one for the last round of a stopped campaign):
+        nothing is left to happen."""
         if self.budget_exhausted is None and self.converged is None:
             return False
         if any(b.completed is None for b in self.batches.values()):
             return False
         rounds = [b.round for b in self.labeling_batches()]
-        return bool(rounds) and max(rounds) in self.round_models()
+        if not rounds or max(rounds) not in self.round_models():
+            return False
+        return bool(self.datasets) and latest_dataset(self.datasets).round >= max(rounds)
 
     def throughput(self) -> float | None:
         """Annotations per minute over the campaign so far."""

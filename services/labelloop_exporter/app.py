@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labelloop.events import DatasetExported
+from labelloop.events import DatasetExported, RoundExported
 from labelloop.runtime import Service
 from labelloop.services import ServiceSpec
 from labelloop.stores import MemoryStores
@@ -38,7 +38,7 @@ SPEC = ServiceSpec(
     name="exporter",
     settings=ExporterSettings,
     build=build_app,
-    publishes=(DatasetExported,),
+    publishes=(DatasetExported, RoundExported),
     state_keys=("seq.exporter-rounds", "exporter"),
     artifacts="exporter",
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labelloop.events import LabelsReady, RequestExport
+from labelloop.events import BudgetExhausted, LabelingConverged, LabelsReady, RequestExport
 from labelloop.runtime import PoisonMessage, Service
 from labelloop_exporter.service import Exporter
 
@@ -24,5 +24,17 @@ def register_handlers(service: Service, exporter: Exporter) -> None:
         if outcome.outcome in ("invalid", "empty"):
             # the command goes to the dead-letter stream with the reason: visible, nothing lost
             raise PoisonMessage(f"no dataset announced: {outcome.reason}")
+
+    @service.handler(BudgetExhausted)
+    async def on_budget_exhausted(event: BudgetExhausted) -> None:
+        """Sampling stopped: the last round gets a full version, whichever round it is."""
+        await service.require_project(event.project)
+        await exporter.closing(event.project)
+
+    @service.handler(LabelingConverged)
+    async def on_converged(event: LabelingConverged) -> None:
+        """The learning curve plateaued and sampling stops: as for a spent budget."""
+        await service.require_project(event.project)
+        await exporter.closing(event.project)
 
     service.every(service.settings.sweep_interval_seconds, exporter.rounds.sweep)

@@ -40,6 +40,19 @@ class ExporterMetrics:
             ["project", "reason"],
             registry=registry,
         )
+        self.rounds = Counter(
+            "labelloop_exporter_rounds_exported_total",
+            "Labeling rounds exported for training, by how: version (a full dataset version) or "
+            "delta (the round's rows only, between versions)",
+            ["project", "kind"],
+            registry=registry,
+        )
+        self.round_duration = Histogram(
+            "labelloop_exporter_round_duration_seconds",
+            "Time to export one labeling round (its delta, or a full version)",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.duration = Histogram(
             "labelloop_exporter_export_duration_seconds",
             "Time to build, check and write one dataset version",

@@ -1,27 +1,38 @@
-"""The export use case: one dataset version per labeling round, written in round order.
+"""The export use case: every labeling round exported for training, in round order, and a full
+dataset version every ``export.every_n_labels`` labels.
 
-QA publishes one ``LabelsReady`` per round once the round is settled. Version *n* holds the labels
-of rounds 1 to *n*: the rounds' labels folded in round order, joined with the items' data from the
-item catalog (written by the ingester before anyone heard of the items). Rounds are applied in
-their order (:class:`~labelloop.sequencing.RoundSequencer`): a round that arrives early waits,
-parked, for the one before. So a version depends on its rounds alone, not on when messages
-arrived: the same campaign gives byte-identical files (the manifest's ``created_at`` apart).
+QA publishes one ``LabelsReady`` per round once the round is settled. Rounds are applied in their
+order (:class:`~labelloop.sequencing.RoundSequencer`): a round that arrives early waits, parked,
+for the one before. The labels of rounds 1 to *n* are the rounds' labels folded in round order,
+so everything written depends on the rounds alone, not on when messages arrived: the same
+campaign gives byte-identical files (the manifest's ``created_at`` apart).
 
-A process keeps each project's labels as of the last version it wrote and folds the next round
-into them (:func:`~labelloop_exporter.domain.labels.fold_round`), so writing version *n* reads
-round *n* alone; only a process that has none (a restart, another replica's version in between)
+**Every round** publishes a ``RoundExported``, which the trainer trains from: the rows as of the
+round, as the last full version's labels plus a *delta* per round since (the rows of the items
+the round touched, and the touched items that have no row any more: :mod:`labelloop.rows`). A
+delta costs what the round labeled, not the whole dataset; its record
+(``exporter/<project>/exported/<n>.json``, the event itself) is written before it is announced,
+so a redelivered round announces it again (same event id: JetStream drops the copy).
+
+**A full version** ``v<n>`` (rounds 1 to *n*, every format, written to disk atomically by
+``DatasetDirectory`` and its labels shared through the object store) is written by round *n*
+when ``every_n_labels`` labels came since the last one, when :data:`MAX_DELTAS` rounds came since
+(the trainer's chain stays short), when a revision changed an earlier round (a delta only adds a
+round to rows that did not change under it), and for every round once the campaign stopped
+(``BudgetExhausted`` or ``LabelingConverged``: its last round always has a version). An operator's
+``RequestExport`` writes the latest round's version if it has none.
+
+A process keeps each project's labels as of the last round it exported and folds the next round
+into them (:func:`~labelloop_exporter.domain.labels.fold_round`), so exporting round *n* reads
+round *n* alone; only a process that has none (a restart, another replica's round in between)
 reads rounds 1 to *n - 1* again, one at a time. Of the catalog it keeps the data of the labeled
-items only (read from their chunks when first labeled), not that of every ingested item.
-
-Every version is written to disk atomically (``DatasetDirectory``) and shared through the object
-store for a trainer without the export volume; a redelivered round finds its version on disk and
-announces it again (same event id: JetStream drops the copy).
+items only (read from their chunks when a version first needs them).
 
 **Revised rounds.** QA revises a round after it was scored when an answer is updated, deleted or
 added (``LabelsReady.revision`` ≥ 1: all of the round's labels again, items with no answer left
 withdrawn). The exporter keeps every revision (``exporter/<project>/rounds/<n>-r<k>.json``) and
-the latest one per round in KV (``exporter.<project>.revised``, written after the file). A
-version folds each of its rounds at the revision that KV names, and its manifest lists them
+the latest one per round in KV (``exporter.<project>.revised``, written after the file). A round
+folds each earlier round at the revision that KV names, and a manifest lists them
 (``revisions``). When a round the latest version holds is revised, that version is written again
 as a new, immutable version ``v<n>-r<j>`` (the same rounds, the corrected labels, withdrawn rows
 gone): the versions already written never change. Both sides write before they read (a revision:
@@ -41,8 +52,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from labelloop.catalog import Catalog
-from labelloop.events import DatasetExported, Event, LabelsReady, utc_now
+from labelloop.events import (
+    DatasetExported,
+    Event,
+    LabelsReady,
+    RoundDelta,
+    RoundExported,
+    deterministic_id,
+    utc_now,
+)
 from labelloop.project import ProjectConfig
+from labelloop.rows import delta_bytes
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue, kv_update
 from labelloop_exporter.domain.dataset import (
@@ -53,7 +73,7 @@ from labelloop_exporter.domain.dataset import (
     prepare,
     render,
 )
-from labelloop_exporter.domain.formats import labels_only
+from labelloop_exporter.domain.formats import labels_only, labels_table
 from labelloop_exporter.domain.labels import CurrentLabel, fold_round
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
@@ -62,7 +82,7 @@ from labelloop_exporter.domain.versions import format_revision, parse_revision
 from labelloop_exporter.metrics import ExporterMetrics
 from labelloop_exporter.store import DatasetDirectory, VersionExists
 
-__all__ = ["ExportOutcome", "Exporter", "version_name"]
+__all__ = ["MAX_DELTAS", "ExportOutcome", "Exporter", "version_name"]
 
 log = logging.getLogger("labelloop.exporter")
 
@@ -93,6 +113,8 @@ class _Folded:
     """Data of the items labeled so far (an item's data never changes: shared by versions)."""
     revisions: dict[int, int] = field(default_factory=dict)
     """Rounds folded at a revision: round -> ``LabelsReady.revision``."""
+    record: RoundExported | None = None
+    """Round ``through``'s record (its base version and deltas), once exported or read."""
 
     def then(self, event: LabelsReady) -> _Folded:
         """The state of the next version (a new one: this one stays as it was)."""
@@ -114,6 +136,9 @@ class _Folded:
         return all(self.revisions.get(r, 0) >= k for r, k in revised.items() if r <= self.through)
 
 
+MAX_DELTAS = 256
+"""Rounds after the last full version at most: the round after writes one, so the deltas a
+trainer reads (and the ``RoundExported`` that lists them) stay few."""
 FOLDED_PROJECTS = 8
 """Projects whose folded labels a process keeps (the others are folded again when needed)."""
 REWRITE_ATTEMPTS = 20
@@ -179,7 +204,9 @@ class Exporter:
     async def requested(
         self, config: ProjectConfig, formats: list[str] | None, request_id: str
     ) -> ExportOutcome:
-        """An operator asks for the dataset now: the latest version, announced again."""
+        """An operator asks for the dataset now: the latest round's version (written now if
+        that round exported a delta only), announced again."""
+        await self._finish(config.name)
         latest = await asyncio.to_thread(self.datasets.latest, config.name)
         if latest is None:
             return ExportOutcome("empty", reason="no labeling round has finished yet")
@@ -233,27 +260,190 @@ class Exporter:
         return folded
 
     def _keep(self, project: str, folded: _Folded) -> None:
+        kept = self._folded.get(project)
+        if kept is not None and kept.through > folded.through and kept.holds(folded.revisions):
+            return  # a revision rewrote an older version: the newer fold is what rounds need
         self._folded[project] = folded
         self._folded.move_to_end(project)
         while len(self._folded) > FOLDED_PROJECTS:
             self._folded.popitem(last=False)
 
+    @staticmethod
+    def _record_name(project: str, number: int) -> str:
+        return f"exporter/{project}/exported/{number:06d}.json"
+
+    async def _stored_record(self, project: str, number: int) -> RoundExported | None:
+        raw = await self._artifacts().get(self._record_name(project, number))
+        return None if raw is None else RoundExported.model_validate_json(raw)
+
+    @staticmethod
+    def _closing_key(project: str) -> str:
+        return f"exporter.{project}.closing"
+
+    async def _closing(self, project: str) -> bool:
+        return await self._state().get(self._closing_key(project)) is not None
+
     async def _export_round(self, project: str, number: int, payload: bytes) -> None:
-        event = LabelsReady.model_validate_json(payload)
-        version = version_name(number)
-        if await asyncio.to_thread(self.datasets.has, project, version):
-            await self._announce(project, version)  # written before a crash: announce it
-            await self._catch_up(project)
+        started = time.perf_counter()
+        done = await self._stored_record(project, number)
+        if done is not None and (
+            done.version is None
+            or await asyncio.to_thread(self.datasets.has, project, done.version)
+        ):  # exported before a crash, or by a replica: announce it again
+            if done.version is not None:
+                await self._announce(project, done.version)
+            await self._publish(done)
+            await self._after_round(project, done)
             return
+        # (a record whose version is not on disk, an export volume lost: written again)
+        event = LabelsReady.model_validate_json(payload)
         revised = await self._revised(project)
         if revised.get(number, 0) > event.revision:  # revised while it waited for its turn
             event = await self._round(project, number, revised[number]) or event
-        folded = (await self._folded_through(project, number - 1, revised)).then(event)
-        parent = version_name(number - 1) if number > 1 else None
-        await self._write(project, number, version, folded, parent)
-        # a revision that came while this version was written: it is in KV now, or saw this
-        # version on disk and wrote it again itself
+        before = await self._folded_through(project, number - 1, revised)
+        previous = before.record
+        if previous is None or previous.round != number - 1:
+            previous = await self._stored_record(project, number - 1) if number > 1 else None
+        folded = before.then(event)
+        config = await self._project(project)
+        if self._version_due(config, number, event, previous, folded, await self._closing(project)):
+            announced = await self._version(project, number, folded)
+            record = _base_record(announced, folded)
+            kind = "version"
+        else:
+            record = await self._delta(config, number, event, before, folded, previous)
+            kind = "delta"
+        await self._artifacts().put(
+            self._record_name(project, number), record.model_dump_json().encode()
+        )
+        folded.record = record
+        self._keep(project, folded)
+        await self._publish(record)
+        self._metrics.rounds.labels(project=project, kind=kind).inc()
+        self._metrics.round_duration.observe(time.perf_counter() - started)
+        await self._after_round(project, record)
+
+    async def _after_round(self, project: str, record: RoundExported) -> None:
+        """What may have come while the round was exported: the campaign's stop (the flag was
+        set after this round read it: its version is written here), or a revision (in KV now,
+        or it saw this round's version on disk and wrote it again itself)."""
+        if record.version is None and await self._closing(project):
+            await self._finish(project)
         await self._catch_up(project)
+
+    @staticmethod
+    def _version_due(
+        config: ProjectConfig,
+        number: int,
+        event: LabelsReady,
+        previous: RoundExported | None,
+        folded: _Folded,
+        closing: bool,
+    ) -> bool:
+        """Whether round ``number`` writes a full version (else a delta)."""
+        if closing:
+            return True  # the campaign stopped: its last round, whichever it is, has a version
+        since = sum(d.n_labels for d in previous.deltas) if previous else 0
+        if since + len(event.labels) >= config.export.every_n_labels:
+            return True
+        if previous is None:
+            return number > 1  # rounds exported before records were kept: start from a version
+        if len(previous.deltas) >= MAX_DELTAS:
+            return True
+        earlier = {str(r): k for r, k in folded.revisions.items() if r < number}
+        return earlier != previous.revisions  # a revision changed rows under the deltas
+
+    async def _delta(
+        self,
+        config: ProjectConfig,
+        number: int,
+        event: LabelsReady,
+        before: _Folded,
+        folded: _Folded,
+        previous: RoundExported | None,
+    ) -> RoundExported:
+        """Round ``number``'s rows: those of the items it touched, as a full version of the
+        round would hold them (a row depends on its item alone), in the object store."""
+        project = config.name
+        touched = {label.item_id for label in event.labels} | set(event.withdrawn)
+        items = await self.catalog.load(project)
+        # the labels-only rows need no item data; whether the catalog has the item, they do
+        present = {i: ItemData({}) for i in touched if i in items.records}
+        salt = self.salt(project)
+
+        def rows() -> tuple[bytes, int, int]:
+            now = prepare(
+                {i: folded.labels[i] for i in touched if i in folded.labels},
+                present,
+                config,
+                salt=salt,
+            )
+            was = prepare(
+                {i: before.labels[i] for i in touched if i in before.labels},
+                present,
+                config,
+                salt=salt,
+            )
+            kept = now.validation.rows
+            removed = touched - set(kept["item_id"])
+            return delta_bytes(labels_table(kept), removed), len(was.validation.rows), len(kept)
+
+        raw, rows_before, rows_after = await asyncio.to_thread(rows)
+        suffix = f"-r{event.revision}" if event.revision else ""
+        ref = f"exporter/{project}/deltas/{number:06d}{suffix}.parquet"
+        await self._artifacts().put(ref, raw)
+        delta = RoundDelta(
+            round=number,
+            revision=event.revision,
+            ref=ref,
+            sha256=sha256(raw),
+            n_labels=len(event.labels),
+        )
+        return RoundExported(
+            event_id=deterministic_id("round-exported", project, number),
+            project=project,
+            round=number,
+            n_rows=(previous.n_rows if previous else 0) - rows_before + rows_after,
+            base_version=previous.base_version if previous else None,
+            base_ref=previous.base_ref if previous else None,
+            base_sha256=previous.base_sha256 if previous else None,
+            deltas=[*(previous.deltas if previous else []), delta],
+            revisions={str(r): k for r, k in sorted(folded.revisions.items())},
+        )
+
+    async def _version(self, project: str, number: int, folded: _Folded) -> DatasetExported:
+        """Version ``v<number>`` of ``folded`` (rounds 1 to ``number``), written and announced
+        (or announced again, when a crash or a replica wrote it first)."""
+        version = version_name(number)
+        if await asyncio.to_thread(self.datasets.has, project, version):
+            return await self._announce(project, version)
+        parent = await asyncio.to_thread(self.datasets.latest, project)
+        announced, _ = await self._write(project, number, version, folded, parent)
+        return announced
+
+    async def _latest_round(self, project: str) -> int:
+        """The last round exported (0: none). Its record is written before the sequencer moves
+        on, so the records after the sequencer's are looked at too."""
+        number = await self.rounds.next_round(project) - 1
+        while await self._artifacts().get(self._record_name(project, number + 1)) is not None:
+            number += 1
+        return number
+
+    async def closing(self, project: str) -> None:
+        """The campaign stopped (budget spent, or converged): the latest round gets its full
+        version now, and every round after it one of its own (flag first, then the latest
+        round: a round exported in between reads the flag after its record and writes its own)."""
+        if not await self._closing(project):
+            await self._state().put(self._closing_key(project), b"stopped")
+        await self._finish(project)
+
+    async def _finish(self, project: str) -> None:
+        """Write the latest round's full version, if it has none yet."""
+        number = await self._latest_round(project)
+        if number < 1 or await asyncio.to_thread(self.datasets.has, project, version_name(number)):
+            return
+        folded = await self._folded_through(project, number, await self._revised(project))
+        await self._version(project, number, folded)
 
     async def _catch_up(self, project: str) -> str:
         """Write the latest version again (``v<n>-r<j>``) if rounds it holds were revised since
@@ -271,17 +461,19 @@ class Exporter:
                     await self._announce(project, latest)  # again, should a crash have come first
                 return "unchanged"
             folded = await self._folded_through(project, number, revised)
-            if await self._write(
+            _, written = await self._write(
                 project, number, format_revision(number, rewrites + 1), folded, latest
-            ):
+            )
+            if written:
                 return "revised"
         raise RuntimeError(f"{project}: revised versions kept racing: retry later")
 
     async def _write(
         self, project: str, number: int, version: str, folded: _Folded, parent: str | None
-    ) -> bool:
-        """Write and announce one version of rounds 1 to ``number``; ``False`` if another
-        writer (a replica, an earlier delivery) wrote one by that name first."""
+    ) -> tuple[DatasetExported, bool]:
+        """Write and announce one version of rounds 1 to ``number``; ``False`` with the
+        announcement if another writer (a replica, an earlier delivery) wrote one by that name
+        first."""
         config = await self._project(project)
         started = time.perf_counter()
         labels = folded.labels
@@ -323,8 +515,7 @@ class Exporter:
             # a replica wrote it first (the same rows: versions are a function of their rounds
             # and the revisions they hold, which the manifest lists)
             self._keep(project, folded)
-            await self._announce(project, version)
-            return False
+            return await self._announce(project, version), False
         base, labels_digest = await self._share(
             project, version, rendered.files[DATASET_FILE], rendered.files[MANIFEST_FILE]
         )
@@ -349,7 +540,7 @@ class Exporter:
             announced.n_new_rows,
             f", revised rounds {folded.revisions}" if folded.revisions else "",
         )
-        return True
+        return announced, True
 
     async def _share(
         self, project: str, version: str, dataset: bytes, manifest: bytes
@@ -382,3 +573,18 @@ class Exporter:
         )
         await self._publish(event)
         return event
+
+
+def _base_record(announced: DatasetExported, folded: _Folded) -> RoundExported:
+    """The record of a round that wrote a full version: its labels are the base, no deltas."""
+    return RoundExported(
+        event_id=deterministic_id("round-exported", announced.project, folded.through),
+        project=announced.project,
+        round=folded.through,
+        n_rows=announced.n_rows,
+        version=announced.version,
+        base_version=announced.version,
+        base_ref=(announced.dataset_ref or "") + LABELS_FILE if announced.dataset_ref else None,
+        base_sha256=announced.labels_sha256,
+        revisions={str(r): k for r, k in sorted(folded.revisions.items())},
+    )

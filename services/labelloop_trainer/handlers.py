@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from labelloop.events import DatasetExported, RequestTraining
+from labelloop.events import RequestTraining, RoundExported
 from labelloop.runtime import Service
 from labelloop_trainer.service import Trainer
 
@@ -18,11 +18,11 @@ interval)."""
 
 
 def register_handlers(service: Service, trainer: Trainer) -> None:
-    @service.handler(DatasetExported, batch_size=1)
-    async def on_dataset_exported(event: DatasetExported) -> None:
-        """A dataset version: trained in round order."""
+    @service.handler(RoundExported, batch_size=1)
+    async def on_round_exported(event: RoundExported) -> None:
+        """A round's training rows: trained in round order."""
         await service.require_project(event.project)
-        await trainer.dataset_exported(event)
+        await trainer.round_exported(event)
 
     @service.handler(RequestTraining, batch_size=1)
     async def on_request_training(event: RequestTraining) -> None:

@@ -1,6 +1,7 @@
-"""The training use case: one training round per dataset version, in round order.
+"""The training use case: one training round per labeling round, in round order.
 
-Version *n* (rounds 1 to *n*) is trained after version *n - 1* (a
+The rows of round *n* (``RoundExported``: a full dataset version's labels and the deltas of the
+rounds after it, :mod:`labelloop.rows`) are trained after round *n - 1* (a
 :class:`~labelloop.sequencing.RoundSequencer`), because its candidate is judged against the model
 that served after round *n - 1*. The round fits a pipeline on every labeled row, judges it out of
 sample, promotes it unless the serving model is significantly better on the rows it never saw,
@@ -45,7 +46,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,16 +55,17 @@ import pyarrow.parquet as pq
 
 from labelloop.catalog import SEQUENCE_MEASURES, Catalog, ProjectItems
 from labelloop.events import (
-    DatasetExported,
     Event,
     LabelingConverged,
     ModelTrained,
     RequestTraining,
+    RoundExported,
     SuspectLabel,
     deterministic_id,
 )
 from labelloop.model_format import UntrustedModel
 from labelloop.project import ModelHookConfig, ProjectConfig, TaskType
+from labelloop.rows import apply_deltas
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
 from labelloop_trainer.domain.boxes import box_uncertainty
@@ -116,8 +117,9 @@ _KIND: dict[TaskType, InputKind] = {
     TaskType.VIDEO_CLASSIFICATION: "vectors",
     TaskType.NER: "text",
 }
-_VERSION = re.compile(r"v(\d+)(?:-r\d+)?$")
-"""A dataset version's name: the round it holds, and a rewrite's number after a revision."""
+_VERSION = re.compile(r"(?:v\d+(?:-r\d+)?\+)?r(\d+)$|v(\d+)(?:-r\d+)?$")
+"""The round of a model's dataset: ``v0012`` (and its rewrites ``v0012-r1``) hold round 12;
+``v0010+r0012`` (a version and the rounds after it) and ``r0012`` name round 12's rows too."""
 _LABELS_FILE = "labels.parquet"
 """The label columns the exporter shares in the object store (item data is in the catalog)."""
 _DATASET_FILE = "dataset.parquet"
@@ -295,7 +297,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ inputs
 
-    async def dataset_exported(self, event: DatasetExported) -> str:
+    async def round_exported(self, event: RoundExported) -> str:
         return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
 
     async def requested(self, config: ProjectConfig, event: RequestTraining) -> ModelTrained | None:
@@ -306,7 +308,7 @@ class Trainer:
         if event.dataset_version is not None:
             # v0002 and its rewrites v0002-r1, v0002-r2 (revised rounds) hold round 2
             match = _VERSION.match(event.dataset_version)
-            number = int(match.group(1)) if match else 0
+            number = int(match.group(1) or match.group(2)) if match else 0
         stored = await self.store.round(config.name, number) if number >= 1 else None
         if stored is None:
             return None
@@ -322,7 +324,7 @@ class Trainer:
     # ------------------------------------------------------------------ one round
 
     async def _train_round(self, project: str, number: int, payload: bytes) -> None:
-        event = DatasetExported.model_validate_json(payload)
+        event = RoundExported.model_validate_json(payload)
         stored = await self.store.round(project, number)
         if stored is not None:
             await self._publish(stored)  # trained before a crash or by a replica: say it again
@@ -406,22 +408,39 @@ class Trainer:
         suspects = await asyncio.to_thread(_suspects, frame, inputs, result.oos_proba, config)
         await self._record(config, event, mv, result, inputs, state, suspects)
 
-    async def _dataset(self, event: DatasetExported) -> pd.DataFrame:
-        """A version's rows: from the object store when the exporter put them there, else disk.
+    async def _dataset(self, event: RoundExported) -> pd.DataFrame:
+        """The round's rows: the base version's labels with the rounds' deltas applied
+        (:mod:`labelloop.rows`), from the object store.
 
-        Raises :class:`TamperedDataset` when the labels in the object store are not the file
-        whose sha256 the exporter announced."""
-        raw = await self._shared(event.dataset_ref) if event.dataset_ref else None
-        if raw is not None and event.labels_sha256 is not None:
-            digest = hashlib.sha256(raw).hexdigest()
-            if not hmac.compare_digest(digest, event.labels_sha256):
+        Raises :class:`TamperedDataset` when a file in the object store is not the one whose
+        sha256 the exporter announced."""
+        base = None
+        if event.base_ref is not None:
+            base = await self._checked(event.base_ref, event.base_sha256, event.base_version)
+            if base is None:
+                raise TamperedDataset(f"the labels of {event.base_version} are missing")
+        deltas = []
+        for delta in event.deltas:
+            raw = await self._checked(delta.ref, delta.sha256, f"round {delta.round}")
+            if raw is None:
+                raise TamperedDataset(f"the rows of round {delta.round} ({delta.ref}) are missing")
+            deltas.append(raw)
+        if base is None and not deltas:
+            raise TamperedDataset(f"{event.dataset_version} names no rows")
+        table = await asyncio.to_thread(apply_deltas, base, deltas)
+        frame: pd.DataFrame = table.to_pandas()
+        return frame
+
+    async def _checked(self, ref: str, digest: str | None, what: str | None) -> bytes | None:
+        raw = await self._artifacts().get(ref)
+        if raw is not None and digest is not None:
+            found = hashlib.sha256(raw).hexdigest()
+            if not hmac.compare_digest(found, digest):
                 raise TamperedDataset(
-                    f"the labels of {event.version} in the object store have sha256 {digest}, "
-                    f"the exporter announced {event.labels_sha256}: not trained on"
+                    f"the labels of {what} in the object store have sha256 {found}, "
+                    f"the exporter announced {digest}: not trained on"
                 )
-        if raw is None:
-            raw = await asyncio.to_thread((Path(event.path) / _DATASET_FILE).read_bytes)
-        return await asyncio.to_thread(_read_dataset, raw)
+        return raw
 
     async def _shared(self, base: str) -> bytes | None:
         """A version's label columns from the object store (a version shared before the
@@ -447,28 +466,29 @@ class Trainer:
             return None
 
     async def _train_set(self, project: str, model: ModelInfo) -> set[str]:
-        """Item ids the model was trained on (the rows of its dataset version)."""
-        key = f"{project}/{model.dataset_version}"
+        """Item ids the model was trained on: as the trainer stored them with it (or, for a
+        model trained before that, the rows of its dataset version)."""
+        key = f"{project}/{model.model_version}"
         if key not in self._train_sets:
-            raw = await self._shared(f"exporter/{project}/datasets/{model.dataset_version}/")
-            if raw is None:
-                self._train_sets[key] = set()
-            else:
-                frame = await asyncio.to_thread(_read_dataset, raw)
-                self._train_sets[key] = set(frame["item_id"].astype(str))
+            found = await self.store.load_train_set(project, model.model_version)
+            if found is None:
+                raw = await self._shared(f"exporter/{project}/datasets/{model.dataset_version}/")
+                frame = None if raw is None else await asyncio.to_thread(_read_dataset, raw)
+                found = set() if frame is None else set(frame["item_id"].astype(str))
+            self._train_sets[key] = found
         return self._train_sets[key]
 
     async def _skip(
-        self, config: ProjectConfig, event: DatasetExported, state: ProjectState, reason: str
+        self, config: ProjectConfig, event: RoundExported, state: ProjectState, reason: str
     ) -> None:
         """No model this round: the serving model stays, and the sampler hears so."""
         self._metrics.retrains.labels(project=config.name, outcome="skipped").inc()
-        log.info("%s: no model on %s: %s", config.name, event.version, reason)
+        log.info("%s: no model on %s: %s", config.name, event.dataset_version, reason)
         outcome = ModelTrained(
             event_id=deterministic_id("model-trained", config.name, event.round),
             project=config.name,
             model_version=model_version_of(event.round),
-            dataset_version=event.version,
+            dataset_version=event.dataset_version,
             round=event.round,
             promoted=False,
             metrics={},
@@ -485,7 +505,7 @@ class Trainer:
     async def _record(
         self,
         config: ProjectConfig,
-        event: DatasetExported,
+        event: RoundExported,
         mv: str,
         result: RoundResult,
         inputs: _Inputs,
@@ -496,6 +516,7 @@ class Trainer:
         classes = list(config.labels.classes)
         multilabel = config.task_type.is_multilabel
         model_ref, model_digest = await self.store.save_model(project, mv, result.model)
+        await self.store.save_train_set(project, mv, inputs.labeled.item_ids.tolist())
         agreement = await self._stability(project, mv, result, inputs, before, config)
         scores_ref = None
         if result.promoted and isinstance(result.model, CrfTagger):
@@ -538,7 +559,7 @@ class Trainer:
             mv,
             {
                 "model_version": mv,
-                "dataset_version": event.version,
+                "dataset_version": event.dataset_version,
                 "round": event.round,
                 "evaluated_on": result.evaluated_on,
                 "evaluation": ev.to_dict(),
@@ -565,7 +586,7 @@ class Trainer:
         if result.promoted:
             serving = ModelInfo(
                 model_version=mv,
-                dataset_version=event.version,
+                dataset_version=event.dataset_version,
                 round=event.round,
                 model_ref=model_ref,
                 model_digest=model_digest,
@@ -592,7 +613,7 @@ class Trainer:
             event_id=deterministic_id("model-trained", project, event.round),
             project=project,
             model_version=mv,
-            dataset_version=event.version,
+            dataset_version=event.dataset_version,
             round=event.round,
             promoted=result.promoted,
             metrics=metrics,
@@ -637,7 +658,7 @@ class Trainer:
             "%s: model %s on %s (%d labels): out-of-sample accuracy %.3f, macro-F1 %.3f%s, %s",
             project,
             mv,
-            event.version,
+            event.dataset_version,
             result.n_train,
             ev.accuracy,
             ev.macro_f1,
@@ -652,7 +673,7 @@ class Trainer:
     # ------------------------------------------------------------------ a model hook's round
 
     async def _hook_round(
-        self, config: ProjectConfig, event: DatasetExported, state: ProjectState, mv: str
+        self, config: ProjectConfig, event: RoundExported, state: ProjectState, mv: str
     ) -> None:
         """A bounding-box round: the model hook's predictions over the unlabeled pool, or why
         there are none."""
@@ -687,7 +708,7 @@ class Trainer:
                 config.name, pool, field_name=field_name, labels=list(config.labels.classes)
             )
         except HookError as exc:
-            log.warning("%s: model hook failed on %s: %s", config.name, event.version, exc)
+            log.warning("%s: model hook failed on %s: %s", config.name, event.dataset_version, exc)
             await self._skip(config, event, state, f"model hook: {exc}")
             return
         seconds = time.perf_counter() - started
@@ -711,7 +732,7 @@ class Trainer:
             mv,
             {
                 "model_version": mv,
-                "dataset_version": event.version,
+                "dataset_version": event.dataset_version,
                 "round": event.round,
                 "task": "bounding_boxes",
                 "model": "model_hook",
@@ -728,7 +749,7 @@ class Trainer:
         )
         serving = ModelInfo(
             model_version=mv,
-            dataset_version=event.version,
+            dataset_version=event.dataset_version,
             round=event.round,
             model_ref=None,
             scores_ref=scores_ref,
@@ -741,7 +762,7 @@ class Trainer:
             event_id=deterministic_id("model-trained", config.name, event.round),
             project=config.name,
             model_version=mv,
-            dataset_version=event.version,
+            dataset_version=event.dataset_version,
             round=event.round,
             promoted=True,
             metrics={
@@ -773,7 +794,7 @@ class Trainer:
             "%s: model hook on %s: %d pool items, %d boxes (%d regions left out), "
             "hook model versions %s, %d requests",
             config.name,
-            event.version,
+            event.dataset_version,
             len(answer.item_ids),
             n_boxes,
             dropped,

@@ -191,3 +191,21 @@ class TrainerStore:
             return None
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             return dict(zip(map(str, npz["item_ids"]), map(str, npz["labels"]), strict=True))
+
+    async def save_train_set(
+        self, project: str, model_version: str, item_ids: Sequence[str]
+    ) -> str:
+        """The item ids a model was trained on (a later candidate is judged against it on the
+        rows it never saw)."""
+        name = self.name(project, "trainsets", model_version, "npz")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, item_ids=np.asarray(sorted(item_ids), dtype=np.str_))
+        await self._artifacts().put(name, buf.getvalue())
+        return name
+
+    async def load_train_set(self, project: str, model_version: str) -> set[str] | None:
+        raw = await self._artifacts().get(self.name(project, "trainsets", model_version, "npz"))
+        if raw is None:
+            return None
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            return set(map(str, npz["item_ids"]))

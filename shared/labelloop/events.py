@@ -67,6 +67,8 @@ __all__ = [
     "RequestTraining",
     "ReviewItem",
     "ReviewRequested",
+    "RoundDelta",
+    "RoundExported",
     "SubmissionAnswered",
     "SuspectLabel",
     "deterministic_id",
@@ -508,6 +510,54 @@ class DatasetExported(Event):
     ``v<round>`` (the same rounds) for revisions that arrived after it was written."""
 
 
+class RoundDelta(_Frozen):
+    """One round's change to the training rows: a labels-only Parquet file in the object store
+    with the rows of the items the round touched; those of its touched items that have no row
+    any more (withdrawn, or left out by the export policy) are listed in the file's metadata
+    (``labelloop.removed``)."""
+
+    round: int = Field(ge=1)
+    revision: int = Field(default=0, ge=0)
+    ref: str
+    sha256: str
+    n_labels: int = Field(ge=0)
+    """Labels the round released (``len(LabelsReady.labels)``): what ``every_n_labels`` counts."""
+
+
+class RoundExported(Event):
+    """The training rows as of labeling round ``round``, one per round: the rows of the full
+    dataset version ``base_version`` (``None``: none yet) with the ``deltas`` of the rounds after
+    it applied in order (a later row for an item replaces the earlier one; removed items go).
+
+    A full version (every format, on disk: ``DatasetExported``) is written every
+    ``export.every_n_labels`` labels, when the campaign stops, and on request; in between each
+    round adds a delta of its own rows, so a round costs what it labeled, not the whole dataset.
+    The trainer trains from this, in round order."""
+
+    SUBJECT: ClassVar[str] = "datasets.rounds"
+    round: int = Field(ge=1)
+    n_rows: int = Field(ge=0)
+    """Rows of the training data as of this round (what the trainer's retraining rule counts)."""
+    version: str | None = None
+    """The full dataset version this round wrote (then ``base_version`` is it, no deltas)."""
+    base_version: str | None = None
+    base_ref: str | None = None
+    """Object-store name of the base version's labels (``labels.parquet``)."""
+    base_sha256: str | None = None
+    deltas: list[RoundDelta] = Field(default_factory=list)
+    revisions: dict[str, int] = Field(default_factory=dict)
+    """Rounds folded at a revision (round -> ``LabelsReady.revision``)."""
+
+    @property
+    def dataset_version(self) -> str:
+        """The name of these rows: the version itself, or ``v0010+r0012`` (version ``v0010``
+        and the rounds after it up to round 12; ``r0012`` without a base)."""
+        if self.version is not None:
+            return self.version
+        tail = f"r{self.round:04d}"
+        return f"{self.base_version}+{tail}" if self.base_version else tail
+
+
 class ModelTrained(Event):
     """The training round of one dataset version: the candidate model, whether it was promoted,
     and the model that serves after this round. Exactly one per round (also when no model could
@@ -639,6 +689,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QualityAlertRaised,
     ReviewRequested,
     DatasetExported,
+    RoundExported,
     ModelTrained,
     LabelingConverged,
     BudgetExhausted,

@@ -28,6 +28,7 @@ from labelloop_exporter.domain.table import LABEL_COLUMNS
 __all__ = [
     "flat_rows",
     "labels_only",
+    "labels_table",
     "render_coco",
     "render_conll",
     "render_csv",
@@ -117,6 +118,11 @@ def render_parquet(rows: pd.DataFrame, data_columns: Sequence[str]) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
+
+
+def labels_table(rows: pd.DataFrame) -> pa.Table:
+    """The label columns of some rows as the Parquet file of a version holds them (no data)."""
+    return _arrow_table(flat_rows(rows, ()), ())
 
 
 def labels_only(parquet: bytes) -> bytes:

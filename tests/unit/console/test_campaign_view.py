@@ -16,6 +16,7 @@ from labelloop.events import (
     BatchTask,
     BudgetExhausted,
     ConsensusLabel,
+    DatasetExported,
     IngestedItem,
     ItemsIngested,
     LabelsReady,
@@ -180,6 +181,21 @@ def _trained(number: int, serving: str | None) -> ModelTrained:
     )
 
 
+def _version(number: int) -> DatasetExported:
+    return DatasetExported(
+        project="p",
+        version=f"v{number:04d}",
+        round=number,
+        path=f"/exports/p/v{number:04d}",
+        n_rows=2,
+        n_new_rows=2,
+        split_sizes={},
+        class_counts={},
+        formats=["parquet"],
+        manifest_sha256="0" * 64,
+    )
+
+
 def test_the_view_says_what_the_next_batch_waits_for() -> None:
     view = CampaignView("p")
     for event in _events():
@@ -194,6 +210,8 @@ def test_the_view_says_what_the_next_batch_waits_for() -> None:
     assert not view.settled
     fold(view, BatchCompleted(project="p", batch_id="b1", round=1, n_tasks=3, n_annotations=4))
     fold(view, BudgetExhausted(project="p", labels_used=2, annotations_used=3, reason="max"))
+    assert not view.settled  # the last round trained, but its dataset version is not there
+    fold(view, _version(1))
     assert view.settled  # sampling stopped, every batch answered, the last round trained
 
 

@@ -27,8 +27,10 @@ CONFIG: dict[str, Any] = {
     "task_type": "text_classification",
     "labels": {"classes": ["pos", "neg"]},
     "data_fields": [{"name": "text", "kind": "text"}],
-    "export": {"min_confidence": 0.5},
+    "export": {"min_confidence": 0.5, "every_n_labels": 1},
 }
+"""A full version every round (``every_n_labels`` 1): ``test_exporter_rounds`` has the deltas
+between versions."""
 
 
 async def _catalog(bus: InMemoryBus, n: int = 40) -> None:

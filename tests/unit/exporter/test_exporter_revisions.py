@@ -23,8 +23,10 @@ CONFIG: dict[str, Any] = {
     "task_type": "text_classification",
     "labels": {"classes": ["pos", "neg"]},
     "data_fields": [{"name": "text", "kind": "text"}],
-    "export": {"min_confidence": 0.5},
+    "export": {"min_confidence": 0.5, "every_n_labels": 1},
 }
+"""A full version every round, as these tests were written for; ``test_exporter_rounds`` has a
+revision between versions."""
 
 
 async def _catalog(bus: InMemoryBus, n: int = 20) -> None:
