@@ -24,7 +24,8 @@ One deployment, as ``labelloop demo`` runs it: an embedded nats-server with its 
 2. **Batches.** ``RequestSampling(start)``; the project's label budget is exactly ``--batches``
    labeling batches of ``--batch-size`` tasks (one of them gold). Random sampling, the simulated
    crew answering at once (``time_scale`` 0), QA with its defaults (overlap, gold, consensus,
-   expert review of doubtful labels), a dataset version per round, the trainer deciding every
+   expert review of doubtful labels), every round exported (a delta of its rows; a full version
+   every 256 rounds and for the last), the trainer deciding every
    round whether to retrain (see ``_project`` for the settings and why). A batch counts as
    through all six services when its round's ``ModelTrained`` arrives (the trainer publishes one
    per round, trained or not); ``BatchCompleted`` (the crew's and bridge's end) is timed too.

@@ -123,7 +123,8 @@ _VERSION = re.compile(r"(?:v\d+(?:-r\d+)?\+)?r(\d+)$|v(\d+)(?:-r\d+)?$")
 _LABELS_FILE = "labels.parquet"
 """The label columns the exporter shares in the object store (item data is in the catalog)."""
 _DATASET_FILE = "dataset.parquet"
-"""The full version on the exporter's volume (read when the object store has no copy)."""
+"""A whole version's file (what the exporter shared in the object store before it shared
+labels only: read for models trained on such a version)."""
 
 
 def model_version_of(round_number: int) -> str:
@@ -140,7 +141,7 @@ class _Inputs:
 
 
 class TamperedDataset(ValueError):
-    """A dataset version's labels in the object store are not the file the exporter wrote."""
+    """A round's labels in the object store are not the files the exporter announced."""
 
 
 def _read_dataset(raw: bytes) -> pd.DataFrame:
@@ -406,6 +407,8 @@ class Trainer:
             return
         self._metrics.training.observe(time.perf_counter() - started)
         suspects = await asyncio.to_thread(_suspects, frame, inputs, result.oos_proba, config)
+        # every row counts as seen by this model, also one it could not use (no features)
+        await self.store.save_train_set(project, mv, frame["item_id"].astype(str).tolist())
         await self._record(config, event, mv, result, inputs, state, suspects)
 
     async def _dataset(self, event: RoundExported) -> pd.DataFrame:
@@ -413,33 +416,27 @@ class Trainer:
         (:mod:`labelloop.rows`), from the object store.
 
         Raises :class:`TamperedDataset` when a file in the object store is not the one whose
-        sha256 the exporter announced."""
+        sha256 the exporter announced (the round is skipped: reading it again cannot help), and
+        :class:`LookupError` when a file is missing (the message is retried, then dead-lettered,
+        and the round stays open: an event pointing at nothing does not take it)."""
         base = None
-        if event.base_ref is not None:
+        if event.base_ref is not None and event.base_sha256 is not None:
             base = await self._checked(event.base_ref, event.base_sha256, event.base_version)
-            if base is None:
-                raise TamperedDataset(f"the labels of {event.base_version} are missing")
-        deltas = []
-        for delta in event.deltas:
-            raw = await self._checked(delta.ref, delta.sha256, f"round {delta.round}")
-            if raw is None:
-                raise TamperedDataset(f"the rows of round {delta.round} ({delta.ref}) are missing")
-            deltas.append(raw)
-        if base is None and not deltas:
-            raise TamperedDataset(f"{event.dataset_version} names no rows")
+        deltas = [await self._checked(d.ref, d.sha256, f"round {d.round}") for d in event.deltas]
         table = await asyncio.to_thread(apply_deltas, base, deltas)
         frame: pd.DataFrame = table.to_pandas()
         return frame
 
-    async def _checked(self, ref: str, digest: str | None, what: str | None) -> bytes | None:
+    async def _checked(self, ref: str, digest: str, what: str | None) -> bytes:
         raw = await self._artifacts().get(ref)
-        if raw is not None and digest is not None:
-            found = hashlib.sha256(raw).hexdigest()
-            if not hmac.compare_digest(found, digest):
-                raise TamperedDataset(
-                    f"the labels of {what} in the object store have sha256 {found}, "
-                    f"the exporter announced {digest}: not trained on"
-                )
+        if raw is None:
+            raise LookupError(f"the labels of {what} ({ref}) are missing from the object store")
+        found = hashlib.sha256(raw).hexdigest()
+        if not hmac.compare_digest(found, digest):
+            raise TamperedDataset(
+                f"the labels of {what} in the object store have sha256 {found}, "
+                f"the exporter announced {digest}: not trained on"
+            )
         return raw
 
     async def _shared(self, base: str) -> bytes | None:
@@ -516,7 +513,6 @@ class Trainer:
         classes = list(config.labels.classes)
         multilabel = config.task_type.is_multilabel
         model_ref, model_digest = await self.store.save_model(project, mv, result.model)
-        await self.store.save_train_set(project, mv, inputs.labeled.item_ids.tolist())
         agreement = await self._stability(project, mv, result, inputs, before, config)
         scores_ref = None
         if result.promoted and isinstance(result.model, CrfTagger):

@@ -548,6 +548,20 @@ class RoundExported(Event):
     revisions: dict[str, int] = Field(default_factory=dict)
     """Rounds folded at a revision (round -> ``LabelsReady.revision``)."""
 
+    @model_validator(mode="after")
+    def _rows_named(self) -> RoundExported:
+        """Some rows, every file the exporter's own with its sha256: an event naming another
+        area's file, or none, is refused before anyone reads it."""
+        if self.base_ref is None and not self.deltas:
+            raise ValueError("names no rows: neither a base version nor a delta")
+        if self.base_ref is not None and self.base_sha256 is None:
+            raise ValueError("base_ref without base_sha256")
+        own = f"exporter/{self.project}/"
+        for ref in [self.base_ref, *(d.ref for d in self.deltas)]:
+            if ref is not None and not ref.startswith(own):
+                raise ValueError(f"{ref!r} is not the exporter's file of {self.project}")
+        return self
+
     @property
     def dataset_version(self) -> str:
         """The name of these rows: the version itself, or ``v0010+r0012`` (version ``v0010``

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from labelloop.catalog import Catalog, Chunk
 from labelloop.events import (
     ConsensusLabel,
-    DatasetExported,
     IngestedItem,
     LabelsReady,
     ModelTrained,
+    RoundExported,
 )
 from labelloop.model_format import UntrustedModel, digest_of, dump_model, load_model
 from labelloop.project import parse_project
@@ -70,9 +71,11 @@ def _corpus(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-async def _project_with_items(exporter: Any, corpus: list[tuple[str, str, str]]) -> None:
+async def _project_with_items(
+    exporter: Any, corpus: list[tuple[str, str, str]], **config: Any
+) -> None:
     """The project applied and its items in the catalog, as the ingester would leave them."""
-    await apply_project(exporter.stores.projects, parse_project(CONFIG))
+    await apply_project(exporter.stores.projects, parse_project({**CONFIG, **config}))
     items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
     await Catalog(exporter.state, writing_as(exporter, "catalog")).write(
         PROJECT, "c1", Chunk(items)
@@ -163,45 +166,62 @@ async def test_a_replaced_model_file_runs_no_code_and_training_goes_on(
         await attacker.close()
 
 
-async def test_replaced_labels_of_a_dataset_version_are_never_trained_on(
-    nats_url: str, namespace: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("replaced", "every_n_labels"),
+    [
+        ("version", 20),  # round 1 writes version v0001: its labels are the round's rows
+        ("delta", 40),  # round 1 is a delta; round 2 writes version v0002
+    ],
+)
+async def test_replaced_labels_of_a_round_are_never_trained_on(
+    nats_url: str, namespace: str, tmp_path: Path, replaced: str, every_n_labels: int
 ) -> None:
     """The exporter's labels in the object store are as writable as a model: a raw client
-    swaps every label of version 1 before the trainer reads it. The trainer refuses the file
-    (its sha256 is not the one ``DatasetExported`` carries), skips the round and says why, counts
-    it; the next, untouched version trains."""
+    swaps every label of round 1's file (a full version's labels, or the round's delta) before
+    the trainer reads it. The trainer refuses the file (its sha256 is not the one
+    ``RoundExported`` carries), skips the round and says why, counts it; the next round, an
+    untouched version, trains."""
     corpus = _corpus(200)
     exporter = build_exporter(
         ExporterSettings(nats_url=nats_url, namespace=namespace, export_dir=tmp_path / "exports")
     )
     trainer = build_trainer(TrainerSettings(nats_url=nats_url, namespace=namespace))
-    datasets = EventCollector(nats_url, namespace, DatasetExported)
+    rounds = EventCollector(nats_url, namespace, RoundExported)
     models = EventCollector(nats_url, namespace, ModelTrained)
     attacker = await nats.connect(nats_url)
     try:
-        async with started(exporter), datasets, models:
-            await _project_with_items(exporter, corpus)
+        async with started(exporter), rounds, models:
+            await _project_with_items(exporter, corpus, export={"every_n_labels": every_n_labels})
             await publish_events(nats_url, namespace, _round(corpus, 1))
-            (v1,) = await datasets.wait_for(1, timeout=120)
-            assert v1.dataset_ref
-            assert v1.labels_sha256
+            (r1,) = await rounds.wait_for(1, timeout=120)
+            if replaced == "version":
+                assert (r1.version, r1.deltas) == ("v0001", [])
+                assert r1.base_ref
+                assert r1.base_sha256
+                name, announced = r1.base_ref, r1.base_sha256
+            else:
+                assert (r1.version, r1.base_ref) == (None, None)
+                (d1,) = r1.deltas
+                name, announced = d1.ref, d1.sha256
 
-            name = v1.dataset_ref + "labels.parquet"
             genuine = await exporter.artifacts.get(name)
             assert genuine is not None
-            frame = pd.read_parquet(io.BytesIO(genuine))
-            frame["label"] = frame["label"].map({"pos": "neg", "neg": "pos"})
+            table = pq.read_table(io.BytesIO(genuine))  # a delta's metadata kept
+            swap = {"pos": "neg", "neg": "pos"}
+            flipped = pa.array([swap[v] for v in table.column("label").to_pylist()])
+            table = table.set_column(table.schema.get_field_index("label"), "label", flipped)
             forged = io.BytesIO()
-            frame.to_parquet(forged, index=False)
+            pq.write_table(table, forged)
             bucket = Namespace(namespace).object_bucket("exporter")
             await (await attacker.jetstream().object_store(bucket)).put(name, forged.getvalue())
 
-            async with started(trainer):  # reads version 1 only now, after the swap
+            async with started(trainer):  # reads round 1 only now, after the swap
                 (first,) = await models.wait_for(1, timeout=120)
+                assert first.dataset_version == r1.dataset_version
                 assert first.model_ref is None
                 assert first.skipped
                 assert "not trained on" in first.skipped
-                assert v1.labels_sha256 in first.skipped
+                assert announced in first.skipped
                 refused = trainer.registry.get_sample_value(
                     "labelloop_trainer_untrusted_datasets_total", {"project": PROJECT}
                 )
@@ -210,7 +230,9 @@ async def test_replaced_labels_of_a_dataset_version_are_never_trained_on(
                 await publish_events(nats_url, namespace, _round(corpus, 2))
                 second = (await models.wait_for(2, timeout=120))[-1]
                 assert second.round == 2
+                assert second.dataset_version == "v0002"  # a full version: no forged delta in it
                 assert second.model_ref
                 assert second.promoted
+                assert second.n_train == 40
     finally:
         await attacker.close()

@@ -1,4 +1,5 @@
-"""Exporter and trainer on a real nats-server: rounds of labels -> dataset versions on disk ->
+"""Exporter and trainer on a real nats-server: rounds of labels -> each round's rows (deltas in
+the object store, and a full dataset version on disk every ``export.every_n_labels`` labels) ->
 one model per round -> pool scores."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from labelloop.events import (
     IngestedItem,
     LabelsReady,
     ModelTrained,
+    RoundExported,
 )
 from labelloop.project import parse_project
 from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
@@ -34,6 +36,8 @@ CONFIG = {
     "labels": {"classes": ["pos", "neg", "neu"]},
     "data_fields": [{"name": "text", "kind": "text"}],
     "training": {"min_new_labels": 20},
+    # rounds of 20 labels: rounds 1 and 2 are deltas, round 3 writes version v0003
+    "export": {"every_n_labels": 60},
 }
 _POS = ["good", "great", "excellent", "lovely", "superb", "nice"]
 _NEG = ["bad", "awful", "terrible", "poor", "horrible", "nasty"]
@@ -60,8 +64,9 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
     )
     trainer = build_trainer(TrainerSettings(nats_url=nats_url, namespace=namespace))
     datasets = EventCollector(nats_url, namespace, DatasetExported)
+    rounds = EventCollector(nats_url, namespace, RoundExported)
     models = EventCollector(nats_url, namespace, ModelTrained)
-    async with started(exporter), started(trainer), datasets, models:
+    async with started(exporter), started(trainer), datasets, rounds, models:
         await apply_project(exporter.stores.projects, parse_project(CONFIG))
         items = [IngestedItem(item_id=i, data={"text": t}) for i, t, _ in corpus]
         await Catalog(exporter.state, writing_as(exporter, "catalog")).write(
@@ -86,15 +91,19 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
             )
             for b in range(3)
         ]
-        # round 3 first, round 1 twice: versions still come in round order, once each
+        # round 3 first, round 1 twice: rounds still come in round order, once each
         await publish_events(nats_url, namespace, labels[2], labels[0], labels[1], labels[0])
-        found = await datasets.wait_for(3, timeout=60)
-        assert [(d.version, d.round, d.n_rows) for d in found] == [
-            ("v0001", 1, 20),
-            ("v0002", 2, 40),
-            ("v0003", 3, 60),
+        exported = await rounds.wait_for(3, timeout=60)
+        assert [(r.dataset_version, r.round, r.n_rows, len(r.deltas)) for r in exported] == [
+            ("r0001", 1, 20, 1),  # no version yet: round 1's delta alone
+            ("r0002", 2, 40, 2),
+            ("v0003", 3, 60, 0),  # 60 labels since the last version: a full one
         ]
-        dataset = found[-1]
+        assert exported[1].deltas[0] == exported[0].deltas[0]
+        (dataset,) = await datasets.wait_for(1, timeout=60)
+        assert (dataset.version, dataset.round, dataset.n_rows) == ("v0003", 3, 60)
+        assert exported[-1].base_ref == f"{dataset.dataset_ref}labels.parquet"
+        assert exported[-1].base_sha256 == dataset.labels_sha256
         path = Path(dataset.path)
         manifest = json.loads((path / "manifest.json").read_bytes())
         assert manifest["n_rows"] == 60
@@ -104,9 +113,14 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
             assert (path / name).is_file()
 
         trained = await models.wait_for(3, timeout=120)
-        assert [m.round for m in trained] == [1, 2, 3]
+        assert [(m.round, m.dataset_version) for m in trained] == [
+            (1, "r0001"),
+            (2, "r0002"),
+            (3, "v0003"),
+        ]
+        # every round trained on all of its rows, from the deltas as from the version
+        assert [(m.skipped, m.n_train) for m in trained] == [(None, 20), (None, 40), (None, 60)]
         model = trained[-1]
-        assert model.dataset_version == "v0003"
         assert model.serving_model_version is not None
         assert model.serving_scores_ref is not None
         raw = await trainer.artifacts.get(model.serving_scores_ref)
@@ -123,4 +137,6 @@ async def test_labels_become_a_dataset_a_model_and_pool_scores(
         ordered = table.proba[[rows[i] for i, _, _ in corpus[60:]]]
         predicted = np.array(["pos", "neg", "neu"])[ordered.argmax(axis=1)]
         assert np.mean(predicted == truth) > 0.8
-        assert len(datasets.events) == 3  # the redelivered round made no fourth version
+        # the redelivered round made no fourth round and no second version
+        assert len(rounds.events) == 3
+        assert len(datasets.events) == 1

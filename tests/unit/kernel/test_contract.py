@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from labelloop.events import ALL_EVENTS, BatchCreated, Event, ItemsSubmitted, schema_of
+from labelloop.events import (
+    ALL_EVENTS,
+    BatchCreated,
+    Event,
+    ItemsSubmitted,
+    RoundDelta,
+    RoundExported,
+    schema_of,
+)
 from labelloop.streams import STREAMS, Namespace, split_subject, subject_matches
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "event_schemas.json"
@@ -89,3 +97,44 @@ def test_event_schemas_match_the_snapshot() -> None:
     assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing: the contract cannot be compared"
     stored = json.loads(SNAPSHOT.read_text())
     assert current == stored, "event schemas changed: review, then update the snapshot"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({}, "names no rows"),
+        ({"base_ref": "exporter/p/datasets/v0001/labels.parquet"}, "without base_sha256"),
+        (
+            {"base_ref": "trainer/p/models/m0001.skops", "base_sha256": "0" * 64},
+            "not the exporter's file",
+        ),
+        (
+            {"base_ref": "exporter/other/datasets/v0001/labels.parquet", "base_sha256": "0" * 64},
+            "not the exporter's file",
+        ),
+        (
+            {"deltas": [RoundDelta(round=1, ref="qa/p/x.parquet", sha256="0" * 64, n_labels=1)]},
+            "not the exporter's file",
+        ),
+    ],
+)
+def test_a_round_names_only_its_exporters_files_with_their_digests(
+    fields: dict[str, object], reason: str
+) -> None:
+    """The trainer reads what a ``RoundExported`` names: an event naming another area's file
+    (the trainer's own models, say), another project's, a file without its sha256, or nothing,
+    is refused when it is parsed, so it is dead-lettered before anything is read."""
+    with pytest.raises(ValidationError, match=reason):
+        RoundExported(project="p", round=1, n_rows=1, **fields)  # type: ignore[arg-type]
+    good = RoundExported(
+        project="p",
+        round=2,
+        n_rows=1,
+        base_ref="exporter/p/datasets/v0001/labels.parquet",
+        base_sha256="0" * 64,
+        base_version="v0001",
+        deltas=[
+            RoundDelta(round=2, ref="exporter/p/deltas/000002.parquet", sha256="1" * 64, n_labels=1)
+        ],
+    )
+    assert good.dataset_version == "v0001+r0002"

@@ -4,7 +4,6 @@ boxes; a hook that is down or answers garbage fails its round only, and says so.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ from dataset_support import exported
 from prometheus_client import CollectorRegistry
 
 from labelloop.catalog import SEQUENCE_MEASURES, Catalog, Chunk, decode_table
-from labelloop.events import DatasetExported, Event, IngestedItem, ModelTrained
+from labelloop.events import Event, IngestedItem, ModelTrained, RoundExported
 from labelloop.project import ModelHookConfig, ProjectConfig, parse_project
 from labelloop.stores import MemoryStores
 from labelloop_trainer.metrics import TrainerMetrics
@@ -95,18 +94,18 @@ async def _setup(
     return trainer, published
 
 
-def _version(root: Path, number: int, n: int) -> DatasetExported:
+async def _version(stores: MemoryStores, number: int, n: int) -> RoundExported:
     box = [{"x": 1, "y": 1, "width": 5, "height": 5, "rotation": 0, "label": "cat"}]
     frame = pd.DataFrame(
         {"item_id": IDS[:n], "split": "train", "label": json.dumps(box), "weight": 1.0}
     )
-    return exported(root, PROJECT, number, frame)
+    return await exported(stores.artifacts, PROJECT, number, frame)
 
 
-async def test_the_hooks_predictions_score_the_pool_and_carry_its_boxes(tmp_path: Path) -> None:
+async def test_the_hooks_predictions_score_the_pool_and_carry_its_boxes() -> None:
     stores, detector = MemoryStores(), _Detector()
     trainer, published = await _setup(stores, detector, _config())
-    await trainer.dataset_exported(_version(tmp_path, 1, 4))
+    await trainer.round_exported(await _version(stores, 1, 4))
     (outcome,) = published
     assert isinstance(outcome, ModelTrained)
     assert outcome.skipped is None
@@ -147,18 +146,16 @@ async def test_the_hooks_predictions_score_the_pool_and_carry_its_boxes(tmp_path
     assert state.current.hook_model_versions == ["det-2"]
 
 
-async def test_a_hook_that_is_down_or_answers_garbage_fails_its_round_only(
-    tmp_path: Path,
-) -> None:
+async def test_a_hook_that_is_down_or_answers_garbage_fails_its_round_only() -> None:
     stores, detector = MemoryStores(), _Detector()
     trainer, published = await _setup(stores, detector, _config())
-    await trainer.dataset_exported(_version(tmp_path / "a", 1, 4))
+    await trainer.round_exported(await _version(stores, 1, 4))
     detector.down = True
-    await trainer.dataset_exported(_version(tmp_path / "b", 2, 6))
+    await trainer.round_exported(await _version(stores, 2, 6))
     detector.down, detector.garbage = False, True
-    await trainer.dataset_exported(_version(tmp_path / "c", 3, 8))
+    await trainer.round_exported(await _version(stores, 3, 8))
     detector.garbage = False
-    await trainer.dataset_exported(_version(tmp_path / "d", 4, 10))
+    await trainer.round_exported(await _version(stores, 4, 10))
     first, down, garbage, back = published
     assert isinstance(down, ModelTrained)
     assert isinstance(garbage, ModelTrained)
@@ -179,10 +176,10 @@ async def test_a_hook_that_is_down_or_answers_garbage_fails_its_round_only(
     assert back.metrics["n_pool"] == 2
 
 
-async def test_without_a_hook_the_round_says_what_the_loop_does_not_do(tmp_path: Path) -> None:
+async def test_without_a_hook_the_round_says_what_the_loop_does_not_do() -> None:
     stores, detector = MemoryStores(), _Detector()
     trainer, published = await _setup(stores, detector, _config(hook=False))
-    await trainer.dataset_exported(_version(tmp_path, 1, 4))
+    await trainer.round_exported(await _version(stores, 1, 4))
     (outcome,) = published
     assert isinstance(outcome, ModelTrained)
     assert outcome.skipped is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 from dataset_support import exported
 
 from labelloop.catalog import Catalog, Chunk, decode_table
-from labelloop.events import DatasetExported, IngestedItem, ModelTrained
+from labelloop.events import IngestedItem, ModelTrained, RoundExported
 from labelloop.model_format import load_model
 from labelloop.project import parse_project
 from labelloop.testing import in_memory
@@ -55,9 +54,9 @@ async def _ingest(bus: Any, ids: list[str], texts: list[str]) -> None:
     await catalog.write(PROJECT, "c-0", Chunk(items))
 
 
-def _dataset(
-    root: Path, number: int, ids: list[str], sets: list[list[str]], n: int
-) -> DatasetExported:
+async def _dataset(
+    bus: Any, number: int, ids: list[str], sets: list[list[str]], n: int
+) -> RoundExported:
     """A version as the exporter writes it: a multi-label row's label is JSON text."""
     frame = pd.DataFrame(
         {
@@ -67,16 +66,16 @@ def _dataset(
             "weight": 1.0,
         }
     )
-    return exported(root, PROJECT, number, frame)
+    return await exported(bus.stores.artifacts, PROJECT, number, frame)
 
 
-async def test_a_multilabel_round_scores_the_pool_label_by_label(tmp_path: Path) -> None:
+async def test_a_multilabel_round_scores_the_pool_label_by_label() -> None:
     ids, texts, sets = _corpus(300)
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, texts)
-        await bus.publish(_dataset(tmp_path, 1, ids, sets, 80))
+        await bus.publish(await _dataset(bus, 1, ids, sets, 80))
         (first,) = bus.published(ModelTrained)
         assert first.skipped is None
         assert first.promoted
@@ -107,20 +106,20 @@ async def test_a_multilabel_round_scores_the_pool_label_by_label(tmp_path: Path)
         assert described["evaluation"]["micro_f1"] == first.metrics["micro_f1"]
 
         # more labels: judged against the serving model on the rows it never saw
-        await bus.publish(_dataset(tmp_path, 2, ids, sets, 160))
+        await bus.publish(await _dataset(bus, 2, ids, sets, 160))
         second = next(m for m in bus.published(ModelTrained) if m.round == 2)
         assert "current_micro_f1_on_fresh" in second.metrics
         assert second.serving_model_version in {"m0001", "m0002"}
         assert "agreement_with_previous" in second.metrics  # label sets on the stop set
 
 
-async def test_labels_that_never_vary_train_nothing(tmp_path: Path) -> None:
+async def test_labels_that_never_vary_train_nothing() -> None:
     ids, texts, _ = _corpus(40)
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, texts)
-        await bus.publish(_dataset(tmp_path, 1, ids, [["red"]] * 40, 40))
+        await bus.publish(await _dataset(bus, 1, ids, [["red"]] * 40, 40))
         (outcome,) = bus.published(ModelTrained)
         assert outcome.model_ref is None
         assert outcome.skipped is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,7 +10,7 @@ from dataset_support import exported
 from ner_support import TYPES, corpus
 
 from labelloop.catalog import SEQUENCE_MEASURES, Catalog, Chunk, decode_table
-from labelloop.events import DatasetExported, IngestedItem, ModelTrained
+from labelloop.events import IngestedItem, ModelTrained, RoundExported
 from labelloop.project import parse_project
 from labelloop.testing import in_memory
 from labelloop_trainer.app import build_app
@@ -39,9 +38,9 @@ async def _ingest(bus: Any, ids: list[str], texts: list[str]) -> None:
     await catalog.write(PROJECT, "c-0", Chunk(items))
 
 
-def _dataset(
-    root: Path, number: int, ids: list[str], spans: list[list[dict[str, Any]]], n: int
-) -> DatasetExported:
+async def _dataset(
+    bus: Any, number: int, ids: list[str], spans: list[list[dict[str, Any]]], n: int
+) -> RoundExported:
     """A version as the exporter writes it: a NER row's label is its spans as JSON text."""
     frame = pd.DataFrame(
         {
@@ -51,17 +50,17 @@ def _dataset(
             "weight": 1.0,
         }
     )
-    return exported(root, PROJECT, number, frame)
+    return await exported(bus.stores.artifacts, PROJECT, number, frame)
 
 
-async def test_a_ner_round_scores_the_pool_with_uncertainty_and_spans(tmp_path: Path) -> None:
+async def test_a_ner_round_scores_the_pool_with_uncertainty_and_spans() -> None:
     texts, spans = corpus(200)
     ids = [f"t{k:04d}" for k in range(len(texts))]
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, texts)
-        await bus.publish(_dataset(tmp_path, 1, ids, spans, 60))
+        await bus.publish(await _dataset(bus, 1, ids, spans, 60))
         (first,) = bus.published(ModelTrained)
         assert first.skipped is None
         assert first.promoted
@@ -94,21 +93,21 @@ async def test_a_ner_round_scores_the_pool_with_uncertainty_and_spans(tmp_path: 
         assert described["evaluation"]["entity_f1"] == first.metrics["entity_f1"]
 
         # more labels: judged against the serving model on the texts it never saw
-        await bus.publish(_dataset(tmp_path, 2, ids, spans, 120))
+        await bus.publish(await _dataset(bus, 2, ids, spans, 120))
         second = next(m for m in bus.published(ModelTrained) if m.round == 2)
         assert "current_entity_f1_on_fresh" in second.metrics
         assert second.serving_model_version in {"m0001", "m0002"}
         assert "agreement_with_previous" in second.metrics  # spans on the stop set
 
 
-async def test_labels_without_entities_train_nothing(tmp_path: Path) -> None:
+async def test_labels_without_entities_train_nothing() -> None:
     texts, _ = corpus(30)
     ids = [f"t{k:04d}" for k in range(len(texts))]
     service = build_app(TrainerSettings())
     async with in_memory(service) as bus:
         await bus.apply_project(_config())
         await _ingest(bus, ids, texts)
-        await bus.publish(_dataset(tmp_path, 1, ids, [[] for _ in texts], 30))
+        await bus.publish(await _dataset(bus, 1, ids, [[] for _ in texts], 30))
         (outcome,) = bus.published(ModelTrained)
         assert outcome.model_ref is None
         assert outcome.skipped is not None
