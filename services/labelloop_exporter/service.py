@@ -51,6 +51,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pandas as pd
+
 from labelloop.catalog import Catalog
 from labelloop.events import (
     DatasetExported,
@@ -371,24 +373,20 @@ class Exporter:
         present = {i: ItemData({}) for i in touched if i in items.records}
         salt = self.salt(project)
 
-        def rows() -> tuple[bytes, int, int]:
-            now = prepare(
-                {i: folded.labels[i] for i in touched if i in folded.labels},
-                present,
-                config,
-                salt=salt,
-            )
-            was = prepare(
-                {i: before.labels[i] for i in touched if i in before.labels},
-                present,
-                config,
-                salt=salt,
-            )
-            kept = now.validation.rows
-            removed = touched - set(kept["item_id"])
-            return delta_bytes(labels_table(kept), removed), len(was.validation.rows), len(kept)
+        def rows(labels: dict[str, CurrentLabel]) -> pd.DataFrame:
+            if not labels:
+                return pd.DataFrame({"item_id": []})
+            prepared = prepare(labels, present, config, salt=salt, fingerprint=False)
+            return prepared.validation.rows
 
-        raw, rows_before, rows_after = await asyncio.to_thread(rows)
+        def encode() -> tuple[bytes, int, int]:
+            kept = rows({i: folded.labels[i] for i in touched if i in folded.labels})
+            # the rows these items had (most are new: no rows, nothing to build)
+            was = rows({i: before.labels[i] for i in touched if i in before.labels})
+            removed = touched - set(kept["item_id"])
+            return delta_bytes(labels_table(kept), removed), len(was), len(kept)
+
+        raw, rows_before, rows_after = await asyncio.to_thread(encode)
         suffix = f"-r{event.revision}" if event.revision else ""
         ref = f"exporter/{project}/deltas/{number:06d}{suffix}.parquet"
         await self._artifacts().put(ref, raw)

@@ -242,6 +242,22 @@ def _read(
         return held, ids, np.asarray(columns["gold"], dtype=bool)
 
 
+READS_IN_FLIGHT = 16
+"""Catalog chunks :meth:`Catalog.data_of` reads at once from the object store."""
+
+
+def _read_records(raw: bytes, chunk_id: str) -> _Held:
+    """A chunk's records with their data, to read some once (:meth:`Catalog.data_of`): only
+    the records and their offsets are read (a quarter of :func:`_read`'s time: no ids, no
+    features); a chunk written before ``data_at`` is read as :func:`_read` reads it."""
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        if "data_at" in npz.files:
+            records = np.asarray(npz["items"]).tobytes()
+            offsets = np.asarray(npz["offsets"], dtype=np.uint64)
+            return _Held(chunk_id, records, offsets, False, None, None, compressed=False)
+    return _read(raw, chunk_id, bare=False, keep=False)[0]
+
+
 _CLASSES = "classes"
 _LABELS = "labels"
 _SEQUENCES = "sequences"
@@ -700,11 +716,17 @@ class Catalog:
         if items.keeps_data:
             return items.data(wanted)
         out: dict[str, dict[str, JsonValue]] = {}
-        for bare, where, rows in sorted(items.by_chunk(wanted), key=lambda g: g[0].chunk_id):
-            held = await self._chunk_records(project, bare.chunk_id)
-            records = held.fields(held.plain(), rows)
-            for position, record in zip(where.tolist(), records, strict=True):
-                out[wanted[position]] = record["data"]
+        groups = sorted(items.by_chunk(wanted), key=lambda g: g[0].chunk_id)
+        for start in range(0, len(groups), READS_IN_FLIGHT):
+            window = groups[start : start + READS_IN_FLIGHT]
+            # a batch's items sit in as many chunks as it has items: read them side by side
+            found = await asyncio.gather(
+                *(self._chunk_records(project, bare.chunk_id) for bare, _, _ in window)
+            )
+            for (_, where, rows), held in zip(window, found, strict=True):
+                records = held.fields(held.plain(), rows)
+                for position, record in zip(where.tolist(), records, strict=True):
+                    out[wanted[position]] = record["data"]
         return out
 
     async def _chunk_records(self, project: str, chunk_id: str) -> _Held:
@@ -715,7 +737,7 @@ class Catalog:
             raw = await self.blobs.get(chunk_name(project, chunk_id))
             if raw is None:
                 raise LookupError(f"catalog chunk {chunk_id} of {project} is gone")
-            held = (await asyncio.to_thread(_read, raw, chunk_id, bare=False, keep=False))[0]
+            held = await asyncio.to_thread(_read_records, raw, chunk_id)
         self._decoded[key] = held
         self._decoded.move_to_end(key)
         while len(self._decoded) > self._chunk_cache:

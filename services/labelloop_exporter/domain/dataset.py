@@ -112,8 +112,11 @@ def prepare(
     *,
     salt: str,
     formats: Sequence[str] | None = None,
+    fingerprint: bool = True,
 ) -> Prepared:
-    """Build and check the table; ``ok`` is false when the formats asked for cannot be written."""
+    """Build and check the table; ``ok`` is false when the formats asked for cannot be written.
+    ``fingerprint``: render the rows as JSON lines and hash them (a version's); without it, the
+    rows only (a round's delta, which no manifest fingerprints)."""
     chosen, format_problems = formats_for(config, formats)
     table = build_table(
         labels,
@@ -131,12 +134,12 @@ def prepare(
         missing_items=table.missing_items,
         formats=chosen,
     )
-    jsonl = render_jsonl(result.rows, table.data_columns)
+    jsonl = render_jsonl(result.rows, table.data_columns) if fingerprint else b""
     return Prepared(
         result,
         table.data_columns,
         tuple(chosen),
-        sha256(jsonl),
+        sha256(jsonl) if fingerprint else "",
         tuple(format_problems),
         jsonl=jsonl,
     )

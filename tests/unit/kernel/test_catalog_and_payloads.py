@@ -270,10 +270,11 @@ async def test_a_large_event_travels_by_reference() -> None:
 
 async def test_a_catalog_without_the_data_reads_it_for_the_items_asked_for_only() -> None:
     """The sampler's catalog: every record without its data (a data URI may be kilobytes), the
-    data of a batch's items read from their chunks, a bounded number of chunks kept decoded."""
+    data of a batch's items read from their chunks (side by side, in windows), a bounded number
+    of chunks kept decoded."""
     kv, blobs = MemoryKeyValue(), MemoryBlobs()
     writer = Catalog(kv, blobs)
-    for c in range(12):
+    for c in range(40):  # more chunks than data_of reads at once
         chunk = [
             IngestedItem(item_id=f"i{c:02d}-{k}", data={"image": f"data:{c}-{k}" + "x" * 2000})
             for k in range(5)
@@ -281,13 +282,13 @@ async def test_a_catalog_without_the_data_reads_it_for_the_items_asked_for_only(
         await writer.write("p", f"c{c:02d}", Chunk(chunk))
     reader = Catalog(kv, blobs, keep_data=False, chunk_cache=3)
     items = await reader.load("p")
-    assert len(items) == 60
+    assert len(items) == 200
     assert all(record.data == {} for record in items.records.values())
     assert reader.decoded_chunks() == 0
-    wanted = [f"i{c:02d}-1" for c in range(12)] + ["nobody"]
+    wanted = [f"i{c:02d}-1" for c in range(40)] + ["nobody"]
     data = await reader.data_of("p", items, wanted)
     assert sorted(data) == wanted[:-1]
-    assert all(str(data[f"i{c:02d}-1"]["image"]).startswith(f"data:{c}-1") for c in range(12))
+    assert all(str(data[f"i{c:02d}-1"]["image"]).startswith(f"data:{c}-1") for c in range(40))
     assert reader.decoded_chunks() == 3
     # the default catalog keeps the data, and answers from its records
     full = Catalog(kv, blobs)
