@@ -602,10 +602,14 @@ async def final_model(
     while not any(d.n_rows >= view.labels_used for d in view.datasets):
         assert time.monotonic() < deadline, "no dataset version with every label"
         await asyncio.sleep(0.2)
-    final: str = latest_dataset(view.datasets).version
+    last = latest_dataset(view.datasets)
+    final: str = last.version
     await bus.publish(RequestTraining(project=project, dataset_version=final, reason=reason))
     deadline = min(time.monotonic() + train_seconds, overall)
-    while not any(m.dataset_version == final for m in view.models):
-        assert time.monotonic() < deadline, f"no model trained on {final}"
+    # the model of the version's round: trained on that version, or, when the round exported a
+    # delta and its version came later (the campaign's stop, this request), on the rows the
+    # delta gave, which are the version's rows
+    while not any(m.round == last.round for m in view.models):
+        assert time.monotonic() < deadline, f"no model trained on round {last.round} ({final})"
         await asyncio.sleep(0.2)
     return final

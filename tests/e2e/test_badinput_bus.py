@@ -40,6 +40,7 @@ from labelloop.events import (
     BatchCompleted,
     BatchCreated,
     BatchTask,
+    BudgetExhausted,
     ConsensusLabel,
     DatasetExported,
     DeadLetter,
@@ -60,6 +61,8 @@ from labelloop.events import (
     RequestTraining,
     ReviewItem,
     ReviewRequested,
+    RoundDelta,
+    RoundExported,
     deterministic_id,
     event_type,
 )
@@ -151,6 +154,15 @@ def valid_event(cls: type[Event], project: str) -> Event:
             formats=["jsonl"],
             manifest_sha256="0" * 64,
         ),
+        RoundExported: lambda: RoundExported(
+            **p,
+            round=1,
+            n_rows=1,
+            version="v0001",
+            base_version="v0001",
+            base_ref=f"exporter/{project}/datasets/v0001/labels.parquet",
+            base_sha256="0" * 64,
+        ),
         ModelTrained: lambda: ModelTrained(
             **p,
             model_version="m-1",
@@ -161,6 +173,9 @@ def valid_event(cls: type[Event], project: str) -> Event:
             n_train=1,
         ),
         LabelingConverged: lambda: LabelingConverged(**p, model_version="m-1", reason="plateau"),
+        BudgetExhausted: lambda: BudgetExhausted(
+            **p, labels_used=20, annotations_used=26, reason="max_labels"
+        ),
         RequestExport: lambda: RequestExport(**p),
         RequestTraining: lambda: RequestTraining(**p, dataset_version="v0001"),
         RequestSampling: lambda: RequestSampling(**p, action="start"),
@@ -248,18 +263,25 @@ def absurd_events(project: str) -> list[Event]:
             round=huge,
             items=[ReviewItem(item_id=f"r{i}", reason="?") for i in range(2000)],
         ),
-        DatasetExported(
+        RoundExported(  # the trainer's input: paths climbing out of the exporter's files
             **p,
-            version=weird_id,
             round=huge,
-            path="/etc",
-            n_rows=-1,
-            n_new_rows=huge,
-            split_sizes={"train": -1},
-            class_counts={},
-            formats=["exe"],
-            manifest_sha256="zz",
-            dataset_ref="../../nothing",
+            n_rows=huge,
+            version=weird_id,
+            base_version=weird_id,
+            base_ref=f"exporter/{project}/../../nothing",
+            base_sha256="zz",
+            deltas=[
+                RoundDelta(
+                    round=r,
+                    revision=huge,
+                    ref=f"exporter/{project}/../../../etc/passwd",
+                    sha256="",
+                    n_labels=huge,
+                )
+                for r in (huge, 1)
+            ],
+            revisions={weird_id: -huge},
         ),
         ModelTrained(
             **p,
@@ -273,6 +295,9 @@ def absurd_events(project: str) -> list[Event]:
             serving_scores_ref="no/such/scores.npz",
         ),
         RequestExport(**p, formats=["exe", "../../etc/passwd"]),
+        BudgetExhausted(
+            **p, labels_used=-huge, annotations_used=huge, cost=-1e308, reason=weird_id
+        ),
         RequestTraining(**p, dataset_version=weird_id),
         ReadmitAnnotator(**p, annotator_id=weird_id[:256]),
     ]

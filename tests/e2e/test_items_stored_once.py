@@ -3,7 +3,8 @@
 Six services in process on a real nats-server run a text campaign of three rounds (sampling,
 the simulated crew, QA, export, training). Every item's text is unique. Then every object in the
 object store is read, Parquet files decoded, and searched for the texts: only the catalog's
-chunks may hold them (a text model's vocabulary holds words of them, not the items). The bytes
+chunks may hold them (a text model's vocabulary holds words of them, not the items; a dataset
+version's labels and a round's delta, which the trainer reads, hold labels and ids). The bytes
 per ingested item, by owner, are reported in the test's output.
 """
 
@@ -40,7 +41,8 @@ def _project() -> dict[str, Any]:
         "data_fields": [{"name": "text", "kind": "text"}],
         "quality": {"overlap_fraction": 0.25, "gold_fraction": 0.1, "consensus": "majority"},
         "sampling": {"strategy": "hybrid", "batch_size": 20, "start": "on_command", "seed": 3},
-        "export": {"formats": ["jsonl", "csv", "parquet"], "every_n_labels": 1},
+        # a version every 40 labels: rounds between export deltas, and both are searched
+        "export": {"formats": ["jsonl", "csv", "parquet"], "every_n_labels": 40},
         "training": {"min_new_labels": 1},
         "budget": {"max_labels": 54},
         "simulation": {
@@ -113,7 +115,11 @@ async def test_no_service_keeps_a_copy_of_the_items(
 
             sizes: dict[str, int] = defaultdict(int)
             holders: dict[str, list[str]] = defaultdict(list)
-            for name in await blobs.list(""):
+            names = await blobs.list("")
+            exported = f"exporter/{PROJECT}/"
+            assert any(n.startswith(exported + "deltas/") for n in names), names
+            assert any(n.startswith(exported + "datasets/") for n in names), names
+            for name in names:
                 raw = await blobs.get(name) or b""
                 owner = name.split("/", 1)[0]
                 sizes[owner] += len(raw)

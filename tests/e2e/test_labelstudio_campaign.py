@@ -159,7 +159,8 @@ async def test_a_campaign_with_people_in_label_studio(
     assert all(r.krippendorff_alpha is None or r.krippendorff_alpha > 0.9 for r in view.reports)
     assert view.datasets
     assert view.datasets[-1].n_rows >= 20
-    assert any(m.dataset_version == final for m in view.models)
+    final_round = next(d.round for d in view.datasets if d.version == final)
+    assert any(m.round == final_round for m in view.models)  # the model of the version's round
     assert view.dead_letters == 0
     for proc in supervisor.processes:
         log = proc.log_path.read_text(errors="replace")

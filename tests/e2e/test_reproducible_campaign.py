@@ -7,11 +7,18 @@ the sampler, a qa-scorer replica, the exporter and the trainer, each while it ho
 first run's crew answers each batch at once, the other two pace their answers: the timing of the
 rounds differs between the undisturbed runs too.
 Two projects run side by side, one with ``consensus: auto`` (Dawid-Skene, whose annotator history
-carries from round to round) and one with ``majority``.
+carries from round to round) and one with ``majority``. The first writes a full dataset version
+every 40 labels (the example's ``export.every_n_labels``: every round, a batch being 40 items),
+the second every 100: its rounds in between export deltas only, and its models are trained from
+them (the last version plus the rounds' deltas).
 
 What must be equal across the three runs: every labeling batch (its round, items, gold, the model
-that chose it), every dataset version's files byte for byte (the manifest's ``created_at`` apart)
-and every round's model metrics. And, as ever: nothing dead-lettered, every batch completed once.
+that chose it), the dataset versions written and their files byte for byte (the manifest's
+``created_at`` apart) and every round's model metrics. Which versions are written does not depend
+on timing here: a round's own labels decide it, but for the last round, whose version is written
+either as it is exported (the spent budget heard first) or when the exporter hears of the spent
+budget (the round exported first); the same version either way. And, as ever: nothing
+dead-lettered, every batch completed once, and the last version holds every label QA released.
 """
 
 from __future__ import annotations
@@ -38,10 +45,10 @@ from reliability_support import (
 from labelloop.events import (
     BatchCompleted,
     BatchCreated,
-    DatasetExported,
     LabelsReady,
     ModelTrained,
     QAReport,
+    RoundExported,
 )
 from labelloop.settings import ServiceSettings
 from labelloop_console.campaign import CampaignWatcher
@@ -51,7 +58,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 VARIANTS = {
     "auto": {"quality": {"consensus": "auto"}},
-    "majority": {"quality": {"consensus": "majority"}},
+    "majority": {"quality": {"consensus": "majority"}, "export": {"every_n_labels": 100}},
 }
 PROJECTS = [f"digits-{key}" for key in VARIANTS]
 BUDGET = 140  # 4 rounds of 36 labels (the last trimmed): models, reviews, a lag of one batch
@@ -131,7 +138,7 @@ async def _chaos(cluster: Cluster, stop: asyncio.Event, done: list[str]) -> None
             ("sampler", [BatchCompleted, ModelTrained, QAReport], lambda: reports(1)),
             ("qa-scorer", [BatchCompleted], lambda: reports(1)),
             ("exporter", [LabelsReady], lambda: reports(1)),
-            ("trainer", [DatasetExported], lambda: reports(1)),
+            ("trainer", [RoundExported], lambda: reports(1)),
         ]
         for target, events, when in plan:
 
@@ -158,6 +165,7 @@ async def _chaos(cluster: Cluster, stop: asyncio.Event, done: list[str]) -> None
 def _run(
     tmp_path: Path, name: str, *, faults: bool, time_scale: float = PACED
 ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+    """The run's dataset files, its facts and the faults that happened."""
     run_dir = tmp_path / name
     namespace = f"repro{uuid.uuid4().hex[:8]}"
     env = {
@@ -187,6 +195,9 @@ def _run(
 
         summary = asyncio.run(scenario())
         assert summary["finished"], f"{name}: the campaign did not finish"
+        # what a user sees at the end: the last version holds every label QA released
+        for key in ("final_dataset", "random_baseline_final_dataset"):
+            assert summary[key]["complete"], (name, key, summary[key])
         facts = asyncio.run(_campaign_facts(cluster))
     return dataset_fingerprint(run_dir), facts, done
 
@@ -209,7 +220,20 @@ def test_one_seed_gives_one_campaign_whatever_the_timing_and_the_faults(
         assert all(n == 1 for n in facts["completions"].values()), "a batch completed twice"
     versions = {k.split("/")[0] + "/" + k.split("/")[1] for k in first}
     assert {v.split("/")[0] for v in versions} == set(PROJECTS)
-    assert len(versions) >= 2 * 3, versions  # several rounds of each project
+    last = {
+        project: max(b[2] for b in facts_1["batches"] if b[0] == project and b[1] == "labeling")
+        for project in PROJECTS
+    }
+    assert min(last.values()) >= 3, last  # several rounds of each project
+    # the rounds that wrote a version (v0003, and v0003-r1 should a review revise round 3)
+    written = {
+        p: sorted({v.split("/")[1].split("-")[0] for v in versions if v.startswith(f"{p}/")})
+        for p in PROJECTS
+    }
+    # every 40 labels: a version each round; every 100: fewer, and the last round's always
+    assert written["digits-auto"] == [f"v{n:04d}" for n in range(1, last["digits-auto"] + 1)]
+    assert len(written["digits-majority"]) < last["digits-majority"], written
+    assert all(written[p][-1] == f"v{last[p]:04d}" for p in PROJECTS), written
 
     assert facts_2["batches"] == facts_1["batches"], "the same batches"
     assert facts_2["models"] == facts_1["models"], "the same model metrics"

@@ -4,7 +4,9 @@ The ingester, two qa-scorer replicas, the exporter and the trainer run as real p
 real nats-server. A raw nats-py publisher plays the bridge: a completed batch, then an update of
 one answer published after QA scored the batch (as the bridge publishes every change, also after
 ``BatchCompleted``). QA re-scores the round, the exporter writes a new version with the
-corrected label, and the next round's version, which the trainer trains on, keeps it.
+corrected label, and the next round's version, which the trainer trains on, keeps it. A version
+comes every six labels (``export.every_n_labels``): round 1 (six labels) writes one, round 2 (five)
+would export a delta only, and writes a full version because a round before it was revised.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _project() -> dict[str, Any]:
         "data_fields": [{"name": "text", "kind": "text"}],
         "quality": {"consensus": "majority", "min_confidence": 0.6, "min_alpha": 0.0},
         "sampling": {"start": "on_command"},
+        "export": {"every_n_labels": 6},
         "training": {"min_new_labels": 1},
     }
 
@@ -161,8 +164,9 @@ async def test_an_update_after_scoring_reaches_a_new_dataset_version(
             assert (row["n_annotations"], row["annotators"]) == (3, WHO)
             assert _rows(v1)[item[0]]["label"] == "pos"  # the old version never changes
 
-            # the next round's version keeps the correction, and the trainer trains on it
-            votes_2 = {item[k]: [truth[item[k]]] * 3 for k in range(6, 12)}
+            # the next round's version keeps the correction, and the trainer trains on it: five
+            # labels are fewer than every_n_labels, the revision of round 1 writes the version
+            votes_2 = {item[k]: [truth[item[k]]] * 3 for k in range(6, 11)}
             await publish_events(nats_url, namespace, _completed(2, votes_2))
 
             def trained_on_round_2() -> list[ModelTrained]:

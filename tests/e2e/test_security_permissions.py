@@ -38,10 +38,10 @@ from security_support import NS, secured_server, url_for
 
 from labelloop.artifacts import AREAS
 from labelloop.events import (
-    DatasetExported,
     ItemsIngested,
     ItemsSubmitted,
     LabelsReady,
+    RoundExported,
     SubmissionAnswered,
 )
 from labelloop.natsserver import EmbeddedNats
@@ -55,11 +55,11 @@ pytestmark = [pytest.mark.e2e]
 
 NAMESPACE = Namespace(NS)
 QUALITY = NAMESPACE.stream_name(NAMESPACE.stream_for(LabelsReady))
-MODELS = NAMESPACE.stream_name(NAMESPACE.stream_for(DatasetExported))
+MODELS = NAMESPACE.stream_name(NAMESPACE.stream_for(RoundExported))
 STATE = NAMESPACE.kv_bucket("state")
 PROJECTS = NAMESPACE.kv_bucket("projects")
 ITEMS = NAMESPACE.stream_name(NAMESPACE.stream_for(ItemsSubmitted))
-VICTIM = NAMESPACE.durable("trainer", DatasetExported)  # the trainer's own consumer
+VICTIM = NAMESPACE.durable("trainer", RoundExported)  # the trainer's own consumer (its input)
 ATTACKERS = [*service_specs(), "producer"]
 
 
@@ -85,7 +85,7 @@ async def _operator_setup(server: EmbeddedNats) -> dict[str, bytes]:
             MODELS,
             ConsumerConfig(
                 durable_name=VICTIM,
-                filter_subject=NAMESPACE.subject(DatasetExported),
+                filter_subject=NAMESPACE.subject(RoundExported),
                 ack_policy=AckPolicy.EXPLICIT,
             ),
         )
@@ -266,7 +266,7 @@ async def test_no_user_but_the_operator_can_destroy_or_forge(server: EmbeddedNat
         assert quality.state.messages == 1
         assert quality.config.max_age != 1.0
         consumer = await js.consumer_info(MODELS, VICTIM)
-        assert consumer.config.filter_subject == NAMESPACE.subject(DatasetExported)
+        assert consumer.config.filter_subject == NAMESPACE.subject(RoundExported)
         state = await js.key_value(STATE)
         for key, value in keys.items():
             entry = await state.get(key)

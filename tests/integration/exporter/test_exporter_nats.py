@@ -15,6 +15,7 @@ from labelloop.events import (
     IngestedItem,
     LabelsReady,
     RequestExport,
+    RoundExported,
 )
 from labelloop.project import parse_project
 from labelloop.testing import EventCollector, apply_project, publish_events, started, writing_as
@@ -29,6 +30,7 @@ CONFIG = {
     "task_type": "text_classification",
     "labels": {"classes": ["cat", "dog"]},
     "data_fields": [{"name": "text", "kind": "text"}],
+    "export": {"every_n_labels": 1},  # a version per round: what this test is about
 }
 
 
@@ -50,8 +52,9 @@ async def test_rounds_out_of_order_give_versions_in_order(
     settings = ExporterSettings(nats_url=nats_url, namespace=namespace, export_dir=tmp_path)
     service = build_app(settings)
     exported = EventCollector(nats_url, namespace, DatasetExported)
+    rounds = EventCollector(nats_url, namespace, RoundExported)
     dead = EventCollector(nats_url, namespace, DeadLetter)
-    async with started(service), exported, dead:
+    async with started(service), exported, rounds, dead:
         await apply_project(service.stores.projects, parse_project(CONFIG))
         await publish_events(nats_url, namespace, RequestExport(project=PROJECT))
         (letter,) = await dead.wait_for(1, timeout=30)
@@ -70,3 +73,9 @@ async def test_rounds_out_of_order_give_versions_in_order(
         assert (v1.version, v1.n_rows, v2.version, v2.n_rows) == ("v0001", 6, "v0002", 8)
         assert (Path(v2.path) / "manifest.json").is_file()
         assert sorted(p.name for p in (tmp_path / PROJECT).iterdir()) == ["v0001", "v0002"]
+        # the trainer's input, in round order too: each round's rows are its version's
+        r1, r2 = await rounds.wait_for(2, timeout=30)
+        assert [(r.round, r.version, r.n_rows, r.deltas) for r in (r1, r2)] == [
+            (1, "v0001", 6, []),
+            (2, "v0002", 8, []),
+        ]

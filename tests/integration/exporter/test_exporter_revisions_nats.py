@@ -31,6 +31,7 @@ CONFIG = {
     "task_type": "text_classification",
     "labels": {"classes": ["cat", "dog"]},
     "data_fields": [{"name": "text", "kind": "text"}],
+    "export": {"every_n_labels": 1},  # a version per round: what this test is about
 }
 
 
