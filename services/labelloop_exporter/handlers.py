@@ -27,14 +27,15 @@ def register_handlers(service: Service, exporter: Exporter) -> None:
 
     @service.handler(BudgetExhausted)
     async def on_budget_exhausted(event: BudgetExhausted) -> None:
-        """Sampling stopped: the last round gets a full version, whichever round it is."""
+        """Sampling stopped: its last round gets a full version, whichever round it is."""
         await service.require_project(event.project)
-        await exporter.closing(event.project)
+        await exporter.budget_exhausted(event.project, event.last_round)
 
     @service.handler(LabelingConverged)
     async def on_converged(event: LabelingConverged) -> None:
-        """The learning curve plateaued and sampling stops: as for a spent budget."""
+        """The learning curve plateaued and sampling stops: the latest round and the few cut
+        before the sampler heard get a full version each."""
         await service.require_project(event.project)
-        await exporter.closing(event.project)
+        await exporter.converged(event.project)
 
     service.every(service.settings.sweep_interval_seconds, exporter.rounds.sweep)

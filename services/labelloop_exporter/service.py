@@ -18,9 +18,11 @@ so a redelivered round announces it again (same event id: JetStream drops the co
 ``DatasetDirectory`` and its labels shared through the object store) is written by round *n*
 when ``every_n_labels`` labels came since the last one, when :data:`MAX_DELTAS` rounds came since
 (the trainer's chain stays short), when a revision changed an earlier round (a delta only adds a
-round to rows that did not change under it), and for every round once the campaign stopped
-(``BudgetExhausted`` or ``LabelingConverged``: its last round always has a version). An operator's
-``RequestExport`` writes the latest round's version if it has none.
+round to rows that did not change under it), and for the campaign's last round: the one
+``BudgetExhausted.last_round`` names (a raised budget's rounds after it are exported as any
+others), or, once ``LabelingConverged`` came, the latest round and each one after it (the few
+cut before the sampler heard). An operator's ``RequestExport`` writes the latest round's version
+if it has none.
 
 A process keeps each project's labels as of the last round it exported and folds the next round
 into them (:func:`~labelloop_exporter.domain.labels.fold_round`), so exporting round *n* reads
@@ -282,8 +284,9 @@ class Exporter:
     def _closing_key(project: str) -> str:
         return f"exporter.{project}.closing"
 
-    async def _closing(self, project: str) -> bool:
-        return await self._state().get(self._closing_key(project)) is not None
+    async def _stop(self, project: str) -> _Stop:
+        entry = await self._state().get(self._closing_key(project))
+        return _Stop.decode(entry.value if entry is not None else None)
 
     async def _export_round(self, project: str, number: int, payload: bytes) -> None:
         started = time.perf_counter()
@@ -308,7 +311,8 @@ class Exporter:
             previous = await self._stored_record(project, number - 1) if number > 1 else None
         folded = before.then(event)
         config = await self._project(project)
-        if self._version_due(config, number, event, previous, folded, await self._closing(project)):
+        stop = await self._stop(project)
+        if self._version_due(config, number, event, previous, folded, stop.due(number)):
             announced = await self._version(project, number, folded)
             record = _base_record(announced, folded)
             kind = "version"
@@ -326,11 +330,11 @@ class Exporter:
         await self._after_round(project, record)
 
     async def _after_round(self, project: str, record: RoundExported) -> None:
-        """What may have come while the round was exported: the campaign's stop (the flag was
-        set after this round read it: its version is written here), or a revision (in KV now,
-        or it saw this round's version on disk and wrote it again itself)."""
-        if record.version is None and await self._closing(project):
-            await self._finish(project)
+        """What may have come while the round was exported: the campaign's stop (written after
+        this round read it, and this is its last round: its version is written here), or a
+        revision (in KV now, or it saw this round's version on disk and wrote it again)."""
+        if record.version is None and (await self._stop(project)).due(record.round):
+            await self._finish(project, record.round)
         await self._catch_up(project)
 
     @staticmethod
@@ -340,11 +344,11 @@ class Exporter:
         event: LabelsReady,
         previous: RoundExported | None,
         folded: _Folded,
-        closing: bool,
+        last: bool,
     ) -> bool:
         """Whether round ``number`` writes a full version (else a delta)."""
-        if closing:
-            return True  # the campaign stopped: its last round, whichever it is, has a version
+        if last:
+            return True  # the campaign's last round (or one after it converged)
         since = sum(d.n_labels for d in previous.deltas) if previous else 0
         if since + len(event.labels) >= config.export.every_n_labels:
             return True
@@ -427,17 +431,29 @@ class Exporter:
             number += 1
         return number
 
-    async def closing(self, project: str) -> None:
-        """The campaign stopped (budget spent, or converged): the latest round gets its full
-        version now, and every round after it one of its own (flag first, then the latest
-        round: a round exported in between reads the flag after its record and writes its own)."""
-        if not await self._closing(project):
-            await self._state().put(self._closing_key(project), b"stopped")
+    async def budget_exhausted(self, project: str, last_round: int | None) -> None:
+        """Sampling stopped after round ``last_round``: that round gets a full version, now if
+        it was exported already, else when it is. The stop first, then the round: a round
+        exported in between reads the stop after its record and writes its own. A raised
+        budget's rounds after it are exported as any others (until the next stop)."""
+        if last_round is None:  # an older sampler's word: every round from now on
+            await self.converged(project)
+            return
+        await kv_update(self._state(), self._closing_key(project), _Stop.with_last(last_round))
+        if await self._stored_record(project, last_round) is not None:
+            await self._finish(project, last_round)
+
+    async def converged(self, project: str) -> None:
+        """The learning curve plateaued and sampling stops: the latest round gets a full version
+        now, and each round after it (the few cut before the sampler heard) one of its own."""
+        await kv_update(self._state(), self._closing_key(project), _Stop.with_converged)
         await self._finish(project)
 
-    async def _finish(self, project: str) -> None:
-        """Write the latest round's full version, if it has none yet."""
-        number = await self._latest_round(project)
+    async def _finish(self, project: str, number: int | None = None) -> None:
+        """Write the full version of round ``number`` (the latest exported round if ``None``),
+        if it has none yet."""
+        if number is None:
+            number = await self._latest_round(project)
         if number < 1 or await asyncio.to_thread(self.datasets.has, project, version_name(number)):
             return
         folded = await self._folded_through(project, number, await self._revised(project))
@@ -571,6 +587,50 @@ class Exporter:
         )
         await self._publish(event)
         return event
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """What the exporter heard of the campaign's stop (KV ``exporter.<project>.closing``): the
+    last round the sampler cut when its budget ran out, and whether the learning curve
+    converged. The stop's rounds get a full version each, so a stopped campaign's dataset holds
+    its last word."""
+
+    last_round: int | None = None
+    converged: bool = False
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> _Stop:
+        if not raw:
+            return cls()
+        if not raw.startswith(b"{"):  # written before the stop said its round: every round
+            return cls(converged=True)
+        found = json.loads(raw)
+        return cls(found.get("last_round"), bool(found.get("converged")))
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"last_round": self.last_round, "converged": self.converged}, sort_keys=True
+        ).encode()
+
+    def due(self, number: int) -> bool:
+        """Whether round ``number`` is one of the stop's: it writes a full version."""
+        return self.converged or number == self.last_round
+
+    @staticmethod
+    def with_last(last_round: int) -> Callable[[bytes | None], bytes | None]:
+        def update(raw: bytes | None) -> bytes | None:
+            stop = _Stop.decode(raw)
+            if stop.last_round == last_round:
+                return None
+            return _Stop(last_round, stop.converged).encode()
+
+        return update
+
+    @staticmethod
+    def with_converged(raw: bytes | None) -> bytes | None:
+        stop = _Stop.decode(raw)
+        return None if stop.converged else _Stop(stop.last_round, True).encode()
 
 
 def _base_record(announced: DatasetExported, folded: _Folded) -> RoundExported:

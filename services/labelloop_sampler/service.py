@@ -694,4 +694,5 @@ def _exhausted_event(config: ProjectConfig, ledger: Ledger, reason: str) -> Budg
         annotations_used=ledger.annotations_used,
         cost=cost,
         reason=reason,
+        last_round=ledger.next_round - 1 or None,
     )

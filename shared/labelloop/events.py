@@ -625,6 +625,9 @@ class BudgetExhausted(Event):
     annotations_used: int
     cost: float | None = None
     reason: str
+    last_round: int | None = Field(default=None, ge=1)
+    """The last labeling round the sampler cut before it stopped (``None``: none, or an older
+    sampler): the exporter writes a full dataset version of it."""
 
 
 class RequestExport(Event):

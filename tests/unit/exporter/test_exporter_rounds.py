@@ -171,7 +171,19 @@ async def test_a_delta_holds_its_rounds_rows_and_names_the_ones_gone(tmp_path: P
     assert removed_of(seventh) == ["i000"]  # its new label is below min_confidence
 
 
-async def test_a_stopped_campaign_has_a_version_of_its_last_round(tmp_path: Path) -> None:
+def _spent(last_round: int | None, labels: int = 10) -> BudgetExhausted:
+    return BudgetExhausted(
+        project=PROJECT,
+        labels_used=labels,
+        annotations_used=3 * labels,
+        reason=f"max_labels {labels} reached",
+        last_round=last_round,
+    )
+
+
+async def test_a_stopped_campaigns_last_round_has_a_version(tmp_path: Path) -> None:
+    """The sampler says which round was its last: that round gets a full version, whether
+    the stop comes after it was exported or before; the rounds between are deltas."""
     service = build_app(ExporterSettings(export_dir=tmp_path))
     async with in_memory(service) as bus:
         await bus.apply_project(_config(every_n_labels=1000))
@@ -179,17 +191,37 @@ async def test_a_stopped_campaign_has_a_version_of_its_last_round(tmp_path: Path
         for event in ROUNDS[:3]:
             await bus.publish(event)
         assert bus.published(DatasetExported) == []
-        spent = BudgetExhausted(
-            project=PROJECT, labels_used=10, annotations_used=30, reason="labels"
-        )
-        await bus.publish(spent)
+        await bus.publish(_spent(last_round=3))  # round 3 was exported: written now
         (last,) = bus.published(DatasetExported)
         assert (last.version, last.round) == ("v0003", 3)
-        # the rounds still open when sampling stopped get a version each
+        await bus.publish(_spent(last_round=3).model_copy(update={"event_id": "again"}))
+        assert len(bus.published(DatasetExported)) == 1  # said again: nothing new
+        # the budget raised: the rounds after the stop are exported as any others...
+        await bus.publish(ROUNDS[3])
+        assert bus.published(RoundExported)[-1].version is None
+        # ...until the next stop, heard before its last round came
+        await bus.publish(_spent(last_round=5, labels=20))
+        assert [v.version for v in bus.published(DatasetExported)] == ["v0003"]
+        await bus.publish(ROUNDS[4])
+        assert [v.version for v in bus.published(DatasetExported)] == ["v0003", "v0005"]
+        assert bus.published(RoundExported)[-1].version == "v0005"
+
+
+async def test_a_stop_without_its_last_round_versions_every_round_after_it(
+    tmp_path: Path,
+) -> None:
+    """An older sampler's stop does not say its last round: the latest round and every one
+    after it get a version, so the last one has one."""
+    service = build_app(ExporterSettings(export_dir=tmp_path))
+    async with in_memory(service) as bus:
+        await bus.apply_project(_config(every_n_labels=1000))
+        await _catalog(bus)
+        for event in ROUNDS[:3]:
+            await bus.publish(event)
+        await bus.publish(_spent(last_round=None))
         await bus.publish(ROUNDS[3])
         assert [v.version for v in bus.published(DatasetExported)] == ["v0003", "v0004"]
-        assert bus.published(RoundExported)[-1].version == "v0004"
-        # said again (redelivered, or converged too): nothing new
+        # converged too: nothing new
         await bus.publish(LabelingConverged(project=PROJECT, model_version="m0004", reason="x"))
         assert [v.version for v in bus.published(DatasetExported)] == ["v0003", "v0004"]
 

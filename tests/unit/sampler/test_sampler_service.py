@@ -141,6 +141,7 @@ async def test_sampling_waits_for_its_start_then_cuts_up_to_the_lag() -> None:
         assert all(t.prediction.model_version == "m0001" for t in predicted)
         (exhausted,) = bus.published(BudgetExhausted)
         assert exhausted.labels_used == 27
+        assert exhausted.last_round == 3  # the exporter writes that round's full version
 
 
 async def _campaign(order: list[str]) -> list[BatchCreated]:
