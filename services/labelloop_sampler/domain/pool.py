@@ -86,10 +86,12 @@ class PoolIndex:
         self.ids: list[str] = sorted(item_ids)
         self._array = np.asarray(self.ids, dtype=object)
         self.gold = np.fromiter((i in gold for i in self.ids), dtype=bool, count=len(self.ids))
+        self._gold_at = np.flatnonzero(self.gold)
+        self._free = ~self.gold
+        """Neither gold nor taken: the candidates, kept as batches take items."""
         self._coverage: dict[str, NDArray[np.bool_]] = {}
         self._tables: OrderedDict[str, NDArray[np.intp]] = OrderedDict()
         self._max_tables = tables
-        self._taken_mask = np.zeros(len(self.ids), dtype=bool)
         self._taken: set[str] = set()
 
     def __len__(self) -> int:
@@ -109,31 +111,30 @@ class PoolIndex:
         self, *, taken: Collection[str], recent_gold: Collection[str] = ()
     ) -> Candidates:
         """:func:`candidates` of the indexed items: the same lists, and their positions."""
-        keep = ~self.gold & ~self._taken_positions(taken)
-        positions = np.flatnonzero(keep)
-        usable = self.gold.copy()
-        at = self.positions(recent_gold)
-        usable[at[at >= 0]] = False
+        positions = np.flatnonzero(self._untaken(taken))
+        recent = self.positions(recent_gold)
+        usable = self._gold_at[~np.isin(self._gold_at, recent[recent >= 0])]
         return Candidates(
             _IdsAt(self._array, positions),
-            self._array[np.flatnonzero(usable)].tolist(),
+            self._array[usable].tolist(),
             positions,
         )
 
-    def _taken_positions(self, taken: Collection[str]) -> NDArray[np.bool_]:
-        """Which indexed items ``taken`` holds. Batches only ever add to what is taken, so the
-        ids of earlier calls are looked up once: a cut searches its new ids only (searching
-        all of them took most of a cut after some thousand batches)."""
+    def _untaken(self, taken: Collection[str]) -> NDArray[np.bool_]:
+        """Which indexed items are neither gold nor in ``taken``. Batches only ever add to what
+        is taken, so the ids of earlier calls are looked up once and struck off once: a cut
+        searches its new ids only (searching all of them took most of a cut after some
+        thousand batches), and no mask of the whole pool is built again."""
         wanted = taken if isinstance(taken, set | frozenset) else set(taken)
         if not self._taken <= wanted:  # something was given back: start again
-            self._taken_mask = np.zeros(len(self.ids), dtype=bool)
+            self._free = ~self.gold
             self._taken = set()
         new = wanted - self._taken
         if new:
             at = self.positions(new)
-            self._taken_mask[at[at >= 0]] = True
+            self._free[at[at >= 0]] = False
             self._taken |= new
-        return self._taken_mask
+        return self._free
 
     def best_space(
         self, positions: NDArray[np.intp], spaces: Mapping[str, Container[str]]
