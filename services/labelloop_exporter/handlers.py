@@ -36,6 +36,6 @@ def register_handlers(service: Service, exporter: Exporter) -> None:
         """The learning curve plateaued and sampling stops: the latest round and the few cut
         before the sampler heard get a full version each."""
         await service.require_project(event.project)
-        await exporter.converged(event.project)
+        await exporter.converged(event.project, event.model_version)
 
     service.every(service.settings.sweep_interval_seconds, exporter.rounds.sweep)

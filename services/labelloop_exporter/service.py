@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -81,7 +82,7 @@ from labelloop_exporter.domain.formats import labels_only, labels_table
 from labelloop_exporter.domain.labels import CurrentLabel, fold_round
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
-from labelloop_exporter.domain.table import ItemData
+from labelloop_exporter.domain.table import LABEL_COLUMNS, ItemData
 from labelloop_exporter.domain.versions import format_revision, parse_revision
 from labelloop_exporter.metrics import ExporterMetrics
 from labelloop_exporter.store import DatasetDirectory, VersionExists
@@ -222,7 +223,7 @@ class Exporter:
                 version=latest,
                 reason=(
                     f"{latest} holds {', '.join(manifest.get('formats', []))}; add {missing} to "
-                    "the project's export.formats and the next round's version has them"
+                    "the project's export.formats and the next version has them"
                 ),
             )
         event = await self._announce(config.name, latest, request_id=request_id)
@@ -312,9 +313,10 @@ class Exporter:
         folded = before.then(event)
         config = await self._project(project)
         stop = await self._stop(project)
-        if self._version_due(config, number, event, previous, folded, stop.due(number)):
+        salt = self.salt(project)
+        if self._version_due(config, number, event, previous, folded, stop.due(number), salt):
             announced = await self._version(project, number, folded)
-            record = _base_record(announced, folded)
+            record = _base_record(announced, export_settings(config, salt))
             kind = "version"
         else:
             record = await self._delta(config, number, event, before, folded, previous)
@@ -345,6 +347,7 @@ class Exporter:
         previous: RoundExported | None,
         folded: _Folded,
         last: bool,
+        salt: str,
     ) -> bool:
         """Whether round ``number`` writes a full version (else a delta)."""
         if last:
@@ -356,6 +359,8 @@ class Exporter:
             return number > 1  # rounds exported before records were kept: start from a version
         if len(previous.deltas) >= MAX_DELTAS:
             return True
+        if previous.export_settings != export_settings(config, salt):
+            return True  # rows under other settings than the deltas' (classes, policy, splits)
         earlier = {str(r): k for r, k in folded.revisions.items() if r < number}
         return earlier != previous.revisions  # a revision changed rows under the deltas
 
@@ -378,8 +383,8 @@ class Exporter:
         salt = self.salt(project)
 
         def rows(labels: dict[str, CurrentLabel]) -> pd.DataFrame:
-            if not labels:
-                return pd.DataFrame({"item_id": []})
+            if not labels:  # a round that only withdraws, or whose items lost their labels
+                return pd.DataFrame({column: [] for column in LABEL_COLUMNS})
             prepared = prepare(labels, present, config, salt=salt, fingerprint=False)
             return prepared.validation.rows
 
@@ -391,14 +396,17 @@ class Exporter:
             return delta_bytes(labels_table(kept), removed), len(was), len(kept)
 
         raw, rows_before, rows_after = await asyncio.to_thread(encode)
+        digest = sha256(raw)
         suffix = f"-r{event.revision}" if event.revision else ""
-        ref = f"exporter/{project}/deltas/{number:06d}{suffix}.parquet"
+        # named by its content: a replica that applied the round under other inputs (a stop, a
+        # revision in between) writes a file of its own, never over the one an event names
+        ref = f"exporter/{project}/deltas/{number:06d}{suffix}-{digest[:12]}.parquet"
         await self._artifacts().put(ref, raw)
         delta = RoundDelta(
             round=number,
             revision=event.revision,
             ref=ref,
-            sha256=sha256(raw),
+            sha256=digest,
             n_labels=len(event.labels),
         )
         return RoundExported(
@@ -411,6 +419,7 @@ class Exporter:
             base_sha256=previous.base_sha256 if previous else None,
             deltas=[*(previous.deltas if previous else []), delta],
             revisions={str(r): k for r, k in sorted(folded.revisions.items())},
+            export_settings=export_settings(config, salt),
         )
 
     async def _version(self, project: str, number: int, folded: _Folded) -> DatasetExported:
@@ -419,7 +428,7 @@ class Exporter:
         version = version_name(number)
         if await asyncio.to_thread(self.datasets.has, project, version):
             return await self._announce(project, version)
-        parent = await asyncio.to_thread(self.datasets.latest, project)
+        parent = await asyncio.to_thread(self.datasets.latest, project, before=number)
         announced, _ = await self._write(project, number, version, folded, parent)
         return announced
 
@@ -436,28 +445,35 @@ class Exporter:
         it was exported already, else when it is. The stop first, then the round: a round
         exported in between reads the stop after its record and writes its own. A raised
         budget's rounds after it are exported as any others (until the next stop)."""
-        if last_round is None:  # an older sampler's word: every round from now on
-            await self.converged(project)
+        if last_round is None:  # an older sampler's word: the latest round and every later one
+            await self.converged(project, f"m{await self._latest_round(project):04d}")
             return
         await kv_update(self._state(), self._closing_key(project), _Stop.with_last(last_round))
-        if await self._stored_record(project, last_round) is not None:
-            await self._finish(project, last_round)
+        await self._finish(project, last_round)
 
-    async def converged(self, project: str) -> None:
-        """The learning curve plateaued and sampling stops: the latest round gets a full version
-        now, and each round after it (the few cut before the sampler heard) one of its own."""
-        await kv_update(self._state(), self._closing_key(project), _Stop.with_converged)
-        await self._finish(project)
+    async def converged(self, project: str, model_version: str) -> None:
+        """The learning curve plateaued with model ``m<n>`` and sampling stops: round *n* and
+        each round after it (the few cut before the sampler heard) get a full version, the
+        exported ones now."""
+        match = re.fullmatch(r"m(\d+)", model_version)
+        first = int(match.group(1)) if match else 1
+        await kv_update(self._state(), self._closing_key(project), _Stop.with_converged(first))
+        for number in range(max(first, 1), await self._latest_round(project) + 1):
+            await self._finish(project, number)
 
     async def _finish(self, project: str, number: int | None = None) -> None:
         """Write the full version of round ``number`` (the latest exported round if ``None``),
-        if it has none yet."""
+        if it has none yet; then the latest version again if a revision came meanwhile (write,
+        then read: a revision that saw no such version yet is in KV now)."""
         if number is None:
             number = await self._latest_round(project)
         if number < 1 or await asyncio.to_thread(self.datasets.has, project, version_name(number)):
             return
+        if await self._stored_record(project, number) is None:
+            return  # not exported yet: its own export writes the version
         folded = await self._folded_through(project, number, await self._revised(project))
         await self._version(project, number, folded)
+        await self._catch_up(project)
 
     async def _catch_up(self, project: str) -> str:
         """Write the latest version again (``v<n>-r<j>``) if rounds it holds were revised since
@@ -597,25 +613,24 @@ class _Stop:
     its last word."""
 
     last_round: int | None = None
-    converged: bool = False
+    converged_round: int | None = None
+    """The round whose model converged: it and every round after it get a version."""
 
     @classmethod
     def decode(cls, raw: bytes | None) -> _Stop:
         if not raw:
             return cls()
-        if not raw.startswith(b"{"):  # written before the stop said its round: every round
-            return cls(converged=True)
         found = json.loads(raw)
-        return cls(found.get("last_round"), bool(found.get("converged")))
+        return cls(found.get("last_round"), found.get("converged_round"))
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"last_round": self.last_round, "converged": self.converged}, sort_keys=True
-        ).encode()
+        fields = {"last_round": self.last_round, "converged_round": self.converged_round}
+        return json.dumps(fields, sort_keys=True).encode()
 
     def due(self, number: int) -> bool:
         """Whether round ``number`` is one of the stop's: it writes a full version."""
-        return self.converged or number == self.last_round
+        converged = self.converged_round is not None and number >= self.converged_round
+        return converged or number == self.last_round
 
     @staticmethod
     def with_last(last_round: int) -> Callable[[bytes | None], bytes | None]:
@@ -623,26 +638,51 @@ class _Stop:
             stop = _Stop.decode(raw)
             if stop.last_round == last_round:
                 return None
-            return _Stop(last_round, stop.converged).encode()
+            return _Stop(last_round, stop.converged_round).encode()
 
         return update
 
     @staticmethod
-    def with_converged(raw: bytes | None) -> bytes | None:
-        stop = _Stop.decode(raw)
-        return None if stop.converged else _Stop(stop.last_round, True).encode()
+    def with_converged(first: int) -> Callable[[bytes | None], bytes | None]:
+        def update(raw: bytes | None) -> bytes | None:
+            stop = _Stop.decode(raw)
+            if stop.converged_round is not None and stop.converged_round <= first:
+                return None
+            return _Stop(stop.last_round, first).encode()
+
+        return update
 
 
-def _base_record(announced: DatasetExported, folded: _Folded) -> RoundExported:
-    """The record of a round that wrote a full version: its labels are the base, no deltas."""
+def _base_record(announced: DatasetExported, settings: str) -> RoundExported:
+    """The record of a round that wrote a full version: its labels are the base, no deltas,
+    and the revisions are the version's own (one written before a crash may hold fewer than
+    this round's fold: the next round then sees them differ and writes a version)."""
     return RoundExported(
-        event_id=deterministic_id("round-exported", announced.project, folded.through),
+        event_id=deterministic_id("round-exported", announced.project, announced.round),
         project=announced.project,
-        round=folded.through,
+        round=announced.round,
         n_rows=announced.n_rows,
         version=announced.version,
         base_version=announced.version,
         base_ref=(announced.dataset_ref or "") + LABELS_FILE if announced.dataset_ref else None,
         base_sha256=announced.labels_sha256,
-        revisions={str(r): k for r, k in sorted(folded.revisions.items())},
+        revisions=dict(sorted(announced.revisions.items(), key=lambda kv: int(kv[0]))),
+        export_settings=settings,
     )
+
+
+def export_settings(config: ProjectConfig, salt: str) -> str:
+    """sha256 of what a row depends on besides its item: the task, the classes, the confidence
+    policy, the splits and their salt, the formats (a COCO project leaves out boxes without
+    image sizes)."""
+    export = config.export
+    shaping = {
+        "task_type": config.task_type.value,
+        "classes": list(config.labels.classes),
+        "min_confidence": export.min_confidence,
+        "low_confidence": export.low_confidence,
+        "splits": {str(k): v for k, v in sorted(export.splits.items())},
+        "salt": salt,
+        "formats": sorted(export.formats),
+    }
+    return sha256(json.dumps(shaping, sort_keys=True).encode())

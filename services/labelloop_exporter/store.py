@@ -67,15 +67,17 @@ class DatasetDirectory:
         takes one per version."""
         return (self.path(project, version) / MANIFEST_FILE).is_file()
 
-    def latest(self, project: str) -> str | None:
-        """The newest complete version, as :meth:`versions` would end: the names are listed,
-        and only the newest are checked for a manifest (a round's export stats one directory,
-        not the thousands a long campaign has)."""
+    def latest(self, project: str, *, before: int | None = None) -> str | None:
+        """The newest complete version (of a round before ``before``, if given), as
+        :meth:`versions` would end: the names are listed, and only the newest are checked for a
+        manifest (a round's export stats one directory, not the thousands a long campaign has)."""
         base = self.project_dir(project)
         if not base.is_dir():
             return None
         with os.scandir(base) as entries:
             names = [e.name for e in entries if parse_revision(e.name) is not None]
+        if before is not None:
+            names = [n for n in names if (parse_revision(n) or (0, 0))[0] < before]
         for name in sorted(names, key=lambda n: parse_revision(n) or (0, 0), reverse=True):
             if self.has(project, name):
                 return name

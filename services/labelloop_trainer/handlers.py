@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from labelloop.events import RequestTraining, RoundExported
+from labelloop.events import DatasetExported, RequestTraining, RoundExported
 from labelloop.runtime import Service
 from labelloop_trainer.service import Trainer
 
@@ -23,6 +23,17 @@ def register_handlers(service: Service, trainer: Trainer) -> None:
         """A round's training rows: trained in round order."""
         await service.require_project(event.project)
         await trainer.round_exported(event)
+
+    @service.handler(DatasetExported, batch_size=1)
+    async def on_dataset_exported(event: DatasetExported) -> None:
+        """A round's version: its rows, as its ``RoundExported`` has them. Consumed so that a
+        campaign running through the upgrade to ``RoundExported`` loses no round (a round the
+        exporter of before exported, and no ``RoundExported`` comes for); an operator's
+        announcement again (``request_id``) is no round."""
+        if event.request_id is not None:
+            return
+        await service.require_project(event.project)
+        await trainer.dataset_exported(event)
 
     @service.handler(RequestTraining, batch_size=1)
     async def on_request_training(event: RequestTraining) -> None:

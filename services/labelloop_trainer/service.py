@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from labelloop.catalog import SEQUENCE_MEASURES, Catalog, ProjectItems
 from labelloop.events import (
+    DatasetExported,
     Event,
     LabelingConverged,
     ModelTrained,
@@ -142,6 +143,32 @@ class _Inputs:
 
 class TamperedDataset(ValueError):
     """A round's labels in the object store are not the files the exporter announced."""
+
+
+def _as_round(event: DatasetExported) -> RoundExported:
+    """A dataset version as its round's rows: its labels in the object store are the base."""
+    if event.dataset_ref is None or event.labels_sha256 is None:
+        raise LookupError(f"{event.version} has no labels in the object store to train on")
+    return RoundExported(
+        event_id=event.event_id,
+        project=event.project,
+        round=event.round,
+        n_rows=event.n_rows,
+        version=event.version,
+        base_version=event.version,
+        base_ref=event.dataset_ref + _LABELS_FILE,
+        base_sha256=event.labels_sha256,
+        revisions=event.revisions,
+    )
+
+
+def _round_input(payload: bytes) -> RoundExported:
+    """A parked or applied round's payload: a ``RoundExported``, or a ``DatasetExported``
+    parked by a trainer of before (a round waiting for its turn through an upgrade)."""
+    body = json.loads(payload)
+    if "dataset_ref" in body and "deltas" not in body:
+        return _as_round(DatasetExported.model_validate(body))
+    return RoundExported.model_validate(body)
 
 
 def _read_dataset(raw: bytes) -> pd.DataFrame:
@@ -301,6 +328,14 @@ class Trainer:
     async def round_exported(self, event: RoundExported) -> str:
         return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
 
+    async def dataset_exported(self, event: DatasetExported) -> str:
+        """A version an exporter announced: its round's rows, for a campaign exported before
+        the exporter announced ``RoundExported`` (a round it exported, the trainer had not
+        trained yet, and no ``RoundExported`` comes for). A round trained already is done; the
+        round of a version an exporter announces now is the same rows as its ``RoundExported``,
+        whichever comes first."""
+        return await self.round_exported(_as_round(event))
+
     async def requested(self, config: ProjectConfig, event: RequestTraining) -> ModelTrained | None:
         """An operator asks for the model: the round's training outcome, announced again.
 
@@ -325,7 +360,7 @@ class Trainer:
     # ------------------------------------------------------------------ one round
 
     async def _train_round(self, project: str, number: int, payload: bytes) -> None:
-        event = RoundExported.model_validate_json(payload)
+        event = _round_input(payload)
         stored = await self.store.round(project, number)
         if stored is not None:
             await self._publish(stored)  # trained before a crash or by a replica: say it again
@@ -422,7 +457,11 @@ class Trainer:
         base = None
         if event.base_ref is not None and event.base_sha256 is not None:
             base = await self._checked(event.base_ref, event.base_sha256, event.base_version)
-        deltas = [await self._checked(d.ref, d.sha256, f"round {d.round}") for d in event.deltas]
+        deltas = list(
+            await asyncio.gather(
+                *(self._checked(d.ref, d.sha256, f"round {d.round}") for d in event.deltas)
+            )
+        )
         table = await asyncio.to_thread(apply_deltas, base, deltas)
         frame: pd.DataFrame = table.to_pandas()
         return frame

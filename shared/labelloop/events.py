@@ -496,14 +496,14 @@ class DatasetExported(Event):
     formats: list[str]
     manifest_sha256: str
     dataset_ref: str | None = None
-    """Object-store prefix of the version's files (``dataset.parquet``, ``manifest.json``), so a
-    trainer without the export volume can read it."""
+    """Object-store prefix of the version's label columns and manifest (``labels.parquet``,
+    ``manifest.json``): the base of the rows a ``RoundExported`` names."""
     labels_sha256: str | None = None
     """The sha256 of the label columns the exporter put under ``dataset_ref``: a reader checks it,
     so a file replaced in the object store (writable by more than the exporter) is refused."""
     request_id: str | None = None
     """The ``RequestExport`` this announcement answers (``labelloop export`` waits for it);
-    ``None`` for a round's own."""
+    ``None`` when the version was written (by its round, the campaign's stop, a request)."""
     revisions: dict[str, int] = Field(default_factory=dict)
     """Rounds of this version held at a revision (round -> ``LabelsReady.revision``) rather than
     as first released. A version named ``v<round>-r<k>`` is the ``k``-th rewrite of version
@@ -547,6 +547,9 @@ class RoundExported(Event):
     deltas: list[RoundDelta] = Field(default_factory=list)
     revisions: dict[str, int] = Field(default_factory=dict)
     """Rounds folded at a revision (round -> ``LabelsReady.revision``)."""
+    export_settings: str = ""
+    """sha256 of the project settings a row depends on (classes, the confidence policy, splits
+    and their salt, formats): a round under other settings than its deltas' writes a version."""
 
     @model_validator(mode="after")
     def _rows_named(self) -> RoundExported:
@@ -573,13 +576,15 @@ class RoundExported(Event):
 
 
 class ModelTrained(Event):
-    """The training round of one dataset version: the candidate model, whether it was promoted,
+    """The training of one labeling round's rows: the candidate model, whether it was promoted,
     and the model that serves after this round. Exactly one per round (also when no model could
     be trained: ``model_ref`` is then ``None`` and ``skipped`` says why)."""
 
     SUBJECT: ClassVar[str] = "models.trained"
     model_version: str
     dataset_version: str
+    """The rows it was trained on: ``RoundExported.dataset_version`` (``v0012``, a version;
+    ``v0010+r0012``, version ``v0010`` and the rounds after it up to 12)."""
     round: int = Field(ge=1)
     promoted: bool
     metrics: dict[str, float]
@@ -661,10 +666,11 @@ class ReadmitAnnotator(Event):
 
 
 class RequestTraining(Event):
-    """Command: train now on the latest dataset version (``labelloop train``)."""
+    """Command: announce the model of the latest (or a given) round again (``labelloop train``)."""
 
     SUBJECT: ClassVar[str] = "commands.train"
     dataset_version: str | None = None
+    """``v0012`` or ``v0010+r0012``: round 12's model (``None``: the latest round's)."""
     reason: str = "requested"
 
 

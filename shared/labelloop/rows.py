@@ -42,22 +42,31 @@ def removed_of(table: pa.Table) -> list[str]:
 def apply_deltas(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:
     """The base version's labels (``None``: no version yet) with each delta applied in order: a
     delta's row replaces the item's earlier one, and its removed items lose theirs. Sorted by
-    item id, as a full version is."""
-    current = _plain(pq.read_table(io.BytesIO(base))) if base is not None else None
-    for raw in deltas:
+    item id, as a full version is.
+
+    One pass over the base whatever the number of deltas: the deltas are read newest first,
+    each keeping the rows of items no later delta touched, and the base keeps the rows of
+    items no delta touched."""
+    touched: set[str] = set()
+    newest_first: list[pa.Table] = []
+    for raw in reversed(deltas):
         delta = pq.read_table(io.BytesIO(raw))
-        touched = pa.array(
-            [*delta.column("item_id").to_pylist(), *removed_of(delta)], type=pa.string()
-        )
-        rows = _plain(delta)
-        if current is None:
-            current = rows
-            continue
-        kept = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=touched)))
-        current = pa.concat_tables([kept, rows.cast(kept.schema)])
-    if current is None:
+        ids = delta.column("item_id").to_pylist()
+        removed = removed_of(delta)
+        if touched:
+            delta = delta.filter(pa.array([i not in touched for i in ids], type=pa.bool_()))
+        newest_first.append(_plain(delta))
+        touched.update(ids)
+        touched.update(removed)
+    parts = newest_first[::-1]
+    if base is not None:
+        rows = _plain(pq.read_table(io.BytesIO(base)))
+        gone = pa.array(sorted(touched), type=pa.string())
+        parts.insert(0, rows.filter(pc.invert(pc.is_in(rows.column("item_id"), value_set=gone))))
+    if not parts:
         raise ValueError("no base version and no deltas: there are no rows yet")
-    return current.sort_by("item_id")
+    schema = parts[0].schema
+    return pa.concat_tables([part.cast(schema) for part in parts]).sort_by("item_id")
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -1,9 +1,9 @@
 """Numbered work applied in number order: a project's rounds, whatever order they arrive in.
 
-Work that builds on the round before it (QA's annotator history, dataset version *n* on version
-*n - 1*, model *n* judged against the serving model) must see rounds in their order, while the bus
-delivers them in the order they happened to finish. :class:`RoundSequencer` is the reorder buffer
-in between, durable and shared by replicas:
+Work that builds on the round before it (QA's annotator history, round *n*'s exported rows on
+round *n - 1*'s, model *n* judged against the serving model) must see rounds in their order,
+while the bus delivers them in the order they happened to finish. :class:`RoundSequencer` is the
+reorder buffer in between, durable and shared by replicas:
 
 * ``seq.<name>.<project>.next`` (KV) is the next round to apply;
 * a round that arrives early is parked under ``seq.<name>.<project>.queued.<n>`` (its payload, or

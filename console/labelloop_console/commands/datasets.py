@@ -34,8 +34,10 @@ def export(
         float, typer.Option(help="Seconds to wait for the exporter's answer (0: do not wait)")
     ] = 30.0,
 ) -> None:
-    """Ask the exporter for the latest dataset version and print it (a version is written by
-    each labeling round; this announces the latest again, for a trainer or a script)."""
+    """Ask the exporter for the latest dataset version and print it: the latest round's version,
+    written now if that round has none (versions come every ``export.every_n_labels`` labels
+    and for a campaign's last round), announced again for a script. A large project's version
+    takes a while to write: raise ``--wait``."""
     bad = sorted(set(formats or []) - set(_FORMATS))
     if bad:
         raise typer.BadParameter(f"unknown formats {bad}; choose from {', '.join(_FORMATS)}")

@@ -16,14 +16,16 @@ def register(app: typer.Typer) -> None:
 def train(
     project: Annotated[str, typer.Option("--project", "-p", help="Project name")],
     dataset_version: Annotated[
-        str | None, typer.Option("--dataset", help="Dataset version (default: the latest)")
+        str | None,
+        typer.Option("--dataset", help="v0012, or v0010+r0012 between versions (default: latest)"),
     ] = None,
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the trainer's answer (0: do not wait)")
     ] = 30.0,
 ) -> None:
-    """Ask for the model of the latest (or a given) dataset version and print it (each version
-    is trained in its round's turn; this announces that round's outcome again)."""
+    """Ask for the model of the latest (or a given) round and print it (every round is trained
+    in its turn on its rows; ``--dataset`` takes a version, ``v0012``, or the name a model's
+    rows have between versions, ``v0010+r0012``; this announces that round's outcome again)."""
     from labelloop.events import ModelTrained, RequestTraining
     from labelloop_console.commands.asking import ask
     from labelloop_trainer.settings import TrainerSettings

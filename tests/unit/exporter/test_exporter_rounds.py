@@ -235,6 +235,9 @@ async def test_converging_stops_the_campaign_as_a_spent_budget_does(tmp_path: Pa
             await bus.publish(event)
         await bus.publish(LabelingConverged(project=PROJECT, model_version="m0002", reason="x"))
         assert [v.version for v in bus.published(DatasetExported)] == ["v0002"]
+        # the rounds cut before the sampler heard: a version each
+        await bus.publish(ROUNDS[2])
+        assert [v.version for v in bus.published(DatasetExported)] == ["v0002", "v0003"]
 
 
 async def test_an_export_request_writes_the_latest_rounds_version(tmp_path: Path) -> None:
@@ -346,3 +349,50 @@ async def test_another_process_continues_the_chain_and_a_redelivery_says_it_agai
         r.model_dump(exclude=fields) for r in single
     ]
     assert [d.round for d in after[-1].deltas] == [1, 2, 3, 4, 5]
+
+
+async def test_a_round_that_only_withdraws_is_a_delta_of_removals(tmp_path: Path) -> None:
+    """No touched item keeps a label (a round that only withdraws, or an empty one): its delta
+    has no rows and names the items gone; the rounds after it go on."""
+    events = [*ROUNDS[:2], _round(3, [], withdrawn=[0, 4]), _round(4, []), ROUNDS[4]]
+    records, _, objects = await _campaign(tmp_path, every_n_labels=1000, events=events)
+    assert [r.round for r in records] == [1, 2, 3, 4, 5]
+    table = pq.read_table(io.BytesIO(objects[records[2].deltas[-1].ref]))
+    assert (table.num_rows, removed_of(table)) == (0, ["i000", "i004"])
+    _, _, every = await _campaign(tmp_path / "every", every_n_labels=1, events=events)
+    # rounds 3 and 4 released no label, so no version of theirs (every_n_labels counts labels)
+    two = _version_rows(every, "v0002")
+    gone = [row for row in two if row["item_id"] not in {"i000", "i004"}]
+    assert _rows(records[2], objects) == _rows(records[3], objects) == gone
+    assert _rows(records[4], objects) == _version_rows(every, "v0005")
+
+
+async def test_a_round_under_other_export_settings_writes_a_version(tmp_path: Path) -> None:
+    """A row depends on the project's classes and confidence policy too: when they change, the
+    deltas built under the old ones would not give what a version holds now, so the next round
+    writes one."""
+    service = build_app(ExporterSettings(export_dir=tmp_path))
+    async with in_memory(service) as bus:
+        await bus.apply_project(_config(every_n_labels=1000))
+        await _catalog(bus)
+        for event in ROUNDS[:3]:  # round 3's "maybe" is no class yet
+            await bus.publish(event)
+        changed = _config(every_n_labels=1000).model_dump(mode="json")
+        changed["labels"]["classes"] = ["pos", "neg", "maybe"]
+        changed["export"]["min_confidence"] = 0.1
+        await bus.apply_project(parse_project(changed))
+        await bus.publish(ROUNDS[3])
+        records = bus.published(RoundExported)
+        assert [r.version for r in records] == [None, None, None, "v0004"]
+        assert records[2].export_settings != records[3].export_settings
+        await bus.publish(ROUNDS[4])  # the same settings again: a delta
+        assert bus.published(RoundExported)[-1].version is None
+        rows = {r["item_id"] for r in _version_rows(await _objects(bus), "v0004")}
+        assert {"i005", "i008"} <= rows  # low confidence and "maybe" count now
+
+
+async def _objects(bus: InMemoryBus) -> dict[str, bytes]:
+    return {
+        name: await bus.stores.artifacts.get(name) or b""
+        for name in await bus.stores.artifacts.list(f"exporter/{PROJECT}/")
+    }

@@ -16,6 +16,7 @@ from sklearn.datasets import load_digits
 
 from labelloop.catalog import Catalog, Chunk, decode_table
 from labelloop.events import (
+    DatasetExported,
     IngestedItem,
     LabelingConverged,
     ModelTrained,
@@ -27,6 +28,7 @@ from labelloop.rows import delta_bytes
 from labelloop.stores import MemoryStores
 from labelloop.testing import in_memory
 from labelloop_trainer.app import build_app
+from labelloop_trainer.service import _round_input
 from labelloop_trainer.settings import TrainerSettings
 from labelloop_trainer.store import TrainerStore
 
@@ -389,3 +391,52 @@ async def test_a_file_replaced_in_the_object_store_is_never_trained_on(replaced:
         assert third.skipped is None
         assert third.model_ref is not None
         assert third.n_train == 600
+
+
+async def test_a_version_of_an_exporter_of_before_is_its_rounds_rows() -> None:
+    """A campaign running through the upgrade: round 1 as the exporter of before announced it
+    (``DatasetExported``, its labels in the object store, parked too), round 2 as the new one
+    does; both are trained, and an operator's announcement again is no round. The same version
+    as a round's ``RoundExported`` and ``DatasetExported`` trains once."""
+    ids, x, y = _digits()
+    service = build_app(TrainerSettings())
+    async with in_memory(service) as bus:
+        await bus.apply_project(_config(min_new_labels=50, min_growth=0.5))
+        await _ingest(bus, ids, x)
+        first = await _dataset(bus, 1, ids, y, 300)
+        second = await _dataset(bus, 2, ids, y, 600)
+        versions = {
+            e.round: DatasetExported(
+                project=PROJECT,
+                version=e.version or "",
+                round=e.round,
+                path=f"/exports/{PROJECT}/{e.version}",
+                n_rows=e.n_rows,
+                n_new_rows=e.n_rows,
+                split_sizes={},
+                class_counts={},
+                formats=["parquet"],
+                manifest_sha256="0" * 64,
+                dataset_ref=(e.base_ref or "").removesuffix("labels.parquet"),
+                labels_sha256=e.base_sha256,
+            )
+            for e in (first, second)
+        }
+        again = versions[2].model_copy(update={"event_id": "asked", "request_id": "asked"})
+        await bus.publish(again)  # an operator's: no round
+        assert bus.published(ModelTrained) == []
+        await bus.publish(versions[2])  # parked: round 1 is not trained yet
+        await bus.publish(versions[1])
+        assert [(m.round, m.dataset_version, m.n_train) for m in bus.published(ModelTrained)] == [
+            (1, "v0001", 300),
+            (2, "v0002", 600),
+        ]
+        await bus.publish(second)  # the same round's RoundExported: done already
+        assert len(bus.published(ModelTrained)) == 2
+    # a round a trainer of before parked holds the DatasetExported itself: read as its rows
+    parked = _round_input(versions[1].model_dump_json().encode())
+    assert (parked.base_ref, parked.base_sha256, parked.n_rows) == (
+        first.base_ref,
+        first.base_sha256,
+        300,
+    )
