@@ -322,11 +322,17 @@ class Trainer:
             "trainer-rounds", state, artifacts, self._train_round, area="trainer"
         )
         self._train_sets: dict[str, set[str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ inputs
 
     async def round_exported(self, event: RoundExported) -> str:
-        return await self.rounds.offer(event.project, event.round, event.model_dump_json().encode())
+        # one round at a time per project in a process: a version's round comes as its
+        # RoundExported and its DatasetExported, and the second must find the first's outcome
+        # rather than train the same round beside it
+        async with self._locks.setdefault(event.project, asyncio.Lock()):
+            payload = event.model_dump_json().encode()
+            return await self.rounds.offer(event.project, event.round, payload)
 
     async def dataset_exported(self, event: DatasetExported) -> str:
         """A version an exporter announced: its round's rows, for a campaign exported before
