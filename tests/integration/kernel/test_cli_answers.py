@@ -72,14 +72,17 @@ async def test_export_and_train_print_their_answer_or_why_there_is_none(
         )
         await models.wait_for(1, timeout=120)
 
+        # 30 labels, under every_n_labels (100): round 1 exported its delta only, and the
+        # request writes its version
         exported = await run("export", "--project", PROJECT)
         assert exported.returncode == 0, exported.stderr
         assert f"{PROJECT} v0001: 30 rows" in exported.stdout
         assert str(tmp_path / "exports") in exported.stdout
 
+        # the model was trained on round 1's rows before that version existed: named so
         trained = await run("train", "--project", PROJECT)
         assert trained.returncode == 0, trained.stderr
-        assert f"{PROJECT} m0001 on v0001: promoted" in trained.stdout
+        assert f"{PROJECT} m0001 on r0001: promoted" in trained.stdout
         assert "serving m0001" in trained.stdout
 
         unknown = await run("export", "--project", "nosuch")
