@@ -13,6 +13,7 @@ the operator console.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,10 +127,19 @@ def main(argv: Sequence[str] | None = None) -> Any:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    _system_allocator_for_arrow()
     service = spec.build()
     service.metrics.declare_published(spec.publishes)  # their counters at 0 from the start
     service.run()
     return 0
+
+
+def _system_allocator_for_arrow() -> None:
+    """Arrow allocates with the C library's allocator, not its default (jemalloc), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise. A service writes small Parquet files all
+    campaign long (a delta a round); jemalloc kept their freed pages: an exporter of 1,500
+    rounds peaked 54 MB higher with it, for no difference in time."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read at Arrow's first use
 
 
 def _provision(wait: float) -> int:
