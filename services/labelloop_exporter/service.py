@@ -146,6 +146,8 @@ MAX_DELTAS = 256
 trainer reads (and the ``RoundExported`` that lists them) stay few."""
 FOLDED_PROJECTS = 8
 """Projects whose folded labels a process keeps (the others are folded again when needed)."""
+HELD_VERSIONS = 64
+"""Versions whose revisions a process remembers (read from their manifests)."""
 REWRITE_ATTEMPTS = 20
 """Tries to write a revised version while other replicas write theirs."""
 
@@ -174,6 +176,7 @@ class Exporter:
             "exporter-rounds", state, artifacts, self._export_round, area="exporter"
         )
         self._folded: OrderedDict[str, _Folded] = OrderedDict()
+        self._held_revisions: OrderedDict[tuple[str, str], dict[int, int]] = OrderedDict()
 
     def salt(self, project: str) -> str:
         return self._salt or split_salt(project)
@@ -204,7 +207,7 @@ class Exporter:
 
         # the file first, then KV (a reader of KV finds the file), then the versions on disk
         await kv_update(self._state(), self._revised_key(event.project), newer)
-        return await self._catch_up(event.project)
+        return await self._catch_up(event.project, again=True)
 
     async def requested(
         self, config: ProjectConfig, formats: list[str] | None, request_id: str
@@ -475,19 +478,33 @@ class Exporter:
         await self._version(project, number, folded)
         await self._catch_up(project)
 
-    async def _catch_up(self, project: str) -> str:
+    async def _held(self, project: str, version: str) -> dict[int, int]:
+        """The revisions a version holds (its manifest's; a version never changes, so read
+        once: a long campaign's manifest lists thousands of batches)."""
+        key = (project, version)
+        held = self._held_revisions.get(key)
+        if held is None:
+            manifest = await asyncio.to_thread(self.datasets.manifest, project, version)
+            held = {int(r): int(k) for r, k in (manifest.get("revisions") or {}).items()}
+            self._held_revisions[key] = held
+            while len(self._held_revisions) > HELD_VERSIONS:
+                self._held_revisions.popitem(last=False)
+        return held
+
+    async def _catch_up(self, project: str, *, again: bool = False) -> str:
         """Write the latest version again (``v<n>-r<j>``) if rounds it holds were revised since
-        it was written; ``revised`` if it was, ``unchanged`` if the latest version holds them."""
+        it was written; ``revised`` if it was, ``unchanged`` if the latest version holds them.
+        ``again``: announce a rewrite that is the latest once more (a redelivered revision, the
+        one that wrote it, may have crashed before it announced it)."""
         for _ in range(REWRITE_ATTEMPTS):
             latest = await asyncio.to_thread(self.datasets.latest, project)
             if latest is None:
                 return "unchanged"  # no version yet: the first holds every revision it needs
             number, rewrites = parse_revision(latest) or (0, 0)
             revised = await self._revised(project)
-            manifest = await asyncio.to_thread(self.datasets.manifest, project, latest)
-            held = {int(r): int(k) for r, k in (manifest.get("revisions") or {}).items()}
+            held = await self._held(project, latest)
             if all(held.get(r, 0) >= k for r, k in revised.items() if r <= number):
-                if rewrites:
+                if rewrites and again:
                     await self._announce(project, latest)  # again, should a crash have come first
                 return "unchanged"
             folded = await self._folded_through(project, number, revised)
