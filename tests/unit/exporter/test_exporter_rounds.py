@@ -10,7 +10,9 @@ split and its label.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from labelloop.events import (
 )
 from labelloop.project import parse_project
 from labelloop.rows import apply_deltas, removed_of
+from labelloop.stores import MemoryStores
 from labelloop.testing import InMemoryBus, in_memory
 from labelloop_exporter import service as exporter_service
 from labelloop_exporter.app import build_app
@@ -98,21 +101,34 @@ ROUNDS = [
 ]
 
 
+@contextlib.asynccontextmanager
+async def _exporter(
+    root: Path, every_n_labels: int, events: Sequence[Any] = (), stores: MemoryStores | None = None
+) -> AsyncIterator[InMemoryBus]:
+    """An exporter with the project and its catalog, after ``events``."""
+    service = build_app(ExporterSettings(export_dir=root), stores=stores)
+    async with in_memory(service) as bus:
+        await bus.apply_project(_config(every_n_labels))
+        await _catalog(bus)
+        for event in events:
+            await bus.publish(event)
+        yield bus
+
+
+async def _objects(bus: InMemoryBus) -> dict[str, bytes]:
+    """The exporter's objects by name."""
+    return {
+        name: await bus.stores.artifacts.get(name) or b""
+        for name in await bus.stores.artifacts.list(f"exporter/{PROJECT}/")
+    }
+
+
 async def _campaign(
     root: Path, every_n_labels: int, events: list[Any] | None = None
 ) -> tuple[list[RoundExported], list[DatasetExported], dict[str, bytes]]:
     """The rounds through one exporter: what it announced, and its objects by name."""
-    service = build_app(ExporterSettings(export_dir=root))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels))
-        await _catalog(bus)
-        for event in events or ROUNDS:
-            await bus.publish(event)
-        objects = {
-            name: await bus.stores.artifacts.get(name) or b""
-            for name in await bus.stores.artifacts.list(f"exporter/{PROJECT}/")
-        }
-        return bus.published(RoundExported), bus.published(DatasetExported), objects
+    async with _exporter(root, every_n_labels, events or ROUNDS) as bus:
+        return bus.published(RoundExported), bus.published(DatasetExported), await _objects(bus)
 
 
 def _rows(record: RoundExported, objects: dict[str, bytes]) -> list[dict[str, Any]]:
@@ -184,12 +200,7 @@ def _spent(last_round: int | None, labels: int = 10) -> BudgetExhausted:
 async def test_a_stopped_campaigns_last_round_has_a_version(tmp_path: Path) -> None:
     """The sampler says which round was its last: that round gets a full version, whether
     the stop comes after it was exported or before; the rounds between are deltas."""
-    service = build_app(ExporterSettings(export_dir=tmp_path))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:3]:
-            await bus.publish(event)
+    async with _exporter(tmp_path, 1000, ROUNDS[:3]) as bus:
         assert bus.published(DatasetExported) == []
         await bus.publish(_spent(last_round=3))  # round 3 was exported: written now
         (last,) = bus.published(DatasetExported)
@@ -212,12 +223,7 @@ async def test_a_stop_without_its_last_round_versions_every_round_after_it(
 ) -> None:
     """An older sampler's stop does not say its last round: the latest round and every one
     after it get a version, so the last one has one."""
-    service = build_app(ExporterSettings(export_dir=tmp_path))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:3]:
-            await bus.publish(event)
+    async with _exporter(tmp_path, 1000, ROUNDS[:3]) as bus:
         await bus.publish(_spent(last_round=None))
         await bus.publish(ROUNDS[3])
         assert [v.version for v in bus.published(DatasetExported)] == ["v0003", "v0004"]
@@ -227,12 +233,7 @@ async def test_a_stop_without_its_last_round_versions_every_round_after_it(
 
 
 async def test_converging_stops_the_campaign_as_a_spent_budget_does(tmp_path: Path) -> None:
-    service = build_app(ExporterSettings(export_dir=tmp_path))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:2]:
-            await bus.publish(event)
+    async with _exporter(tmp_path, 1000, ROUNDS[:2]) as bus:
         await bus.publish(LabelingConverged(project=PROJECT, model_version="m0002", reason="x"))
         assert [v.version for v in bus.published(DatasetExported)] == ["v0002"]
         # the rounds cut before the sampler heard: a version each
@@ -241,23 +242,14 @@ async def test_converging_stops_the_campaign_as_a_spent_budget_does(tmp_path: Pa
 
 
 async def test_an_export_request_writes_the_latest_rounds_version(tmp_path: Path) -> None:
-    service = build_app(ExporterSettings(export_dir=tmp_path))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:4]:
-            await bus.publish(event)
+    async with _exporter(tmp_path, 1000, ROUNDS[:4]) as bus:
         request = RequestExport(project=PROJECT)
         await bus.publish(request)
         written, answer = bus.published(DatasetExported)
         assert (written.version, written.request_id) == ("v0004", None)
         assert (answer.version, answer.request_id) == ("v0004", request.event_id)
-        records = bus.published(RoundExported)
-        objects = {
-            name: await bus.stores.artifacts.get(name) or b""
-            for name in await bus.stores.artifacts.list(f"exporter/{PROJECT}/")
-        }
-        assert _version_rows(objects, "v0004") == _rows(records[-1], objects)
+        objects = await _objects(bus)
+        assert _version_rows(objects, "v0004") == _rows(bus.published(RoundExported)[-1], objects)
 
 
 async def test_a_revision_between_versions_makes_the_next_round_a_version(
@@ -320,16 +312,9 @@ async def test_another_process_continues_the_chain_and_a_redelivery_says_it_agai
 ) -> None:
     """Rounds 1-3 in one process, 4-5 in a fresh one on the same stores: the same records as
     one process gives; a redelivered round announces its stored record again."""
-    from labelloop.stores import MemoryStores
-
     single, _, _ = await _campaign(tmp_path / "one", every_n_labels=1000, events=ROUNDS[:5])
     stores = MemoryStores()
-    first = build_app(ExporterSettings(export_dir=tmp_path / "two"), stores=stores)
-    async with in_memory(first) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:3]:
-            await bus.publish(event)
+    async with _exporter(tmp_path / "two", 1000, ROUNDS[:3], stores=stores) as bus:
         before = bus.published(RoundExported)
     second = build_app(ExporterSettings(export_dir=tmp_path / "two"), stores=stores)
     async with in_memory(second) as bus:
@@ -371,12 +356,7 @@ async def test_a_round_under_other_export_settings_writes_a_version(tmp_path: Pa
     """A row depends on the project's classes and confidence policy too: when they change, the
     deltas built under the old ones would not give what a version holds now, so the next round
     writes one."""
-    service = build_app(ExporterSettings(export_dir=tmp_path))
-    async with in_memory(service) as bus:
-        await bus.apply_project(_config(every_n_labels=1000))
-        await _catalog(bus)
-        for event in ROUNDS[:3]:  # round 3's "maybe" is no class yet
-            await bus.publish(event)
+    async with _exporter(tmp_path, 1000, ROUNDS[:3]) as bus:  # round 3's "maybe" is no class yet
         changed = _config(every_n_labels=1000).model_dump(mode="json")
         changed["labels"]["classes"] = ["pos", "neg", "maybe"]
         changed["export"]["min_confidence"] = 0.1
@@ -389,10 +369,3 @@ async def test_a_round_under_other_export_settings_writes_a_version(tmp_path: Pa
         assert bus.published(RoundExported)[-1].version is None
         rows = {r["item_id"] for r in _version_rows(await _objects(bus), "v0004")}
         assert {"i005", "i008"} <= rows  # low confidence and "maybe" count now
-
-
-async def _objects(bus: InMemoryBus) -> dict[str, bytes]:
-    return {
-        name: await bus.stores.artifacts.get(name) or b""
-        for name in await bus.stores.artifacts.list(f"exporter/{PROJECT}/")
-    }
