@@ -316,13 +316,13 @@ class Exporter:
         folded = before.then(event)
         config = await self._project(project)
         stop = await self._stop(project)
-        salt = self.salt(project)
-        if self._version_due(config, number, event, previous, folded, stop.due(number), salt):
+        settings = export_settings(config, self.salt(project))
+        if self._version_due(config, number, event, previous, folded, stop.due(number), settings):
             announced = await self._version(project, number, folded)
-            record = _base_record(announced, export_settings(config, salt))
+            record = _base_record(announced, settings)
             kind = "version"
         else:
-            record = await self._delta(config, number, event, before, folded, previous)
+            record = await self._delta(config, number, event, before, folded, previous, settings)
             kind = "delta"
         await self._artifacts().put(
             self._record_name(project, number), record.model_dump_json().encode()
@@ -350,9 +350,10 @@ class Exporter:
         previous: RoundExported | None,
         folded: _Folded,
         last: bool,
-        salt: str,
+        settings: str,
     ) -> bool:
-        """Whether round ``number`` writes a full version (else a delta)."""
+        """Whether round ``number`` writes a full version (else a delta); ``settings``: the
+        round's :func:`export_settings`."""
         if last:
             return True  # the campaign's last round (or one after it converged)
         since = sum(d.n_labels for d in previous.deltas) if previous else 0
@@ -362,7 +363,7 @@ class Exporter:
             return number > 1  # rounds exported before records were kept: start from a version
         if len(previous.deltas) >= MAX_DELTAS:
             return True
-        if previous.export_settings != export_settings(config, salt):
+        if previous.export_settings != settings:
             return True  # rows under other settings than the deltas' (classes, policy, splits)
         earlier = {str(r): k for r, k in folded.revisions.items() if r < number}
         return earlier != previous.revisions  # a revision changed rows under the deltas
@@ -375,6 +376,7 @@ class Exporter:
         before: _Folded,
         folded: _Folded,
         previous: RoundExported | None,
+        settings: str,
     ) -> RoundExported:
         """Round ``number``'s rows: those of the items it touched, as a full version of the
         round would hold them (a row depends on its item alone), in the object store."""
@@ -422,7 +424,7 @@ class Exporter:
             base_sha256=previous.base_sha256 if previous else None,
             deltas=[*(previous.deltas if previous else []), delta],
             revisions={str(r): k for r, k in sorted(folded.revisions.items())},
-            export_settings=export_settings(config, salt),
+            export_settings=settings,
         )
 
     async def _version(self, project: str, number: int, folded: _Folded) -> DatasetExported:
