@@ -451,19 +451,24 @@ class Exporter:
         exported in between reads the stop after its record and writes its own. A raised
         budget's rounds after it are exported as any others (until the next stop)."""
         if last_round is None:  # an older sampler's word: the latest round and every later one
-            await self.converged(project, f"m{await self._latest_round(project):04d}")
+            await self._versions_from(project, None)
             return
         await kv_update(self._state(), self._closing_key(project), _Stop.with_last(last_round))
         await self._finish(project, last_round)
 
     async def converged(self, project: str, model_version: str) -> None:
         """The learning curve plateaued with model ``m<n>`` and sampling stops: round *n* and
-        each round after it (the few cut before the sampler heard) get a full version, the
-        exported ones now."""
+        each round after it (the few cut before the sampler heard) get a full version."""
         match = re.fullmatch(r"m(\d+)", model_version)
-        first = int(match.group(1)) if match else 1
+        await self._versions_from(project, int(match.group(1)) if match else None)
+
+    async def _versions_from(self, project: str, first: int | None) -> None:
+        """Round ``first`` (``None``: the latest exported) and every round after it get a full
+        version: the exported ones now, the others when they are."""
+        latest = await self._latest_round(project)
+        first = max(first if first is not None else latest, 1)
         await kv_update(self._state(), self._closing_key(project), _Stop.with_converged(first))
-        for number in range(max(first, 1), await self._latest_round(project) + 1):
+        for number in range(first, latest + 1):
             await self._finish(project, number)
 
     async def _finish(self, project: str, number: int | None = None) -> None:
