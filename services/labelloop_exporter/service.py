@@ -681,16 +681,9 @@ def _base_record(announced: DatasetExported, settings: str) -> RoundExported:
     """The record of a round that wrote a full version: its labels are the base, no deltas,
     and the revisions are the version's own (one written before a crash may hold fewer than
     this round's fold: the next round then sees them differ and writes a version)."""
-    return RoundExported(
+    return RoundExported.of_version(
+        announced,
         event_id=deterministic_id("round-exported", announced.project, announced.round),
-        project=announced.project,
-        round=announced.round,
-        n_rows=announced.n_rows,
-        version=announced.version,
-        base_version=announced.version,
-        base_ref=(announced.dataset_ref or "") + LABELS_FILE if announced.dataset_ref else None,
-        base_sha256=announced.labels_sha256,
-        revisions=dict(sorted(announced.revisions.items(), key=lambda kv: int(kv[0]))),
         export_settings=settings,
     )
 

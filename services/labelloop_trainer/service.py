@@ -146,20 +146,9 @@ class TamperedDataset(ValueError):
 
 
 def _as_round(event: DatasetExported) -> RoundExported:
-    """A dataset version as its round's rows: its labels in the object store are the base."""
-    if event.dataset_ref is None or event.labels_sha256 is None:
-        raise LookupError(f"{event.version} has no labels in the object store to train on")
-    return RoundExported(
-        event_id=event.event_id,
-        project=event.project,
-        round=event.round,
-        n_rows=event.n_rows,
-        version=event.version,
-        base_version=event.version,
-        base_ref=event.dataset_ref + _LABELS_FILE,
-        base_sha256=event.labels_sha256,
-        revisions=event.revisions,
-    )
+    """A dataset version as its round's rows (:meth:`RoundExported.of_version`); a version
+    without labels in the object store is a ``LookupError`` (retried, then dead-lettered)."""
+    return RoundExported.of_version(event, event_id=event.event_id)
 
 
 def _round_input(payload: bytes) -> RoundExported:

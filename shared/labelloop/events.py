@@ -565,6 +565,27 @@ class RoundExported(Event):
                 raise ValueError(f"{ref!r} is not the exporter's file of {self.project}")
         return self
 
+    @classmethod
+    def of_version(
+        cls, dataset: DatasetExported, *, event_id: str, export_settings: str = ""
+    ) -> RoundExported:
+        """The rows of the round that ``dataset`` holds: its labels in the object store
+        (``labels.parquet`` under ``dataset_ref``) are the base, no deltas; its revisions."""
+        if dataset.dataset_ref is None or dataset.labels_sha256 is None:
+            raise LookupError(f"{dataset.version} has no labels in the object store")
+        return cls(
+            event_id=event_id,
+            project=dataset.project,
+            round=dataset.round,
+            n_rows=dataset.n_rows,
+            version=dataset.version,
+            base_version=dataset.version,
+            base_ref=dataset.dataset_ref + "labels.parquet",
+            base_sha256=dataset.labels_sha256,
+            revisions=dict(sorted(dataset.revisions.items(), key=lambda kv: int(kv[0]))),
+            export_settings=export_settings,
+        )
+
     @property
     def dataset_version(self) -> str:
         """The name of these rows: the version itself, or ``v0010+r0012`` (version ``v0010``
