@@ -24,11 +24,11 @@ others), or, once ``LabelingConverged`` came, the latest round and each one afte
 cut before the sampler heard). An operator's ``RequestExport`` writes the latest round's version
 if it has none.
 
-A process keeps each project's labels as of the last round it exported and folds the next round
-into them (:func:`~labelloop_exporter.domain.labels.fold_round`), so exporting round *n* reads
-round *n* alone; only a process that has none (a restart, another replica's round in between)
-reads rounds 1 to *n - 1* again, one at a time. Of the catalog it keeps the data of the labeled
-items only (read from their chunks when a version first needs them).
+A process keeps each project's labels as of the last round it exported, compactly (an Arrow
+row a label: :class:`~labelloop_exporter.domain.fold.LabelFold`), and folds the next round into
+them, so exporting round *n* reads round *n* alone; only a process that has none (a restart,
+another replica's round in between) reads rounds 1 to *n - 1* again, one at a time. An item's
+data is read from its catalog chunk by the first version that holds it, and kept in its row.
 
 **Revised rounds.** QA revises a round after it was scored when an answer is updated, deleted or
 added (``LabelsReady.revision`` ≥ 1: all of the round's labels again, items with no answer left
@@ -56,6 +56,7 @@ from typing import Literal
 
 import pandas as pd
 
+from labelloop import memory
 from labelloop.catalog import Catalog
 from labelloop.events import (
     DatasetExported,
@@ -78,8 +79,9 @@ from labelloop_exporter.domain.dataset import (
     prepare,
     render,
 )
+from labelloop_exporter.domain.fold import LabelFold
 from labelloop_exporter.domain.formats import labels_only, labels_table
-from labelloop_exporter.domain.labels import CurrentLabel, fold_round
+from labelloop_exporter.domain.labels import CurrentLabel
 from labelloop_exporter.domain.manifest import BatchAgreement, sha256
 from labelloop_exporter.domain.splits import split_salt
 from labelloop_exporter.domain.table import LABEL_COLUMNS, ItemData
@@ -112,10 +114,9 @@ class _Folded:
     """A project's labels and batch agreements as of version ``through``."""
 
     through: int = 0
-    labels: dict[str, CurrentLabel] = field(default_factory=dict)
+    labels: LabelFold = field(default_factory=LabelFold)
+    """Compact (about 100 bytes a label), with the data of the items a version read."""
     agreement: dict[str, BatchAgreement] = field(default_factory=dict)
-    data: dict[str, ItemData] = field(default_factory=dict)
-    """Data of the items labeled so far (an item's data never changes: shared by versions)."""
     revisions: dict[int, int] = field(default_factory=dict)
     """Rounds folded at a revision: round -> ``LabelsReady.revision``."""
     record: RoundExported | None = None
@@ -123,8 +124,6 @@ class _Folded:
 
     def then(self, event: LabelsReady) -> _Folded:
         """The state of the next version (a new one: this one stays as it was)."""
-        labels = dict(self.labels)
-        fold_round(labels, event)
         agreement = {
             **self.agreement,
             event.batch_id: BatchAgreement(
@@ -134,7 +133,7 @@ class _Folded:
         revisions = dict(self.revisions)
         if event.revision:
             revisions[event.round] = event.revision
-        return _Folded(event.round, labels, agreement, self.data, revisions)
+        return _Folded(event.round, self.labels.then(event), agreement, revisions)
 
     def holds(self, revised: dict[int, int]) -> bool:
         """Whether every revision of its rounds in ``revised`` is folded in."""
@@ -258,8 +257,7 @@ class Exporter:
         stored labels (a revision replaces the round's labels, so it is folded in its place)."""
         folded = self._folded.get(project)
         if folded is None or folded.through != number or not folded.holds(revised):
-            data = folded.data if folded is not None else {}
-            folded = _Folded(data=data)
+            folded = _Folded()
             for earlier in range(1, number + 1):
                 found = await self._round(project, earlier, revised.get(earlier, 0))
                 if found is None:
@@ -530,15 +528,15 @@ class Exporter:
         first."""
         config = await self._project(project)
         started = time.perf_counter()
-        labels = folded.labels
         items = await self.catalog.load(project)
-        new = [i for i in labels if i not in folded.data and i in items.records]
+        # an item's data is read once, by the first version that holds it; the fold keeps it
+        new = [i for i in await asyncio.to_thread(folded.labels.without_data) if i in items.records]
         found = await self.catalog.data_of(project, items, new)
-        for item_id in new:
-            folded.data[item_id] = ItemData(found[item_id], items.records[item_id].metadata)
-        data = {i: folded.data[i] for i in labels if i in folded.data}
+        read = {i: ItemData(found[i], items.records[i].metadata) for i in new}
+        folded.labels = await asyncio.to_thread(folded.labels.with_data, read)
+        del found, read
         salt = self.salt(project)
-        prepared = await asyncio.to_thread(prepare, labels, data, config, salt=salt)
+        prepared = await asyncio.to_thread(prepare, folded.labels, None, config, salt=salt)
         if not prepared.ok:
             # the project's own formats cannot be written: a configuration error, said loudly
             raise ValueError(f"{project}: version {version} not written: {prepared.reason()}")
@@ -594,6 +592,9 @@ class Exporter:
             announced.n_new_rows,
             f", revised rounds {folded.revisions}" if folded.revisions else "",
         )
+        # a version's frames and files are in proportion to the dataset: give their pages back
+        del prepared, rendered, parent_labels
+        await asyncio.to_thread(memory.trim)
         return announced, True
 
     async def _share(

@@ -53,6 +53,7 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow.parquet as pq
 
+from labelloop import memory
 from labelloop.catalog import SEQUENCE_MEASURES, Catalog, ProjectItems
 from labelloop.events import (
     DatasetExported,
@@ -440,6 +441,9 @@ class Trainer:
         # every row counts as seen by this model, also one it could not use (no features)
         await self.store.save_train_set(project, mv, frame["item_id"].astype(str).tolist())
         await self._record(config, event, mv, result, inputs, state, suspects)
+        # the pool's features and scores, the folds' models: in proportion to the project
+        del frame, inputs, result, current, suspects
+        await asyncio.to_thread(memory.trim)
 
     async def _dataset(self, event: RoundExported) -> pd.DataFrame:
         """The round's rows: the base version's labels with the rounds' deltas applied

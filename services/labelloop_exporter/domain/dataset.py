@@ -9,6 +9,7 @@ from typing import Any
 
 from labelloop.events import DatasetExported, deterministic_id
 from labelloop.project import ProjectConfig, TaskType
+from labelloop_exporter.domain.fold import LabelFold, fold_table
 from labelloop_exporter.domain.formats import (
     render_coco,
     render_conll,
@@ -107,7 +108,7 @@ def formats_for(
 
 def prepare(
     labels: Mapping[str, CurrentLabel],
-    items: Mapping[str, ItemData],
+    items: Mapping[str, ItemData] | None,
     config: ProjectConfig,
     *,
     salt: str,
@@ -116,10 +117,13 @@ def prepare(
 ) -> Prepared:
     """Build and check the table; ``ok`` is false when the formats asked for cannot be written.
     ``fingerprint``: render the rows as JSON lines and hash them (a version's); without it, the
-    rows only (a round's delta, which no manifest fingerprints)."""
+    rows only (a round's delta, which no manifest fingerprints). ``labels``: a dict, or a
+    :class:`~labelloop_exporter.domain.fold.LabelFold`, whose rows keep their items' data
+    (``items`` ``None``: the data the fold kept)."""
     chosen, format_problems = formats_for(config, formats)
+    rows = labels.table() if isinstance(labels, LabelFold) else fold_table(labels)
     table = build_table(
-        labels,
+        rows,
         items,
         [f.name for f in config.data_fields],
         salt=salt,

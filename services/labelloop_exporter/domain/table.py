@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
 from pydantic import JsonValue
 
-from labelloop_exporter.domain.labels import CurrentLabel
 from labelloop_exporter.domain.splits import assign_splits
 
 __all__ = ["LABEL_COLUMNS", "ItemData", "Table", "build_table", "data_column"]
@@ -42,6 +43,15 @@ class ItemData:
     data: dict[str, JsonValue]
     metadata: dict[str, JsonValue] = field(default_factory=dict)
 
+    def encode(self) -> str:
+        """As one JSON text (a fold row's ``data`` cell)."""
+        return json.dumps([self.data, self.metadata])
+
+    @classmethod
+    def decode(cls, raw: str) -> ItemData:
+        data, metadata = json.loads(raw)
+        return cls(data, metadata)
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -53,39 +63,46 @@ class Table:
 
 
 def build_table(
-    labels: Mapping[str, CurrentLabel],
-    items: Mapping[str, ItemData],
+    labels: pa.Table,
+    items: Mapping[str, ItemData] | None,
     data_fields: Sequence[str],
     *,
     salt: str,
     fractions: Mapping[str, float],
 ) -> Table:
-    """Join labels with item data and assign every row its (version-stable) split."""
-    ids = sorted(labels)
-    gold = [labels[i].is_gold for i in ids]
+    """Join labels with item data and assign every row its (version-stable) split.
+
+    ``labels``: one row per item, sorted by item id, as a label fold keeps them
+    (:data:`~labelloop_exporter.domain.fold.FOLD_SCHEMA`); an item's data is ``items``' if
+    given, else its row's ``data`` cell."""
+    ids: list[str] = labels.column("item_id").to_pylist()
+    gold: list[bool] = labels.column("is_gold").to_pylist()
     splits = assign_splits(ids, salt, fractions, gold)
+    cell = {name: labels.column(name).to_pylist() for name in _FROM_LABEL}
+    kept = labels.column("data").to_pylist() if items is None else None
     columns = tuple(data_column(f) for f in data_fields)
     records: list[dict[str, object]] = []
     missing: list[str] = []
-    for item_id, split in zip(ids, splits, strict=True):
-        current = labels[item_id]
-        item = items.get(item_id)
+    for k, (item_id, split) in enumerate(zip(ids, splits, strict=True)):
+        if kept is not None:
+            item = None if kept[k] is None else ItemData.decode(kept[k])
+        else:
+            item = items.get(item_id) if items is not None else None
         if item is None:
             missing.append(item_id)
-        cl = current.label
         row: dict[str, object] = {
             "item_id": item_id,
             "split": split,
-            "label": cl.label,
-            "confidence": float(cl.confidence),
+            "label": json.loads(cell["label"][k]),
+            "confidence": cell["confidence"][k],
             "weight": 1.0,
-            "n_annotations": int(cl.n_annotations),
-            "method": cl.method,
-            "is_gold": bool(current.is_gold),
-            "reviewed": bool(cl.reviewed),
-            "annotators": sorted(cl.annotators),
-            "batch_id": current.batch_id,
-            "round": int(current.round),
+            "n_annotations": cell["n_annotations"][k],
+            "method": cell["method"][k],
+            "is_gold": gold[k],
+            "reviewed": cell["reviewed"][k],
+            "annotators": cell["annotators"][k],
+            "batch_id": cell["batch_id"][k],
+            "round": cell["round"][k],
         }
         for name, column in zip(data_fields, columns, strict=True):
             row[column] = None if item is None else item.data.get(name)
@@ -95,3 +112,15 @@ def build_table(
         # keep native values (None, lists, dicts): no inference to a string dtype with NaN
         frame[column] = pd.Series([r[column] for r in records], dtype=object, index=frame.index)
     return Table(rows=frame, data_columns=columns, missing_items=tuple(missing))
+
+
+_FROM_LABEL = (
+    "label",
+    "confidence",
+    "n_annotations",
+    "method",
+    "reviewed",
+    "annotators",
+    "batch_id",
+    "round",
+)
