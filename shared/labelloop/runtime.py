@@ -229,6 +229,29 @@ def broker_options(settings: ServiceSettings) -> dict[str, Any]:
     return options
 
 
+def quiet_fetch_timeouts(subscription: Any) -> None:
+    """Make a pull subscription's ``fetch`` that times out with nothing return no messages.
+
+    FastStream's consume loop treats nats-py's ``nats.errors.TimeoutError`` as "no messages
+    yet", but nats-py 2.16's ``fetch`` also raises a bare ``asyncio.TimeoutError`` (when the
+    deadline runs out between its no-wait probe and its lingering request: often, on a busy
+    machine). That one ends the loop; FastStream's supervisor starts another and keeps the
+    ended task in its list for good, with its traceback and frames: an idle subscription
+    leaked a task every few seconds, and a service's memory grew all campaign long."""
+    fetch = getattr(subscription, "fetch", None)
+    if fetch is None or getattr(fetch, "quiet_timeouts", False):
+        return
+
+    async def quiet(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fetch(*args, **kwargs)
+        except TimeoutError:  # nats.errors.TimeoutError included: no messages this time
+            return []
+
+    quiet.quiet_timeouts = True  # type: ignore[attr-defined]
+    subscription.fetch = quiet
+
+
 class Service:
     """A labelloop service: typed handlers on a NATS JetStream bus, plus its HTTP surface."""
 
@@ -416,6 +439,8 @@ class Service:
         """Connect, provision, start consuming and run startup hooks (no HTTP)."""
         await self.open()
         await self.broker.start()
+        for subscriber in self.broker.subscribers:
+            quiet_fetch_timeouts(getattr(subscriber, "subscription", None))
         await self.begin()
 
     async def stop(self) -> None:

@@ -21,6 +21,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from labelloop import memory
 from labelloop.events import Event
 from labelloop.settings import ServiceSettings
 
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         print(exc.args[0], file=sys.stderr)
         return 2
     _system_allocator_for_arrow()
+    memory.fixed_mmap_threshold()  # before the first large block: see labelloop.memory
     service = spec.build()
     service.metrics.declare_published(spec.publishes)  # their counters at 0 from the start
     service.run()

@@ -301,3 +301,38 @@ async def test_http_endpoints_and_graceful_sigterm(nats_url: str, namespace: str
 async def test_an_empty_dead_letter_stream_lists_nothing(nats_url: str, namespace: str) -> None:
     async with connect(EchoSettings(nats_url=nats_url, namespace=namespace)) as bus:
         assert await list_dead_letters(bus.js, bus.ns) == []
+
+
+async def test_a_bare_timeout_from_fetch_does_not_end_or_leak_a_consume_loop(
+    nats_url: str, namespace: str
+) -> None:
+    # nats-py 2.16's fetch can raise a bare asyncio.TimeoutError, which FastStream's consume
+    # loop does not expect: the loop ended, the supervisor started another and kept the ended
+    # task (traceback, frames) for good. Here every subscription's fetch raises it, for real,
+    # from inside nats-py, five times before it fetches again.
+    service = build_app(_settings(nats_url, namespace))
+    async with started(service), EventCollector(nats_url, namespace, RequestTraining) as out:
+        for subscriber in service.broker.subscribers:
+            subscription = subscriber.subscription  # type: ignore[attr-defined]
+            left = [5]
+            for name in ("_fetch_one", "_fetch_n"):  # a batch of one, and of more
+
+                async def bare(
+                    *args: object,
+                    _real: object = getattr(subscription, name),
+                    _left: list[int] = left,
+                ) -> object:
+                    if _left[0] > 0:
+                        _left[0] -= 1
+                        raise TimeoutError  # asyncio.TimeoutError, as nats-py raises it
+                    return await _real(*args)  # type: ignore[operator]
+
+                setattr(subscription, name, bare)
+        await wait_until(lambda: left[0] == 0)
+        await _publish(nats_url, namespace, _request("ok"))
+        [echo] = await out.wait_for(1)
+        assert echo.reason == "echo of req-ok-0"
+        for subscriber in service.broker.subscribers:
+            tasks = subscriber.tasks  # type: ignore[attr-defined]
+            assert [t for t in tasks if t.done()] == []
+            assert len(tasks) == 1
