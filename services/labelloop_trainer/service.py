@@ -311,7 +311,9 @@ class Trainer:
         self.rounds = RoundSequencer(
             "trainer-rounds", state, artifacts, self._train_round, area="trainer"
         )
-        self._train_sets: dict[str, set[str]] = {}
+        self._train_sets: dict[str, tuple[str, set[str]]] = {}
+        """Per project, the serving model's version and its train ids (one model's: a set per
+        model kept them all, tens of thousands of ids each, for the process's life)."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -503,15 +505,16 @@ class Trainer:
     async def _train_set(self, project: str, model: ModelInfo) -> set[str]:
         """Item ids the model was trained on: as the trainer stored them with it (or, for a
         model trained before that, the rows of its dataset version)."""
-        key = f"{project}/{model.model_version}"
-        if key not in self._train_sets:
-            found = await self.store.load_train_set(project, model.model_version)
-            if found is None:
-                raw = await self._shared(f"exporter/{project}/datasets/{model.dataset_version}/")
-                frame = None if raw is None else await asyncio.to_thread(_read_dataset, raw)
-                found = set() if frame is None else set(frame["item_id"].astype(str))
-            self._train_sets[key] = found
-        return self._train_sets[key]
+        kept = self._train_sets.get(project)
+        if kept is not None and kept[0] == model.model_version:
+            return kept[1]
+        found = await self.store.load_train_set(project, model.model_version)
+        if found is None:
+            raw = await self._shared(f"exporter/{project}/datasets/{model.dataset_version}/")
+            frame = None if raw is None else await asyncio.to_thread(_read_dataset, raw)
+            found = set() if frame is None else set(frame["item_id"].astype(str))
+        self._train_sets[project] = (model.model_version, found)
+        return found
 
     async def _skip(
         self, config: ProjectConfig, event: RoundExported, state: ProjectState, reason: str
