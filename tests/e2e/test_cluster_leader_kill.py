@@ -204,7 +204,19 @@ async def _kill_batch_leader(cluster: NatsCluster, stop: asyncio.Event, done: li
         done.append(leader)
     finally:
         await watcher.stop()
+        await _close(nc)
+
+
+async def _close(nc: Any) -> None:
+    """Close a connection whose server may just have been killed: nats-py's ``close`` then
+    can end with its socket writer's ``CancelledError``, which is not this task's (re-raised
+    if this task is being cancelled)."""
+    try:
         await nc.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 async def _bus_facts(cluster: NatsCluster) -> dict[str, Any]:
