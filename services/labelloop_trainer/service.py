@@ -78,6 +78,7 @@ from labelloop_trainer.domain.estimators import (
     label_proba,
     make_pipeline,
     regularization_grid,
+    widened,
 )
 from labelloop_trainer.domain.multilabel import (
     indicator,
@@ -138,6 +139,8 @@ class _Inputs:
     labeled: LabeledData
     pool_ids: list[str]
     pool_x: Array
+    """Texts, or feature rows as the catalog keeps them (float32: widened to float64 chunk by
+    chunk where a model reads them, which is exact)."""
     dropped: int
     """Labeled rows without usable input (no features in the chosen space)."""
 
@@ -233,7 +236,9 @@ def _inputs(
             labeled_x = rows[keep].astype(np.float64)
             pool_rows, has = items.rows_of(pool_candidates, space)
             pool_ids = [i for i, h in zip(pool_candidates, has.tolist(), strict=True) if h]
-            pool_x = pool_rows[has].astype(np.float64)
+            # one copy of the pool at most: at 10M items a float64 copy of the rows (as the
+            # labeled rows get) would add 80 bytes an item for every 10 features
+            pool_x = pool_rows if has.all() else pool_rows[has]
     y: Array
     if config.task_type.is_multilabel:
         sets = [_label_set(cell) for cell in frame["label"].tolist()]
@@ -888,7 +893,7 @@ class Trainer:
         predictions: dict[str, str] = {}
         if rows:
             labels = await asyncio.to_thread(
-                _stop_set_predictions, result.model, inputs.pool_x[rows], config
+                _stop_set_predictions, result.model, widened(inputs.pool_x[rows]), config
             )
             predictions = {inputs.pool_ids[k]: v for k, v in zip(rows, labels, strict=True)}
         await self.store.save_stop_set(project, mv, predictions)

@@ -39,6 +39,7 @@ __all__ = [
     "label_proba",
     "make_pipeline",
     "regularization_grid",
+    "widened",
 ]
 
 InputKind = Literal["text", "vectors"]
@@ -197,8 +198,14 @@ def aligned_proba(model: Any, x: Array, classes: Sequence[str]) -> Array:
     # in chunks: a kernel model's features of a 1M-item pool would be 1M x 1,000 at once
     for start in range(0, x.shape[0], _PROBA_CHUNK):
         rows = slice(start, start + _PROBA_CHUNK)
-        out[rows, columns] = np.asarray(model.predict_proba(x[rows]), dtype=np.float64)
+        out[rows, columns] = np.asarray(model.predict_proba(widened(x[rows])), dtype=np.float64)
     return out
+
+
+def widened(x: Array) -> Array:
+    """Feature rows as float64, as models are fitted on them (float32 widens exactly; other
+    inputs, texts, pass as they are)."""
+    return x.astype(np.float64) if x.dtype == np.float32 else x
 
 
 def fit_multilabel(
@@ -292,7 +299,7 @@ def label_proba(model: Any, x: Array, labels: Sequence[str]) -> Array:
     out = np.zeros((x.shape[0], len(labels)), dtype=np.float64)
     for start in range(0, x.shape[0], _PROBA_CHUNK):
         rows = slice(start, start + _PROBA_CHUNK)
-        p = np.asarray(model.predict_proba(x[rows]), dtype=np.float64)
+        p = np.asarray(model.predict_proba(widened(x[rows])), dtype=np.float64)
         if p.shape[1] == len(known) + 1:  # a one-label model answers [absent, present]
             p = p[:, 1:]
         out[rows, columns] = p

@@ -119,3 +119,21 @@ def test_every_estimator_is_a_model_file_the_trainer_may_load(kind: str) -> None
         model = fit_pipeline(make_pipeline(kind, estimator, 0), x, y)  # type: ignore[arg-type]
         loaded = load_model(dump_model(model), digest=None)
         assert np.array_equal(aligned_proba(loaded, x, CLASSES), aligned_proba(model, x, CLASSES))
+
+
+@pytest.mark.parametrize("estimator", get_args(Estimator))
+def test_a_pool_kept_as_float32_scores_exactly_as_its_float64_copy(estimator: str) -> None:
+    # the trainer keeps the pool's rows as the catalog does (float32) and widens them chunk by
+    # chunk: the scores must be the ones a float64 copy of the whole pool gave
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    y = np.array(["cat", "bee", "ant"] * 40)
+    model = fit_pipeline(
+        make_pipeline("vectors", estimator, 0),  # type: ignore[arg-type]
+        x.astype(np.float64),
+        y,
+    )
+    pool = rng.normal(size=(50_000, 4)).astype(np.float32)  # more than one chunk
+    assert np.array_equal(
+        aligned_proba(model, pool, CLASSES), aligned_proba(model, pool.astype(np.float64), CLASSES)
+    )
