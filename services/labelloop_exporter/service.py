@@ -529,8 +529,10 @@ class Exporter:
         config = await self._project(project)
         started = time.perf_counter()
         items = await self.catalog.load(project)
-        # an item's data is read once, by the first version that holds it; the fold keeps it
-        new = [i for i in await asyncio.to_thread(folded.labels.without_data) if i in items.records]
+        # an item's data is read once, by the first version that holds it; the fold keeps it.
+        # Compacted once here (finding the items without data and keeping theirs each would)
+        folded.labels = await asyncio.to_thread(folded.labels.compacted)
+        new = [i for i in folded.labels.without_data() if i in items.records]
         found = await self.catalog.data_of(project, items, new)
         read = {i: ItemData(found[i], items.records[i].metadata) for i in new}
         folded.labels = await asyncio.to_thread(folded.labels.with_data, read)

@@ -84,10 +84,11 @@ def build_table(
     records: list[dict[str, object]] = []
     missing: list[str] = []
     for k, (item_id, split) in enumerate(zip(ids, splits, strict=True)):
-        if kept is not None:
-            item = None if kept[k] is None else ItemData.decode(kept[k])
+        if items is not None:
+            item = items.get(item_id)
         else:
-            item = items.get(item_id) if items is not None else None
+            raw = kept[k] if kept is not None else None
+            item = None if raw is None else ItemData.decode(raw)
         if item is None:
             missing.append(item_id)
         row: dict[str, object] = {
