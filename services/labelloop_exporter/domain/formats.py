@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,13 +101,27 @@ def _arrow_columns(data_columns: Sequence[str]) -> list[str]:
 
 
 def render_jsonl(rows: pd.DataFrame, data_columns: Sequence[str]) -> bytes:
-    """One JSON object per line, labels and data in their native shape."""
-    out = io.StringIO()
-    for record in rows.to_dict(orient="records"):
-        clean = {k: None if _is_nan(v) else v for k, v in record.items()}
-        out.write(json.dumps(clean, sort_keys=True, ensure_ascii=False, default=str))
-        out.write("\n")
-    return out.getvalue().encode()
+    """One JSON object per line, labels and data in their native shape (keys sorted, a missing
+    cell ``null``)."""
+    names = [str(c) for c in rows.columns]
+    values = [_natives(rows[c]) for c in rows.columns]
+    encode = _JSONL.encode
+    lines = [encode(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)]
+    return "".join(line + "\n" for line in lines).encode()
+
+
+_JSONL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+"""One encoder for every line: ``json.dumps`` with options builds a new one a call."""
+
+
+def _natives(column: pd.Series) -> list[Any]:
+    """A column's cells as Python values, a missing one (``NaN``) as ``None``."""
+    values: list[Any] = column.tolist()
+    missing = column.isna().to_numpy()
+    if missing.any():
+        for k in np.flatnonzero(missing):
+            values[k] = None
+    return values
 
 
 def render_csv(rows: pd.DataFrame, data_columns: Sequence[str]) -> bytes:
