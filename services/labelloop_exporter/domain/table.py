@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,13 +113,13 @@ def build_table(
     return Table(rows=frame, data_columns=columns, missing_items=missing)
 
 
-def _decoded(texts: pa.ChunkedArray) -> list[object]:
+def _decoded(texts: pa.ChunkedArray) -> list[Any]:
     """A column of JSON texts (null: ``None``) decoded in one parse: a JSON array of them."""
     filled = pc.fill_null(texts, "null")
     return list(json.loads("[" + ",".join(filled.to_pylist()) + "]")) if len(texts) else []
 
 
-def _objects(values: list[object]) -> pd.Series:
+def _objects(values: Sequence[object]) -> pd.Series:
     """Python values as they are (``None``, lists, dicts, strings): no inference to a string
     dtype, which has NaN for ``None`` and makes every cell read back a Python object again."""
     return pd.Series(values, dtype=object)
