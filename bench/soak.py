@@ -340,9 +340,12 @@ class _RssSampler:
                 "rounds": done,
                 "available_mb": round(psutil.virtual_memory().available / MB),
             }
+            cpu: dict[str, float | None] = {}
             for name, proc in procs.items():
                 # this process's children are the services: counted apart
                 sample[name] = _rss_mb(proc, children=name != "soak")
+                cpu[name] = _cpu_seconds(proc)
+            sample["cpu"] = cpu
             self.samples.append(sample)
             self._stop.wait(self.interval)
 
@@ -356,6 +359,48 @@ def _rss_mb(proc: psutil.Process, *, children: bool) -> float | None:
     except psutil.Error:
         return None
     return round(rss / MB, 1)
+
+
+def _cpu_seconds(proc: psutil.Process) -> float | None:
+    """User and system CPU time of the process itself (a service's children are none)."""
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return round(float(times.user + times.system), 2)
+
+
+def _cpu_report(
+    samples: list[dict[str, Any]],
+    names: list[str],
+    first: tuple[float, float],
+    last: tuple[float, float],
+) -> dict[str, Any]:
+    """Per process, CPU seconds per 1,000 rounds in the first and the last window (``first``,
+    ``last``: each window's start and end, ``time.monotonic``), from the samples nearest their
+    ends: which service's rounds got dearer, apart from the machine's load."""
+
+    def per_1000(name: str, window: tuple[float, float]) -> float | None:
+        inside = [
+            s
+            for s in samples
+            if window[0] <= s["clock"] <= window[1] and (s.get("cpu") or {}).get(name) is not None
+        ]
+        if len(inside) < 2 or inside[-1]["rounds"] <= inside[0]["rounds"]:
+            return None
+        seconds = float(inside[-1]["cpu"][name] - inside[0]["cpu"][name])
+        rounds = int(inside[-1]["rounds"] - inside[0]["rounds"])
+        return round(seconds / rounds * 1000, 1)
+
+    out: dict[str, Any] = {}
+    for name in names:
+        a, b = per_1000(name, first), per_1000(name, last)
+        out[name] = {
+            "first_s_per_1000_rounds": a,
+            "last_s_per_1000_rounds": b,
+            "ratio": round(b / a, 2) if a and b is not None else None,
+        }
+    return out
 
 
 def _rss_report(
@@ -1062,6 +1107,12 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     }
     names = [*sorted(p.service for p in supervisor.processes), "nats-server", "soak"]
     result["rss"] = _rss_report(samples, names, args.batches, width)
+    windows = result["throughput"]["through_all_six"]
+    if windows.get("first_window") is not None and n >= width:
+        a = windows["first_window"][0]
+        first = (follow.trained[a], follow.trained[a + width])
+        last = (follow.trained[n - width], follow.trained[n])
+        result["cpu"] = _cpu_report(samples, names, first, last)
     result["rss_samples"] = samples
     result["checkpoints"] = run.checkpoints
     result.update(_kv_summary(run.checkpoints))
@@ -1171,6 +1222,12 @@ def _print(result: dict[str, Any]) -> None:
             f"  {name:<18} {r.get('peak_mb')} / {r.get('after_warmup_mb')} / {r.get('end_mb')}"
             f" / {r.get('growth_after_warmup_mb')} ({r.get('slope_mb_per_1000_rounds')} per"
             " 1,000 rounds)"
+        )
+    print("\nCPU seconds per 1,000 rounds through all six, first and last window:")
+    for name, c in result.get("cpu", {}).items():
+        print(
+            f"  {name:<18} {c['first_s_per_1000_rounds']} -> {c['last_s_per_1000_rounds']}"
+            f" ({c['ratio']}x)"
         )
     print("\nverdicts:")
     for v in result["verdicts"]:
