@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nats.js.api import DeliverPolicy
+from nats.errors import NoRespondersError
+from nats.js.api import DeliverPolicy, RawStreamMsg
 from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -224,11 +225,29 @@ class NatsBlobs:
         """A one-chunk object (most state: up to the chunk size, 128 KiB) in one request."""
         store = self._store
         try:
-            msg = await store._js.get_last_msg(store._stream, f"$O.{store._name}.C.{info.nuid}")
+            msg = await self._get_msg(subject=f"$O.{store._name}.C.{info.nuid}")
         except NotFoundError:
             return None  # replaced and purged since its info was read: read it again
         data = msg.data or b""
         return data if self._intact(info, hashlib.sha256(data)) else None
+
+    async def _get_msg(self, *, subject: str, seq: int | None = None) -> RawStreamMsg:
+        """The last message on ``subject``, or with ``seq`` the first at or after it: a direct
+        get (any server that holds the stream answers, with the message's bytes as they are:
+        no base64 in a JSON reply to decode), and from the stream's leader if that server has
+        not got it yet (a replica may lag behind the put that named the chunk) or the stream
+        allows no direct gets (a bucket made elsewhere)."""
+        store = self._store
+
+        async def get(direct: bool) -> RawStreamMsg:
+            return await store._js.get_msg(
+                store._stream, seq=seq, subject=subject, next=seq is not None, direct=direct
+            )
+
+        try:
+            return await get(direct=True)
+        except (NotFoundError, NoRespondersError):  # (a stream that allows no direct gets)
+            return await get(direct=False)
 
     @staticmethod
     def _intact(info: Any, digest: Any) -> bool:
@@ -253,7 +272,7 @@ class NatsBlobs:
         seq = 1
         while len(parts) < info.chunks:
             try:
-                msg = await store._js.get_msg(store._stream, seq=seq, subject=subject, next=True)
+                msg = await self._get_msg(subject=subject, seq=seq)
             except NotFoundError:
                 return None
             data = msg.data or b""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 
 import nats
 import pytest
@@ -147,6 +148,65 @@ async def test_reads_of_chunked_objects_leave_no_consumer_behind(
         assert info.state.consumer_count == 0
     finally:
         await nc.close()
+
+
+async def test_reads_are_direct_gets_and_a_store_without_them_is_read_from_its_leader(
+    nats_url: str, namespace: str
+) -> None:
+    """A read asks for each chunk with a direct get (the bytes as stored, not base64 in a JSON
+    reply); a bucket whose stream allows no direct gets is read with the stream API instead.
+    (The metadata, which says which chunks are current, is read from the stream's leader.)"""
+    nc = await nats.connect(nats_url)
+    watcher = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        store = await js.create_object_store(f"{namespace}_blobs")
+        blobs = NatsBlobs(store)
+        small, large = b"small" * 100, hashlib.sha256(b"large").digest() * (300_000 // 32)
+        await blobs.put("small", small)
+        await blobs.put("large", large)
+        seen: dict[str, int] = {"direct": 0, "api": 0}
+
+        async def count(msg: nats.aio.msg.Msg) -> None:
+            # a chunk's subject is in the request's subject (direct) or its body (stream API);
+            # the object's metadata is read from the leader either way
+            if f"$O.{namespace}_blobs.C." in msg.subject + msg.data.decode():
+                seen["direct" if ".DIRECT.GET." in msg.subject else "api"] += 1
+
+        stream = f"OBJ_{namespace}_blobs"
+        direct = [
+            await watcher.subscribe(f"$JS.API.DIRECT.GET.{stream}.>", cb=count),
+            await watcher.subscribe(f"$JS.API.DIRECT.GET.{stream}", cb=count),
+        ]
+        await watcher.subscribe(f"$JS.API.STREAM.MSG.GET.{stream}", cb=count)
+        await watcher.flush()
+        assert await blobs.get("small") == small
+        assert await blobs.get("large") == large
+        await nc.flush()
+        chunks = 1 + -(-len(large) // (128 * 1024))
+        await _until(lambda: seen["direct"] >= chunks)
+        assert seen == {"direct": chunks, "api": 0}
+
+        for sub in direct:  # (a listener would be taken for a server that answers them)
+            await sub.unsubscribe()
+        await watcher.flush()
+        config = (await js.stream_info(stream)).config
+        config.allow_direct = False
+        await js.update_stream(config)
+        assert await blobs.get("small") == small
+        assert await blobs.get("large") == large
+        await _until(lambda: seen["api"] >= chunks)
+    finally:
+        await watcher.close()
+        await nc.close()
+
+
+async def _until(condition: Callable[[], bool], deadline: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        assert loop.time() < end, "the condition did not come"
+        await asyncio.sleep(0.02)
 
 
 async def test_a_listing_by_prefix_reads_the_metadata_of_its_objects_only(
