@@ -1,9 +1,12 @@
 """``labelloop.memory``: glibc's allocator asked to give freed pages back, and to keep its mmap
-threshold, on the C library the services run on; nothing asked elsewhere."""
+threshold, on the C library the services run on; nothing asked elsewhere. And the allocator a
+service gives Arrow."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
 import sys
 
 import pytest
@@ -59,3 +62,54 @@ async def test_a_fetch_that_times_out_returns_no_messages_and_other_errors_pass(
         await subscription.fetch(batch=1)
     assert subscription.calls == 4
     quiet_fetch_timeouts(None)  # a subscriber without a subscription yet: nothing to do
+
+
+_POOL_OF_A_SERVICE = """
+import dataclasses, sys
+import pyarrow as pa
+from labelloop import services
+
+def build(*args, **kwargs):
+    print(pa.default_memory_pool().backend_name)
+    raise SystemExit(0)
+
+real = services.service_spec("exporter")  # imports the service's package, and pyarrow with it
+services.service_spec = lambda name: dataclasses.replace(real, build=build)
+services.main(["exporter"])
+"""
+
+
+@pytest.mark.parametrize(("variable", "pool"), [(None, "system"), ("jemalloc", "jemalloc")])
+def test_a_service_allocates_arrow_memory_from_the_pool_it_was_told(
+    variable: str | None, pool: str
+) -> None:
+    """The C library's allocator unless ``ARROW_DEFAULT_MEMORY_POOL`` names another, although
+    pyarrow was imported (and read the variable) before the service started: setting the
+    variable then had no effect, and every service ran on mimalloc."""
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if variable is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = variable
+    run = subprocess.run(
+        [sys.executable, "-c", _POOL_OF_A_SERVICE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [pool]
+
+
+def test_a_pool_arrow_does_not_have_stops_the_service_with_its_name() -> None:
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "tcmalloc"}
+    run = subprocess.run(
+        [sys.executable, "-c", _POOL_OF_A_SERVICE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "ARROW_DEFAULT_MEMORY_POOL='tcmalloc'" in run.stderr
