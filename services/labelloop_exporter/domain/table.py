@@ -47,13 +47,8 @@ class ItemData:
     metadata: dict[str, JsonValue] = field(default_factory=dict)
 
     def encode(self) -> str:
-        """As one JSON text (a fold row's ``data`` cell)."""
+        """As one JSON text, ``[data, metadata]`` (a fold row's ``data`` cell)."""
         return json.dumps([self.data, self.metadata])
-
-    @classmethod
-    def decode(cls, raw: str) -> ItemData:
-        data, metadata = json.loads(raw)
-        return cls(data, metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +72,8 @@ def build_table(
 
     ``labels``: one row per item, sorted by item id, as a label fold keeps them
     (:data:`~labelloop_exporter.domain.fold.FOLD_SCHEMA`); an item's data is ``items``' if
-    given, else its row's ``data`` cell. Built column by column: a version is every label of
-    the project, and a Python object a row would cost a version seconds at 100,000 labels."""
+    given, else its row's ``data`` cell (:meth:`ItemData.encode`). Built column by column: a
+    version holds every label of the project, and a dict a row took a second at 100,000."""
     ids: list[str] = labels.column("item_id").to_pylist()
     gold: list[bool] = labels.column("is_gold").to_pylist()
     data: list[dict[str, JsonValue] | None]
@@ -123,15 +118,3 @@ def _objects(values: Sequence[object]) -> pd.Series:
     """Python values as they are (``None``, lists, dicts, strings): no inference to a string
     dtype, which has NaN for ``None`` and makes every cell read back a Python object again."""
     return pd.Series(values, dtype=object)
-
-
-_FROM_LABEL = (
-    "label",
-    "confidence",
-    "n_annotations",
-    "method",
-    "reviewed",
-    "annotators",
-    "batch_id",
-    "round",
-)

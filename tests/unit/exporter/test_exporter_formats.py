@@ -56,6 +56,26 @@ def test_tabular_formats_round_trip() -> None:
     assert render_parquet(rows, ["image"]) == render_parquet(rows, ["image"])  # deterministic
 
 
+def test_json_lines_are_each_row_dumped_with_sorted_keys_and_null_for_a_missing_cell() -> None:
+    """What a version's fingerprint hashes, built column by column: the same bytes as one
+    ``json.dumps`` a row (keys sorted, non-ASCII as is, NaN and None as null)."""
+    labels: list[object] = ["cat", ["a", "b"], [{"x": 1.5, "labels": ["é"]}], "dog"]
+    data: list[object] = ["ü.png", None, float("nan"), {"uri": "s3://x", "n": [1, None]}]
+    rows = _rows(labels, data)
+    rows["confidence"] = [0.9, float("nan"), 0.5, 1.0]
+    expected = "".join(
+        json.dumps(
+            {k: None if isinstance(v, float) and v != v else v for k, v in row.items()},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        + "\n"
+        for row in rows.to_dict(orient="records")
+    ).encode()
+    assert render_jsonl(rows, ["image"]) == expected
+    assert json.loads(expected.splitlines()[1])["confidence"] is None
+
+
 BOX = {
     "x": 10.0,
     "y": 20.0,
