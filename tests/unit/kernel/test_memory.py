@@ -79,6 +79,20 @@ services.main(["exporter"])
 """
 
 
+def _start_a_service(pool_variable: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if pool_variable is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool_variable
+    return subprocess.run(
+        [sys.executable, "-c", _POOL_OF_A_SERVICE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(("variable", "pool"), [(None, "system"), ("jemalloc", "jemalloc")])
 def test_a_service_allocates_arrow_memory_from_the_pool_it_was_told(
     variable: str | None, pool: str
@@ -86,30 +100,12 @@ def test_a_service_allocates_arrow_memory_from_the_pool_it_was_told(
     """The C library's allocator unless ``ARROW_DEFAULT_MEMORY_POOL`` names another, although
     pyarrow was imported (and read the variable) before the service started: setting the
     variable then had no effect, and every service ran on mimalloc."""
-    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    if variable is not None:
-        env["ARROW_DEFAULT_MEMORY_POOL"] = variable
-    run = subprocess.run(
-        [sys.executable, "-c", _POOL_OF_A_SERVICE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = _start_a_service(variable)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [pool]
 
 
 def test_a_pool_arrow_does_not_have_stops_the_service_with_its_name() -> None:
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "tcmalloc"}
-    run = subprocess.run(
-        [sys.executable, "-c", _POOL_OF_A_SERVICE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = _start_a_service("tcmalloc")
     assert run.returncode != 0
     assert "ARROW_DEFAULT_MEMORY_POOL='tcmalloc'" in run.stderr
