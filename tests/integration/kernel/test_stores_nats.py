@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from labelloop.stores import NatsBlobs
+from labelloop.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +168,7 @@ async def test_reads_are_direct_gets_and_a_store_without_them_is_read_from_its_l
         await blobs.put("large", large)
         seen: dict[str, int] = {"direct": 0, "api": 0}
 
-        async def count(msg: nats.aio.msg.Msg) -> None:
+        async def count(msg: Msg) -> None:
             # a chunk's subject is in the request's subject (direct) or its body (stream API);
             # the object's metadata is read from the leader either way
             if f"$O.{namespace}_blobs.C." in msg.subject + msg.data.decode():
@@ -184,7 +185,7 @@ async def test_reads_are_direct_gets_and_a_store_without_them_is_read_from_its_l
         assert await blobs.get("large") == large
         await nc.flush()
         chunks = 1 + -(-len(large) // (128 * 1024))
-        await _until(lambda: seen["direct"] >= chunks)
+        await wait_until(lambda: seen["direct"] >= chunks, timeout=30.0)
         assert seen == {"direct": chunks, "api": 0}
 
         for sub in direct:  # (a listener would be taken for a server that answers them)
@@ -195,18 +196,10 @@ async def test_reads_are_direct_gets_and_a_store_without_them_is_read_from_its_l
         await js.update_stream(config)
         assert await blobs.get("small") == small
         assert await blobs.get("large") == large
-        await _until(lambda: seen["api"] >= chunks)
+        await wait_until(lambda: seen["api"] >= chunks, timeout=30.0)
     finally:
         await watcher.close()
         await nc.close()
-
-
-async def _until(condition: Callable[[], bool], deadline: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        assert loop.time() < end, "the condition did not come"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_listing_by_prefix_reads_the_metadata_of_its_objects_only(
