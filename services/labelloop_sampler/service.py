@@ -363,9 +363,10 @@ class Sampler:
             sequences=scores is not None and scores.sequences,
         )
         rng = np.random.default_rng(seed)
-        gold_ids = (
-            sorted(rng.choice(pool.gold_ids, size=n_gold, replace=False).tolist()) if n_gold else []
-        )
+        # drawn by position: the same picks as drawing from the ids, which made an array of
+        # every gold id first (10M items, 10,000 gold: 4% of the sampler's time)
+        at = rng.choice(len(pool.gold_ids), size=n_gold, replace=False).tolist() if n_gold else []
+        gold_ids = sorted(pool.gold_ids[k] for k in at)
         picked = [pool.item_ids[i] for i in chosen.indices.tolist()]
         planned = compose_batch(
             picked,
@@ -417,15 +418,19 @@ class Sampler:
 
     async def _compact(self, config: ProjectConfig) -> None:
         """Move the rounds that can change nothing any more out of the ledger, a segment at a
-        time (:meth:`LedgerStore.compact`), so that it stays small however long a project runs."""
+        time (:meth:`LedgerStore.compact`), so that it stays small however long a project runs
+        and however far the trainer is behind (when no batch waits for models)."""
         name = config.name
+        needs_model = waits_for_model(config)
         for _ in range(self.max_cas_attempts):
             ledger, revision = await self.ledgers.read(name)
             if revision is None:
                 return
             keep_from = next_batch(ledger, config.sampling, uses_model=False).basis
             try:
-                if not await self.ledgers.compact(name, ledger, revision, keep_from):
+                if not await self.ledgers.compact(
+                    name, ledger, revision, keep_from, needs_model=needs_model
+                ):
                     return
             except Conflict:
                 self.metrics.conflicts.inc()

@@ -174,10 +174,19 @@ class LedgerStore:
     def segment_name(project: str, first: int) -> str:
         return f"sampler/{project}/ledger/segment-{first:06d}.json"
 
-    async def compact(self, project: str, ledger: Ledger, revision: int, keep_from: int) -> bool:
-        """Move the ledger's next closable segment out of it: archive, then compare-and-swap.
-        False when no segment is closable; :class:`Conflict` when the ledger changed."""
-        found = ledger.compacted(keep_from)
+    async def compact(
+        self,
+        project: str,
+        ledger: Ledger,
+        revision: int,
+        keep_from: int,
+        *,
+        needs_model: bool = True,
+    ) -> bool:
+        """Move the ledger's next closable segment out of it (:meth:`Ledger.compacted`): archive,
+        then compare-and-swap. False when no segment is closable; :class:`Conflict` when the
+        ledger changed."""
+        found = ledger.compacted(keep_from, needs_model=needs_model)
         if found is None:
             return False
         kept, segment = found

@@ -10,7 +10,12 @@ labeling batch and its review completed and announced, the round's model and QA 
 no batch still to be cut on it) leave it in segments of :data:`SEGMENT_ROUNDS`
 (:meth:`Ledger.compacted`). The ledger keeps what they add up to (:class:`Closed`: how many,
 their lead times, a convergence verdict); each segment's entries go to an archive object
-(:class:`Segment`) written before the ledger that drops them is committed.
+(:class:`Segment`) written before the ledger that drops them is committed. When no batch waits
+for models (random picks, no rechecks), a round leaves without its model: a trainer far behind
+the crew would otherwise hold every round since in the ledger (1,000 rounds behind, 390 kB; past
+2,600, more than NATS carries in a message). The ledger then keeps only which compacted rounds
+still await their model (:attr:`Closed.awaiting_models`), for the convergence verdict it may
+bring.
 
 What round *j* taught (:class:`Outcome`) arrives from two services: the serving model after the
 round (``ModelTrained``, trainer) and the annotators QA flagged after it (``QAReport``, qa-scorer).
@@ -99,6 +104,29 @@ class Closed(_Model):
     lead_seconds: float = 0.0
     lead_count: int = 0
     """Lead times of their annotations (the money budget of every later batch counts them)."""
+    awaiting_models: list[tuple[int, int]] = Field(default_factory=list)
+    """Compacted rounds whose ``ModelTrained`` had not come, as ranges ``(first, last)``: rounds
+    compacted while no batch waited for models. Their models come in round order, so this is
+    one range or none."""
+
+    def awaits_model(self, number: int) -> bool:
+        return any(first <= number <= last for first, last in self.awaiting_models)
+
+    def with_model(self, number: int, converged: str | None) -> Closed:
+        """The model of compacted round ``number`` came: it awaits it no more, and its
+        convergence verdict counts if it is the first."""
+        ranges: list[tuple[int, int]] = []
+        for first, last in self.awaiting_models:
+            if first <= number <= last:
+                ranges += [(a, b) for a, b in ((first, number - 1), (number + 1, last)) if a <= b]
+            else:
+                ranges.append((first, last))
+        verdict, at = self.converged, self.converged_round
+        if converged and (not verdict or number < at):
+            verdict, at = converged, number
+        return self.model_copy(
+            update={"awaiting_models": ranges, "converged": verdict, "converged_round": at}
+        )
 
 
 class Segment(_Model):
@@ -267,6 +295,8 @@ class Ledger(_Model):
         converged: str | None,
         suspects: list[SuspectLabel] | None = None,
     ) -> Self:
+        if self.closed.awaits_model(number):  # compacted without it: only its verdict counts
+            return self.model_copy(update={"closed": self.closed.with_model(number, converged)})
         old = self.outcomes.get(number, Outcome())
         if old.model_known or self.is_compacted(number):
             return self  # the round's first word stands: a retrained copy changes nothing
@@ -315,16 +345,19 @@ class Ledger(_Model):
 
     # ------------------------------------------------------------------ compaction
 
-    def closable(self, number: int, keep_from: int) -> bool:
+    def closable(self, number: int, keep_from: int, *, needs_model: bool = True) -> bool:
         """Whether round ``number`` can change nothing any more: its labeling batch completed
-        and announced, its model and QA report known, its review (if QA asked for one) cut,
-        completed and announced, and it is older than ``keep_from`` (the basis of the next
-        batch: its outcome and the gold of the rounds from it on are still read)."""
+        and announced, its model (unless ``needs_model`` is false: no batch waits for models)
+        and QA report known, its review (if QA asked for one) cut, completed and announced, and
+        it is older than ``keep_from`` (the basis of the next batch: its outcome and the gold of
+        the rounds from it on are still read)."""
         r = self.rounds.get(number)
         outcome = self.outcomes.get(number)
         if number >= keep_from or r is None or outcome is None:
             return False
-        if not (r.completed and r.announced and outcome.model_known and outcome.qa_known):
+        if not (r.completed and r.announced and outcome.qa_known):
+            return False
+        if needs_model and not outcome.model_known:
             return False
         review = self.reviews.get(number)
         if review is None:
@@ -333,16 +366,21 @@ class Ledger(_Model):
             return outcome.review_due is not True
         return review.completed and review.announced
 
-    def compacted(self, keep_from: int, size: int = SEGMENT_ROUNDS) -> tuple[Self, Segment] | None:
-        """The next ``size`` rounds moved out into a :class:`Segment`, if all are closable.
+    def compacted(
+        self, keep_from: int, size: int = SEGMENT_ROUNDS, *, needs_model: bool = True
+    ) -> tuple[Self, Segment] | None:
+        """The next ``size`` rounds moved out into a :class:`Segment`, if all are closable
+        (:meth:`closable`; without their models when ``needs_model`` is false).
 
         The segment holds only what no longer changes, so two replicas compacting the same
-        ledger write the same segment (whichever commits, the archive agrees with it)."""
+        ledger write the same segment (whichever commits, the archive agrees with it). A round
+        compacted without its model is archived as it stood: its model's version and scores are
+        no use to anyone once no batch can be built on it."""
         first = self.closed.rounds + 1
         last = first + size - 1
-        if not all(self.closable(n, keep_from) for n in range(first, last + 1)):
-            return None
         numbers = range(first, last + 1)
+        if not all(self.closable(n, keep_from, needs_model=needs_model) for n in numbers):
+            return None
         outcomes = {n: self.outcomes[n].model_copy(update={"suspects": []}) for n in numbers}
         segment = Segment(
             first=first,
@@ -358,12 +396,21 @@ class Ledger(_Model):
                 ((o.converged, n) for n, o in sorted(outcomes.items()) if o.converged),
                 (None, 0),
             )
+        awaiting = list(self.closed.awaiting_models)
+        for n in numbers:
+            if outcomes[n].model_known:
+                continue
+            if awaiting and awaiting[-1][1] == n - 1:
+                awaiting[-1] = (awaiting[-1][0], n)
+            else:
+                awaiting.append((n, n))
         closed = Closed(
             rounds=last,
             converged=converged[0],
             converged_round=converged[1],
             lead_seconds=self.closed.lead_seconds + sum(o.lead_seconds for o in outcomes.values()),
             lead_count=self.closed.lead_count + sum(o.lead_count for o in outcomes.values()),
+            awaiting_models=awaiting,
         )
         kept = self.model_copy(
             update={

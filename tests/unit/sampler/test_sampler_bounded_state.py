@@ -48,10 +48,10 @@ CONFIG: dict[str, Any] = {
 ROUNDS = 2 * SEGMENT_ROUNDS + 30
 
 
-async def _setup(bus: InMemoryBus, n: int = 400) -> None:
+async def _setup(bus: InMemoryBus, n: int = 400, config: dict[str, Any] = CONFIG) -> None:
     import json
 
-    await bus.stores.projects.put(PROJECT, json.dumps(CONFIG).encode())
+    await bus.stores.projects.put(PROJECT, json.dumps(config).encode())
     items = [IngestedItem(item_id=f"item-{k:04d}", data={"image": f"img-{k}"}) for k in range(n)]
     features = np.random.default_rng(0).random((n, 4)).astype(np.float32)
     ref = await Catalog(bus.stores.state, bus.stores.artifacts).write(
@@ -60,8 +60,11 @@ async def _setup(bus: InMemoryBus, n: int = 400) -> None:
     await bus.publish(ItemsIngested(project=PROJECT, items=items, chunk_ref=ref, submission_id="s"))
 
 
-async def _close_round(bus: InMemoryBus, batch: BatchCreated, *, flagged_items: int = 0) -> None:
-    """What the crew, the trainer and QA say once round ``batch.round`` is over."""
+async def _close_round(
+    bus: InMemoryBus, batch: BatchCreated, *, flagged_items: int = 0, model: bool = True
+) -> None:
+    """What the crew, the trainer (unless ``model`` is false: it is far behind) and QA say once
+    round ``batch.round`` is over."""
     number = batch.round
     await bus.publish(
         BatchCompleted(
@@ -72,18 +75,8 @@ async def _close_round(bus: InMemoryBus, batch: BatchCreated, *, flagged_items: 
             n_annotations=len(batch.tasks),
         )
     )
-    await bus.publish(
-        ModelTrained(
-            project=PROJECT,
-            model_version=f"m{number:04d}",
-            dataset_version=f"v{number:04d}",
-            round=number,
-            promoted=False,
-            metrics={},
-            n_train=0,
-            skipped="test",
-        )
-    )
+    if model:
+        await bus.publish(_model_trained(number))
     await bus.publish(
         QAReport(
             project=PROJECT,
@@ -96,6 +89,20 @@ async def _close_round(bus: InMemoryBus, batch: BatchCreated, *, flagged_items: 
             lead_time_seconds=2.0,
             n_lead_times=2,
         )
+    )
+
+
+def _model_trained(number: int, converged: str | None = None) -> ModelTrained:
+    return ModelTrained(
+        project=PROJECT,
+        model_version=f"m{number:04d}",
+        dataset_version=f"v{number:04d}",
+        round=number,
+        promoted=False,
+        metrics={},
+        n_train=0,
+        skipped="test",
+        converged=converged,
     )
 
 
@@ -159,6 +166,40 @@ async def test_the_ledger_stays_small_over_many_rounds_and_a_new_replica_goes_on
     taken = await reader.taken(PROJECT, Ledger.decode(entry.value))
     assert taken.items == set(handed)
     assert taken.through == ROUNDS + 3
+
+
+async def test_a_trainer_far_behind_holds_no_rounds_in_the_ledger_when_no_batch_waits_for_it() -> (
+    None
+):
+    """Random picks without rechecks wait for no model: rounds whose model has not come leave the
+    ledger as the others do, which keeps only the range of them still awaiting a model; a model
+    that comes late for one of them still stops sampling when it says the curve has plateaued."""
+    no_rechecks = {**CONFIG, "quality": {**CONFIG["quality"], "max_rechecks_per_round": 0}}
+    async with in_memory(build_app(SamplerSettings(), stores=MemoryStores())) as bus:
+        await _setup(bus, config=no_rechecks)
+        await bus.publish(RequestSampling(project=PROJECT, action="start"))
+        for number in range(1, ROUNDS + 1):
+            await _close_round(bus, _labeling(bus)[number], model=False)
+        ledger, size = await _ledger(bus)
+        assert ledger.closed.rounds == 2 * SEGMENT_ROUNDS
+        assert ledger.closed.awaiting_models == [(1, 2 * SEGMENT_ROUNDS)]
+        assert size < 40_000
+        assert ledger.next_round == ROUNDS + 3
+        # the trainer catches up, in round order; its third model says the curve plateaued
+        for number in (1, 2):
+            await bus.publish(_model_trained(number))
+        ledger, _ = await _ledger(bus)
+        assert ledger.closed.awaiting_models == [(3, 2 * SEGMENT_ROUNDS)]
+        assert ledger.converged(ledger.next_round) is None
+        await bus.publish(_model_trained(3, converged="plateau"))
+        await bus.publish(_model_trained(3, converged=None))  # a retrained copy: first word stands
+        ledger, _ = await _ledger(bus)
+        assert ledger.closed.awaiting_models == [(4, 2 * SEGMENT_ROUNDS)]
+        assert (ledger.closed.converged, ledger.closed.converged_round) == ("plateau", 3)
+        cut = len(_labeling(bus))
+        for number in (ROUNDS + 1, ROUNDS + 2):
+            await _close_round(bus, _labeling(bus)[number], model=False)
+        assert len(_labeling(bus)) == cut, "a batch was cut after the curve plateaued"
 
 
 async def test_a_round_whose_review_is_due_stays_until_its_review_is_closed() -> None:

@@ -319,3 +319,44 @@ def test_pool_index_candidates_follow_what_is_taken_as_it_grows_and_shrinks() ->
         expected = candidates(ids, gold, taken=taken, recent_gold=set(ids[:97]))
         assert list(found.item_ids) == expected.item_ids
         assert found.gold_ids == expected.gold_ids
+
+
+def test_candidates_found_by_rank_are_the_listed_ones_across_blocks() -> None:
+    """A cut finds the positions it picks by rank, from counts per block of the pool: over a
+    pool of several blocks, with taken items and gold clustered at block edges, every rank gives
+    the position a full listing gives, and a cut's candidates do not change under later cuts."""
+    rng = np.random.default_rng(8)
+    n = 3 * 65_536 + 123
+    ids = [f"{k:07d}" for k in range(n)]
+    gold = {ids[k] for k in range(65_530, 65_545)} | {ids[-1], ids[0]}
+    index = PoolIndex(ids, gold)
+    first_taken = set(rng.choice(ids, size=5_000, replace=False).tolist())
+    first_taken |= set(ids[131_000:131_100])  # a run across the second block's end
+    first = index.candidates(taken=first_taken)
+    listed = [i for i in ids if i not in gold and i not in first_taken]
+    assert len(first.item_ids) == len(listed)
+    ranks = np.r_[0, 1, rng.integers(0, len(listed), size=300), len(listed) - 1]
+    assert [first.item_ids[int(k)] for k in ranks] == [listed[k] for k in ranks]
+    assert first.item_ids[-1] == listed[-1]
+    with pytest.raises(IndexError):
+        first.item_ids[len(listed)]
+
+    later = index.candidates(taken=first_taken | set(listed[:70_000]))
+    assert len(later.item_ids) == len(listed) - 70_000
+    assert later.item_ids[0] == listed[70_000]
+    assert [first.item_ids[int(k)] for k in ranks] == [listed[k] for k in ranks]
+    assert first.positions is not None
+    assert [ids[p] for p in first.positions.tolist()] == listed
+    assert first.item_ids[5] == listed[5]  # by the listing, once it was made
+
+
+def test_a_random_cut_picks_what_the_general_path_picks() -> None:
+    """Random selection without a control slice draws from the candidates' count alone: the
+    positions are the ones drawing through the index of every candidate gave."""
+    for seed in range(20):
+        n_candidates = int(np.random.default_rng(seed).integers(1, 5_000))
+        got = select(S.RANDOM, 9, n_candidates=n_candidates, random_state=seed)
+        # the general path: draw among the candidates' positions, as stratified does without strata
+        expected = select(S.STRATIFIED, 9, n_candidates=n_candidates, random_state=seed)
+        assert np.array_equal(got.indices, expected.indices)
+        assert got.strategy == "random"
