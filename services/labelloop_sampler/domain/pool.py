@@ -27,6 +27,7 @@ __all__ = [
     "FreePositions",
     "PoolIndex",
     "candidates",
+    "ids_at",
     "proba_rows",
     "strata_of",
 ]
@@ -46,6 +47,18 @@ class Candidates:
         """Where each of ``item_ids`` stands in the :class:`PoolIndex` it was taken from (all of
         them: a strategy that scores the whole pool asks for this)."""
         return None if self.free is None else self.free.all()
+
+    def ids_at(self, at: NDArray[np.integer]) -> list[str]:
+        """``item_ids[k]`` for each ``k`` in ``at``, looked up together."""
+        return ids_at(self.item_ids, at)
+
+
+def ids_at(item_ids: Sequence[str], at: NDArray[np.integer]) -> list[str]:
+    """``item_ids[k]`` for each ``k`` in ``at``: one lookup of them all for candidates taken
+    from a :class:`PoolIndex`, not one per id."""
+    if isinstance(item_ids, _IdsAt):
+        return item_ids.take(at)
+    return [item_ids[k] for k in np.asarray(at).tolist()]
 
 
 def candidates(
@@ -270,6 +283,12 @@ class _IdsAt(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids[self._every()].tolist())
 
+    def take(self, at: NDArray[np.integer]) -> list[str]:
+        """The ids at ranks ``at``."""
+        ranks = np.asarray(at, dtype=np.intp)
+        ids: list[str] = self._ids[self._positions[ranks]].tolist()
+        return ids
+
     def _every(self) -> NDArray[np.intp]:
         p = self._positions
         return p.all() if isinstance(p, FreePositions) else p
@@ -291,7 +310,7 @@ class CandidateFeatures:
         self._mean: NDArray[np.float32] | None = None
 
     def __call__(self, positions: NDArray[np.intp]) -> NDArray[np.float32]:
-        ids = [self._ids[p] for p in np.asarray(positions).tolist()]
+        ids = ids_at(self._ids, positions)
         has = np.fromiter((i in self._rows for i in ids), dtype=bool, count=len(ids))
         out = np.zeros((len(ids), self._dim), dtype=np.float32)
         if has.any():

@@ -337,6 +337,8 @@ def test_candidates_found_by_rank_are_the_listed_ones_across_blocks() -> None:
     assert len(first.item_ids) == len(listed)
     ranks = np.r_[0, 1, rng.integers(0, len(listed), size=300), len(listed) - 1]
     assert [first.item_ids[int(k)] for k in ranks] == [listed[k] for k in ranks]
+    assert first.ids_at(ranks) == [listed[k] for k in ranks]
+    assert first.ids_at(np.empty(0, dtype=np.intp)) == []
     assert first.item_ids[-1] == listed[-1]
     with pytest.raises(IndexError):
         first.item_ids[len(listed)]
@@ -348,6 +350,7 @@ def test_candidates_found_by_rank_are_the_listed_ones_across_blocks() -> None:
     assert first.positions is not None
     assert [ids[p] for p in first.positions.tolist()] == listed
     assert first.item_ids[5] == listed[5]  # by the listing, once it was made
+    assert first.ids_at(ranks) == [listed[k] for k in ranks]
 
 
 def test_a_random_cut_picks_what_the_general_path_picks() -> None:
