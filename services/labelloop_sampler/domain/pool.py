@@ -37,8 +37,9 @@ __all__ = [
 class Candidates:
     item_ids: Sequence[str]
     """Unlabeled items no batch holds yet, sorted by id (an order independent of ingestion)."""
-    gold_ids: list[str]
-    """Gold items a batch may use as honeypots, sorted by id."""
+    gold_ids: Sequence[str]
+    """Gold items a batch may use as honeypots, sorted by id (looked up when asked for, as
+    ``item_ids``: a cut reads a few of some thousand)."""
     free: FreePositions | None = field(default=None, compare=False)
     """Where ``item_ids`` stand in the :class:`PoolIndex` they were taken from."""
 
@@ -138,7 +139,7 @@ class PoolIndex:
         free = FreePositions(self._free, self._free_counts)
         recent = self.positions(recent_gold)
         usable = self._gold_at[~np.isin(self._gold_at, recent[recent >= 0])]
-        return Candidates(_IdsAt(self._array, free), self._array[usable].tolist(), free)
+        return Candidates(_IdsAt(self._array, free), _IdsAt(self._array, usable), free)
 
     def _untaken(self, taken: Collection[str]) -> None:
         """Strike the items in ``taken`` off the mask of candidates. Batches only ever add to
