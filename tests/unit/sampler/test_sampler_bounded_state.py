@@ -384,3 +384,41 @@ async def test_a_ledger_read_again_unchanged_is_not_decoded_again_and_a_replicas
     assert len(decoded) == 2  # the replica decoded the start, this process the pause
     assert (await mine.read("p"))[0] is paused
     assert len(decoded) == 2
+
+
+def test_models_of_compacted_rounds_come_in_any_order_and_the_first_verdict_stands() -> None:
+    """A round compacted without its model is awaited until its model comes, in whatever order
+    models come; the earliest round's convergence verdict is the one kept."""
+    ledger = Ledger().with_started()
+    for n in range(1, 2 * SEGMENT_ROUNDS + 1):
+        r = Round(batch_id=f"b{n}", nonce="x", tasks=2, labels=2, annotations=2)
+        ledger = ledger.with_round(n, r).with_announced("labeling", n).with_completed(f"b{n}")
+        ledger = ledger.with_qa(n, flagged=[], lead_seconds=1.0, lead_count=1, review_due=False)
+    ledger = ledger.with_model(7, model_version=None, scores_ref=None, converged=None)
+    keep_from = 2 * SEGMENT_ROUNDS + 1
+    assert ledger.compacted(keep_from) is None  # models awaited: the rounds stay
+    for _ in range(2):
+        found = ledger.compacted(keep_from, needs_model=False)
+        assert found is not None
+        ledger = found[0]
+    last = 2 * SEGMENT_ROUNDS
+    assert ledger.closed.awaiting_models == [(1, 6), (8, last)]
+    assert ledger.rounds == {}
+    assert ledger.outcomes == {}
+
+    def model(led: Ledger, n: int, converged: str | None = None) -> Ledger:
+        return led.with_model(n, model_version=f"m{n}", scores_ref=None, converged=converged)
+
+    ledger = model(ledger, 70, "plateau")
+    assert ledger.closed.awaiting_models == [(1, 6), (8, 69), (71, last)]
+    assert (ledger.closed.converged, ledger.closed.converged_round) == ("plateau", 70)
+    assert ledger.converged(69) is None
+    assert ledger.converged(70) == "plateau"
+    ledger = model(ledger, 30, "stable")  # an earlier round's verdict comes later: it is first
+    ledger = model(ledger, 90, "later")
+    assert (ledger.closed.converged, ledger.closed.converged_round) == ("stable", 30)
+    for n in (1, 6, 8, 69, 71, last):
+        ledger = model(ledger, n)
+    assert ledger.closed.awaiting_models == [(2, 5), (9, 29), (31, 68), (72, 89), (91, last - 1)]
+    assert model(ledger, 7, "again") == ledger  # known before it was compacted: nothing changes
+    assert model(ledger, 30, "again") == ledger  # its model came already
