@@ -44,7 +44,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ from labelloop.rows import apply_deltas
 from labelloop.sequencing import RoundSequencer
 from labelloop.stores import Blobs, KeyValue
 from labelloop_trainer.domain.boxes import box_uncertainty
-from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
+from labelloop_trainer.domain.convergence import StopSet, compare_predictions, converged
 from labelloop_trainer.domain.estimators import (
     InputKind,
     aligned_proba,
@@ -123,6 +124,9 @@ _KIND: dict[TaskType, InputKind] = {
 _VERSION = re.compile(r"(?:v\d+(?:-r\d+)?\+)?r(\d+)$|v(\d+)(?:-r\d+)?$")
 """The round of a model's dataset: ``v0012`` (and its rewrites ``v0012-r1``) hold round 12;
 ``v0010+r0012`` (a version and the rounds after it) and ``r0012`` name round 12's rows too."""
+STOP_SET_PROJECTS = 16
+"""Projects whose stop set a process keeps drawing from (:class:`StopSet`)."""
+
 _LABELS_FILE = "labels.parquet"
 """The label columns the exporter shares in the object store (item data is in the catalog)."""
 _DATASET_FILE = "dataset.parquet"
@@ -143,6 +147,8 @@ class _Inputs:
     chunk where a model reads them, which is exact)."""
     dropped: int
     """Labeled rows without usable input (no features in the chosen space)."""
+    catalog_ids: Sequence[str]
+    """Every item id of the catalog, sorted (the list the catalog shares)."""
 
 
 class TamperedDataset(ValueError):
@@ -255,7 +261,7 @@ def _inputs(
         split=frame["split"].astype(str).to_numpy()[keep],
         weight=frame["weight"].astype(float).to_numpy()[keep],
     )
-    return _Inputs(labeled, pool_ids, pool_x, int((~keep).sum()))
+    return _Inputs(labeled, pool_ids, pool_x, int((~keep).sum()), items.item_ids())
 
 
 def _suspects(
@@ -317,6 +323,7 @@ class Trainer:
             "trainer-rounds", state, artifacts, self._train_round, area="trainer"
         )
         self._train_sets: dict[str, tuple[str, set[str]]] = {}
+        self._stop_sets: OrderedDict[str, StopSet] = OrderedDict()
         """Per project, the serving model's version and its train ids (one model's: a set per
         model kept them all, tens of thousands of ids each, for the process's life)."""
         self._locks: dict[str, asyncio.Lock] = {}
@@ -886,10 +893,13 @@ class Trainer:
         """Predict the stop set, keep the predictions, compare with the previous model's (a
         multi-label model's prediction is its label set: two models agree on an item when they
         predict the same set)."""
-        chosen = set(
-            await asyncio.to_thread(stop_set, inputs.pool_ids, self._stop_set_size, project)
-        )
-        rows = [k for k, i in enumerate(inputs.pool_ids) if i in chosen]
+        stop = self._stop_sets.get(project)
+        if stop is None or stop.size != self._stop_set_size:
+            stop = self._stop_sets[project] = StopSet(self._stop_set_size, project)
+        self._stop_sets.move_to_end(project)
+        while len(self._stop_sets) > STOP_SET_PROJECTS:
+            self._stop_sets.popitem(last=False)
+        rows = await asyncio.to_thread(stop.positions, inputs.catalog_ids, inputs.pool_ids)
         predictions: dict[str, str] = {}
         if rows:
             labels = await asyncio.to_thread(

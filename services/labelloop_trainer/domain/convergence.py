@@ -14,6 +14,7 @@ and labeled items leave the pool, so the comparison uses the intersection).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ Array = npt.NDArray[Any]
 __all__ = [
     "MIN_COMMON",
     "Agreement",
+    "StopSet",
     "compare_predictions",
     "converged",
     "stop_set",
@@ -45,6 +47,41 @@ def stop_set(item_ids: Sequence[str], size: int, salt: str) -> list[str]:
     """The ``size`` item ids with the smallest salted hash (deterministic, model-independent),
     smallest first. A heap of ``size``, not a sort of the pool: 1M ids in 0.44 s, not 0.93."""
     return heapq.nsmallest(size, item_ids, key=lambda i: _rank(i, salt))
+
+
+class StopSet:
+    """A project's :func:`stop_set`, drawn at each training from what is kept between them.
+
+    Hashing every id of the pool took 5 s a training at 10M items. The hashes depend only on the
+    ids and the salt, so the ``2 * size`` smallest over the whole catalog are kept, and a training
+    takes the first ``size`` of them still in its pool. That is exactly :func:`stop_set` of the
+    pool: an id of the pool not kept hashes above every kept one. Drawn again over the catalog
+    when it changed size (a catalog only grows), and over the pool itself when fewer than
+    ``size`` of the kept ids are left in it (most of the catalog labeled)."""
+
+    def __init__(self, size: int, salt: str) -> None:
+        self.size = size
+        self.salt = salt
+        self._catalog_size = -1
+        self._kept: list[str] = []
+
+    def positions(self, catalog: Sequence[str], pool: Sequence[str]) -> list[int]:
+        """Where the stop set's ids stand in ``pool`` (sorted ids, all of them in ``catalog``),
+        in pool order."""
+        if len(catalog) != self._catalog_size:
+            self._kept = stop_set(catalog, 2 * self.size, self.salt)
+            self._catalog_size = len(catalog)
+        found = []
+        for item_id in self._kept:
+            at = bisect.bisect_left(pool, item_id)
+            if at < len(pool) and pool[at] == item_id:
+                found.append(at)
+                if len(found) == self.size:
+                    break
+        if len(found) < min(self.size, len(pool)):
+            chosen = stop_set(pool, self.size, self.salt)
+            found = [bisect.bisect_left(pool, item_id) for item_id in chosen]
+        return sorted(found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelloop_trainer.domain.convergence import compare_predictions, converged, stop_set
+from labelloop_trainer.domain.convergence import (
+    StopSet,
+    compare_predictions,
+    converged,
+    stop_set,
+)
 from labelloop_trainer.domain.promotion import should_promote
 from labelloop_trainer.domain.retraining import decide_retrain
 
@@ -97,3 +102,28 @@ def test_a_significant_drop_is_rejected() -> None:
     new = np.ones(80, dtype=bool)
     new[:12] = False  # the new model is wrong on 12 rows the current one gets right
     assert not should_promote(0.80, 0.95, 0.01, new_correct=new, current_correct=current)
+
+
+def test_a_kept_stop_set_is_the_pools_own_as_items_are_labeled_returned_and_added() -> None:
+    """The stop set drawn from what a project keeps between trainings is the one hashing the
+    whole pool gives: as the pool shrinks, as labels are withdrawn (items come back), when the
+    catalog grows, and when most of the catalog is labeled (it draws over the pool again)."""
+    rng = np.random.default_rng(3)
+    catalog = sorted(f"item-{k:05d}" for k in range(5_000))
+    kept = StopSet(50, "p")
+    labeled: set[str] = set()
+    for step in range(8):
+        if step == 4:  # labels withdrawn: some items come back to the pool
+            labeled -= set(sorted(labeled)[::3])
+        elif step == 5:  # the catalog grows
+            catalog = sorted([*catalog, *(f"added-{k:04d}" for k in range(2_000))])
+        else:
+            labeled |= set(rng.choice(catalog, size=600, replace=False).tolist())
+        if step == 7:  # most of the catalog labeled: fewer than 50 kept ids are left
+            labeled = set(catalog[200:])
+        pool = [i for i in catalog if i not in labeled]
+        got = kept.positions(catalog, pool)
+        assert got == sorted(pool.index(i) for i in stop_set(pool, 50, "p")), step
+    tiny = ["a", "b", "c"]
+    assert StopSet(50, "p").positions(tiny, tiny[1:]) == [0, 1]
+    assert StopSet(50, "p").positions(tiny, []) == []
