@@ -11,9 +11,11 @@ One step is defined anew, not merely made faster: more than 200 clusters over mo
 points are found by the nested k-means of ``selection._nested_kmeans`` (the reference calls it:
 its own tests are in ``test_sampler_selection.py``) where MiniBatchKMeans with random centres
 used to run. ``nested=False`` gives the earlier clustering, which the benchmark compares with.
-scikit-learn runs here on its default threads, in the sampler on one: the same picks show that
-this changes none. Only the strategies that read probabilities or features are here: random and
-stratified selection never changed.
+The clustering runs on one thread, as in the sampler (``nested=False``, the earlier sampler,
+runs on scikit-learn's default threads, as it did): on the default threads the centres depend,
+in the last bits, on how the work was split, and on a busy 2-core machine that changed picks
+(``bench_sampler.py --quick``, 2026-12-08, beside a soak). Only the strategies that read
+probabilities or features are here: random and stratified selection never changed.
 """
 
 # ruff: noqa: N803, N806  (X is scikit-learn's name for a feature matrix)
@@ -126,6 +128,7 @@ def _nearest_to_centroids(
 ) -> NDArray[np.int64]:
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     if k >= len(X):
         return np.arange(len(X), dtype=np.int64)
@@ -133,7 +136,8 @@ def _nearest_to_centroids(
     seed = int(rng.integers(2**31 - 1))
     if nested and len(X) > 4_000 and k > 200:
         w = np.ones(len(X)) if weights is None else weights
-        centres, labels = _nested_kmeans(data, k, w, np.random.default_rng(seed))
+        with threadpool_limits(limits=1):
+            centres, labels = _nested_kmeans(data, k, w, np.random.default_rng(seed))
         return _nearest(data, centres, labels, k, weights, rng)
     model: KMeans | MiniBatchKMeans
     if len(X) > 4_000:
@@ -147,7 +151,8 @@ def _nearest_to_centroids(
         )
     else:
         model = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed)
-    with warnings.catch_warnings():
+    # the earlier sampler (``nested=False``, timed by the benchmark) ran on the default threads
+    with threadpool_limits(limits=1 if nested else None), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = model.fit_predict(data, sample_weight=weights)
     return _nearest(data, model.cluster_centers_.astype(np.float32), labels, k, weights, rng)
