@@ -323,9 +323,10 @@ class Trainer:
             "trainer-rounds", state, artifacts, self._train_round, area="trainer"
         )
         self._train_sets: dict[str, tuple[str, set[str]]] = {}
-        self._stop_sets: OrderedDict[str, StopSet] = OrderedDict()
         """Per project, the serving model's version and its train ids (one model's: a set per
         model kept them all, tens of thousands of ids each, for the process's life)."""
+        self._stop_sets: OrderedDict[str, StopSet] = OrderedDict()
+        """Per project, its stop set's kept hashes, the last :data:`STOP_SET_PROJECTS` used."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -894,7 +895,7 @@ class Trainer:
         multi-label model's prediction is its label set: two models agree on an item when they
         predict the same set)."""
         stop = self._stop_sets.get(project)
-        if stop is None or stop.size != self._stop_set_size:
+        if stop is None:
             stop = self._stop_sets[project] = StopSet(self._stop_set_size, project)
         self._stop_sets.move_to_end(project)
         while len(self._stop_sets) > STOP_SET_PROJECTS:
