@@ -279,7 +279,7 @@ class _IdsAt(Sequence[str]):
     def __getitem__(self, at: int | slice) -> str | Sequence[str]:
         if isinstance(at, slice):
             return _IdsAt(self._ids, self._every()[at])
-        return str(self._ids[self._positions[np.asarray([at])][0]])
+        return self.take(np.asarray([at]))[0]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids[self._every()].tolist())
